@@ -1,0 +1,61 @@
+# higan - build the tests, benchmarks and examples with plain cc.
+#   make            build everything that can be built here
+#   make test       build and run the tests (ends with "N passed, N failed")
+#   make oracle     regenerate tests/oracle/*.safetensors (needs python3 with torch)
+#   make bench      build bench/ programs
+# Options: NO_OMP=1 (no OpenMP), CC=..., CXX=..., NVCC=..., NO_CUDA=1
+CC      ?= cc
+CXX     ?= c++
+NVCC    ?= nvcc
+PYTHON  ?= /usr/bin/python3
+CFLAGS  ?= -O2 -g
+WARN    := -Wall -Wextra
+BUILD   := build
+
+# OpenMP when the compiler accepts it (results never depend on the thread count).
+ifneq ($(NO_OMP),1)
+  OMP_OK := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo 1)
+  ifeq ($(OMP_OK),1)
+    OMPFLAGS := -fopenmp
+  endif
+endif
+# CUDA targets only where nvcc exists.
+ifneq ($(NO_CUDA),1)
+  HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1)
+endif
+
+ALL_CFLAGS := -std=c99 $(CFLAGS) $(WARN) $(OMPFLAGS) -I.
+LDLIBS  := -lm -lpthread
+
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRCS)) $(BUILD)/test_compile_cpp
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench_%,$(BENCH_SRCS))
+HEADERS := higan.h $(wildcard parts/*.h) tests/check.h
+
+.PHONY: all test bench oracle clean
+all: $(TEST_BINS) $(BENCH_BINS)
+
+$(BUILD):
+	@mkdir -p $(BUILD)
+
+$(BUILD)/test_%: tests/test_%.c $(HEADERS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+
+# The header must compile as C++ too (nvcc compiles it as C++).
+$(BUILD)/test_compile_cpp: tests/compile_cpp.cpp $(HEADERS) | $(BUILD)
+	$(CXX) -std=c++17 $(CFLAGS) $(WARN) $(OMPFLAGS) -I. $< -o $@ $(LDLIBS)
+
+$(BUILD)/bench_%: bench/%.c $(HEADERS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -O3 $< -o $@ $(LDLIBS)
+
+bench: $(BENCH_BINS)
+
+test: $(TEST_BINS)
+	@sh tests/run_tests.sh $(TEST_BINS)
+
+oracle:
+	cd tests/oracle && for f in make_*.py; do echo "== $$f"; $(PYTHON) $$f || exit 1; done
+
+clean:
+	rm -rf $(BUILD)

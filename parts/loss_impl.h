@@ -1,0 +1,1 @@
+/* loss_impl: in progress */

@@ -1,0 +1,1 @@
+/* nn_api: in progress */

@@ -1,0 +1,1 @@
+/* nn_impl: in progress */

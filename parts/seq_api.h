@@ -1,0 +1,1 @@
+/* seq_api: in progress */

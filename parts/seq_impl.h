@@ -1,0 +1,1 @@
+/* seq_impl: in progress */

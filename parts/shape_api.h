@@ -1,0 +1,1 @@
+/* shape_api: in progress */
