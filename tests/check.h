@@ -12,9 +12,9 @@
 static int check__passed, check__failed;
 
 #define CHECK(cond, ...) check__report((cond) ? 1 : 0, __FILE__, __LINE__, __VA_ARGS__)
-static void check__report(int ok, const char *file, int line, const char *fmt, ...);
+static inline void check__report(int ok, const char *file, int line, const char *fmt, ...);
 #include <stdarg.h>
-static void check__report(int ok, const char *file, int line, const char *fmt, ...) {
+static inline void check__report(int ok, const char *file, int line, const char *fmt, ...) {
     va_list ap;
     if (ok) ++check__passed; else ++check__failed;
     printf("%s ", ok ? "PASS" : "FAIL");
@@ -24,13 +24,13 @@ static void check__report(int ok, const char *file, int line, const char *fmt, .
     fflush(stdout);
 }
 
-static int check_finish(void) {
+static inline int check_finish(void) {
     printf("RESULT %d %d\n", check__passed, check__failed);
     return check__failed ? 1 : 0;
 }
 
 /* |got - ref| <= atol + rtol*|ref| elementwise. On failure prints the 5 worst elements. */
-static int check_close(const char *name, const float *got, const float *ref, int64_t n,
+static inline int check_close(const char *name, const float *got, const float *ref, int64_t n,
                        float atol, float rtol) {
     int64_t i, bad = 0, worst[5] = {-1, -1, -1, -1, -1};
     double worst_excess[5] = {0, 0, 0, 0, 0}, max_abs = 0, num = 0, den = 0;
@@ -76,7 +76,7 @@ typedef struct check_input {
     int grad;               /* 1: check this input's gradient */
 } check_input;
 
-static double check__loss(higan_tape *t, check_build_fn build, void *ctx, check_input *ins, int n,
+static inline double check__loss(higan_tape *t, check_build_fn build, void *ctx, check_input *ins, int n,
                           const float *r, int64_t *out_numel) {
     higan_var *vars[16];
     higan_var *y;
@@ -95,7 +95,7 @@ static double check__loss(higan_tape *t, check_build_fn build, void *ctx, check_
     return L;
 }
 
-static int check_gradients(const char *name, check_build_fn build, void *ctx, check_input *ins,
+static inline int check_gradients(const char *name, check_build_fn build, void *ctx, check_input *ins,
                            int n, float eps, float atol, float rtol) {
     higan_arena arena;
     higan_tape tape;
@@ -154,7 +154,7 @@ static int check_gradients(const char *name, check_build_fn build, void *ctx, ch
 }
 
 /* Load a float tensor from an oracle fixture into a malloc'd array (NULL + FAIL if absent). */
-static float *check_load(const higan_safetensors *st, const char *name, int64_t *numel_out) {
+static inline float *check_load(const higan_safetensors *st, const char *name, int64_t *numel_out) {
     const higan_st_tensor *t = higan_safetensors_find(st, name);
     float *x;
     if (!t) { CHECK(0, "fixture tensor '%s' missing", name); return NULL; }
@@ -167,7 +167,7 @@ static float *check_load(const higan_safetensors *st, const char *name, int64_t 
 }
 
 /* Open tests/oracle/<file>; FAIL (not crash) when missing. */
-static int check_open_fixture(higan_safetensors *st, const char *file) {
+static inline int check_open_fixture(higan_safetensors *st, const char *file) {
     char path[512];
     snprintf(path, sizeof path, "tests/oracle/%s", file);
     if (higan_safetensors_load(st, path) != HIGAN_OK) {
