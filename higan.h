@@ -293,8 +293,8 @@ HIGAN_DEF void higan_safetensors_writer_free(higan_safetensors_writer *w);
 
 /* ==== OPTIMIZER ============================================================ */
 /* Adam with bias correction (PyTorch semantics, no weight decay); step counts updates. */
-typedef struct higan_adam { float lr, beta1, beta2, eps; int64_t step; } higan_adam;
-HIGAN_DEF higan_adam higan_adam_default(float lr);            /* betas (0.9, 0.999), eps 1e-8 */
+typedef struct higan_adam { double lr, beta1, beta2, eps; int64_t step; } higan_adam;  /* doubles, as torch keeps them */
+HIGAN_DEF higan_adam higan_adam_default(double lr);            /* betas (0.9, 0.999), eps 1e-8 */
 HIGAN_DEF void higan_adam_step(higan_adam *opt, higan_params *p);
 /* HiGAN+'s LambdaLR factor: 1 - min(max(0, (epoch - start) / length), 0.999). */
 HIGAN_DEF float higan_lr_linear_decay(int epoch, int start, int length);

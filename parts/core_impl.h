@@ -488,29 +488,29 @@ HIGAN_DEF higan_status higan_tape_grad_wrt(higan_tape *t, higan_var *out, higan_
 }
 
 /* ---- Adam ------------------------------------------------------------------------------ */
-HIGAN_DEF higan_adam higan_adam_default(float lr) {
+HIGAN_DEF higan_adam higan_adam_default(double lr) {
     higan_adam a;
-    a.lr = lr; a.beta1 = 0.9f; a.beta2 = 0.999f; a.eps = 1e-8f; a.step = 0;
+    a.lr = lr; a.beta1 = 0.9; a.beta2 = 0.999; a.eps = 1e-8; a.step = 0;
     return a;
 }
 /* PyTorch's single-tensor Adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
    p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
 HIGAN_DEF void higan_adam_step(higan_adam *opt, higan_params *p) {
     int64_t i, n = p->n_param;
-    double bc1, bc2;
-    float step_size, bc2_sqrt, b1 = opt->beta1, b2 = opt->beta2, eps = opt->eps;
+    /* scalars in double, then rounded once to float, as torch does with Python floats */
+    float b1 = (float)opt->beta1, b2 = (float)opt->beta2, eps = (float)opt->eps;
+    float one_minus_b1 = (float)(1.0 - opt->beta1), one_minus_b2 = (float)(1.0 - opt->beta2);
+    float step_size, bc2_sqrt;
     float *w = p->value, *g = p->grad, *m = p->adam_m, *v = p->adam_v;
     HIGAN_ASSERT(p->allocated);
     opt->step += 1;
-    bc1 = 1.0 - pow((double)opt->beta1, (double)opt->step);
-    bc2 = 1.0 - pow((double)opt->beta2, (double)opt->step);
-    step_size = (float)((double)opt->lr / bc1);
-    bc2_sqrt = (float)sqrt(bc2);
+    step_size = (float)(opt->lr / (1.0 - pow(opt->beta1, (double)opt->step)));
+    bc2_sqrt = (float)sqrt(1.0 - pow(opt->beta2, (double)opt->step));
     HIGAN__PARALLEL_FOR_IF(n > 65536)
     for (i = 0; i < n; ++i) {
         float gi = g[i];
-        m[i] = m[i] * b1 + gi * (1.0f - b1);    /* lerp as torch: m + (g - m)(1-b1) */
-        v[i] = v[i] * b2 + (1.0f - b2) * gi * gi;
+        m[i] = m[i] * b1 + gi * one_minus_b1;
+        v[i] = v[i] * b2 + one_minus_b2 * gi * gi;
         w[i] -= step_size * (m[i] / (sqrtf(v[i]) / bc2_sqrt + eps));
     }
 }

@@ -16,9 +16,11 @@
    Biases may be NULL in the raw kernels (no bias).
    cache: higan_lstm_cache_floats() floats the backward needs (intermediate layer outputs,
    gate activations, cell states). Forward with cache == NULL (inference) takes it from
-   scratch and releases it. Scratch also needs (B*H*2 + B*4H) floats in forward and
-   (B*T*(4H + H + D*H) + B*(2H + 4H)) floats in backward. Both kernels return HIGAN_OK or
-   HIGAN_ERR_NOMEM (scratch overflow; nothing then is valid). */
+   scratch and releases it. Scratch also needs B*6H floats in forward and
+   B*T*(5H + 2*D*H) + B*6H floats in backward (plus 64-byte alignment per block); both
+   release it before returning. They return HIGAN_OK or HIGAN_ERR_NOMEM (scratch overflow,
+   sticky in the arena; the outputs are then not valid). Parallel over the batch inside each
+   step and in higan_gemm: bit-identical for any thread count. */
 HIGAN_DEF int64_t higan_lstm_cache_floats(int64_t B, int64_t T, int64_t H, int num_layers,
                                           int bidirectional);
 HIGAN_DEF higan_status higan_lstm_forward(float *y, float *cache, const float *x, const int *lengths,

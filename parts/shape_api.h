@@ -67,9 +67,10 @@ HIGAN_DEF void higan_slice_forward(float *y, const float *x, int64_t outer, int6
 HIGAN_DEF void higan_slice_backward(float *dx, const float *dy, int64_t outer, int64_t size,
                                     int64_t inner, int64_t start, int64_t len);
 /* x.narrow(dim, start, len) as a copy; dim may be negative. torch.split(x, k, dim) is a
-   series of slices (higan_split does that: out[i] gets sizes[i] along dim; returns 0 or -1). */
+   series of slices (higan_split does that: out[i] gets sizes[i] along dim, which must add up
+   to x's size; returns HIGAN_OK or HIGAN_ERR_NOMEM on arena overflow). */
 HIGAN_DEF higan_var *higan_slice(higan_tape *t, higan_var *x, int dim, int64_t start, int64_t len);
-HIGAN_DEF int higan_split(higan_tape *t, higan_var *x, int dim, int n, const int64_t *sizes,
+HIGAN_DEF higan_status higan_split(higan_tape *t, higan_var *x, int dim, int n, const int64_t *sizes,
                           higan_var **out);
 
 /* -- reshape: a VIEW. y shares x's data (no copy) with another shape of the same numel; one
