@@ -31,7 +31,7 @@ __attribute__((target("avx512f"))) static float peak_avx512(int64_t iters) {
     float out[16], s = 0;
     for (i = 0; i < 12; ++i) a[i] = _mm512_set1_ps((float)i);
     for (it = 0; it < iters; ++it)
-        for (i = 0; i < 12; ++i) a[i] = _mm512_fmadd_ps(a[i], m, d);
+        HIGAN__UNROLL for (i = 0; i < 12; ++i) a[i] = _mm512_fmadd_ps(a[i], m, d);
     for (i = 1; i < 12; ++i) a[0] = _mm512_add_ps(a[0], a[i]);
     _mm512_storeu_ps(out, a[0]);
     for (i = 0; i < 16; ++i) s += out[i];
@@ -45,7 +45,7 @@ __attribute__((target("avx2,fma"))) static float peak_avx2(int64_t iters) {
     float out[8], s = 0;
     for (i = 0; i < 12; ++i) a[i] = _mm256_set1_ps((float)i);
     for (it = 0; it < iters; ++it)
-        for (i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], m, d);
+        HIGAN__UNROLL for (i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], m, d);
     for (i = 1; i < 12; ++i) a[0] = _mm256_add_ps(a[0], a[i]);
     _mm256_storeu_ps(out, a[0]);
     for (i = 0; i < 8; ++i) s += out[i];

@@ -6,6 +6,7 @@
    and all multi-byte values are assembled from bytes (data may be unaligned, host order
    does not matter). */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -599,14 +600,16 @@ HIGAN_DEF higan_status higan_safetensors_load(higan_safetensors *st, const char 
     if (!path) return higan__error(HIGAN_ERR_ARG, "safetensors_load: NULL path");
     f = fopen(path, "rb");
     if (!f) return higan__error(HIGAN_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    /* the size is only a hint: read until EOF so short or growing files are handled */
-    if (fseek(f, 0, SEEK_END) == 0 && (hint = ftell(f)) >= 0) {
-        if ((unsigned long)hint + 1 > cap) cap = (size_t)hint + 1;
-        rewind(f);
-    } else {
-        rewind(f);
+    /* The size is only a hint (ftell gives LONG_MAX for a directory on Linux): read until
+       EOF, starting from the hinted size when it is plausible and can be allocated. */
+    buf = NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (hint = ftell(f)) >= 0 && hint < LONG_MAX &&
+        (unsigned long)hint < (size_t)-1 / 4 && (size_t)hint + 1 > cap) {
+        buf = (unsigned char *)HIGAN_MALLOC((size_t)hint + 1);
+        if (buf) cap = (size_t)hint + 1;
     }
-    buf = (unsigned char *)HIGAN_MALLOC(cap);
+    rewind(f);
+    if (!buf) buf = (unsigned char *)HIGAN_MALLOC(cap);
     if (!buf) { fclose(f); return higan__error(HIGAN_ERR_NOMEM, "cannot allocate %llu bytes to read '%s'", (unsigned long long)cap, path); }
     for (;;) {
         size_t got = fread(buf + len, 1, cap - len, f);

@@ -215,6 +215,9 @@ static void test_roundtrip(void) {
     CHECK(higan_safetensors_load(&st, "build/no_such_file.safetensors") == HIGAN_ERR_IO &&
           strstr(higan_last_error(), "build/no_such_file.safetensors") && st_is_clear(&st),
           "load of a missing file: %s", higan_last_error());
+    s = higan_safetensors_load(&st, "build");
+    CHECK((s == HIGAN_ERR_IO || s == HIGAN_ERR_FORMAT) && strstr(higan_last_error(), "build") && st_is_clear(&st),
+          "load of a directory fails cleanly: %s", higan_last_error());
 }
 
 /* ---- half -> float against an independent reference, all 65536 patterns ---------------- */
