@@ -29,6 +29,9 @@ LDLIBS  := -lm -lpthread
 
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRCS)) $(BUILD)/test_compile_cpp
+ifeq ($(HAVE_NVCC),1)
+  TEST_BINS += $(BUILD)/test_compile_nvcc
+endif
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench_%,$(BENCH_SRCS))
 HEADERS := higan.h $(wildcard parts/*.h) tests/check.h
@@ -45,6 +48,10 @@ $(BUILD)/test_%: tests/test_%.c $(HEADERS) | $(BUILD)
 # The header must compile as C++ too (nvcc compiles it as C++).
 $(BUILD)/test_compile_cpp: tests/compile_cpp.cpp $(HEADERS) | $(BUILD)
 	$(CXX) -std=c++17 $(CFLAGS) $(WARN) $(OMPFLAGS) -I. $< -o $@ $(LDLIBS)
+
+# ... and through nvcc (host compile of a .cu translation unit), where nvcc exists.
+$(BUILD)/test_compile_nvcc: tests/compile_cpp.cpp $(HEADERS) | $(BUILD)
+	$(NVCC) -x cu -std=c++17 -O2 -I. -Xcompiler -Wall,-Wextra $< -o $@
 
 $(BUILD)/bench_%: bench/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -O3 $< -o $@ $(LDLIBS)

@@ -89,7 +89,9 @@
 #include <stdint.h>
 
 #ifndef HIGAN_DEF
-#  ifdef HIGAN_STATIC
+#  if defined(HIGAN_STATIC) && defined(__GNUC__)
+#    define HIGAN_DEF static __attribute__((unused))   /* a user need not call everything */
+#  elif defined(HIGAN_STATIC)
 #    define HIGAN_DEF static
 #  elif defined(__cplusplus)
 #    define HIGAN_DEF extern "C"

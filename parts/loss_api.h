@@ -25,13 +25,13 @@ HIGAN_DEF higan_var *higan_hinge_g(higan_tape *t, higan_var *x);
    The divisor uses lens as given (not clipped to W), exactly like the official code;
    tv_loss and the perceptual loss call it with lens - 1 or lens / scale.
    Gradient: sign(a - b) / divisor inside the mask (0 where a == b), -that for b. */
-HIGAN_DEF void higan_masked_l1_forward(float *y, const float *a, const float *b, const int64_t *lens,
+HIGAN_DEF void higan_masked_l1_forward(float *y, const float *a, const float *b, const int *lens,
                                        int64_t N, int64_t M, int64_t W);
 HIGAN_DEF void higan_masked_l1_backward(float *da, float *db, const float *dy, const float *a,
-                                        const float *b, const int64_t *lens,
+                                        const float *b, const int *lens,
                                         int64_t N, int64_t M, int64_t W);
 /* a and b must have the same shape (ndim >= 2); lens is copied. */
-HIGAN_DEF higan_var *higan_masked_l1(higan_tape *t, higan_var *a, higan_var *b, const int64_t *lens);
+HIGAN_DEF higan_var *higan_masked_l1(higan_tape *t, higan_var *a, higan_var *b, const int *lens);
 
 /* -- KL divergence of N(mu, exp(logvar)) from N(0, 1), HiGAN+'s KLloss:
    mu, logvar: [N, D];  y = mean_n( -1/2 * sum_d (1 + logvar - mu^2 - exp(logvar)) )

@@ -75,14 +75,14 @@ HIGAN_DEF higan_var *higan_hinge_d_fake(higan_tape *t, higan_var *x) { return hi
 HIGAN_DEF higan_var *higan_hinge_g(higan_tape *t, higan_var *x) { return higan__hinge_op(t, x, 2); }
 
 /* ---- masked L1 (recn_l1_loss) --------------------------------------------- */
-static double higan__masked_l1_divisor(const int64_t *lens, int64_t N, int64_t M) {
+static double higan__masked_l1_divisor(const int *lens, int64_t N, int64_t M) {
     double s = 0;
     int64_t n;
     for (n = 0; n < N; ++n) s += (double)lens[n];
     return (double)M * s;
 }
 /* a, b: [N, M, W], lens: [N] -> y: [1] */
-HIGAN_DEF void higan_masked_l1_forward(float *y, const float *a, const float *b, const int64_t *lens,
+HIGAN_DEF void higan_masked_l1_forward(float *y, const float *a, const float *b, const int *lens,
                                        int64_t N, int64_t M, int64_t W) {
     double s = 0;
     int64_t n, m, w;
@@ -97,7 +97,7 @@ HIGAN_DEF void higan_masked_l1_forward(float *y, const float *a, const float *b,
 }
 /* da, db: [N, M, W] += +-dy * sign(a - b) / divisor inside the mask */
 HIGAN_DEF void higan_masked_l1_backward(float *da, float *db, const float *dy, const float *a,
-                                        const float *b, const int64_t *lens,
+                                        const float *b, const int *lens,
                                         int64_t N, int64_t M, int64_t W) {
     float g = (float)((double)dy[0] / higan__masked_l1_divisor(lens, N, M));
     int64_t n, m, w;
@@ -115,7 +115,7 @@ HIGAN_DEF void higan_masked_l1_backward(float *da, float *db, const float *dy, c
         }
     }
 }
-typedef struct { higan_var *a, *b, *y; int64_t *lens; } higan__masked_l1_ctx;
+typedef struct { higan_var *a, *b, *y; int *lens; } higan__masked_l1_ctx;
 static void higan__masked_l1_dims(const higan_var *a, int64_t *N, int64_t *M, int64_t *W) {
     int d;
     *N = a->shape[0]; *W = a->shape[a->ndim - 1]; *M = 1;
@@ -128,7 +128,7 @@ static void higan__masked_l1_backward_op(higan_tape *t, void *p) {
     higan__masked_l1_dims(c->a, &N, &M, &W);
     higan_masked_l1_backward(da, db, c->y->grad, c->a->data, c->b->data, c->lens, N, M, W);
 }
-HIGAN_DEF higan_var *higan_masked_l1(higan_tape *t, higan_var *a, higan_var *b, const int64_t *lens) {
+HIGAN_DEF higan_var *higan_masked_l1(higan_tape *t, higan_var *a, higan_var *b, const int *lens) {
     higan_var *in[2];
     higan_var *y;
     higan__masked_l1_ctx *c;
@@ -143,8 +143,8 @@ HIGAN_DEF higan_var *higan_masked_l1(higan_tape *t, higan_var *a, higan_var *b, 
     higan_masked_l1_forward(y->data, a->data, b->data, lens, N, M, W);
     if (y->requires_grad) {
         if (!(c = (higan__masked_l1_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
-        if (!(c->lens = (int64_t *)higan_arena_alloc(t->arena, sizeof(int64_t) * (size_t)N))) return NULL;
-        memcpy(c->lens, lens, sizeof(int64_t) * (size_t)N);
+        if (!(c->lens = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)N))) return NULL;
+        memcpy(c->lens, lens, sizeof(int) * (size_t)N);
         c->a = a; c->b = b; c->y = y;
         higan_tape_record(t, y, higan__masked_l1_backward_op, c);
     }

@@ -15,7 +15,7 @@ static void fill(float *x, int64_t n, uint64_t seed, float scale) {
 static higan_var *build_hinge_real(higan_tape *t, higan_var **in, void *ctx) { (void)ctx; return higan_hinge_d_real(t, in[0]); }
 static higan_var *build_hinge_fake(higan_tape *t, higan_var **in, void *ctx) { (void)ctx; return higan_hinge_d_fake(t, in[0]); }
 static higan_var *build_hinge_g(higan_tape *t, higan_var **in, void *ctx) { (void)ctx; return higan_hinge_g(t, in[0]); }
-static higan_var *build_l1(higan_tape *t, higan_var **in, void *ctx) { return higan_masked_l1(t, in[0], in[1], (const int64_t *)ctx); }
+static higan_var *build_l1(higan_tape *t, higan_var **in, void *ctx) { return higan_masked_l1(t, in[0], in[1], (const int *)ctx); }
 static higan_var *build_kl(higan_tape *t, higan_var **in, void *ctx) { (void)ctx; return higan_kl_gaussian(t, in[0], in[1]); }
 static higan_var *build_cx(higan_tape *t, higan_var **in, void *ctx) { (void)ctx; return higan_cx_loss(t, in[0], in[1], HIGAN_CX_SIGMA, HIGAN_CX_B); }
 
@@ -42,7 +42,7 @@ static void gradcheck_hinge(void) {
 
 static void gradcheck_l1(void) {
     float a[2 * 2 * 3 * 5], b[2 * 2 * 3 * 5];
-    int64_t lens[2] = {3, 5};
+    int lens[2] = {3, 5};
     check_input in[2];
     fill(a, 60, 2, 1.0f); fill(b, 60, 3, 1.0f);
     set_input(&in[0], a, 4, 2, 2, 3, 5);
@@ -131,10 +131,12 @@ static void oracle_hinge(void) {
 
 static void oracle_l1(void) {
     higan_safetensors st;
-    int64_t lens[3];
+    int64_t lens64[3];
+    int lens[3];
     if (!check_open_fixture(&st, "loss_masked_l1.safetensors")) return;
-    if (higan_safetensors_read_i64(&st, "lens", lens, 3) != HIGAN_OK) { CHECK(0, "lens: %s", higan_last_error()); }
-    else oracle_run("oracle masked_l1", &st, "a", "b", "y", "dy", "da", "db", build_l1, lens, 1e-5f, 1e-4f);
+    if (higan_safetensors_read_i64(&st, "lens", lens64, 3) != HIGAN_OK) { CHECK(0, "lens: %s", higan_last_error()); }
+    else lens[0] = (int)lens64[0], lens[1] = (int)lens64[1], lens[2] = (int)lens64[2],
+         oracle_run("oracle masked_l1", &st, "a", "b", "y", "dy", "da", "db", build_l1, lens, 1e-5f, 1e-4f);
     higan_safetensors_free(&st);
 }
 
@@ -186,7 +188,7 @@ static void semantics(void) {
     float x[4] = {1.0f, -1.0f, 0.5f, -3.0f}, dx[4] = {0, 0, 0, 0}, y, dy = 1.0f;
     float a[2 * 3] = {1, 2, 3, 4, 5, 6}, b[2 * 3] = {1, 0, 3.5f, 2, 5, 9}, da[6] = {0, 0, 0, 0, 0, 0};
     float mu[2] = {0, 0}, lv[2] = {0, 0}, dmu[2] = {0, 0}, dlv[2] = {0, 0};
-    int64_t lens[2] = {3, 3};
+    int lens[2] = {3, 3};
     /* relu'(0) = 0: no gradient at the kink, like PyTorch */
     higan_hinge_d_real_forward(&y, x, 4);
     higan_hinge_d_real_backward(dx, &dy, x, 4);

@@ -201,6 +201,7 @@ static void test_roundtrip(void) {
     }
     free(bytes);
     higan_safetensors_free(&st);
+    remove(path);
     CHECK(st_is_clear(&st), "free clears the struct");
     higan_safetensors_free(&st);   /* twice is harmless */
 
@@ -314,10 +315,10 @@ static void test_fixtures(void) {
     t = higan_safetensors_find(&st, "empty");
     CHECK(t && t->ndim == 2 && t->shape[0] == 0 && t->shape[1] == 3 && t->numel == 0, "empty fixture tensor");
     CHECK(higan_safetensors_read_f32(&st, "sp\xC3\xA9" "cial/\xF0\x9F\x98\x80.\"q\\uote\"", v, 4) == HIGAN_OK && v[3] == 3.0f,
-          "name escaped by json.dumps (\\u00e9, surrogate pair, \\\" and \\\\) decodes to UTF-8");
+          "name escaped by json.dumps (u00e9, surrogate pair, quote, backslash) decodes to UTF-8");
     CHECK(higan_safetensors_meta(&st, "note") &&
           !strcmp(higan_safetensors_meta(&st, "note"), "caf\xC3\xA9 \"quoted\" back\\slash \xF0\x9F\x98\x80 tab\tnewline\n"),
-          "metadata escapes decoded (\\u00e9, surrogate pair, \\\", \\\\, \\t, \\n)");
+          "metadata escapes decoded (u00e9, surrogate pair, quote, backslash, tab, newline)");
     CHECK(higan_safetensors_meta(&st, "torch") != NULL, "metadata torch version present");
     higan_safetensors_free(&st);
 }
