@@ -5,9 +5,9 @@ passed=0; failed=0
 for bin in "$@"; do
   echo "== $bin"
   out=$("$bin" 2>&1); rc=$?
-  echo "$out" | grep -v '^RESULT' | grep -v '^PASS' 
-  echo "$out" | grep -c '^PASS' | sed 's/^/   checks passed: /'
-  res=$(echo "$out" | grep '^RESULT' | tail -n 1)
+  printf "%s\n" "$out" | grep -v "^RESULT" | grep -v "^PASS"
+  printf "%s\n" "$out" | grep -c "^PASS" | sed 's/^/   checks passed: /'
+  res=$(printf "%s\n" "$out" | grep '^RESULT' | tail -n 1)
   if [ -z "$res" ]; then
     echo "   $bin exited with $rc and printed no RESULT line"; failed=$((failed + 1)); continue
   fi
