@@ -315,6 +315,7 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
 #include "parts/shape_api.h"
 #include "parts/seq_api.h"
 #include "parts/loss_api.h"
+#include "parts/styler_api.h"
 
 #endif /* HIGAN_H */
 
@@ -331,5 +332,6 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
 #include "parts/shape_impl.h"
 #include "parts/seq_impl.h"
 #include "parts/loss_impl.h"
+#include "parts/styler_impl.h"
 #endif
 #endif /* HIGAN_IMPLEMENTATION */
