@@ -316,6 +316,7 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
 #include "parts/seq_api.h"
 #include "parts/loss_api.h"
 #include "parts/styler_api.h"
+#include "parts/biggan_api.h"
 
 #endif /* HIGAN_H */
 
@@ -333,5 +334,6 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
 #include "parts/seq_impl.h"
 #include "parts/loss_impl.h"
 #include "parts/styler_impl.h"
+#include "parts/biggan_impl.h"
 #endif
 #endif /* HIGAN_IMPLEMENTATION */
