@@ -3,6 +3,7 @@
 #   make test       build and run the tests (ends with "N passed, N failed")
 #   make oracle     regenerate tests/oracle/*.safetensors (needs python3 with torch)
 #   make bench      build bench/ programs
+#   make tools      build data_tools/ programs
 # Options: NO_OMP=1 (no OpenMP), CC=..., CXX=..., NVCC=..., NO_CUDA=1
 CC      ?= cc
 CXX     ?= c++
@@ -34,10 +35,13 @@ ifeq ($(HAVE_NVCC),1)
 endif
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench_%,$(BENCH_SRCS))
-HEADERS := higan.h $(wildcard parts/*.h) tests/check.h
+HEADERS := higan.h $(wildcard parts/*.h) tests/check.h $(wildcard data_tools/*.h)
+TOOL_SRCS := $(wildcard data_tools/*.c)
+TOOL_BINS := $(patsubst data_tools/%.c,$(BUILD)/%,$(TOOL_SRCS))
 
-.PHONY: all test bench oracle clean
-all: $(TEST_BINS) $(BENCH_BINS)
+.PHONY: all test bench tools oracle clean
+all: $(TEST_BINS) $(BENCH_BINS) $(TOOL_BINS)
+tools: $(TOOL_BINS)
 
 $(BUILD):
 	@mkdir -p $(BUILD)
@@ -57,6 +61,10 @@ $(BUILD)/bench_%: bench/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -O3 $< -o $@ $(LDLIBS)
 
 bench: $(BENCH_BINS)
+
+# data_tools: checkpoint converter and inspector (C, no Python)
+$(TOOL_BINS): $(BUILD)/%: data_tools/%.c $(HEADERS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
 test: $(TEST_BINS)
 	@sh tests/run_tests.sh $(TEST_BINS)
