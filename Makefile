@@ -33,6 +33,11 @@ TEST_BINS := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRCS)) $(BUILD)/test_compile
 ifeq ($(HAVE_NVCC),1)
   TEST_BINS += $(BUILD)/test_compile_nvcc
 endif
+# examples/ use stb_image / stb_image_write from Debian's libstb-dev
+HAVE_STB := $(shell test -f /usr/include/stb/stb_image_write.h && echo 1)
+ifeq ($(HAVE_STB),1)
+  EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
+endif
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench_%,$(BENCH_SRCS))
 HEADERS := higan.h $(wildcard parts/*.h) tests/check.h $(wildcard data_tools/*.h)
@@ -40,7 +45,7 @@ TOOL_SRCS := $(wildcard data_tools/*.c)
 TOOL_BINS := $(patsubst data_tools/%.c,$(BUILD)/%,$(TOOL_SRCS))
 
 .PHONY: all test bench tools oracle clean
-all: $(TEST_BINS) $(BENCH_BINS) $(TOOL_BINS)
+all: $(TEST_BINS) $(BENCH_BINS) $(TOOL_BINS) $(EXAMPLE_BINS)
 tools: $(TOOL_BINS)
 
 $(BUILD):
@@ -61,6 +66,9 @@ $(BUILD)/bench_%: bench/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -O3 $< -o $@ $(LDLIBS)
 
 bench: $(BENCH_BINS)
+
+$(EXAMPLE_BINS): $(BUILD)/%: examples/%.c $(HEADERS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
 # data_tools: checkpoint converter and inspector (C, no Python)
 $(TOOL_BINS): $(BUILD)/%: data_tools/%.c $(HEADERS) | $(BUILD)
