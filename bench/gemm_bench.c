@@ -1,6 +1,7 @@
-/* gemm_bench: GFLOP/s of higan_gemm (M=256, K=1152, N=2048) and of a HiGAN+ conv2d at every
-   CPU level this machine has, with 1 and 2 threads (median of several runs), next to a
-   register-only FMA loop that measures this core's fp32 peak.
+/* gemm_bench: GFLOP/s of higan_gemm (M=256, K=1152, N=2048) and of a HiGAN+ conv2d (forward,
+   and backward with dx, dw, db) at every CPU level this machine has, with 1 and 2 threads
+   (median of several runs), next to a register-only FMA loop that measures this core's fp32
+   peak.
    Build and run: make build/bench_gemm_bench && ./build/bench_gemm_bench */
 #define _POSIX_C_SOURCE 199309L
 #define HIGAN_IMPLEMENTATION
@@ -89,16 +90,18 @@ static double bench_gemm(int64_t M, int64_t N, int64_t K, const float *A, const 
     return median(g, reps);
 }
 
+/* backward 0: forward; 1: backward with dx, dw and db (twice the forward's flops) */
 static double bench_conv(const higan_conv2d_shape *s, const float *x, const float *w, const float *b,
-                         float *y, int reps) {
+                         float *y, float *dx, float *dw, float *db, higan_arena *scratch,
+                         int backward, int reps) {
     double g[16], flops = 2.0 * (double)s->N * (double)s->OC * (double)(higan_conv2d_out_h(s) * higan_conv2d_out_w(s)) *
-                          (double)(s->IC * s->KH * s->KW);
+                          (double)(s->IC * s->KH * s->KW) * (backward ? 2.0 : 1.0);
     int r;
-    higan_conv2d_forward(y, x, w, b, s, NULL);
-    for (r = 0; r < reps; ++r) {
+    for (r = -1; r < reps; ++r) {   /* r = -1: warm-up */
         double t0 = now();
-        higan_conv2d_forward(y, x, w, b, s, NULL);
-        g[r] = flops / (now() - t0) * 1e-9;
+        if (backward) higan_conv2d_backward(dx, dw, db, y, x, w, s, scratch);
+        else higan_conv2d_forward(y, x, w, b, s, NULL);
+        if (r >= 0) g[r] = flops / (now() - t0) * 1e-9;
     }
     return median(g, reps);
 }
@@ -113,6 +116,9 @@ int main(void) {
     float *C = (float *)malloc(sizeof(float) * (size_t)(M * N));
     float *x = (float *)malloc(sizeof(float) * (size_t)xn), *w = (float *)malloc(sizeof(float) * (size_t)wn);
     float *b = (float *)malloc(sizeof(float) * (size_t)cs.OC), *y = (float *)malloc(sizeof(float) * (size_t)yn);
+    float *dx = (float *)calloc((size_t)xn, sizeof(float)), *dw = (float *)calloc((size_t)wn, sizeof(float));
+    float *db = (float *)calloc((size_t)cs.OC, sizeof(float));
+    higan_arena scratch;
     higan_rng rng;
     higan_cpu best = higan_cpu_detect();
     int lv, max_threads = higan_get_num_threads();
@@ -122,30 +128,37 @@ int main(void) {
     higan_rng_fill_uniform(&rng, x, xn, -1, 1);
     higan_rng_fill_uniform(&rng, w, wn, -0.1f, 0.1f);
     for (i = 0; i < cs.OC; ++i) b[i] = 0.01f * (float)i;
+    higan_arena_init(&scratch, higan_conv2d_scratch_bytes(&cs));
     printf("higan gemm bench: C[%lld,%lld] = A[%lld,%lld] B[%lld,%lld]; conv2d N=%lld %lld->%lld ch "
            "%lldx%lld 3x3 pad 1 (GFLOP/s, median)\n",
            (long long)M, (long long)N, (long long)M, (long long)K, (long long)K, (long long)N,
            (long long)cs.N, (long long)cs.IC, (long long)cs.OC, (long long)cs.H, (long long)cs.W);
-    printf("%-8s %8s | %10s %10s | %10s %10s | %12s\n", "level", "peak/1c", "gemm 1t", "gemm 2t",
-           "conv 1t", "conv 2t", "gemm1t/peak");
+    printf("%-7s %7s | %7s %7s | %7s %7s | %7s %7s | %s\n", "level", "peak/1c", "gemm 1t", "gemm 2t",
+           "fwd 1t", "fwd 2t", "bwd 1t", "bwd 2t", "gemm 1t / peak");
     for (lv = HIGAN_CPU_SCALAR; lv <= (int)best; ++lv) {
         higan_cpu level = (higan_cpu)lv;
         int reps = level == HIGAN_CPU_SCALAR ? 3 : 9;
         double peak = level == HIGAN_CPU_SCALAR ? 0 : measure_peak(level);
-        double g1, g2, c1, c2;
+        double g1, g2, c1, c2, d1, d2;
         higan_cpu_set_level(level);
         higan_set_num_threads(1);
         g1 = bench_gemm(M, N, K, A, B, C, reps);
-        c1 = bench_conv(&cs, x, w, b, y, reps);
+        c1 = bench_conv(&cs, x, w, b, y, dx, dw, db, &scratch, 0, reps);
+        d1 = bench_conv(&cs, x, w, b, y, dx, dw, db, &scratch, 1, reps);
         higan_set_num_threads(max_threads < 2 ? 2 : max_threads);
         g2 = bench_gemm(M, N, K, A, B, C, reps);
-        c2 = bench_conv(&cs, x, w, b, y, reps);
-        printf("%-8s %8.1f | %10.1f %10.1f | %10.1f %10.1f | %11.0f%%\n", higan_cpu_level_name(level),
-               peak, g1, g2, c1, c2, peak > 0 ? 100.0 * g1 / peak : 0.0);
+        c2 = bench_conv(&cs, x, w, b, y, dx, dw, db, &scratch, 0, reps);
+        d2 = bench_conv(&cs, x, w, b, y, dx, dw, db, &scratch, 1, reps);
+        if (peak > 0) printf("%-7s %7.1f | ", higan_cpu_level_name(level), peak);
+        else printf("%-7s %7s | ", higan_cpu_level_name(level), "-");
+        printf("%7.1f %7.1f | %7.1f %7.1f | %7.1f %7.1f | ", g1, g2, c1, c2, d1, d2);
+        if (peak > 0) printf("%.0f%%\n", 100.0 * g1 / peak); else printf("-\n");
     }
-    printf("(2t uses %d threads; peak/1c = register-only FMA loop on one core)\n",
+    printf("(2t: %d threads; peak/1c: register-only FMA loop on one core; fwd/bwd: conv2d forward,\n"
+           " backward with dx, dw, db; wall-clock medians, so a busy machine lowers the 2t columns)\n",
            max_threads < 2 ? 2 : max_threads);
-    free(A); free(B); free(C); free(x); free(w); free(b); free(y);
+    higan_arena_free(&scratch);
+    free(A); free(B); free(C); free(x); free(w); free(b); free(y); free(dx); free(dw); free(db);
     higan_gemm_free_buffers();
     return 0;
 }

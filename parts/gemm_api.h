@@ -15,8 +15,8 @@ HIGAN_DEF void higan_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_
 HIGAN_DEF void higan_gemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                               const float *A, int64_t lda, const float *B, int64_t ldb,
                               float beta, float *C, int64_t ldc);
-/* higan_gemm keeps one packing buffer per calling thread (grown on demand, a few MB at
-   most); this frees the calling thread's buffer (call it before a worker thread ends). */
+/* higan_gemm keeps one packing buffer per calling thread (grown on demand, at most about
+   6 MB); this frees the calling thread's buffer (call it before a worker thread ends). */
 HIGAN_DEF void higan_gemm_free_buffers(void);
 
 /* ---- conv2d (cross-correlation, as torch.nn.functional.conv2d, groups = 1, no dilation) ----
@@ -38,15 +38,17 @@ HIGAN_DEF int64_t higan_conv2d_out_w(const higan_conv2d_shape *s);
 /* Bytes of scratch that higan_conv2d_backward takes from its arena (forward takes none). */
 HIGAN_DEF size_t higan_conv2d_scratch_bytes(const higan_conv2d_shape *s);
 
-/* y = conv(x, w) + b (b may be NULL). Implicit GEMM per sample: y_n[OC, OH*OW] =
-   w[OC, IC*KH*KW] * col(x_n), where the GEMM packs col(x_n) straight from x (no im2col
-   buffer). scratch is unused (may be NULL); kept for symmetry with the backward. */
+/* y = conv(x, w) + b (b may be NULL). Implicit GEMM: y_n[OC, OH*OW] = w[OC, IC*KH*KW] col(x_n)
+   for every sample in one blocked GEMM (w packed once), whose packing reads col(x_n)
+   straight from x (no im2col buffer). scratch is unused (may be NULL); kept for symmetry. */
 HIGAN_DEF higan_status higan_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                                             const higan_conv2d_shape *s, higan_arena *scratch);
-/* dx += conv_transpose(dy, w) (GEMM into a scratch column block, then col2im);
-   dw += sum_n dy_n col(x_n)^T; db += sum of dy over N, OH, OW. Each is skipped when NULL.
-   Returns HIGAN_ERR_NOMEM (arena overflow, sticky) if scratch is too small for dx; 1x1
-   stride-1 unpadded convs need no scratch. */
+/* dx += conv_transpose(dy, w) (GEMM w^T dy_n into a scratch column block, then col2im);
+   dw += sum_n dy_n col(x_n)^T (one GEMM with K = N*OH*OW, col packed from x); db += sum of
+   dy over N, OH, OW. Each is skipped when NULL. dx needs higan_conv2d_scratch_bytes(s) of
+   scratch (at most 16 MB; released before returning): HIGAN_ERR_NOMEM (arena overflow,
+   sticky) if it does not fit, HIGAN_ERR_ARG if scratch is NULL. 1x1 stride-1 unpadded convs
+   need no scratch (x and dx are the GEMM operands themselves). */
 HIGAN_DEF higan_status higan_conv2d_backward(float *dx, float *dw, float *db, const float *dy,
                                              const float *x, const float *w,
                                              const higan_conv2d_shape *s, higan_arena *scratch);

@@ -17,7 +17,12 @@
 #else
 #  define HIGAN__UNROLL
 #endif
-#define HIGAN__MIN(a, b) ((a) < (b) ? (a) : (b))
+#ifndef HIGAN__MIN
+#  define HIGAN__MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
+#ifndef HIGAN__MAX
+#  define HIGAN__MAX(a, b) ((a) > (b) ? (a) : (b))
+#endif
 #define HIGAN__CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 
 /* ---- 1. SIMD vocabulary ------------------------------------------------------------------ */
@@ -143,15 +148,18 @@ static HIGAN__TGT_##ISA float higan__sum_##ISA(int64_t n, const float *x) {     
     return s;                                                                                   \
 }
 
-/* Register tiles (MR rows x NR = NV*VW columns of C):
-   scalar 4x8 (32 scalars), AVX2 6x16 (12 ymm accumulators), AVX-512 14x32 (28 zmm). */
+/* Register tiles (MR rows x NR = NV*VW columns of C): scalar 4x8 (32 scalars), AVX2 6x16
+   (12 ymm accumulators), AVX-512 6x64 (24 zmm). Every tile tried (AVX-512 6x64, 14x32,
+   12x32, 8x48, 6x32; AVX2 6x16, 4x24) runs at the FMA peak with its panels in L1 on the
+   Zen 4 this was tuned on; 6x64 was fastest in the full GEMM (and wastes little on edge
+   rows: M is padded to a multiple of 6 only). */
 HIGAN__DEFINE_UKR(scalar, higan__ukr_scalar, 4, 8)
 HIGAN__DEFINE_VEC_OPS(scalar)
 #ifdef HIGAN__X86_SIMD
 HIGAN__DEFINE_UKR(avx2, higan__ukr_avx2, 6, 2)
 HIGAN__DEFINE_VEC_OPS(avx2)
 #  ifdef HIGAN__GEMM_AVX512
-HIGAN__DEFINE_UKR(avx512, higan__ukr_avx512, 14, 2)
+HIGAN__DEFINE_UKR(avx512, higan__ukr_avx512, 6, 4)
 HIGAN__DEFINE_VEC_OPS(avx512)
 #  endif
 #endif
@@ -159,9 +167,11 @@ HIGAN__DEFINE_VEC_OPS(avx512)
 /* ---- dispatch ------------------------------------------------------------------------------ */
 typedef void (*higan__ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                               float beta);
-/* A GEMM level: register tile mr x nr and cache blocks. kc: K block (an A panel of mr x kc and
-   a B panel of kc x nr stay in L1/L2), mc: rows of A packed at once, nc: columns of B packed
-   at once (kc x nc floats stay in L2 while every A panel sweeps over them). */
+/* A GEMM level: register tile mr x nr and cache blocks. kc: K block (an A panel of mr x kc,
+   12 KB for 6 x 512, stays in L1 while the B block streams past it; C is read and written
+   once per K block); mc: rows of A packed at once; nc: columns of B packed at once. The
+   values were measured on the Zen 4 (1 MB L2) this was tuned on: kc 256..512 and large nc
+   were best (the B block need not fit L2: its panels stream sequentially). */
 typedef struct higan__gemm_kernel {
     int mr, nr;
     int64_t kc, mc, nc;
@@ -174,18 +184,22 @@ typedef struct higan__level_ops {
 } higan__level_ops;
 #define HIGAN__MAX_MR 16
 #define HIGAN__MAX_NR 64
-/* A new level (for instance an AMX-BF16 tile kernel, HIGAN_CPU_AMX after AVX-512 in
-   higan_cpu) is one more entry here: its micro-kernel takes the same packed panels (or
-   converts them to BF16 pairs in its own pack routines, selected by a flag in
-   higan__gemm_kernel) and the driver below is shared. */
+#define HIGAN__MAX_NC 2048   /* nc of every level is at most this (a stack row in the packer) */
+#define HIGAN__T_CHUNK 64    /* pixels per transposed block in the dW packer */
+/* Adding a level, e.g. an AMX-BF16 tile kernel (HIGAN_CPU_AMX after HIGAN_CPU_AVX512 in
+   higan_cpu, detected with AMX-TILE/AMX-BF16 and the Linux arch_prctl permission): one more
+   higan__level_ops entry here plus its branch in higan__ops() below. Its micro-kernel gets
+   the same packed panels; for BF16 it would convert them to VNNI pairs in its own pack
+   routines (a flag in higan__gemm_kernel choosing them in higan__gemm_driver), while the
+   blocking, batching and threading of the driver stay shared. */
 static const higan__level_ops higan__ops_scalar = {
-    {4, 8, 256, 256, 1024, higan__ukr_scalar}, higan__add_scalar, higan__sum_scalar};
+    {4, 8, 256, 1020, 2048, higan__ukr_scalar}, higan__add_scalar, higan__sum_scalar};
 #ifdef HIGAN__X86_SIMD
 static const higan__level_ops higan__ops_avx2 = {
-    {6, 16, 256, 288, 1024, higan__ukr_avx2}, higan__add_avx2, higan__sum_avx2};
+    {6, 16, 512, 1020, 2048, higan__ukr_avx2}, higan__add_avx2, higan__sum_avx2};
 #  ifdef HIGAN__GEMM_AVX512
 static const higan__level_ops higan__ops_avx512 = {
-    {14, 32, 256, 336, 1024, higan__ukr_avx512}, higan__add_avx512, higan__sum_avx512};
+    {6, 64, 512, 1020, 2048, higan__ukr_avx512}, higan__add_avx512, higan__sum_avx512};
 #  endif
 #endif
 static const higan__level_ops *higan__ops(void) {
@@ -221,26 +235,100 @@ static void higan__src_mat(higan__src *s, const float *p, int64_t ld, int trans)
     s->p = p; s->ld = ld; s->cs = NULL; s->oh = s->ow = 0;
 }
 
-/* Pack rows [i0, i0+m) x k [k0, k0+kc) of op(A) (m <= mr) times alpha into dst [kc][mr],
-   rows m..mr-1 zero. */
-static void higan__pack_a(float *dst, const higan__src *s, int64_t i0, int64_t m, int64_t k0,
-                          int64_t kc, int mr, float alpha) {
-    int64_t i, k;
+/* d[0..mr) = s[0..mr): fixed-size copies for the tile heights in use (inlined, no loop). */
+static inline void higan__copy_mr(float *d, const float *s, int mr) {
+    int i;
+    switch (mr) {
+    case 4: memcpy(d, s, 4 * sizeof(float)); break;
+    case 6: memcpy(d, s, 6 * sizeof(float)); break;
+    default: for (i = 0; i < mr; ++i) d[i] = s[i];
+    }
+}
+
+/* Pack the block rows [i0, i0+mc) x k [k0, k0+kc) of op(A), times alpha, into panels of mr
+   rows (panel q at dst + q*pstride, laid out [kc][mr], rows past mc zero). Each source row is
+   read contiguously: a row-major A panel by panel (its mr rows as mr streams, k outer), a
+   transposed A by groups of panels (per k one contiguous segment of a row of A^T; single
+   panels would revisit the same rows of A^T, whose stride aliases in L1). */
+static void higan__pack_a_block(float *dst, int64_t pstride, const higan__src *s, int64_t i0,
+                                int64_t mc, int64_t k0, int64_t kc, int mr, float alpha) {
+    const int64_t np = HIGAN__CEIL_DIV(mc, mr);
+    int64_t q;
     if (s->kind == HIGAN__SRC_MAT) {
-        for (i = 0; i < m; ++i) {
-            const float *row = s->p + (i0 + i) * s->ld + k0;
-            for (k = 0; k < kc; ++k) dst[k * mr + i] = alpha * row[k];
+        HIGAN__PARALLEL_FOR_IF(np > 1 && kc * mc >= 32768)
+        for (q = 0; q < np; ++q) {
+            const float *rows[HIGAN__MAX_MR];
+            float *pd = dst + q * pstride;
+            const int64_t m = HIGAN__MIN(mr, mc - q * mr);
+            int64_t i, kk;
+            for (i = 0; i < m; ++i) rows[i] = s->p + (i0 + q * mr + i) * s->ld + k0;
+            for (kk = 0; kk < kc; ++kk) {
+                float *d = pd + kk * mr;
+                if (alpha == 1.0f) for (i = 0; i < m; ++i) d[i] = rows[i][kk];
+                else for (i = 0; i < m; ++i) d[i] = alpha * rows[i][kk];
+                for (; i < mr; ++i) d[i] = 0.0f;
+            }
         }
     } else {
+        /* groups of panels about 64 floats wide: per k one contiguous source segment,
+           written to a few panels */
+        const int64_t g = mr >= 64 ? 1 : 64 / mr, ng = HIGAN__CEIL_DIV(np, g);
         HIGAN_ASSERT(s->kind == HIGAN__SRC_MAT_T);
-        for (k = 0; k < kc; ++k) {
-            const float *col = s->p + (k0 + k) * s->ld + i0;
-            for (i = 0; i < m; ++i) dst[k * mr + i] = alpha * col[i];
+        HIGAN__PARALLEL_FOR_IF(ng > 1 && kc * mc >= 32768)
+        for (q = 0; q < ng; ++q) {
+            const int64_t q1 = HIGAN__MIN(np, (q + 1) * g);
+            int64_t qq, i, k;
+            for (k = 0; k < kc; ++k) {
+                const float *src = s->p + (k0 + k) * s->ld + i0;
+                for (qq = q * g; qq < q1; ++qq) {
+                    float *d = dst + qq * pstride + k * mr;
+                    const float *sq = src + qq * mr;
+                    const int64_t m = HIGAN__MIN(mr, mc - qq * mr);
+                    if (alpha == 1.0f && m == mr) { higan__copy_mr(d, sq, mr); continue; }
+                    if (alpha == 1.0f) for (i = 0; i < m; ++i) d[i] = sq[i];
+                    else for (i = 0; i < m; ++i) d[i] = alpha * sq[i];
+                    for (; i < mr; ++i) d[i] = 0.0f;
+                }
+            }
         }
     }
-    if (m < mr)
-        for (k = 0; k < kc; ++k)
-            for (i = m; i < mr; ++i) dst[k * mr + i] = 0.0f;
+}
+
+/* count pixels of row (ic, kh, kw) of col(x_n), from output pixel (oh, ow) on, into d[0],
+   d[ds], d[2 ds], ...: x_n[ic, oh*sh - pad_top + kh, ow*sw - pad_left + kw], 0 outside the
+   image. Walks output rows as runs: per run one bounds computation, then zeros,
+   a (strided) copy, zeros; no test per element. */
+static void higan__im2col_row(float *d, int64_t ds, const float *xn, const higan_conv2d_shape *cs,
+                              int64_t OW, int64_t ic, int64_t kh, int64_t kw, int64_t oh,
+                              int64_t ow, int64_t count) {
+    const int64_t W = cs->W, sw = cs->stride_w;
+    const float *xc = xn + ic * cs->H * W;
+    int64_t q = 0, t;
+    while (q < count) {
+        const int64_t run = HIGAN__MIN(count - q, OW - ow);
+        const int64_t ih = oh * cs->stride_h - cs->pad_top + kh;
+        const int64_t iw0 = ow * sw - cs->pad_left + kw;     /* input column of the first pixel */
+        int64_t lo = 0, hi = 0;                               /* valid pixels [lo, hi) of the run */
+        if ((uint64_t)ih < (uint64_t)cs->H && iw0 < W) {
+            lo = iw0 < 0 ? (-iw0 + sw - 1) / sw : 0;
+            hi = (W - iw0 + sw - 1) / sw;
+            if (hi > run) hi = run;
+            if (lo > hi) lo = hi;
+        }
+        {
+            float *dq = d + q * ds;
+            for (t = 0; t < lo; ++t) dq[t * ds] = 0.0f;
+            if (hi > lo) {
+                const float *xr = xc + ih * W + iw0 + lo * sw;   /* first valid input */
+                if (ds == 1 && sw == 1) memcpy(dq + lo, xr, (size_t)(hi - lo) * sizeof(float));
+                else for (t = lo; t < hi; ++t) dq[t * ds] = xr[(t - lo) * sw];
+            }
+            for (t = hi; t < run; ++t) dq[t * ds] = 0.0f;
+        }
+        q += run;
+        ow = 0;
+        ++oh;
+    }
 }
 
 /* Pack k [k0, k0+kc) x columns [j0, j0+n) of op(B) (n <= nr) into dst [kc][nr], columns
@@ -259,45 +347,35 @@ static void higan__pack_b(float *dst, const higan__src *s, int64_t k0, int64_t k
         }
         break;
     case HIGAN__SRC_IM2COL: {
-        /* row k = (ic, kh, kw); column j = output pixel (oh, ow), walked incrementally */
-        const higan_conv2d_shape *cs = s->cs;
-        int64_t KK = cs->KH * cs->KW, H = cs->H, W = cs->W, OW = s->ow;
+        /* row k = (ic, kh, kw) of col(x_n), pixels [j0, j0+n) */
+        const int64_t KK = s->cs->KH * s->cs->KW, oh = j0 / s->ow, ow = j0 % s->ow;
         for (k = 0; k < kc; ++k) {
-            int64_t kk = k0 + k, ic = kk / KK, r = kk % KK, kh = r / cs->KW, kw = r % cs->KW;
-            const float *xc = s->p + ic * H * W;
-            int64_t oh = j0 / OW, ow = j0 % OW;
-            float *d = dst + k * nr;
-            int64_t ih = oh * cs->stride_h - cs->pad_top + kh;
-            int64_t iw = ow * cs->stride_w - cs->pad_left + kw;
-            int64_t iw0 = kw - cs->pad_left;
-            for (j = 0; j < n; ++j) {
-                d[j] = ((uint64_t)ih < (uint64_t)H && (uint64_t)iw < (uint64_t)W) ? xc[ih * W + iw] : 0.0f;
-                iw += cs->stride_w;
-                if (++ow == OW) { ow = 0; iw = iw0; ih += cs->stride_h; }
-            }
+            const int64_t kk = k0 + k, r = kk % KK;
+            higan__im2col_row(dst + k * nr, 1, s->p, s->cs, s->ow, kk / KK, r / s->cs->KW,
+                              r % s->cs->KW, oh, ow, n);
         }
         break;
     }
     case HIGAN__SRC_IM2COL_T: {
-        /* row k = output pixel (oh, ow); column j = (ic, kh, kw) */
-        const higan_conv2d_shape *cs = s->cs;
-        int64_t KK = cs->KH * cs->KW, H = cs->H, W = cs->W, OW = s->ow;
-        int64_t off[HIGAN__MAX_NR], khv[HIGAN__MAX_NR], kwv[HIGAN__MAX_NR];
-        int64_t oh = k0 / OW, ow = k0 % OW;
+        /* column j = row (ic, kh, kw) of col(x_n), rows k = pixels [k0, k0+kc): for blocks of
+           pixels, the n row segments (contiguous runs) into tmp, then transposed in L1 */
+        const int64_t KK = s->cs->KH * s->cs->KW;
+        int64_t ic[HIGAN__MAX_NR], kh[HIGAN__MAX_NR], kw[HIGAN__MAX_NR], kb;
         for (j = 0; j < n; ++j) {
-            int64_t jj = j0 + j, r = jj % KK;
-            off[j] = (jj / KK) * H * W;
-            khv[j] = r / cs->KW;
-            kwv[j] = r % cs->KW;
+            const int64_t jj = j0 + j, r = jj % KK;
+            ic[j] = jj / KK; kh[j] = r / s->cs->KW; kw[j] = r % s->cs->KW;
         }
-        for (k = 0; k < kc; ++k) {
-            int64_t ih0 = oh * cs->stride_h - cs->pad_top, iw0 = ow * cs->stride_w - cs->pad_left;
-            float *d = dst + k * nr;
-            for (j = 0; j < n; ++j) {
-                int64_t ih = ih0 + khv[j], iw = iw0 + kwv[j];
-                d[j] = ((uint64_t)ih < (uint64_t)H && (uint64_t)iw < (uint64_t)W) ? s->p[off[j] + ih * W + iw] : 0.0f;
+        for (kb = 0; kb < kc; kb += HIGAN__T_CHUNK) {
+            const int64_t kn = HIGAN__MIN(HIGAN__T_CHUNK, kc - kb);
+            const int64_t oh = (k0 + kb) / s->ow, ow = (k0 + kb) % s->ow;
+            float tmp[HIGAN__MAX_NR * HIGAN__T_CHUNK];
+            for (j = 0; j < n; ++j)
+                higan__im2col_row(tmp + j * HIGAN__T_CHUNK, 1, s->p, s->cs, s->ow, ic[j], kh[j],
+                                  kw[j], oh, ow, kn);
+            for (k = 0; k < kn; ++k) {
+                float *d = dst + (kb + k) * nr;
+                for (j = 0; j < n; ++j) d[j] = tmp[j * HIGAN__T_CHUNK + k];
             }
-            if (++ow == OW) { ow = 0; ++oh; }
         }
         break;
     }
@@ -309,11 +387,71 @@ static void higan__pack_b(float *dst, const higan__src *s, int64_t k0, int64_t k
             for (j = n; j < nr; ++j) dst[k * nr + j] = 0.0f;
 }
 
-/* Element (k, j) of op(B), for the unpacked fallback only. */
+/* Pack the block k [k0, k0+kc) x columns [j0, j0+nc) of op(B) into panels of nr columns
+   (panel p at dst + p*pstride, laid out [kc][nr]). A plain row-major B and an im2col B are
+   copied row by row (k outer: each source row read once, contiguously), split over threads
+   by rows; the other sources are split by panels. */
+static void higan__pack_b_block(float *dst, int64_t pstride, const higan__src *s, int64_t k0,
+                                int64_t kc, int64_t j0, int64_t nc, int nr) {
+    const int64_t np = HIGAN__CEIL_DIV(nc, nr);
+    int64_t k, p;
+    if (s->kind == HIGAN__SRC_MAT) {
+        HIGAN__PARALLEL_FOR_IF(kc >= 16 && kc * nc >= 32768)
+        for (k = 0; k < kc; ++k) {
+            const float *src = s->p + (k0 + k) * s->ld + j0;
+            int64_t q, j;
+            for (q = 0; q < np; ++q) {
+                float *d = dst + q * pstride + k * nr;
+                const int64_t n = HIGAN__MIN(nr, nc - q * nr);
+                memcpy(d, src + q * nr, (size_t)n * sizeof(float));
+                for (j = n; j < nr; ++j) d[j] = 0.0f;
+            }
+        }
+    } else if (s->kind == HIGAN__SRC_IM2COL) {
+        /* one im2col row segment of nc pixels at a time (its runs span whole output rows,
+           not one panel), then split into the panels */
+        HIGAN_ASSERT(nc <= HIGAN__MAX_NC);
+        HIGAN__PARALLEL_FOR_IF(kc >= 16 && kc * nc >= 32768)
+        for (k = 0; k < kc; ++k) {
+            float row[HIGAN__MAX_NC];
+            const int64_t KK = s->cs->KH * s->cs->KW, kk = k0 + k, r = kk % KK;
+            int64_t q, j;
+            higan__im2col_row(row, 1, s->p, s->cs, s->ow, kk / KK, r / s->cs->KW, r % s->cs->KW,
+                              j0 / s->ow, j0 % s->ow, nc);
+            for (q = 0; q < np; ++q) {
+                float *d = dst + q * pstride + k * nr;
+                const int64_t n = HIGAN__MIN(nr, nc - q * nr);
+                memcpy(d, row + q * nr, (size_t)n * sizeof(float));
+                for (j = n; j < nr; ++j) d[j] = 0.0f;
+            }
+        }
+    } else {
+        HIGAN__PARALLEL_FOR_IF(np > 1 && kc * nc >= 32768)
+        for (p = 0; p < np; ++p)
+            higan__pack_b(dst + p * pstride, s, k0, kc, j0 + p * nr, HIGAN__MIN(nr, nc - p * nr), nr);
+    }
+}
+
+/* Element (k, j) of op(B) / (i, k) of op(A), for the unpacked fallback only. */
 static float higan__src_b_at(const higan__src *s, int64_t k, int64_t j) {
     float v;
     higan__pack_b(&v, s, k, 1, j, 1, 1);
     return v;
+}
+static float higan__src_a_at(const higan__src *s, int64_t i, int64_t k) {
+    return s->kind == HIGAN__SRC_MAT ? s->p[i * s->ld + k] : s->p[k * s->ld + i];
+}
+/* C = alpha op(A) op(B) + beta C without packing: used only when the packing buffer cannot
+   be allocated (slow but correct). */
+static void higan__gemm_unpacked(int64_t M, int64_t N, int64_t K, float alpha, const higan__src *A,
+                                 const higan__src *B, float beta, float *C, int64_t ldc) {
+    int64_t i, j, k;
+    for (i = 0; i < M; ++i)
+        for (j = 0; j < N; ++j) {
+            float acc = 0.0f, *c = C + i * ldc + j;
+            for (k = 0; k < K; ++k) acc += higan__src_a_at(A, i, k) * higan__src_b_at(B, k, j);
+            *c = alpha * acc + (beta == 0.0f ? 0.0f : beta * *c);
+        }
 }
 
 /* One packing buffer per calling thread, grown on demand, 64-byte aligned. */
@@ -344,78 +482,131 @@ static void higan__scale_c(int64_t M, int64_t N, float beta, float *C, int64_t l
     }
 }
 
-/* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C.
-   Loops (BLIS order): jc over N blocks of nc, pc over K blocks of kc (sequential: every C
-   element sums its K blocks in the same order whatever the thread count), pack B block
-   [kc x nc] (parallel over nr panels); ic over M blocks of mc, pack A block (parallel over mr
-   panels); then the mr x nr tiles, parallel over tiles (each written by one thread). */
+/* Several products in one driver call (conv2d over a batch of samples).
+   along_k 0: nb products C_b[M,N] = alpha op(A) op(B_b) + beta C_b sharing A (packed once
+     for all of them); B_b is B with its pointer advanced by b*b_step, C_b = C + b*c_step.
+   along_k 1: one product whose K is nb segments of K/nb: segment b uses A and B with their
+     pointers advanced by b*a_step and b*b_step (sum over samples of dY_n col(x_n)^T). */
+#define HIGAN__GEMM_GROUP_FLOATS ((int64_t)1 << 17)
+typedef struct higan__batch {
+    int64_t nb;
+    int along_k;
+    int64_t a_step, b_step, c_step;
+} higan__batch;
+/* Products of an N-batch per group: all of them when K is one block (each C is then
+   written once and A is packed once), else as many as keep their C in cache. */
+static int64_t higan__gemm_group(const higan__gemm_kernel *kr, int64_t nb, int64_t M, int64_t N,
+                                 int64_t K) {
+    if (K <= kr->kc) return HIGAN__MAX(nb, 1);
+    return HIGAN__MIN(nb, HIGAN__MAX(1, HIGAN__GEMM_GROUP_FLOATS / (M * N)));
+}
+static higan__src higan__src_step(const higan__src *s, int64_t step, int64_t b) {
+    higan__src r = *s;
+    r.p += b * step;
+    return r;
+}
+/* Pack k [k0, k0+kc) of a K-segmented operand: each piece inside one segment is packed at
+   its row offset of the panels (panels are laid out k-major, so a piece is a sub-block). */
+static void higan__pack_a_k(float *dst, int64_t pstride, const higan__src *A, const higan__batch *bt,
+                            int64_t kseg, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float alpha) {
+    int64_t k = k0;
+    while (k < k0 + kc) {
+        const int64_t b = k / kseg, kl = k % kseg, len = HIGAN__MIN(kseg - kl, k0 + kc - k);
+        const higan__src As = higan__src_step(A, bt->a_step, b);
+        higan__pack_a_block(dst + (k - k0) * mr, pstride, &As, i0, mc, kl, len, mr, alpha);
+        k += len;
+    }
+}
+static void higan__pack_b_k(float *dst, int64_t pstride, const higan__src *B, const higan__batch *bt,
+                            int64_t kseg, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr) {
+    int64_t k = k0;
+    while (k < k0 + kc) {
+        const int64_t b = k / kseg, kl = k % kseg, len = HIGAN__MIN(kseg - kl, k0 + kc - k);
+        const higan__src Bs = higan__src_step(B, bt->b_step, b);
+        higan__pack_b_block(dst + (k - k0) * nr, pstride, &Bs, kl, len, j0, nc, nr);
+        k += len;
+    }
+}
+
+/* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C (bt: NULL, or a batch as above).
+   Loops: ic over M blocks of mc; (groups of an N-batch); pc over K blocks of kc (sequential:
+   every C element sums its K blocks in the same order whatever the thread count); pack the
+   A block [mc x kc]; for each product of the group, jc over N blocks of nc: pack the B block
+   [kc x nc], then the mr x nr tiles, parallel over tiles (each tile written by one thread).
+   With M <= mc, every B is packed exactly once, and A once per group. */
 static void higan__gemm_driver(const higan__gemm_kernel *kr, int64_t M, int64_t N, int64_t K,
                                float alpha, const higan__src *A, const higan__src *B, float beta,
-                               float *C, int64_t ldc) {
+                               float *C, int64_t ldc, const higan__batch *bt) {
     const int mr = kr->mr, nr = kr->nr;
-    int64_t nk, kcs, mcs, ncs, jc, pc, ic;
+    higan__batch one;
+    int64_t nk, kcs, mcs, ncs, jc, pc, ic, nbn, kseg, b, g0, gsz;
     float *ap, *bp;
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == 0.0f) { higan__scale_c(M, N, beta, C, ldc); return; }
+    if (!bt) { one.nb = 1; one.along_k = 0; one.a_step = one.b_step = one.c_step = 0; bt = &one; }
+    if (M <= 0 || N <= 0 || bt->nb <= 0) return;
+    nbn = bt->along_k ? 1 : bt->nb;              /* products along N */
+    kseg = bt->along_k ? K / bt->nb : K;          /* K of one segment */
+    HIGAN_ASSERT(!bt->along_k || kseg * bt->nb == K);
+    if (K <= 0 || alpha == 0.0f) {
+        for (b = 0; b < nbn; ++b) higan__scale_c(M, N, beta, C + b * bt->c_step, ldc);
+        return;
+    }
     nk = HIGAN__CEIL_DIV(K, kr->kc);
     kcs = HIGAN__CEIL_DIV(K, nk);                        /* balanced K blocks */
     mcs = HIGAN__MIN(HIGAN__CEIL_DIV(M, mr) * mr, kr->mc);
     ncs = HIGAN__MIN(HIGAN__CEIL_DIV(N, nr) * nr, kr->nc);
     ap = higan__gemm_buffer((size_t)(mcs * kcs + kcs * ncs));
     if (!ap) {
-        /* no memory for the packing buffer: unpacked loop (slow but correct) */
-        int64_t i, j, k;
-        for (i = 0; i < M; ++i)
-            for (j = 0; j < N; ++j) {
-                float acc = 0.0f, *c = C + i * ldc + j;
-                for (k = 0; k < K; ++k) {
-                    float a = A->kind == HIGAN__SRC_MAT ? A->p[i * A->ld + k] : A->p[k * A->ld + i];
-                    acc += a * higan__src_b_at(B, k, j);
-                }
-                *c = alpha * acc + (beta == 0.0f ? 0.0f : beta * *c);
-            }
+        for (b = 0; b < bt->nb; ++b) {
+            const higan__src As = higan__src_step(A, bt->along_k ? bt->a_step : 0, b);
+            const higan__src Bs = higan__src_step(B, bt->b_step, b);
+            if (bt->along_k) higan__gemm_unpacked(M, N, kseg, alpha, &As, &Bs, b ? 1.0f : beta, C, ldc);
+            else higan__gemm_unpacked(M, N, K, alpha, &As, &Bs, beta, C + b * bt->c_step, ldc);
+        }
         return;
     }
     bp = ap + mcs * kcs;
-    for (jc = 0; jc < N; jc += ncs) {
-        const int64_t nc = HIGAN__MIN(ncs, N - jc), njr = HIGAN__CEIL_DIV(nc, nr);
+    /* N-batches go in groups (higan__gemm_group); A is packed once per group and K block */
+    gsz = higan__gemm_group(kr, nbn, M, N, K);
+    for (ic = 0; ic < M; ic += mcs)
+    for (g0 = 0; g0 < nbn; g0 += gsz) {
+        const int64_t mc = HIGAN__MIN(mcs, M - ic), nir = HIGAN__CEIL_DIV(mc, mr);
         for (pc = 0; pc < K; pc += kcs) {
             const int64_t kc = HIGAN__MIN(kcs, K - pc);
             const float beta_k = pc == 0 ? beta : 1.0f;
-            int64_t jr;
-            HIGAN__PARALLEL_FOR_IF(njr > 1 && kc * nc >= 32768)
-            for (jr = 0; jr < njr; ++jr)
-                higan__pack_b(bp + jr * nr * kc, B, pc, kc, jc + jr * nr,
-                              HIGAN__MIN(nr, nc - jr * nr), nr);
-            for (ic = 0; ic < M; ic += mcs) {
-                const int64_t mc = HIGAN__MIN(mcs, M - ic), nir = HIGAN__CEIL_DIV(mc, mr);
-                const int64_t ntile = nir * njr;
-                int64_t ir, t;
-                HIGAN__PARALLEL_FOR_IF(nir > 1 && kc * mc >= 32768)
-                for (ir = 0; ir < nir; ++ir)
-                    higan__pack_a(ap + ir * mr * kc, A, ic + ir * mr, HIGAN__MIN(mr, mc - ir * mr),
-                                  pc, kc, mr, alpha);
-                /* tiles row-panel major: an A panel stays in L1 while B streams from L2 */
-                HIGAN__PARALLEL_FOR_IF(ntile > 1 && mc * nc * kc >= 131072)
-                for (t = 0; t < ntile; ++t) {
-                    const int64_t tr = t / njr, tj = t % njr;
-                    const int64_t m = HIGAN__MIN(mr, mc - tr * mr), n = HIGAN__MIN(nr, nc - tj * nr);
-                    const float *a = ap + tr * mr * kc, *b = bp + tj * nr * kc;
-                    float *c = C + (ic + tr * mr) * ldc + jc + tj * nr;
-                    if (m == mr && n == nr) {
-                        kr->ukr(kc, a, b, c, ldc, beta_k);
-                    } else {
-                        /* edge tile: full tile into tmp, then the same merge as the kernel's */
-                        float tmp[HIGAN__MAX_MR * HIGAN__MAX_NR];
-                        int64_t i, j;
-                        kr->ukr(kc, a, b, tmp, nr, 0.0f);
-                        for (i = 0; i < m; ++i)
-                            for (j = 0; j < n; ++j) {
-                                float *cp = c + i * ldc + j, v = tmp[i * nr + j];
-                                if (beta_k == 0.0f) *cp = v;
-                                else if (beta_k == 1.0f) *cp = v + *cp;
-                                else *cp = v + beta_k * *cp;
-                            }
+            if (bt->along_k) higan__pack_a_k(ap, mr * kc, A, bt, kseg, ic, mc, pc, kc, mr, alpha);
+            else higan__pack_a_block(ap, mr * kc, A, ic, mc, pc, kc, mr, alpha);
+            for (b = g0; b < HIGAN__MIN(nbn, g0 + gsz); ++b) {
+                const higan__src Bb = higan__src_step(B, bt->b_step, b);
+                float *Cb = C + b * bt->c_step;
+                for (jc = 0; jc < N; jc += ncs) {
+                    const int64_t nc = HIGAN__MIN(ncs, N - jc), njr = HIGAN__CEIL_DIV(nc, nr);
+                    const int64_t ntile = nir * njr;
+                    int64_t t;
+                    if (bt->along_k) higan__pack_b_k(bp, nr * kc, B, bt, kseg, pc, kc, jc, nc, nr);
+                    else higan__pack_b_block(bp, nr * kc, &Bb, pc, kc, jc, nc, nr);
+                    /* tiles row-panel major: an A panel stays in L1 while the B block streams
+                       past it */
+                    HIGAN__PARALLEL_FOR_IF(ntile > 1 && mc * nc * kc >= 131072)
+                    for (t = 0; t < ntile; ++t) {
+                        const int64_t tr = t / njr, tj = t % njr;
+                        const int64_t m = HIGAN__MIN(mr, mc - tr * mr), n = HIGAN__MIN(nr, nc - tj * nr);
+                        const float *a = ap + tr * mr * kc, *bb = bp + tj * nr * kc;
+                        float *c = Cb + (ic + tr * mr) * ldc + jc + tj * nr;
+                        if (m == mr && n == nr) {
+                            kr->ukr(kc, a, bb, c, ldc, beta_k);
+                        } else {
+                            /* edge tile: full tile into tmp, then the same merge as the kernel's */
+                            float tmp[HIGAN__MAX_MR * HIGAN__MAX_NR];
+                            int64_t i, j;
+                            kr->ukr(kc, a, bb, tmp, nr, 0.0f);
+                            for (i = 0; i < m; ++i)
+                                for (j = 0; j < n; ++j) {
+                                    float *cp = c + i * ldc + j, v = tmp[i * nr + j];
+                                    if (beta_k == 0.0f) *cp = v;
+                                    else if (beta_k == 1.0f) *cp = v + *cp;
+                                    else *cp = v + beta_k * *cp;
+                                }
+                        }
                     }
                 }
             }
@@ -443,7 +634,7 @@ HIGAN_DEF void higan_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_
     higan__gemm_check(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
     higan__src_mat(&a, A, lda, trans_a);
     higan__src_mat(&b, B, ldb, trans_b);
-    higan__gemm_driver(&higan__ops()->gemm, M, N, K, alpha, &a, &b, beta, C, ldc);
+    higan__gemm_driver(&higan__ops()->gemm, M, N, K, alpha, &a, &b, beta, C, ldc, NULL);
 }
 
 HIGAN_DEF void higan_gemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -496,65 +687,95 @@ static void higan__src_im2col(higan__src *src, const float *xn, const higan_conv
     src->p = xn; src->ld = 0; src->cs = s;
     src->oh = higan_conv2d_out_h(s); src->ow = higan_conv2d_out_w(s);
 }
-/* Output pixels per column block of the dx scratch: the whole image unless the block
-   [IC*KH*KW, P] would pass 1M floats. */
-static int64_t higan__conv_dx_chunk(const higan_conv2d_shape *s) {
-    int64_t P = higan_conv2d_out_h(s) * higan_conv2d_out_w(s), KD = s->IC * s->KH * s->KW, c;
-    if (KD * P <= ((int64_t)1 << 20)) return P;
-    c = (((int64_t)1 << 20) / KD) & ~(int64_t)63;
-    return c < 64 ? 64 : c;
+/* The dx scratch holds dcol for a group of whole samples, [ns][KD, P], up to 4M floats (w^T
+   is packed once per group: large groups matter when P is small);
+   when one sample is larger, for a block of `chunk` output pixels of one sample. */
+#define HIGAN__CONV_SCRATCH_FLOATS ((int64_t)1 << 22)
+static void higan__conv_dx_blocks(const higan_conv2d_shape *s, int64_t *ns, int64_t *chunk) {
+    const int64_t P = higan_conv2d_out_h(s) * higan_conv2d_out_w(s), KD = s->IC * s->KH * s->KW;
+    if (KD * P <= HIGAN__CONV_SCRATCH_FLOATS) {
+        *ns = HIGAN__MIN(s->N, HIGAN__CONV_SCRATCH_FLOATS / (KD * P));
+        if (*ns < 1) *ns = 1;
+        *chunk = P;
+    } else {
+        *ns = 1;
+        *chunk = (HIGAN__CONV_SCRATCH_FLOATS / KD) & ~(int64_t)63;
+        if (*chunk < 64) *chunk = 64;
+    }
 }
 HIGAN_DEF size_t higan_conv2d_scratch_bytes(const higan_conv2d_shape *s) {
+    int64_t ns, chunk;
     if (higan__conv_pointwise(s)) return 0;
-    return (size_t)(s->IC * s->KH * s->KW * higan__conv_dx_chunk(s)) * sizeof(float) + 64;
+    higan__conv_dx_blocks(s, &ns, &chunk);
+    return (size_t)(ns * s->IC * s->KH * s->KW * chunk) * sizeof(float) + 64;
 }
 
-/* y [N, OC, P = OH*OW]: per sample y_n[OC, P] = w[OC, KD] col(x_n)[KD, P] (+ b broadcast). */
+/* y [N, OC, P = OH*OW]: y_n[OC, P] = w[OC, KD] col(x_n)[KD, P] (+ b broadcast), all samples
+   in one driver call so that w is packed once. */
 HIGAN_DEF higan_status higan_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                                             const higan_conv2d_shape *s, higan_arena *scratch) {
     const higan__level_ops *ops = higan__ops();
-    int64_t P, KD, n;
+    int64_t P, KD, g, n0, oc, p;
     higan__src A, B;
+    higan__batch bt;
     (void)scratch;
     higan__conv_check(s);
     P = higan_conv2d_out_h(s) * higan_conv2d_out_w(s);
     KD = s->IC * s->KH * s->KW;
     higan__src_mat(&A, w, KD, 0);
-    for (n = 0; n < s->N; ++n) {
-        float *yn = y + n * s->OC * P;
-        const float *xn = x + n * s->IC * s->H * s->W;
-        if (b) {
-            int64_t oc, p;
-            for (oc = 0; oc < s->OC; ++oc)
-                for (p = 0; p < P; ++p) yn[oc * P + p] = b[oc];
-        }
-        if (higan__conv_pointwise(s)) higan__src_mat(&B, xn, P, 0);
-        else higan__src_im2col(&B, xn, s, 0);
-        higan__gemm_driver(&ops->gemm, s->OC, P, KD, 1.0f, &A, &B, b ? 1.0f : 0.0f, yn, P);
+    bt.along_k = 0; bt.a_step = 0; bt.b_step = s->IC * s->H * s->W; bt.c_step = s->OC * P;
+    /* groups of samples as the driver would make them, so the bias written into C is still
+       in cache when the GEMM adds to it (beta = 1) */
+    g = higan__gemm_group(&ops->gemm, s->N, s->OC, P, KD);
+    for (n0 = 0; n0 < s->N; n0 += g) {
+        float *yg = y + n0 * s->OC * P;
+        const float *xg = x + n0 * s->IC * s->H * s->W;
+        bt.nb = HIGAN__MIN(g, s->N - n0);
+        if (b)
+            for (oc = 0; oc < bt.nb * s->OC; ++oc)
+                for (p = 0; p < P; ++p) yg[oc * P + p] = b[oc % s->OC];
+        if (higan__conv_pointwise(s)) higan__src_mat(&B, xg, P, 0);
+        else higan__src_im2col(&B, xg, s, 0);
+        higan__gemm_driver(&ops->gemm, s->OC, P, KD, 1.0f, &A, &B, b ? 1.0f : 0.0f, yg, P, &bt);
     }
     return HIGAN_OK;
 }
 
 /* dx_n [IC, H, W] += col2im(dcol) for output pixels [p0, p0+pc); dcol [KD, pc].
-   Parallel over input channels: each channel's rows of dcol only touch that channel. */
+   Parallel over input channels: each channel's rows of dcol only touch that channel. Each
+   row (ic, kh, kw) is walked as runs of one output row (as in higan__im2col_row): the valid
+   part of a run is one vector add for stride 1. */
 static void higan__col2im_add(float *dxn, const float *dcol, const higan_conv2d_shape *s,
                               int64_t p0, int64_t pc) {
     const int64_t OW = higan_conv2d_out_w(s), H = s->H, W = s->W, KH = s->KH, KW = s->KW;
+    const int64_t sw = s->stride_w;
+    void (*add)(int64_t, float *, const float *) = higan__ops()->add;
     int64_t ic;
     HIGAN__PARALLEL_FOR_IF(s->IC > 1 && s->IC * KH * KW * pc >= 65536)
     for (ic = 0; ic < s->IC; ++ic) {
         float *xc = dxn + ic * H * W;
-        int64_t kh, kw, j;
+        int64_t kh, kw;
         for (kh = 0; kh < KH; ++kh)
             for (kw = 0; kw < KW; ++kw) {
                 const float *row = dcol + ((ic * KH + kh) * KW + kw) * pc;
-                int64_t oh = p0 / OW, ow = p0 % OW;
-                int64_t ih = oh * s->stride_h - s->pad_top + kh, iw = ow * s->stride_w - s->pad_left + kw;
-                const int64_t iw0 = kw - s->pad_left;
-                for (j = 0; j < pc; ++j) {
-                    if ((uint64_t)ih < (uint64_t)H && (uint64_t)iw < (uint64_t)W) xc[ih * W + iw] += row[j];
-                    iw += s->stride_w;
-                    if (++ow == OW) { ow = 0; iw = iw0; ih += s->stride_h; }
+                int64_t oh = p0 / OW, ow = p0 % OW, q = 0, t;
+                while (q < pc) {
+                    const int64_t run = HIGAN__MIN(pc - q, OW - ow);
+                    const int64_t ih = oh * s->stride_h - s->pad_top + kh;
+                    const int64_t iw0 = ow * sw - s->pad_left + kw;
+                    if ((uint64_t)ih < (uint64_t)H && iw0 < W) {
+                        int64_t lo = iw0 < 0 ? (-iw0 + sw - 1) / sw : 0, hi = (W - iw0 + sw - 1) / sw;
+                        if (hi > run) hi = run;
+                        if (hi > lo) {
+                            float *xr = xc + ih * W + iw0 + lo * sw;
+                            const float *rq = row + q + lo;
+                            if (sw == 1) add(hi - lo, xr, rq);
+                            else for (t = 0; t < hi - lo; ++t) xr[t * sw] += rq[t];
+                        }
+                    }
+                    q += run;
+                    ow = 0;
+                    ++oh;
                 }
             }
     }
@@ -564,7 +785,7 @@ HIGAN_DEF higan_status higan_conv2d_backward(float *dx, float *dw, float *db, co
                                              const float *x, const float *w,
                                              const higan_conv2d_shape *s, higan_arena *scratch) {
     const higan__level_ops *ops = higan__ops();
-    int64_t P, KD, n;
+    int64_t P, KD;
     higan__src A, B;
     higan__conv_check(s);
     P = higan_conv2d_out_h(s) * higan_conv2d_out_w(s);
@@ -580,40 +801,50 @@ HIGAN_DEF higan_status higan_conv2d_backward(float *dx, float *dw, float *db, co
         }
     }
     if (dw) {
-        /* dw [OC, KD] += dy_n [OC, P] col(x_n)^T [P, KD], samples in order */
-        for (n = 0; n < s->N; ++n) {
-            const float *xn = x + n * s->IC * s->H * s->W;
-            higan__src_mat(&A, dy + n * s->OC * P, P, 0);
-            if (higan__conv_pointwise(s)) higan__src_mat(&B, xn, P, 1);
-            else higan__src_im2col(&B, xn, s, 1);
-            higan__gemm_driver(&ops->gemm, s->OC, KD, P, 1.0f, &A, &B, 1.0f, dw, KD);
-        }
+        /* dw [OC, KD] += sum_n dy_n [OC, P] col(x_n)^T [P, KD]: one product, K = N*P (samples
+           in order; C is read and written once per K block, not once per sample) */
+        higan__batch bt;
+        higan__src_mat(&A, dy, P, 0);
+        if (higan__conv_pointwise(s)) higan__src_mat(&B, x, P, 1);
+        else higan__src_im2col(&B, x, s, 1);
+        bt.nb = s->N; bt.along_k = 1; bt.a_step = s->OC * P; bt.b_step = s->IC * s->H * s->W; bt.c_step = 0;
+        higan__gemm_driver(&ops->gemm, s->OC, KD, s->N * P, 1.0f, &A, &B, 1.0f, dw, KD, &bt);
     }
     if (dx) {
-        /* dcol [KD, P] = w^T [KD, OC] dy_n [OC, P]; dx_n += col2im(dcol) */
+        /* dcol_n [KD, P] = w^T [KD, OC] dy_n [OC, P]; dx_n += col2im(dcol_n). w^T is packed
+           once per group of samples. */
+        higan__batch bt;
         higan__src_mat(&A, w, KD, 1);
+        bt.along_k = 0; bt.a_step = 0; bt.b_step = s->OC * P;
         if (higan__conv_pointwise(s)) {
-            for (n = 0; n < s->N; ++n) {
-                higan__src_mat(&B, dy + n * s->OC * P, P, 0);
-                higan__gemm_driver(&ops->gemm, s->IC, P, s->OC, 1.0f, &A, &B, 1.0f,
-                                   dx + n * s->IC * P, P);
-            }
+            bt.nb = s->N; bt.c_step = s->IC * P;
+            higan__src_mat(&B, dy, P, 0);
+            higan__gemm_driver(&ops->gemm, s->IC, P, s->OC, 1.0f, &A, &B, 1.0f, dx, P, &bt);
         } else {
-            const int64_t chunk = higan__conv_dx_chunk(s);
+            int64_t ns, chunk, n0, p0, i;
             size_t mark;
             float *dcol;
             if (!scratch) return higan__error(HIGAN_ERR_ARG, "conv2d backward: dx needs a scratch arena");
+            higan__conv_dx_blocks(s, &ns, &chunk);
             mark = higan_arena_mark(scratch);
-            dcol = higan_arena_floats(scratch, KD * chunk);
+            dcol = higan_arena_floats(scratch, ns * KD * chunk);
             if (!dcol) return higan_arena_status(scratch);
-            for (n = 0; n < s->N; ++n) {
-                int64_t p0;
-                for (p0 = 0; p0 < P; p0 += chunk) {
-                    const int64_t pc = HIGAN__MIN(chunk, P - p0);
-                    higan__src_mat(&B, dy + n * s->OC * P + p0, P, 0);
-                    higan__gemm_driver(&ops->gemm, KD, pc, s->OC, 1.0f, &A, &B, 0.0f, dcol, pc);
-                    higan__col2im_add(dx + n * s->IC * s->H * s->W, dcol, s, p0, pc);
+            if (chunk == P) {
+                for (n0 = 0; n0 < s->N; n0 += ns) {
+                    bt.nb = HIGAN__MIN(ns, s->N - n0); bt.c_step = KD * P;
+                    higan__src_mat(&B, dy + n0 * s->OC * P, P, 0);
+                    higan__gemm_driver(&ops->gemm, KD, P, s->OC, 1.0f, &A, &B, 0.0f, dcol, P, &bt);
+                    for (i = 0; i < bt.nb; ++i)
+                        higan__col2im_add(dx + (n0 + i) * s->IC * s->H * s->W, dcol + i * KD * P, s, 0, P);
                 }
+            } else {
+                for (n0 = 0; n0 < s->N; ++n0)
+                    for (p0 = 0; p0 < P; p0 += chunk) {
+                        const int64_t pc = HIGAN__MIN(chunk, P - p0);
+                        higan__src_mat(&B, dy + n0 * s->OC * P + p0, P, 0);
+                        higan__gemm_driver(&ops->gemm, KD, pc, s->OC, 1.0f, &A, &B, 0.0f, dcol, pc, NULL);
+                        higan__col2im_add(dx + n0 * s->IC * s->H * s->W, dcol, s, p0, pc);
+                    }
             }
             higan_arena_release(scratch, mark);
         }
