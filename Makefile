@@ -28,6 +28,22 @@ endif
 ALL_CFLAGS := -std=c99 $(CFLAGS) $(WARN) $(OMPFLAGS) -I.
 LDLIBS  := -lm -lpthread
 
+# HiGAN+ .hdf5 datasets through libhdf5: detected with pkg-config, never required.
+# HDF5=0 leaves it out; HDF5=1 insists on it.
+HDF5 ?= auto
+ifneq ($(HDF5),0)
+  HDF5_LIBS := $(shell pkg-config --libs hdf5 2>/dev/null)
+  ifneq ($(strip $(HDF5_LIBS)),)
+    ALL_CFLAGS += -DHIGAN_HDF5 $(shell pkg-config --cflags hdf5 2>/dev/null)
+    LDLIBS     += $(HDF5_LIBS)
+  else ifeq ($(HDF5),1)
+    $(error HDF5=1 but pkg-config finds no hdf5: apt-get install libhdf5-dev pkg-config)
+  endif
+endif
+
+# Rebuild everything when the flags change (HDF5 on/off, NO_OMP, CFLAGS).
+FLAGS_STAMP := $(BUILD)/flags-$(shell echo '$(CC) $(ALL_CFLAGS) $(LDLIBS)' | cksum | cut -d' ' -f1)
+
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRCS)) $(BUILD)/test_compile_cpp
 ifeq ($(HAVE_NVCC),1)
@@ -40,7 +56,7 @@ ifeq ($(HAVE_STB),1)
 endif
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench_%,$(BENCH_SRCS))
-HEADERS := higan.h $(wildcard parts/*.h) tests/check.h $(wildcard data_tools/*.h)
+HEADERS := higan.h $(wildcard parts/*.h) tests/check.h $(wildcard data_tools/*.h) $(FLAGS_STAMP)
 TOOL_SRCS := $(wildcard data_tools/*.c)
 TOOL_BINS := $(patsubst data_tools/%.c,$(BUILD)/%,$(TOOL_SRCS))
 
@@ -50,6 +66,9 @@ tools: $(TOOL_BINS)
 
 $(BUILD):
 	@mkdir -p $(BUILD)
+
+$(FLAGS_STAMP): | $(BUILD)
+	@rm -f $(BUILD)/flags-*; touch $@
 
 $(BUILD)/test_%: tests/test_%.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
