@@ -317,6 +317,7 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
 #include "parts/loss_api.h"
 #include "parts/styler_api.h"
 #include "parts/dataset_api.h"
+#include "parts/loader_api.h"
 #include "parts/biggan_api.h"
 #include "parts/model_api.h"
 
@@ -337,6 +338,7 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
 #include "parts/loss_impl.h"
 #include "parts/styler_impl.h"
 #include "parts/dataset_impl.h"
+#include "parts/loader_impl.h"
 #include "parts/biggan_impl.h"
 #include "parts/model_impl.h"
 #endif
