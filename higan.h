@@ -320,6 +320,7 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
 #include "parts/loader_api.h"
 #include "parts/biggan_api.h"
 #include "parts/model_api.h"
+#include "parts/eval_api.h"
 
 #endif /* HIGAN_H */
 
@@ -341,5 +342,6 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
 #include "parts/loader_impl.h"
 #include "parts/biggan_impl.h"
 #include "parts/model_impl.h"
+#include "parts/eval_impl.h"
 #endif
 #endif /* HIGAN_IMPLEMENTATION */

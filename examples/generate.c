@@ -1,29 +1,44 @@
-/* generate.c - write a line of handwriting with HiGAN+ (higan.h).
+/* generate.c - write handwriting with HiGAN+ (higan.h).
 
-   generate --checkpoint ckpt.safetensors --text "hello world"
-            (--style-image ref.png --style-text "word" | --seed N) -o out.png
-            [--transparent] [--gap PIXELS]
-   generate --init-random ckpt.safetensors [--seed N]
+   generate --checkpoint CKPT (--text TEXT | --text-file FILE) STYLE -o out.png [options]
+   generate --init-random CKPT [--seed N] [--all]
 
-   The first form loads a checkpoint (higan's safetensors, e.g. from data_tools/pth2safetensors
-   or from --init-random), takes the handwriting style from a reference image of one word
-   (PNG/JPEG/BMP..., with its transcription: only its length matters) or from a seed, writes
-   every word of the text in that style and puts the words side by side, gap pixels apart
-   (default 16), in a grayscale PNG: dark ink on white, or with --transparent black ink whose
-   alpha is the ink strength. The second form writes a randomly initialised deploy checkpoint
-   (Generator, StyleEncoder, StyleBackbone at the official sizes): it runs the example before
-   any training exists, and its output is noise.
+   STYLE is one of
+       --seed N                       a random style, z ~ N(0, I) drawn from seed N
+       --style-image IMG --style-text WORD
+                                      the style of a reference word image (PNG/JPEG/BMP...,
+                                      dark ink on light paper) with its transcription (only its
+                                      length matters: it sets the scale, 32 px per character);
+                                      repeat the pair for several references: their style
+                                      vectors are averaged
+       --style-file FILE              a style vector saved with --save-style
+   Options
+       --interp-steps N               N rows: the text in styles interpolated (torch.lerp, as the
+                                      official eval_interp) from STYLE to a second style given by
+                                      --seed2 N, --style2-file FILE or (repeatable)
+                                      --style2-image IMG --style2-text WORD
+       --save-style FILE              write STYLE's vector (safetensors, one tensor "style")
+       --width PX                     wrap lines at PX pixels (page width; default: no wrapping)
+       --gap PX                       space between words (16)
+       --line-gap PX                  extra space between lines (0)
+       --margin PX                    blank border (8)
+       --no-baseline                  align word tops instead of baselines
+       --transparent                  black ink on a transparent background (alpha = ink)
+   A newline in the text starts a new line. Words are generated one by one in the same style
+   and placed on a common baseline estimated from each word's ink row profile (see
+   higan_word_baseline in higan.h). The second form writes a randomly initialised checkpoint
+   (Generator, StyleEncoder, StyleBackbone at the official sizes; --all: all seven networks,
+   e.g. to try examples/evaluate.c): the examples run before any training exists, and their
+   output is noise.
 
-   The output depends only on the checkpoint, the style source and the text: the same PNG
-   bytes on every run and for every thread count. The SIMD levels (HIGAN_CPU=scalar|avx2|
-   avx512) round floats differently (up to ~4e-7 apart), so very rarely one pixel lands one
-   gray level apart between levels. Build (from the repository root):
+   The output depends only on the checkpoint, the style source, the text and the options: the
+   same PNG bytes on every run and for every thread count. The SIMD levels (HIGAN_CPU=scalar|
+   avx2|avx512) round floats differently (up to ~4e-7 apart), so very rarely one pixel lands
+   one gray level apart between levels. Build (from the repository root): make, or
        cc -std=c99 -O2 -I. examples/generate.c -o build/generate -lm     (+ -fopenmp)
    stb_image / stb_image_write come from Debian's libstb-dev (/usr/include/stb). */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#include "parts/model_api.h"     /* until higan.h includes the model part */
-#include "parts/model_impl.h"
 
 #if defined(__GNUC__)
 #  pragma GCC diagnostic push
@@ -44,20 +59,32 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define MAX_REFS 32
+
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: generate --checkpoint CKPT --text TEXT (--style-image IMG --style-text WORD | --seed N)\n"
-        "                -o OUT.png [--transparent] [--gap PIXELS]\n"
-        "       generate --init-random CKPT [--seed N]\n"
-        "  --checkpoint CKPT     higan safetensors checkpoint (Generator; StyleEncoder and\n"
-        "                        StyleBackbone too for --style-image)\n"
-        "  --text TEXT           words separated by spaces, each written separately\n"
-        "  --style-image IMG     a photo or scan of one handwritten word (dark ink on light paper)\n"
-        "  --style-text WORD     what IMG shows (its number of characters sets the scale)\n"
-        "  --seed N              a random style from seed N (with --init-random: the weights' seed)\n"
-        "  -o, --output OUT.png  grayscale PNG, dark ink on white\n"
-        "  --transparent         black ink on a transparent background instead\n"
-        "  --gap PIXELS          space between words (default 16)\n");
+        "usage: generate --checkpoint CKPT (--text TEXT | --text-file FILE) STYLE -o OUT.png [options]\n"
+        "       generate --init-random CKPT [--seed N] [--all]\n"
+        "STYLE: --seed N | --style-image IMG --style-text WORD (repeatable: averaged) | --style-file FILE\n"
+        "  --checkpoint CKPT       higan safetensors checkpoint (Generator; StyleEncoder and\n"
+        "                          StyleBackbone too for --style-image)\n"
+        "  --text TEXT             words separated by spaces; a newline starts a new line\n"
+        "  --text-file FILE        the text from a file\n"
+        "  --seed N                a random style from seed N (with --init-random: the weights' seed)\n"
+        "  --style-image IMG       a photo or scan of one handwritten word (dark ink on light paper)\n"
+        "  --style-text WORD       what IMG shows (its number of characters sets the scale)\n"
+        "  --style-file FILE       a style vector written by --save-style\n"
+        "  --save-style FILE       write the style vector (safetensors, tensor \"style\")\n"
+        "  --interp-steps N        N rows interpolating to a second style:\n"
+        "     --seed2 N | --style2-file FILE | --style2-image IMG --style2-text WORD (repeatable)\n"
+        "  -o, --output OUT.png    grayscale PNG, dark ink on white\n"
+        "  --transparent           black ink on a transparent background instead\n"
+        "  --width PX              wrap lines at this page width (default: no wrapping)\n"
+        "  --gap PX                space between words (default 16)\n"
+        "  --line-gap PX           extra space between lines (default 0)\n"
+        "  --margin PX             blank border (default 8)\n"
+        "  --no-baseline           align word tops instead of baselines\n"
+        "  --all                   (--init-random) all seven networks, not only the deploy set\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out) {
@@ -93,9 +120,9 @@ static int workspace_grow(workspace *ws) {
     return workspace_init(ws, need);
 }
 
-static int init_random(const char *path, uint64_t seed) {
+static int init_random(const char *path, uint64_t seed, int all) {
     higan_model m;
-    higan_model_config cfg = higan_model_default_config(HIGAN_NETS_DEPLOY);
+    higan_model_config cfg = higan_model_default_config(all ? HIGAN_NETS_ALL : HIGAN_NETS_DEPLOY);
     int net;
     if (higan_model_init(&m, &cfg, seed) != HIGAN_OK) { fprintf(stderr, "generate: %s\n", higan_last_error()); return 1; }
     if (higan_model_save(&m, path, NULL) != HIGAN_OK) {
@@ -112,144 +139,211 @@ static int init_random(const char *path, uint64_t seed) {
     return 0;
 }
 
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n;
+    if (!f) return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = (char *)malloc((size_t)n + 1)) != NULL) {
+        if (fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
+        else buf[n] = 0;
+    }
+    fclose(f);
+    return buf;
+}
+
+/* A style source: a seed, a style file or reference images (averaged). */
+typedef struct {
+    int have_seed;
+    uint64_t seed;
+    const char *file;
+    const char *images[MAX_REFS], *texts[MAX_REFS];
+    int n_images, n_texts;
+} style_source;
+static int source_given(const style_source *s) { return s->have_seed + (s->file != NULL) + (s->n_images > 0 || s->n_texts > 0); }
+
+/* Resolves a style source into style (G.style_dim floats). 1 on success. */
+static int make_style(higan_model *m, workspace *ws, const style_source *s, const char *what, float *style) {
+    int64_t dim = m->cfg.G.style_dim;
+    if (s->have_seed) {
+        higan_rng r;
+        higan_rng_seed(&r, s->seed);
+        higan_style_random(m, &r, style);
+        return 1;
+    }
+    if (s->file) {
+        int64_t d = higan_style_load(s->file, style, dim);
+        if (d < 0) { fprintf(stderr, "generate: %s\n", higan_last_error()); return 0; }
+        if (d != dim) {
+            fprintf(stderr, "generate: %s holds a %lld-value style, the model's is %lld\n", s->file, (long long)d, (long long)dim);
+            return 0;
+        }
+        return 1;
+    } else {
+        float *inputs[MAX_REFS];
+        int64_t widths[MAX_REFS];
+        int chars[MAX_REFS], i, ok = 1;
+        higan_status st;
+        for (i = 0; i < s->n_images; ++i) inputs[i] = NULL;
+        for (i = 0; i < s->n_images && ok; ++i) {
+            int w, h, ch, W;
+            unsigned char *px = stbi_load(s->images[i], &w, &h, &ch, 0);
+            if (!px) { fprintf(stderr, "generate: cannot read image '%s': %s\n", s->images[i], stbi_failure_reason()); ok = 0; break; }
+            W = higan_image_to_input(px, w, h, ch, NULL, 0);
+            if (W > 0 && !(inputs[i] = (float *)malloc(sizeof(float) * HIGAN_IMAGE_HEIGHT * (size_t)W))) W = HIGAN_ERR_NOMEM;
+            if (W > 0) W = higan_image_to_input(px, w, h, ch, inputs[i], (int64_t)HIGAN_IMAGE_HEIGHT * W);
+            stbi_image_free(px);
+            if (W < 0) { fprintf(stderr, "generate: '%s': %s\n", s->images[i], higan_last_error()); ok = 0; break; }
+            widths[i] = W;
+            chars[i] = utf8_chars(s->texts[i]);
+        }
+        if (ok) {
+            st = higan_style_from_images(m, &ws->tape, (const float *const *)inputs, widths, chars, s->n_images, style);
+            while (st == HIGAN_ERR_NOMEM && workspace_grow(ws))
+                st = higan_style_from_images(m, &ws->tape, (const float *const *)inputs, widths, chars, s->n_images, style);
+            if (st != HIGAN_OK) { fprintf(stderr, "generate: %s from the reference images: %s\n", what, higan_last_error()); ok = 0; }
+        }
+        for (i = 0; i < s->n_images; ++i) free(inputs[i]);
+        return ok;
+    }
+}
+
 int main(int argc, char **argv) {
-    const char *ckpt = NULL, *text = NULL, *style_image = NULL, *style_text = NULL, *out_path = NULL;
-    const char *init_path = NULL;
-    uint64_t seed = 0, gap64 = 16;
-    int have_seed = 0, transparent = 0, i, rc = 1;
+    const char *ckpt = NULL, *text = NULL, *text_file = NULL, *out_path = NULL, *init_path = NULL, *save_path = NULL;
+    style_source s1, s2;
+    uint64_t v64, steps = 1;
+    int transparent = 0, all = 0, i, rc = 1, n_rows = 0;
+    higan_layout_options lo = higan_layout_default_options();
     higan_model m;
     workspace ws;
-    float *style = NULL, *canvas = NULL, **words = NULL;
-    int *widths = NULL, n_words = 0, H = 0, total = 0, gap, x;
-    char *text_copy = NULL, *tok, **word_text = NULL;
+    float *style = NULL, *style_b = NULL, *row_style = NULL, *canvas = NULL;
+    char *text_buf = NULL;
+    higan_page *pages = NULL;
+    int64_t W = 0, H = 0, y, k;
     unsigned char *png = NULL;
 
+    memset(&s1, 0, sizeof s1);
+    memset(&s2, 0, sizeof s2);
+    memset(&m, 0, sizeof m);
+    memset(&ws, 0, sizeof ws);
     for (i = 1; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = 1;
         if (!strcmp(a, "--checkpoint") || !strcmp(a, "-c")) ckpt = v;
         else if (!strcmp(a, "--text") || !strcmp(a, "-t")) text = v;
-        else if (!strcmp(a, "--style-image")) style_image = v;
-        else if (!strcmp(a, "--style-text")) style_text = v;
+        else if (!strcmp(a, "--text-file")) text_file = v;
         else if (!strcmp(a, "--output") || !strcmp(a, "-o")) out_path = v;
         else if (!strcmp(a, "--init-random")) init_path = v;
-        else if (!strcmp(a, "--seed")) {
-            if (!parse_u64(v, &seed)) { fprintf(stderr, "generate: --seed needs a non-negative integer\n"); return 2; }
-            have_seed = 1;
-        } else if (!strcmp(a, "--gap")) {
-            if (!parse_u64(v, &gap64) || gap64 > 4096) { fprintf(stderr, "generate: --gap needs 0..4096 pixels\n"); return 2; }
-        } else if (!strcmp(a, "--transparent")) { transparent = 1; takes = 0; }
+        else if (!strcmp(a, "--save-style")) save_path = v;
+        else if (!strcmp(a, "--style-file")) s1.file = v;
+        else if (!strcmp(a, "--style2-file")) s2.file = v;
+        else if (!strcmp(a, "--style-image") || !strcmp(a, "--style2-image")) {
+            style_source *s = a[7] == '2' ? &s2 : &s1;
+            if (s->n_images == MAX_REFS) { fprintf(stderr, "generate: at most %d reference images\n", MAX_REFS); return 2; }
+            if (v) s->images[s->n_images++] = v;
+        } else if (!strcmp(a, "--style-text") || !strcmp(a, "--style2-text")) {
+            style_source *s = a[7] == '2' ? &s2 : &s1;
+            if (s->n_texts == MAX_REFS) { fprintf(stderr, "generate: at most %d reference texts\n", MAX_REFS); return 2; }
+            if (v) s->texts[s->n_texts++] = v;
+        } else if (!strcmp(a, "--seed") || !strcmp(a, "--seed2")) {
+            style_source *s = a[6] == '2' ? &s2 : &s1;
+            if (!parse_u64(v, &s->seed)) { fprintf(stderr, "generate: %s needs a non-negative integer\n", a); return 2; }
+            s->have_seed = 1;
+        } else if (!strcmp(a, "--interp-steps")) {
+            if (!parse_u64(v, &steps) || steps < 1 || steps > 64) { fprintf(stderr, "generate: --interp-steps needs 1..64\n"); return 2; }
+        } else if (!strcmp(a, "--width") || !strcmp(a, "--gap") || !strcmp(a, "--line-gap") || !strcmp(a, "--margin")) {
+            if (!parse_u64(v, &v64) || v64 > 100000) { fprintf(stderr, "generate: %s needs 0..100000 pixels\n", a); return 2; }
+            if (!strcmp(a, "--width")) lo.max_width = (int64_t)v64;
+            else if (!strcmp(a, "--gap")) lo.word_gap = (int64_t)v64;
+            else if (!strcmp(a, "--line-gap")) lo.line_gap = (int64_t)v64;
+            else lo.margin = (int64_t)v64;
+        } else if (!strcmp(a, "--no-baseline")) { lo.align_baseline = 0; takes = 0; }
+        else if (!strcmp(a, "--transparent")) { transparent = 1; takes = 0; }
+        else if (!strcmp(a, "--all")) { all = 1; takes = 0; }
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else { fprintf(stderr, "generate: unknown argument '%s'\n", a); usage(stderr); return 2; }
         if (takes && !v) { fprintf(stderr, "generate: %s needs a value\n", a); return 2; }
         i += takes;
     }
     if (init_path) {
-        if (ckpt || text || style_image || style_text || out_path || transparent) {
-            fprintf(stderr, "generate: --init-random takes only --seed\n");
+        if (ckpt || text || text_file || s1.file || s1.n_images || s1.n_texts || out_path || transparent || source_given(&s2)) {
+            fprintf(stderr, "generate: --init-random takes only --seed and --all\n");
             return 2;
         }
-        return init_random(init_path, have_seed ? seed : 1);
+        return init_random(init_path, s1.have_seed ? s1.seed : 1, all);
     }
-    if (!ckpt || !text || !out_path) { fprintf(stderr, "generate: --checkpoint, --text and -o are required\n"); usage(stderr); return 2; }
-    if (!!style_image != !!style_text) { fprintf(stderr, "generate: --style-image and --style-text go together\n"); return 2; }
-    if (!style_image == !have_seed) {
-        fprintf(stderr, "generate: give either --style-image IMG --style-text WORD or --seed N\n");
+    if (!ckpt || (!text == !text_file) || !out_path) {
+        fprintf(stderr, "generate: --checkpoint, one of --text / --text-file, and -o are required\n");
+        usage(stderr);
         return 2;
     }
-    gap = (int)gap64;
+    if (s1.n_images != s1.n_texts || s2.n_images != s2.n_texts) {
+        fprintf(stderr, "generate: every --style-image needs its --style-text (and --style2-image its --style2-text)\n");
+        return 2;
+    }
+    if (source_given(&s1) != 1) {
+        fprintf(stderr, "generate: give exactly one style: --seed N, --style-image IMG --style-text WORD, or --style-file FILE\n");
+        return 2;
+    }
+    if ((steps > 1) != (source_given(&s2) == 1) || source_given(&s2) > 1) {
+        fprintf(stderr, "generate: --interp-steps N (N >= 2) goes with one second style: --seed2, --style2-file or --style2-image/--style2-text\n");
+        return 2;
+    }
+    if (text_file && !(text = text_buf = read_file(text_file))) { fprintf(stderr, "generate: cannot read '%s'\n", text_file); return 1; }
 
-    memset(&m, 0, sizeof m);
-    if (higan_model_load(&m, ckpt, style_image ? HIGAN_NETS_DEPLOY : HIGAN_NET_BIT(HIGAN_NET_GENERATOR), NULL) != HIGAN_OK) {
+    /* E and B only when a reference image needs them */
+    if (higan_model_load(&m, ckpt, (s1.n_images || s2.n_images) ? HIGAN_NETS_DEPLOY : HIGAN_NET_BIT(HIGAN_NET_GENERATOR), NULL) != HIGAN_OK) {
         fprintf(stderr, "generate: %s\n", higan_last_error());
+        free(text_buf);
         return 1;
     }
-    if (!workspace_init(&ws, (size_t)128 << 20)) { fprintf(stderr, "generate: %s\n", higan_last_error()); higan_model_free(&m); return 1; }
+    n_rows = (int)steps;
+    if (!workspace_init(&ws, (size_t)128 << 20)) { fprintf(stderr, "generate: %s\n", higan_last_error()); goto done; }
     style = (float *)malloc(sizeof(float) * (size_t)m.cfg.G.style_dim);
-    text_copy = (char *)malloc(strlen(text) + 1);
-    words = (float **)calloc(strlen(text) + 1, sizeof(float *));
-    word_text = (char **)calloc(strlen(text) + 1, sizeof(char *));
-    widths = (int *)calloc(strlen(text) + 1, sizeof(int));
-    if (!style || !text_copy || !words || !word_text || !widths) { fprintf(stderr, "generate: out of memory\n"); goto done; }
-
-    /* the words (checked before any network runs) */
-    strcpy(text_copy, text);
-    for (tok = strtok(text_copy, " \t\r\n"); tok; tok = strtok(NULL, " \t\r\n")) {
-        int W = higan_generate_word(&m, &ws.tape, tok, NULL, NULL, 0);
-        if (W < 0) { fprintf(stderr, "generate: word '%s': %s\n", tok, higan_last_error()); goto done; }
-        widths[n_words] = W;
-        word_text[n_words] = tok;
-        total += W + (n_words ? gap : 0);
-        ++n_words;
+    style_b = (float *)malloc(sizeof(float) * (size_t)m.cfg.G.style_dim);
+    row_style = (float *)malloc(sizeof(float) * (size_t)m.cfg.G.style_dim);
+    pages = (higan_page *)calloc((size_t)n_rows, sizeof(higan_page));
+    if (!style || !style_b || !row_style || !pages) { fprintf(stderr, "generate: out of memory\n"); goto done; }
+    if (!make_style(&m, &ws, &s1, "style", style)) goto done;
+    if (n_rows > 1 && !make_style(&m, &ws, &s2, "second style", style_b)) goto done;
+    if (save_path) {
+        if (higan_style_save(save_path, style, m.cfg.G.style_dim) != HIGAN_OK) { fprintf(stderr, "generate: %s\n", higan_last_error()); goto done; }
+        printf("wrote %s: the style vector (%lld values)\n", save_path, (long long)m.cfg.G.style_dim);
     }
-    if (!n_words) { fprintf(stderr, "generate: --text has no words\n"); goto done; }
 
-    /* the style */
-    if (style_image) {
-        int w, h, ch, W, n_chars = utf8_chars(style_text);
-        unsigned char *px = stbi_load(style_image, &w, &h, &ch, 0);
-        float *input;
+    /* one page per row (the rows of an interpolation), stacked */
+    for (i = 0; i < n_rows; ++i) {
         higan_status st;
-        if (!px) { fprintf(stderr, "generate: cannot read image '%s': %s\n", style_image, stbi_failure_reason()); goto done; }
-        W = higan_image_to_input(px, w, h, ch, NULL, 0);
-        input = W > 0 ? (float *)malloc(sizeof(float) * HIGAN_IMAGE_HEIGHT * (size_t)W) : NULL;
-        if (W > 0 && !input) { stbi_image_free(px); fprintf(stderr, "generate: out of memory\n"); goto done; }
-        if (W > 0) W = higan_image_to_input(px, w, h, ch, input, (int64_t)HIGAN_IMAGE_HEIGHT * W);
-        stbi_image_free(px);
-        if (W < 0) { free(input); fprintf(stderr, "generate: '%s': %s\n", style_image, higan_last_error()); goto done; }
-        st = higan_style_from_image(&m, &ws.tape, input, W, n_chars, style);
-        while (st == HIGAN_ERR_NOMEM && workspace_grow(&ws))
-            st = higan_style_from_image(&m, &ws.tape, input, W, n_chars, style);
-        free(input);
-        if (st != HIGAN_OK) { fprintf(stderr, "generate: style from '%s': %s\n", style_image, higan_last_error()); goto done; }
-    } else {
-        higan_rng r;
-        higan_rng_seed(&r, seed);
-        higan_style_random(&m, &r, style);
+        if (n_rows > 1) higan_style_lerp(style, style_b, m.cfg.G.style_dim, (float)i / (float)(n_rows - 1), row_style);
+        else memcpy(row_style, style, sizeof(float) * (size_t)m.cfg.G.style_dim);
+        st = higan_generate_text(&m, &ws.tape, text, row_style, &lo, &pages[i]);
+        while (st == HIGAN_ERR_NOMEM && workspace_grow(&ws)) st = higan_generate_text(&m, &ws.tape, text, row_style, &lo, &pages[i]);
+        if (st != HIGAN_OK) { fprintf(stderr, "generate: %s\n", higan_last_error()); goto done; }
+        if (pages[i].width > W) W = pages[i].width;
+        H += pages[i].height;
     }
-
-    /* every word in that style */
-    for (i = 0; i < n_words; ++i) {
-        int64_t n = m.cfg.G.input_nc * 16 * m.cfg.G.bottom * (int64_t)widths[i];
-        int W;
-        if (!(words[i] = (float *)malloc(sizeof(float) * (size_t)n))) { fprintf(stderr, "generate: out of memory\n"); goto done; }
-        W = higan_generate_word(&m, &ws.tape, word_text[i], style, words[i], n);
-        while (W == HIGAN_ERR_NOMEM && workspace_grow(&ws))
-            W = higan_generate_word(&m, &ws.tape, word_text[i], style, words[i], n);
-        if (W < 0) { fprintf(stderr, "generate: word '%s': %s\n", word_text[i], higan_last_error()); goto done; }
-    }
-
-    /* side by side on the -1 background, then to 8 bits: (1 - x) * 127.5 (ink dark) */
-    H = (int)(16 * m.cfg.G.bottom);
-    canvas = (float *)malloc(sizeof(float) * (size_t)H * (size_t)total);
-    png = (unsigned char *)malloc((size_t)H * (size_t)total * 2);
+    canvas = (float *)malloc(sizeof(float) * (size_t)(W * H));
+    png = (unsigned char *)malloc((size_t)(W * H) * 2);
     if (!canvas || !png) { fprintf(stderr, "generate: out of memory\n"); goto done; }
-    for (i = 0; i < H * total; ++i) canvas[i] = -1.0f;
-    for (i = 0, x = 0; i < n_words; x += widths[i] + gap, ++i) {
-        int y;
-        for (y = 0; y < H; ++y)          /* channel 0 of [input_nc, H, W] */
-            memcpy(canvas + (size_t)y * total + x, words[i] + (size_t)y * widths[i], sizeof(float) * (size_t)widths[i]);
-    }
-    for (i = 0; i < H * total; ++i) {
-        float v = canvas[i] < -1.0f ? -1.0f : canvas[i] > 1.0f ? 1.0f : canvas[i];
-        if (transparent) {
-            png[2 * i] = 0;                                                   /* black ink */
-            png[2 * i + 1] = (unsigned char)floor((v + 1.0f) * 127.5f + 0.5f);  /* ink strength */
-        } else {
-            png[i] = (unsigned char)floor((1.0f - v) * 127.5f + 0.5f);
-        }
-    }
-    if (!stbi_write_png(out_path, total, H, transparent ? 2 : 1, png, total * (transparent ? 2 : 1))) {
+    for (k = 0; k < W * H; ++k) canvas[k] = -1.0f;
+    for (i = 0, y = 0; i < n_rows; y += pages[i].height, ++i)
+        for (k = 0; k < pages[i].height; ++k)
+            memcpy(canvas + (y + k) * W, pages[i].pixels + k * pages[i].width, sizeof(float) * (size_t)pages[i].width);
+    higan_image_to_pixels(canvas, W * H, transparent, png);
+    if (!stbi_write_png(out_path, (int)W, (int)H, transparent ? 2 : 1, png, (int)W * (transparent ? 2 : 1))) {
         fprintf(stderr, "generate: cannot write '%s'\n", out_path);
         goto done;
     }
-    printf("wrote %s: %d x %d, %d word%s (", out_path, total, H, n_words, n_words > 1 ? "s" : "");
-    for (i = 0; i < n_words; ++i) printf("%s%s", i ? " " : "", word_text[i]);
-    printf("), style from %s\n", style_image ? style_image : "the seed");
+    printf("wrote %s: %lld x %lld, %lld word%s on %lld line%s", out_path, (long long)W, (long long)H,
+           (long long)pages[0].n_words, pages[0].n_words > 1 ? "s" : "", (long long)pages[0].n_lines,
+           pages[0].n_lines > 1 ? "s" : "");
+    if (n_rows > 1) printf(", %d interpolation rows", n_rows);
+    printf(", style from %s\n", s1.have_seed ? "a seed" : s1.file ? s1.file : s1.n_images > 1 ? "averaged reference images" : s1.images[0]);
     rc = 0;
 done:
-    if (words) for (i = 0; i < n_words + 1; ++i) free(words[i]);
-    free(words); free(word_text); free(widths); free(text_copy); free(style); free(canvas); free(png);
+    if (pages) for (i = 0; i < n_rows; ++i) higan_page_free(&pages[i]);
+    free(pages); free(style); free(style_b); free(row_style); free(canvas); free(png); free(text_buf);
     workspace_free(&ws);
     higan_model_free(&m);
     return rc;

@@ -141,4 +141,87 @@ HIGAN_DEF int higan_image_to_input(const unsigned char *pixels, int w, int h, in
 HIGAN_DEF higan_status higan_image_resize(float *y, int64_t out_h, int64_t out_w, const float *x,
                                           int64_t in_h, int64_t in_w);
 
+/* ---- styles: several references, interpolation, files ----------------------------------------
+   A style is G.style_dim floats (the StyleEncoder's mu, or z ~ N(0, I)). */
+/* out = the mean of n styles (styles [n, dim], row-major), summed in double. n >= 1. */
+HIGAN_DEF void higan_style_average(const float *styles, int n, int64_t dim, float *out);
+/* Style of several reference word images: higan_style_from_image of each (imgs[i] [64,
+   widths[i]] showing n_chars[i] characters), then averaged (higan_style_average). Errors as
+   higan_style_from_image, naming the reference index; HIGAN_ERR_ARG for n < 1. */
+HIGAN_DEF higan_status higan_style_from_images(higan_model *m, higan_tape *t, const float *const *imgs,
+                                               const int64_t *widths, const int *n_chars, int n,
+                                               float *style_out);
+/* out = a + w (b - a), as torch.lerp (computed as b - (b - a)(1 - w) when w >= 0.5, so w = 0
+   gives exactly a and w = 1 exactly b). The official eval_interp uses w = i / (steps - 1). */
+HIGAN_DEF void higan_style_lerp(const float *a, const float *b, int64_t dim, float w, float *out);
+/* A style file: safetensors with one F32 tensor "style" of shape [dim] (metadata
+   "higan.style_dim"). Save writes path.tmp and renames it. Load accepts [dim] or [1, dim]
+   and returns dim, or a negative status: HIGAN_ERR_IO/FORMAT (named), HIGAN_ERR_ARG when
+   dim > cap floats (style NULL with cap 0: returns dim only). */
+HIGAN_DEF higan_status higan_style_save(const char *path, const float *style, int64_t dim);
+HIGAN_DEF int64_t higan_style_load(const char *path, float *style, int64_t cap);
+
+/* ---- long text: words in one style laid out as lines ---------------------------------------
+   Words are placed left to right, word_gap pixels apart, inside a page of max_width pixels
+   (margins included): a word that does not fit on the current line starts the next one
+   (greedy wrapping; a word wider than the line gets a line of its own and widens the page).
+   With align_baseline every word of a line is shifted vertically so that their baselines
+   (higan_word_baseline) lie on one row; otherwise their tops are aligned. A line is as tall
+   as its tallest ascent (baseline row) plus its tallest descent (height - baseline); lines
+   follow each other line_gap pixels apart. Overlapping pixels keep the brighter (inkier)
+   value, so the result does not depend on the drawing order. */
+typedef struct higan_layout_options {
+    int64_t max_width;    /* page width in pixels; 0: no wrapping (one line per paragraph,
+                             the page as wide as its widest line) */
+    int64_t word_gap;     /* pixels between the images of neighbouring words (16) */
+    int64_t line_gap;     /* pixels between one line's bottom and the next line's top (0) */
+    int64_t margin;       /* blank pixels around the text on every side (8) */
+    int align_baseline;   /* 1: common baseline per line (default); 0: tops aligned */
+} higan_layout_options;
+HIGAN_DEF higan_layout_options higan_layout_default_options(void);
+
+/* Baseline of a word image img [H, W] (ink bright, in [-1, 1]): the row just below the
+   writing's core (x-height) band, where the ink density drops. Ink row profile
+   p(y) = sum over x of clamp(img, 0, 1) (pixels brighter than mid-gray, by strength); the
+   threshold is half the mean of p over the inked rows (p >= 0.1 max p); the rows at or above
+   it form runs (gaps of up to 2 rows bridged), and the run holding the most ink is the core
+   band: the baseline is the row after its last row. Ascenders and descenders (b, d, g, p, y)
+   are thinner than the core, so they fall below the threshold; capitals are dense over their
+   whole height, so their band is the whole letter. An image without ink gives the default
+   5 H / 8. Returns a row in [1, H]. */
+HIGAN_DEF int64_t higan_word_baseline(const float *img, int64_t H, int64_t W);
+
+typedef struct higan_page_word {
+    int64_t x, y;         /* top-left corner of the word image on the page */
+    int64_t width;        /* image width */
+    int64_t baseline;     /* its baseline row inside its image (0 when not aligning) */
+    int64_t line;         /* 0-based line index */
+} higan_page_word;
+typedef struct higan_page {
+    int64_t width, height;
+    float *pixels;        /* [height, width], ink bright in [-1, 1], background -1 */
+    int64_t n_words, n_lines;
+    higan_page_word *words;   /* [n_words] where each word went */
+} higan_page;
+/* Lays out n word images imgs[i] [H, widths[i]] (row-major) on a new page (free it with
+   higan_page_free). breaks (may be NULL): breaks[i] != 0 starts a new line at word i (a
+   paragraph break). opt NULL: the defaults. HIGAN_ERR_ARG for n < 1, H < 1, a width < 1,
+   negative options or a page over 2^31 pixels; HIGAN_ERR_NOMEM. On error the page is zeroed. */
+HIGAN_DEF higan_status higan_layout_words(higan_page *page, const float *const *imgs, const int64_t *widths,
+                                          const int *breaks, int64_t n, int64_t H,
+                                          const higan_layout_options *opt);
+HIGAN_DEF void higan_page_free(higan_page *page);     /* safe on a zeroed page */
+/* Generates text in one style and lays it out (higan_layout_words): words are separated by
+   spaces, tabs and carriage returns, and a newline ends a paragraph (the next word starts a
+   new line). Each word is one higan_generate_word call (channel 0 of the output). Errors as
+   higan_generate_word (naming the word), HIGAN_ERR_ARG for text without words. On
+   HIGAN_ERR_NOMEM from the arena, nothing is kept: grow the arena and call again. */
+HIGAN_DEF higan_status higan_generate_text(higan_model *m, higan_tape *t, const char *text, const float *style,
+                                           const higan_layout_options *opt, higan_page *page);
+/* An image in [-1, 1] (ink bright) to 8-bit pixels. transparent 0: one gray byte per pixel,
+   dark ink on white, round((1 - v) * 127.5); transparent 1: two bytes per pixel (gray +
+   alpha, as PNG's gray-alpha), black ink whose alpha is the ink, round((v + 1) * 127.5).
+   v is clamped to [-1, 1] first. out: n or 2 n bytes. */
+HIGAN_DEF void higan_image_to_pixels(const float *x, int64_t n, int transparent, unsigned char *out);
+
 #endif /* HIGAN_MODEL_API_INCLUDED */

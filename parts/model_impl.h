@@ -740,5 +740,300 @@ HIGAN_DEF higan_status higan_style_from_image(higan_model *m, higan_tape *t, con
     return rc;
 }
 
+/* ---- styles: average, interpolation, files ---------------------------------------------------- */
+HIGAN_DEF void higan_style_average(const float *styles, int n, int64_t dim, float *out) {
+    int64_t j;
+    int i;
+    HIGAN_ASSERT(styles && out && n >= 1 && dim >= 0);
+    for (j = 0; j < dim; ++j) {
+        double acc = 0.0;
+        for (i = 0; i < n; ++i) acc += styles[(int64_t)i * dim + j];
+        out[j] = (float)(acc / n);
+    }
+}
+
+HIGAN_DEF higan_status higan_style_from_images(higan_model *m, higan_tape *t, const float *const *imgs,
+                                               const int64_t *widths, const int *n_chars, int n,
+                                               float *style_out) {
+    float *all;
+    int64_t dim;
+    higan_status rc = HIGAN_OK;
+    int i;
+    if (n < 1) return higan__error(HIGAN_ERR_ARG, "style_from_images: %d references (give at least one)", n);
+    if (!m || !m->initialised || !imgs || !widths || !n_chars || !style_out)
+        return higan__error(HIGAN_ERR_ARG, "style_from_images: NULL argument or uninitialised model");
+    dim = m->cfg.G.style_dim;
+    all = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(dim * n));
+    if (!all) return higan__error(HIGAN_ERR_NOMEM, "style_from_images: out of memory");
+    for (i = 0; i < n && rc == HIGAN_OK; ++i) {
+        rc = higan_style_from_image(m, t, imgs[i], widths[i], n_chars[i], all + (int64_t)i * dim);
+        if (rc != HIGAN_OK) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", higan_last_error());
+            higan__error(rc, "reference %d: %s", i, msg);
+        }
+    }
+    if (rc == HIGAN_OK) higan_style_average(all, n, dim, style_out);
+    HIGAN_FREE(all);
+    return rc;
+}
+
+HIGAN_DEF void higan_style_lerp(const float *a, const float *b, int64_t dim, float w, float *out) {
+    int64_t j;
+    HIGAN_ASSERT(a && b && out && dim >= 0);
+    for (j = 0; j < dim; ++j) {   /* torch.lerp's two-sided formula: exact at both ends */
+        float d = b[j] - a[j];
+        out[j] = w < 0.5f ? a[j] + w * d : b[j] - d * (1.0f - w);
+    }
+}
+
+HIGAN_DEF higan_status higan_style_save(const char *path, const float *style, int64_t dim) {
+    higan_safetensors_writer w;
+    higan_status st;
+    char buf[32];
+    int64_t shape[1];
+    if (!path || !style || dim < 1) return higan__error(HIGAN_ERR_ARG, "style_save: NULL argument or empty style");
+    shape[0] = dim;
+    snprintf(buf, sizeof buf, "%lld", (long long)dim);
+    higan_safetensors_writer_init(&w);
+    st = higan_safetensors_writer_add(&w, "style", HIGAN_F32, 1, shape, style);
+    if (st == HIGAN_OK) st = higan_safetensors_writer_meta(&w, "higan.style_dim", buf);
+    if (st == HIGAN_OK) st = higan_safetensors_writer_meta(&w, "higan.version", HIGAN_VERSION_STRING);
+    if (st == HIGAN_OK) st = higan_safetensors_writer_save(&w, path);
+    higan_safetensors_writer_free(&w);
+    return st;
+}
+
+HIGAN_DEF int64_t higan_style_load(const char *path, float *style, int64_t cap) {
+    higan_safetensors st;
+    const higan_st_tensor *t;
+    higan_status rc;
+    int64_t dim;
+    if (!path) return higan__error(HIGAN_ERR_ARG, "style_load: NULL path");
+    if ((rc = higan_safetensors_load(&st, path)) != HIGAN_OK) return rc;
+    t = higan_safetensors_find(&st, "style");
+    if (!t || !(t->ndim == 1 || (t->ndim == 2 && t->shape[0] == 1)) || t->numel < 1) {
+        higan_safetensors_free(&st);
+        return higan__error(HIGAN_ERR_FORMAT, "style file '%.256s': %s", path,
+                            t ? "tensor 'style' is not [dim] or [1, dim]" : "no tensor 'style'");
+    }
+    dim = t->numel;
+    if (style || cap > 0) {
+        if (dim > cap) {
+            higan_safetensors_free(&st);
+            return higan__error(HIGAN_ERR_ARG, "style file '%.256s' holds %lld values, room for %lld (a model with "
+                                "another style_dim?)", path, (long long)dim, (long long)cap);
+        }
+        if (!style) { higan_safetensors_free(&st); return higan__error(HIGAN_ERR_ARG, "style_load: NULL style"); }
+        if ((rc = higan_safetensors_read_f32(&st, "style", style, dim)) != HIGAN_OK) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", higan_last_error());
+            higan_safetensors_free(&st);
+            return higan__error(rc, "style file '%.256s': %s", path, msg);
+        }
+    }
+    higan_safetensors_free(&st);
+    return dim;
+}
+
+/* ---- layout ----------------------------------------------------------------------------------- */
+HIGAN_DEF higan_layout_options higan_layout_default_options(void) {
+    higan_layout_options o;
+    o.max_width = 0;
+    o.word_gap = 16;
+    o.line_gap = 0;
+    o.margin = 8;
+    o.align_baseline = 1;
+    return o;
+}
+
+HIGAN_DEF int64_t higan_word_baseline(const float *img, int64_t H, int64_t W) {
+    double small[256], *p = small, pmax = 0.0, mean = 0.0, thr, best_mass = -1.0, mass = 0.0;
+    int64_t y, x, cnt = 0, best_end = -1, run_last = -1, gap = 0, fallback;
+    HIGAN_ASSERT(img && H >= 1 && W >= 1);
+    fallback = (5 * H) / 8 < 1 ? 1 : (5 * H) / 8;
+    if (H > 256 && !(p = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)H))) return fallback;
+    for (y = 0; y < H; ++y) {          /* ink row profile: brighter than mid-gray, by strength */
+        double acc = 0.0;
+        for (x = 0; x < W; ++x) {
+            float v = img[y * W + x];
+            acc += v > 1.0f ? 1.0 : v > 0.0f ? (double)v : 0.0;
+        }
+        p[y] = acc;
+        if (acc > pmax) pmax = acc;
+    }
+    if (!(pmax > 0.0)) { if (p != small) HIGAN_FREE(p); return fallback; }
+    for (y = 0; y < H; ++y) if (p[y] >= 0.1 * pmax) { mean += p[y]; ++cnt; }
+    thr = 0.5 * mean / (double)cnt;    /* half the mean density of the inked rows */
+    /* runs of rows at or above thr (gaps of up to 2 rows bridged); the run holding the most
+       ink is the core band, the row after its last dense row the baseline */
+    for (y = 0; y <= H; ++y) {
+        if (y < H && p[y] >= thr) {
+            if (run_last < 0) mass = 0.0;
+            else for (x = run_last + 1; x < y; ++x) mass += p[x];     /* a bridged gap */
+            mass += p[y];
+            run_last = y;
+            gap = 0;
+        } else if (run_last >= 0 && (y == H || ++gap > 2)) {
+            if (mass > best_mass) { best_mass = mass; best_end = run_last; }
+            run_last = -1;
+            gap = 0;
+        }
+    }
+    if (p != small) HIGAN_FREE(p);
+    return best_end >= 0 ? best_end + 1 : fallback;
+}
+
+HIGAN_DEF void higan_page_free(higan_page *page) {
+    if (!page) return;
+    HIGAN_FREE(page->pixels);
+    HIGAN_FREE(page->words);
+    memset(page, 0, sizeof *page);
+}
+
+HIGAN_DEF higan_status higan_layout_words(higan_page *page, const float *const *imgs, const int64_t *widths,
+                                          const int *breaks, int64_t n, int64_t H,
+                                          const higan_layout_options *opt) {
+    higan_layout_options o = opt ? *opt : higan_layout_default_options();
+    higan_page_word *wd;
+    int64_t i, j, avail, line, cx, max_line = 0, top, first, y, x;
+    if (!page) return higan__error(HIGAN_ERR_ARG, "layout_words: NULL page");
+    memset(page, 0, sizeof *page);
+    if (n < 1 || !imgs || !widths) return higan__error(HIGAN_ERR_ARG, "layout_words: no words");
+    if (H < 1 || H > 65536) return higan__error(HIGAN_ERR_ARG, "layout_words: image height %lld", (long long)H);
+    if (o.max_width < 0 || o.word_gap < 0 || o.line_gap < 0 || o.margin < 0 ||
+        o.max_width > 1000000 || o.word_gap > 100000 || o.line_gap > 100000 || o.margin > 100000)
+        return higan__error(HIGAN_ERR_ARG, "layout_words: options out of range (max_width %lld, word_gap %lld, "
+                            "line_gap %lld, margin %lld)", (long long)o.max_width, (long long)o.word_gap,
+                            (long long)o.line_gap, (long long)o.margin);
+    for (i = 0; i < n; ++i)
+        if (!imgs[i] || widths[i] < 1 || widths[i] > HIGAN_MAX_IMAGE_WIDTH)
+            return higan__error(HIGAN_ERR_ARG, "layout_words: word %lld has width %lld", (long long)i,
+                                (long long)widths[i]);
+    wd = (higan_page_word *)HIGAN_MALLOC(sizeof(higan_page_word) * (size_t)n);
+    if (!wd) return higan__error(HIGAN_ERR_NOMEM, "layout_words: out of memory");
+    /* greedy wrapping: the content x of every word and its line */
+    avail = o.max_width > 0 ? o.max_width - 2 * o.margin : -1;
+    line = 0; cx = 0;
+    for (i = 0; i < n; ++i) {
+        int64_t start = i == 0 ? 0 : cx + o.word_gap;
+        if (i > 0 && ((breaks && breaks[i]) || (avail >= 0 && start + widths[i] > avail))) { ++line; start = 0; }
+        wd[i].x = start;
+        wd[i].width = widths[i];
+        wd[i].line = line;
+        wd[i].baseline = o.align_baseline ? higan_word_baseline(imgs[i], H, widths[i]) : 0;
+        cx = start + widths[i];
+        if (cx > max_line) max_line = cx;
+    }
+    page->n_lines = line + 1;
+    page->width = (o.max_width > max_line + 2 * o.margin) ? o.max_width : max_line + 2 * o.margin;
+    /* lines top to bottom: each as tall as its largest ascent plus its largest descent */
+    top = o.margin;
+    for (first = 0; first < n; first = j) {
+        int64_t asc = 0, desc = 0;
+        for (j = first; j < n && wd[j].line == wd[first].line; ++j) {
+            if (wd[j].baseline > asc) asc = wd[j].baseline;
+            if (H - wd[j].baseline > desc) desc = H - wd[j].baseline;
+        }
+        for (i = first; i < j; ++i) { wd[i].x += o.margin; wd[i].y = top + asc - wd[i].baseline; }
+        top += asc + desc + (j < n ? o.line_gap : 0);
+    }
+    page->height = top + o.margin;
+    if (page->width * page->height > ((int64_t)1 << 31)) {
+        HIGAN_FREE(wd);
+        memset(page, 0, sizeof *page);
+        return higan__error(HIGAN_ERR_ARG, "layout_words: a %lld x %lld page is too large",
+                            (long long)page->width, (long long)page->height);
+    }
+    page->pixels = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(page->width * page->height));
+    if (!page->pixels) { HIGAN_FREE(wd); memset(page, 0, sizeof *page); return higan__error(HIGAN_ERR_NOMEM, "layout_words: out of memory"); }
+    for (i = 0; i < page->width * page->height; ++i) page->pixels[i] = -1.0f;
+    for (i = 0; i < n; ++i)            /* the brighter (inkier) value wins where images overlap */
+        for (y = 0; y < H; ++y) {
+            float *dst = page->pixels + (wd[i].y + y) * page->width + wd[i].x;
+            const float *src = imgs[i] + y * widths[i];
+            for (x = 0; x < widths[i]; ++x) if (src[x] > dst[x]) dst[x] = src[x];
+        }
+    page->words = wd;
+    page->n_words = n;
+    return HIGAN_OK;
+}
+
+HIGAN_DEF higan_status higan_generate_text(higan_model *m, higan_tape *t, const char *text, const float *style,
+                                           const higan_layout_options *opt, higan_page *page) {
+    char *copy = NULL, **word = NULL;
+    float **imgs = NULL;
+    int64_t *widths = NULL, n = 0, i, H, C;
+    int *breaks = NULL, brk = 0;
+    size_t len, k;
+    higan_status rc = HIGAN_OK;
+    if (!page) return higan__error(HIGAN_ERR_ARG, "generate_text: NULL page");
+    memset(page, 0, sizeof *page);
+    if (!m || !m->initialised || !(m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_GENERATOR)))
+        return higan__error(HIGAN_ERR_ARG, "generate_text: the model has no Generator");
+    if (!t || !text || !style) return higan__error(HIGAN_ERR_ARG, "generate_text: NULL argument");
+    len = strlen(text);
+    H = 16 * m->cfg.G.bottom;
+    C = m->cfg.G.input_nc;
+    copy = (char *)HIGAN_MALLOC(len + 1);
+    word = (char **)HIGAN_MALLOC(sizeof(char *) * (len / 2 + 1));
+    breaks = (int *)HIGAN_MALLOC(sizeof(int) * (len / 2 + 1));
+    widths = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (len / 2 + 1));
+    imgs = (float **)HIGAN_MALLOC(sizeof(float *) * (len / 2 + 1));
+    if (!copy || !word || !breaks || !widths || !imgs) { rc = higan__error(HIGAN_ERR_NOMEM, "generate_text: out of memory"); goto done; }
+    memcpy(copy, text, len + 1);
+    for (k = 0; k < len; ) {   /* words: runs of anything but ' ', '\t', '\r', '\n' */
+        char c = copy[k];
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n') { if (c == '\n') brk = 1; copy[k++] = 0; continue; }
+        word[n] = copy + k;
+        breaks[n] = brk;
+        imgs[n] = NULL;
+        brk = 0;
+        ++n;
+        while (k < len && copy[k] != ' ' && copy[k] != '\t' && copy[k] != '\r' && copy[k] != '\n') ++k;
+    }
+    if (n == 0) { rc = higan__error(HIGAN_ERR_ARG, "generate_text: the text has no words"); goto done; }
+    for (i = 0; i < n; ++i) {          /* check every word before running the network */
+        int W = higan_generate_word(m, t, word[i], NULL, NULL, 0);
+        if (W < 0) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", higan_last_error());
+            rc = higan__error(W, "generate_text: word %lld '%.100s': %s", (long long)(i + 1), word[i], msg);
+            n = i;
+            goto done;
+        }
+        widths[i] = W;
+    }
+    for (i = 0; i < n; ++i) {
+        int W;
+        if (!(imgs[i] = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(C * H * widths[i])))) {
+            rc = higan__error(HIGAN_ERR_NOMEM, "generate_text: out of memory");
+            break;
+        }
+        W = higan_generate_word(m, t, word[i], style, imgs[i], C * H * widths[i]);   /* channel 0 first */
+        if (W < 0) { rc = W; break; }
+    }
+    if (rc == HIGAN_OK) rc = higan_layout_words(page, (const float *const *)imgs, widths, breaks, n, H, opt);
+done:
+    if (imgs) for (i = 0; i < n; ++i) HIGAN_FREE(imgs[i]);
+    HIGAN_FREE(imgs); HIGAN_FREE(widths); HIGAN_FREE(breaks); HIGAN_FREE(word); HIGAN_FREE(copy);
+    return rc;
+}
+
+HIGAN_DEF void higan_image_to_pixels(const float *x, int64_t n, int transparent, unsigned char *out) {
+    int64_t i;
+    HIGAN_ASSERT(x && out && n >= 0);
+    for (i = 0; i < n; ++i) {
+        float v = x[i] < -1.0f ? -1.0f : x[i] > 1.0f ? 1.0f : x[i];
+        if (v != v) v = -1.0f;        /* NaN: background */
+        if (transparent) {
+            out[2 * i] = 0;
+            out[2 * i + 1] = (unsigned char)floor((v + 1.0f) * 127.5f + 0.5f);
+        } else {
+            out[i] = (unsigned char)floor((1.0f - v) * 127.5f + 0.5f);
+        }
+    }
+}
+
 #undef HIGAN__MODEL_RANGE
 #endif /* HIGAN_MODEL_IMPL_INCLUDED */
