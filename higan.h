@@ -19,9 +19,12 @@
        HIGAN_ASSERT(c)         programmer-error check (default: message + abort callback + abort())
        HIGAN_NO_SIMD           compile only the scalar kernels
        HIGAN_NO_AVX512         compile scalar and AVX2 kernels only
+       HIGAN_HDF5              read/write HiGAN+ .hdf5 datasets through libhdf5 (link -lhdf5)
+       HIGAN_NO_THREADS        no background thread in the data loader
    Environment:
        HIGAN_CPU=scalar|avx2|avx512   force a CPU kernel level (tests use this)
        HIGAN_THREADS=n                threads for the parallel kernels (OpenMP builds)
+       OMP_WAIT_POLICY=passive        advisable on a machine busy with other work
 
    CONVENTIONS
        - Tensors are float32, row-major, NCHW. Sizes are int64_t.
@@ -39,25 +42,48 @@
        - I/O and format errors return a higan_status (< 0) and set higan_last_error().
          Programmer errors (wrong shapes) trip HIGAN_ASSERT. The library never calls exit().
 
-   API INDEX
+   API INDEX (each layer/op name is a tape op higan_<name>(tape, ...) over raw kernels
+   higan_<name>_forward / higan_<name>_backward)
        errors      higan_last_error, higan_set_abort_callback
        cpu         higan_cpu_detect, higan_cpu_level, higan_cpu_set_level, higan_cpu_level_name,
                    higan_set_num_threads, higan_get_num_threads
-       memory      higan_arena_init/free/reset/alloc/mark/release/status
+       memory      higan_arena_init/free/reset/alloc/floats/zeros/mark/release/status
        rng         higan_rng_seed, higan_rng_u64, higan_rng_uniform, higan_rng_normal,
                    higan_rng_fill_normal, higan_rng_fill_uniform
        params      higan_params_init/add/alloc/free/find/zero_grad, higan_params_data,
-                   higan_params_grad, higan_params_save, higan_params_load
-       tape        higan_tape_init/free/reset/backward/grad_wrt, higan_var_new, higan_var_wrap,
-                   higan_param_var, higan_var_grad, higan_no_grad_begin/end
-       kernels     higan_gemm (+ _ref), conv2d, linear, spectral norm, batch norm, conditional
-                   batch norm, embedding, upsample, pools, pads, activations, concat, permute,
-                   masked width reductions, dropout, LSTM, log-softmax (each _forward/_backward
-                   plus a tape op without suffix)
-       losses      CTC, cross-entropy, hinge, masked L1, KL, contextual (CX)
-       optimizer   higan_adam_step, higan_lr_linear_decay
-       files       higan_safetensors_load/parse/free/find/read_f32/meta,
-                   higan_safetensors_writer_init/add/meta/save/free
+                   higan_params_grad, higan_params_idata
+       tape        higan_tape_init/free/reset/status/backward/grad_wrt, higan_var_new,
+                   higan_var_wrap, higan_param_var, higan_var_grad, higan_var_has_grad,
+                   higan_op_output, higan_tape_record, higan_tape_ctx, higan_no_grad_begin/end
+       gemm        higan_gemm, higan_gemm_ref
+       layers      conv2d, linear, spectral_norm, batch_norm2d, cond_batch_norm, embedding, lstm
+       shape       upsample_nearest, avg_pool2, max_pool3s2, pad, concat, slice, split, reshape,
+                   permute, masked_sum_width, masked_mean_width, dropout, extract_patches
+       elementwise relu, leaky_relu, tanh, log_softmax, add, sub, mul, scale, add_nc, sum_all,
+                   mean_all, exp
+       losses      ctc_loss (+ higan_ctc_greedy_decode), cross_entropy, hinge_d_real,
+                   hinge_d_fake, hinge_g, masked_l1, kl_gaussian, cx_loss
+       optimizer   higan_adam_default, higan_adam_step, higan_lr_linear_decay
+       files       higan_safetensors_load/parse/free/find/read_f32/read_i64/meta,
+                   higan_safetensors_writer_init/add/meta/save/free,
+                   higan_params_add_to_writer, higan_params_load
+       networks    higan_generator_*, higan_discriminator_*, higan_style_backbone_*,
+                   higan_style_encoder_*, higan_writer_identifier_*, higan_recognizer_*
+                   (_register, _init, _forward), modules higan_sn_linear_*, higan_sn_conv2d_*,
+                   higan_ccbn_*, higan_gblock_*, higan_dblock_*, higan_conv_block_*,
+                   higan_afrb_*, higan_bn2d_*, higan_linear_layer_*
+       text        higan_alphabet, higan_char_label, higan_text_encode, higan_text_decode,
+                   higan_ctc_decode_text
+       model       higan_model_default_config, higan_model_init/free/save/load,
+                   higan_model_num_params, higan_net_name
+       generation  higan_generate_word, higan_generate_text, higan_style_from_image(s),
+                   higan_style_random, higan_style_average, higan_style_lerp,
+                   higan_style_save/load, higan_image_to_input, higan_image_resize
+       data        higan_dataset_init/append/save/load/free/label/pixel/image,
+                   higan_loader_init/next/free, higan_lexicon_load/sample,
+                   higan_resize_area/linear/pil
+       evaluation  higan_edit_distance, higan_text_score_*, higan_wier, higan_fid, higan_kid,
+                   higan_psnr, higan_ssim, higan_backbone_features, higan_evaluate
 
    A SMALL TRAINING STEP
        higan_params P; higan_arena A; higan_tape T; higan_adam opt = higan_adam_default(1e-3f);
@@ -345,3 +371,28 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
 #include "parts/eval_impl.h"
 #endif
 #endif /* HIGAN_IMPLEMENTATION */
+
+/* REVISION HISTORY
+   0.1.0 (2026-11-22)  core ops with forward/backward pairs, tape, GEMM (AVX2/AVX-512), Adam,
+                       safetensors; the seven HiGAN+ networks; checkpoints and .pth conversion;
+                       datasets, loader, augmentation; generation and evaluation.
+
+   LICENSE
+   This software is available under two licenses; choose whichever you prefer.
+   A) MIT License. Copyright (c) 2026 the higan authors. Permission is hereby granted, free of
+      charge, to any person obtaining a copy of this software and associated documentation
+      files (the "Software"), to deal in the Software without restriction, including without
+      limitation the rights to use, copy, modify, merge, publish, distribute, sublicense,
+      and/or sell copies of the Software, and to permit persons to whom the Software is
+      furnished to do so, subject to the following conditions: The above copyright notice and
+      this permission notice shall be included in all copies or substantial portions of the
+      Software. THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+      IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A
+      PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT
+      HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF
+      CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR
+      THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+   B) Public domain (www.unlicense.org). Anyone is free to copy, modify, publish, use,
+      compile, sell, or distribute this software, either in source code form or as a
+      compiled binary, for any purpose, commercial or non-commercial, and by any means.
+*/
