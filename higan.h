@@ -336,17 +336,1505 @@ HIGAN_DEF higan_status higan_params_add_to_writer(const higan_params *p, higan_s
 HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensors *st,
         const char *prefix, higan_adam *opt);
 
-#include "parts/gemm_api.h"
-#include "parts/nn_api.h"
-#include "parts/shape_api.h"
-#include "parts/seq_api.h"
-#include "parts/loss_api.h"
-#include "parts/styler_api.h"
-#include "parts/dataset_api.h"
-#include "parts/loader_api.h"
-#include "parts/biggan_api.h"
-#include "parts/model_api.h"
-#include "parts/eval_api.h"
+/* ==== GEMM, CONV2D, LINEAR ================================================
+   All matrices are row-major float32. The fast paths dispatch at run time on
+   higan_cpu_level() (scalar, AVX2+FMA, AVX-512F kernels live in one binary) and run on
+   higan_get_num_threads() threads; results are bit-identical for any thread count (the K
+   reduction is never split across threads) but differ in the last bits between levels. */
+
+/* C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C.
+   op(A) = A ([M,K], row stride lda) or, with trans_a, A^T (A is [K,M], row stride lda);
+   op(B) = B ([K,N], row stride ldb) or, with trans_b, B^T (B is [N,K], row stride ldb).
+   beta == 0 means C is not read (NaNs in C are overwritten). C must not alias A or B. */
+HIGAN_DEF void higan_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                          const float *A, int64_t lda, const float *B, int64_t ldb,
+                          float beta, float *C, int64_t ldc);
+/* The reference: a plain triple loop (double accumulators), same contract, single thread. */
+HIGAN_DEF void higan_gemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                              const float *A, int64_t lda, const float *B, int64_t ldb,
+                              float beta, float *C, int64_t ldc);
+/* higan_gemm keeps one packing buffer per calling thread (grown on demand, at most about
+   6 MB); this frees the calling thread's buffer (call it before a worker thread ends). */
+HIGAN_DEF void higan_gemm_free_buffers(void);
+
+/* ---- conv2d (cross-correlation, as torch.nn.functional.conv2d, groups = 1, no dilation) ----
+   x [N, IC, H, W], w [OC, IC, KH, KW], b [OC] (optional), y [N, OC, OH, OW] with
+   OH = (H + pad_top + pad_bottom - KH) / stride_h + 1, OW likewise; padding is zeros and may
+   be asymmetric (F.pad(x, (left, right, top, bottom)) followed by an unpadded conv). */
+typedef struct higan_conv2d_shape {
+    int64_t N, IC, H, W;
+    int64_t OC, KH, KW;
+    int64_t stride_h, stride_w;
+    int64_t pad_top, pad_bottom, pad_left, pad_right;
+} higan_conv2d_shape;
+/* Fills every field (an alternative to designated initialisers). */
+HIGAN_DEF higan_conv2d_shape higan_conv2d_make_shape(int64_t N, int64_t IC, int64_t H, int64_t W,
+        int64_t OC, int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
+        int64_t pad_top, int64_t pad_bottom, int64_t pad_left, int64_t pad_right);
+HIGAN_DEF int64_t higan_conv2d_out_h(const higan_conv2d_shape *s);
+HIGAN_DEF int64_t higan_conv2d_out_w(const higan_conv2d_shape *s);
+/* Bytes of scratch that higan_conv2d_backward takes from its arena (forward takes none). */
+HIGAN_DEF size_t higan_conv2d_scratch_bytes(const higan_conv2d_shape *s);
+
+/* y = conv(x, w) + b (b may be NULL). Implicit GEMM: y_n[OC, OH*OW] = w[OC, IC*KH*KW] col(x_n)
+   for every sample in one blocked GEMM (w packed once), whose packing reads col(x_n)
+   straight from x (no im2col buffer). scratch is unused (may be NULL); kept for symmetry. */
+HIGAN_DEF higan_status higan_conv2d_forward(float *y, const float *x, const float *w, const float *b,
+                                            const higan_conv2d_shape *s, higan_arena *scratch);
+/* dx += conv_transpose(dy, w) (GEMM w^T dy_n into a scratch column block, then col2im);
+   dw += sum_n dy_n col(x_n)^T (one GEMM with K = N*OH*OW, col packed from x); db += sum of
+   dy over N, OH, OW. Each is skipped when NULL. dx needs higan_conv2d_scratch_bytes(s) of
+   scratch (at most 16 MB; released before returning): HIGAN_ERR_NOMEM (arena overflow,
+   sticky) if it does not fit, HIGAN_ERR_ARG if scratch is NULL. 1x1 stride-1 unpadded convs
+   need no scratch (x and dx are the GEMM operands themselves). */
+HIGAN_DEF higan_status higan_conv2d_backward(float *dx, float *dw, float *db, const float *dy,
+                                             const float *x, const float *w,
+                                             const higan_conv2d_shape *s, higan_arena *scratch);
+/* Direct 7-loop reference versions (single thread, double accumulators), for tests. */
+HIGAN_DEF void higan_conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
+                                        const higan_conv2d_shape *s);
+HIGAN_DEF void higan_conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy,
+                                         const float *x, const float *w, const higan_conv2d_shape *s);
+/* Tape op. x [N, IC, H, W], w [OC, IC, KH, KW], b [OC] or NULL; scratch from t->arena. */
+HIGAN_DEF higan_var *higan_conv2d(higan_tape *t, higan_var *x, higan_var *w, higan_var *b,
+                                  int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                                  int64_t pad_bottom, int64_t pad_left, int64_t pad_right);
+
+/* ---- linear (PyTorch layout) -----------------------------------------------------------
+   y [N, OUT] = x [N, IN] w[OUT, IN]^T + b [OUT] (b may be NULL). */
+HIGAN_DEF void higan_linear_forward(float *y, const float *x, const float *w, const float *b,
+                                    int64_t N, int64_t IN, int64_t OUT);
+/* dx [N, IN] += dy w; dw [OUT, IN] += dy^T x; db [OUT] += column sums of dy. */
+HIGAN_DEF void higan_linear_backward(float *dx, float *dw, float *db, const float *dy,
+                                     const float *x, const float *w,
+                                     int64_t N, int64_t IN, int64_t OUT);
+/* Tape op. x is [N, IN] or [B, T, IN] (leading dims are rows), w [OUT, IN], b [OUT] or NULL.
+   The output keeps x's leading dims with OUT last. */
+HIGAN_DEF higan_var *higan_linear(higan_tape *t, higan_var *x, higan_var *w, higan_var *b);
+/* ==== NORMALISATION OPS: spectral norm, batch norm, conditional batch norm, embedding ===
+   Raw kernels on float arrays (outputs first, backward accumulates with +=, NULL gradient
+   = skip) and tape ops on top. Layout of the batch-norm family: x is [N, C, HW] with HW the
+   product of every dimension after the channel (NCHW, or [N, C] with HW = 1). */
+
+/* ---- spectral norm (BigGAN style, one power iteration, num_svs = 1) ----------------------
+   W is viewed as [out, in] (in = numel / out). From u0 [out]:
+       v = normalize(u0 W), u = normalize(v W^T), sigma = (v W^T) . u
+   normalize(a) = a / max(||a||, eps). The tape op uses eps = HIGAN_SN_EPS (HiGAN+'s 1e-8). */
+#define HIGAN_SN_EPS 1e-8f
+
+/* sigma of W without gradients (also the first half of the forward). u [out], v [in] receive
+   the singular vectors; u may be the same array as u0 (then u0 is updated in place, as the
+   train step does). Use it in network code to recompute sigma outside the tape. */
+HIGAN_DEF float higan_spectral_norm_sigma(float *u, float *v, const float *w, const float *u0,
+                                          int64_t out, int64_t in, float eps);
+/* y = W / sigma. y, w [out*in]; u [out], v [in] caches; *sigma out. u may alias u0. */
+HIGAN_DEF void higan_spectral_norm_forward(float *y, float *u, float *v, float *sigma,
+                                           const float *w, const float *u0,
+                                           int64_t out, int64_t in, float eps);
+/* dW += dY / sigma - (sum dY*W) / sigma^2 * u v^T   (u, v held constant, as BigGAN does). */
+HIGAN_DEF void higan_spectral_norm_backward(float *dw, const float *dy, const float *w,
+                                            const float *u, const float *v, float sigma,
+                                            int64_t out, int64_t in);
+/* Tape op: the normalised weight W / sigma (same shape as w). out_features = rows of the
+   [out, in] view (w->shape[0] for conv and linear weights). u0 [out_features] is required;
+   sv0 [1] may be NULL. train: u0 <- u and sv0 <- sigma (also under no_grad, like BigGAN in
+   training mode). eval: sigma is recomputed from u0, which is left unchanged. The gradient
+   flows to w through W / sigma and through sigma (with u, v constant). */
+HIGAN_DEF higan_var *higan_spectral_norm(higan_tape *t, higan_var *w, float *u0, float *sv0,
+                                         int64_t out_features, int train);
+
+/* ---- batch statistics shared by batch norm and conditional batch norm -------------------
+   mean, rstd [C]: what x is normalised with, x_hat = (x - mean) * rstd.
+   batch_stats (1: train, or no running stats given): batch mean and biased variance; when
+     running_mean / running_var are given they are updated with
+     running = (1 - momentum) * running + momentum * batch (unbiased variance for running_var).
+     Needs N*HW > 1 (HIGAN_ASSERT, as PyTorch refuses it too).
+   batch_stats 0: mean = running_mean, rstd = 1 / sqrt(running_var + eps); nothing updated. */
+HIGAN_DEF void higan_batch_norm_stats(float *mean, float *rstd, float *running_mean,
+                                      float *running_var, const float *x, float momentum,
+                                      float eps, int batch_stats,
+                                      int64_t N, int64_t C, int64_t HW);
+
+/* ---- BatchNorm2d -------------------------------------------------------------------------
+   y = x_hat * weight[c] + bias[c] (weight, bias [C], each may be NULL = 1 / 0).
+   Forward computes mean/rstd [C] (caches) with higan_batch_norm_stats. Backward: batch_stats
+   as in the forward (1: gradient also flows through the batch mean and variance). */
+HIGAN_DEF void higan_batch_norm2d_forward(float *y, float *mean, float *rstd, const float *x,
+                                          const float *weight, const float *bias,
+                                          float *running_mean, float *running_var,
+                                          float momentum, float eps, int batch_stats,
+                                          int64_t N, int64_t C, int64_t HW);
+HIGAN_DEF void higan_batch_norm2d_backward(float *dx, float *dweight, float *dbias,
+                                           const float *dy, const float *x, const float *mean,
+                                           const float *rstd, const float *weight,
+                                           int batch_stats, int64_t N, int64_t C, int64_t HW);
+/* Tape op. x: [N, C, H, W] (ndim 2..4 accepted: [N, C, ...]). weight, bias: [C] vars or NULL
+   (no affine). running_mean / running_var [C] and num_batches_tracked may be NULL. train:
+   batch statistics, running stats updated, *num_batches_tracked += 1. eval: running stats;
+   without running stats the batch statistics are used (track_running_stats=False). */
+HIGAN_DEF higan_var *higan_batch_norm2d(higan_tape *t, higan_var *x, higan_var *weight,
+                                        higan_var *bias, float *running_mean,
+                                        float *running_var, int64_t *num_batches_tracked,
+                                        float momentum, float eps, int train);
+
+/* ---- conditional batch norm (HiGAN+ / BigGAN ccbn, norm_style 'bn') ---------------------
+   y = x_hat * (1 + gain[n, c]) + bias[n, c]; gain, bias [N, C]; stats as in batch norm
+   (F.batch_norm without affine on stored_mean / stored_var). */
+HIGAN_DEF void higan_cond_batch_norm_forward(float *y, float *mean, float *rstd, const float *x,
+                                             const float *gain, const float *bias,
+                                             float *running_mean, float *running_var,
+                                             float momentum, float eps, int batch_stats,
+                                             int64_t N, int64_t C, int64_t HW);
+HIGAN_DEF void higan_cond_batch_norm_backward(float *dx, float *dgain, float *dbias,
+                                              const float *dy, const float *x,
+                                              const float *mean, const float *rstd,
+                                              const float *gain, int batch_stats,
+                                              int64_t N, int64_t C, int64_t HW);
+/* Tape op. x: [N, C, ...]; gain, bias: vars with N*C elements (outputs of linear layers).
+   stored_mean / stored_var [C] may be NULL (then batch statistics always). */
+HIGAN_DEF higan_var *higan_cond_batch_norm(higan_tape *t, higan_var *x, higan_var *gain,
+                                           higan_var *bias, float *stored_mean,
+                                           float *stored_var, float momentum, float eps,
+                                           int train);
+
+/* ---- embedding ----------------------------------------------------------------------------
+   weight [num, D]; idx [n_idx] with 0 <= idx < num (HIGAN_ASSERT). */
+/* PyTorch's embedding_renorm_: every distinct looked-up row whose L2 norm exceeds max_norm
+   is scaled IN PLACE by max_norm / (norm + 1e-7). */
+HIGAN_DEF void higan_embedding_renorm(float *weight, const int *idx, int64_t n_idx, int64_t num,
+                                      int64_t D, float max_norm);
+/* y [n_idx, D] = weight[idx[i], :]. */
+HIGAN_DEF void higan_embedding_forward(float *y, const float *weight, const int *idx,
+                                       int64_t n_idx, int64_t num, int64_t D);
+/* dweight[idx[i], :] += dy[i, :], except rows with idx[i] == padding_idx (padding_idx < 0:
+   none). */
+HIGAN_DEF void higan_embedding_backward(float *dweight, const float *dy, const int *idx,
+                                        int64_t n_idx, int64_t D, int padding_idx);
+/* Tape op: [n_idx, D] (reshape the result for [B, L, D]: the data is contiguous).
+   padding_idx < 0: none (PyTorch's negative padding_idx must be converted by the caller).
+   max_norm > 0: the looked-up rows of weight->data are renormalised in place first, so the
+   gradient is with respect to the renormalised weight, as in PyTorch. idx is copied. */
+HIGAN_DEF higan_var *higan_embedding(higan_tape *t, higan_var *weight, const int *idx,
+                                     int64_t n_idx, int padding_idx, float max_norm);
+/* ==== SHAPE, POOLING, PADDING, ACTIVATION AND ELEMENTWISE OPS ============ */
+/* All tensors float32, row-major; image ops take NCHW. Raw kernels: outputs first, backward
+   ACCUMULATES (+=) and skips a NULL gradient. Tape ops (no suffix) return NULL when an input
+   is NULL or the arena overflows. */
+
+/* -- nearest upsampling by integer factors (F.interpolate(x, scale_factor=(sh, sw)), 'nearest')
+      x [N,C,H,W] -> y [N,C,H*sh,W*sw] */
+HIGAN_DEF void higan_upsample_nearest_forward(float *y, const float *x, int64_t N, int64_t C,
+                                              int64_t H, int64_t W, int sh, int sw);
+HIGAN_DEF void higan_upsample_nearest_backward(float *dx, const float *dy, int64_t N, int64_t C,
+                                               int64_t H, int64_t W, int sh, int sw);
+HIGAN_DEF higan_var *higan_upsample_nearest(higan_tape *t, higan_var *x, int sh, int sw);
+
+/* -- 2x2 average pooling, stride 2 (nn.AvgPool2d(2)): x [N,C,H,W] -> y [N,C,H/2,W/2], floor */
+HIGAN_DEF void higan_avg_pool2_forward(float *y, const float *x, int64_t N, int64_t C,
+                                       int64_t H, int64_t W);
+HIGAN_DEF void higan_avg_pool2_backward(float *dx, const float *dy, int64_t N, int64_t C,
+                                        int64_t H, int64_t W);
+HIGAN_DEF higan_var *higan_avg_pool2(higan_tape *t, higan_var *x);
+
+/* -- 3x3 max pooling, stride 2, no padding (nn.MaxPool2d(3, 2)):
+      x [N,C,H,W] (H, W >= 3) -> y [N,C,(H-3)/2+1,(W-3)/2+1].
+      argmax [like y] (may be NULL) gets the index h*W+w of the max inside its x plane: the
+      first max in row-major window order, a NaN wins, exactly like PyTorch. */
+HIGAN_DEF void higan_max_pool3s2_forward(float *y, int32_t *argmax, const float *x, int64_t N,
+                                         int64_t C, int64_t H, int64_t W);
+HIGAN_DEF void higan_max_pool3s2_backward(float *dx, const float *dy, const int32_t *argmax,
+                                          int64_t N, int64_t C, int64_t H, int64_t W);
+HIGAN_DEF higan_var *higan_max_pool3s2(higan_tape *t, higan_var *x);
+
+/* -- constant padding, amounts in the order (top, bottom, left, right); this is
+      F.pad(x, (left, right, top, bottom), value=value). Negative amounts crop like F.pad.
+      x [N,C,H,W] -> y [N,C,H+top+bottom,W+left+right]. Zero padding: value 0. */
+HIGAN_DEF void higan_pad_forward(float *y, const float *x, int64_t N, int64_t C, int64_t H,
+                                 int64_t W, int top, int bottom, int left, int right, float value);
+HIGAN_DEF void higan_pad_backward(float *dx, const float *dy, int64_t N, int64_t C, int64_t H,
+                                  int64_t W, int top, int bottom, int left, int right);
+HIGAN_DEF higan_var *higan_pad(higan_tape *t, higan_var *x, int top, int bottom, int left,
+                               int right, float value);
+
+/* -- activations, elementwise over n values (any shape). relu'(0) = 0 like PyTorch. */
+HIGAN_DEF void higan_relu_forward(float *y, const float *x, int64_t n);
+HIGAN_DEF void higan_relu_backward(float *dx, const float *dy, const float *x, int64_t n);
+HIGAN_DEF higan_var *higan_relu(higan_tape *t, higan_var *x);
+HIGAN_DEF void higan_leaky_relu_forward(float *y, const float *x, float slope, int64_t n);
+HIGAN_DEF void higan_leaky_relu_backward(float *dx, const float *dy, const float *x, float slope,
+                                         int64_t n);
+HIGAN_DEF higan_var *higan_leaky_relu(higan_tape *t, higan_var *x, float slope);
+HIGAN_DEF void higan_tanh_forward(float *y, const float *x, int64_t n);
+HIGAN_DEF void higan_tanh_backward(float *dx, const float *dy, const float *y, int64_t n); /* from y */
+HIGAN_DEF higan_var *higan_tanh(higan_tape *t, higan_var *x);
+
+/* -- concat / slice along a dim. A tensor is viewed as [outer, size, inner] around the dim
+      (outer = product of the dims before it, inner = product of the dims after it).
+      concat: xs[i] [outer, sizes[i], inner] -> y [outer, sum sizes, inner].
+      backward: dxs[i] may be NULL (skipped). */
+HIGAN_DEF void higan_concat_forward(float *y, const float *const *xs, const int64_t *sizes, int n,
+                                    int64_t outer, int64_t inner);
+HIGAN_DEF void higan_concat_backward(float *const *dxs, const float *dy, const int64_t *sizes,
+                                     int n, int64_t outer, int64_t inner);
+/* torch.cat(xs, dim): every other dim must agree; dim may be negative (from the end). */
+HIGAN_DEF higan_var *higan_concat(higan_tape *t, higan_var *const *xs, int n, int dim);
+/* slice: x [outer, size, inner] -> y [outer, len, inner] = x[:, start:start+len, :];
+   backward adds dy into that slice of dx. */
+HIGAN_DEF void higan_slice_forward(float *y, const float *x, int64_t outer, int64_t size,
+                                   int64_t inner, int64_t start, int64_t len);
+HIGAN_DEF void higan_slice_backward(float *dx, const float *dy, int64_t outer, int64_t size,
+                                    int64_t inner, int64_t start, int64_t len);
+/* x.narrow(dim, start, len) as a copy; dim may be negative. torch.split(x, k, dim) is a
+   series of slices (higan_split does that: out[i] gets sizes[i] along dim, which must add up
+   to x's size; returns HIGAN_OK or HIGAN_ERR_NOMEM on arena overflow). */
+HIGAN_DEF higan_var *higan_slice(higan_tape *t, higan_var *x, int dim, int64_t start, int64_t len);
+HIGAN_DEF higan_status higan_split(higan_tape *t, higan_var *x, int dim, int n, const int64_t *sizes,
+                          higan_var **out);
+
+/* -- reshape: a VIEW. y shares x's data (no copy) with another shape of the same numel; one
+      entry of shape may be -1 (inferred). y gets its own gradient buffer, added into x's in
+      backward. Never write into y->data (it is x->data). */
+HIGAN_DEF higan_var *higan_reshape(higan_tape *t, higan_var *x, int ndim, const int64_t *shape);
+
+/* -- permute (a copy): y = x.permute(perm), 1..4 dims. shape is x's shape; y's shape[i] is
+      shape[perm[i]]. Backward scatters dy back (a bijection: plain adds). */
+HIGAN_DEF void higan_permute_forward(float *y, const float *x, int ndim, const int64_t *shape,
+                                     const int *perm);
+HIGAN_DEF void higan_permute_backward(float *dx, const float *dy, int ndim, const int64_t *shape,
+                                      const int *perm);
+HIGAN_DEF higan_var *higan_permute(higan_tape *t, higan_var *x, const int *perm);
+
+/* -- masked reductions over the width: x [N,C,H,W] (or [N,C,T], taken as H = 1) -> y [N,C].
+      Only columns w < lens[n] count (lens[n] >= 0; values > W count all W columns).
+      sum:  y[n,c] = sum over h and w < lens[n] of x[n,c,h,w]
+      mean: y[n,c] = sum / ((float)(H * lens[n]) + eps). With H = 1 and eps = 1e-8 this is
+            HiGAN+'s StyleEncoder/WriterIdentifier pooling:
+            (feat * len2mask(len)).sum(-1) / (len + 1e-8) with len = img_len // 16 (the
+            caller divides); the divisor uses lens[n] as given, not clamped to W. */
+HIGAN_DEF void higan_masked_sum_width_forward(float *y, const float *x, const int *lens,
+                                              int64_t N, int64_t C, int64_t H, int64_t W);
+HIGAN_DEF void higan_masked_sum_width_backward(float *dx, const float *dy, const int *lens,
+                                               int64_t N, int64_t C, int64_t H, int64_t W);
+HIGAN_DEF void higan_masked_mean_width_forward(float *y, const float *x, const int *lens,
+                                               int64_t N, int64_t C, int64_t H, int64_t W, float eps);
+HIGAN_DEF void higan_masked_mean_width_backward(float *dx, const float *dy, const int *lens,
+                                                int64_t N, int64_t C, int64_t H, int64_t W, float eps);
+HIGAN_DEF higan_var *higan_masked_sum_width(higan_tape *t, higan_var *x, const int *lens);
+HIGAN_DEF higan_var *higan_masked_mean_width(higan_tape *t, higan_var *x, const int *lens, float eps);
+
+/* -- dropout. Train: mask[i] = 1/(1-p) with probability 1-p, else 0 (one
+      higan_rng_uniform draw per element, in order: keep when u >= p); y = x * mask.
+      p >= 1 gives all zeros (like PyTorch). The tape op returns x itself in eval mode or
+      when p <= 0 (identity, nothing recorded). */
+HIGAN_DEF void higan_dropout_forward(float *y, float *mask, const float *x, float p,
+                                     higan_rng *rng, int64_t n);
+HIGAN_DEF void higan_dropout_backward(float *dx, const float *dy, const float *mask, int64_t n);
+HIGAN_DEF higan_var *higan_dropout(higan_tape *t, higan_var *x, float p, int train, higan_rng *rng);
+
+/* -- log-softmax over the last dim: x [rows, cols] -> y. Backward from y:
+      dx = dy - softmax * sum(dy) per row. */
+HIGAN_DEF void higan_log_softmax_forward(float *y, const float *x, int64_t rows, int64_t cols);
+HIGAN_DEF void higan_log_softmax_backward(float *dx, const float *dy, const float *y, int64_t rows,
+                                          int64_t cols);
+HIGAN_DEF higan_var *higan_log_softmax(higan_tape *t, higan_var *x);
+
+/* -- small elementwise helpers (same shapes unless stated) */
+HIGAN_DEF void higan_add_forward(float *y, const float *a, const float *b, int64_t n);
+HIGAN_DEF void higan_add_backward(float *da, float *db, const float *dy, int64_t n);
+HIGAN_DEF higan_var *higan_add(higan_tape *t, higan_var *a, higan_var *b);         /* a + b */
+HIGAN_DEF void higan_sub_forward(float *y, const float *a, const float *b, int64_t n);
+HIGAN_DEF void higan_sub_backward(float *da, float *db, const float *dy, int64_t n);
+HIGAN_DEF higan_var *higan_sub(higan_tape *t, higan_var *a, higan_var *b);         /* a - b */
+HIGAN_DEF void higan_mul_forward(float *y, const float *a, const float *b, int64_t n);
+HIGAN_DEF void higan_mul_backward(float *da, float *db, const float *dy, const float *a,
+                                  const float *b, int64_t n);
+HIGAN_DEF higan_var *higan_mul(higan_tape *t, higan_var *a, higan_var *b);         /* a * b */
+HIGAN_DEF void higan_scale_forward(float *y, const float *x, float s, int64_t n);
+HIGAN_DEF void higan_scale_backward(float *dx, const float *dy, float s, int64_t n);
+HIGAN_DEF higan_var *higan_scale(higan_tape *t, higan_var *x, float s);            /* s * x */
+/* x [N,C,...] + b [N,C] broadcast over the trailing HW values of each (n, c). */
+HIGAN_DEF void higan_add_nc_forward(float *y, const float *x, const float *b, int64_t N, int64_t C,
+                                    int64_t HW);
+HIGAN_DEF void higan_add_nc_backward(float *dx, float *db, const float *dy, int64_t N, int64_t C,
+                                     int64_t HW);
+HIGAN_DEF higan_var *higan_add_nc(higan_tape *t, higan_var *x, higan_var *b);
+/* sum / mean of all n values -> y [1] (accumulated in double, one thread: deterministic). */
+HIGAN_DEF void higan_sum_all_forward(float *y, const float *x, int64_t n);
+HIGAN_DEF void higan_sum_all_backward(float *dx, const float *dy, int64_t n);
+HIGAN_DEF higan_var *higan_sum_all(higan_tape *t, higan_var *x);
+HIGAN_DEF void higan_mean_all_forward(float *y, const float *x, int64_t n);
+HIGAN_DEF void higan_mean_all_backward(float *dx, const float *dy, int64_t n);
+HIGAN_DEF higan_var *higan_mean_all(higan_tape *t, higan_var *x);
+HIGAN_DEF void higan_exp_forward(float *y, const float *x, int64_t n);
+HIGAN_DEF void higan_exp_backward(float *dx, const float *dy, const float *y, int64_t n); /* from y */
+HIGAN_DEF higan_var *higan_exp(higan_tape *t, higan_var *x);
+/* ==== SEQUENCE OPS AND LOSSES: LSTM, CTC, greedy CTC decoding, cross-entropy ===== */
+/* Raw kernels: outputs first, backward ACCUMULATES (+=) and skips a NULL gradient.
+   Tape ops (no suffix) return NULL when an input is NULL or the arena overflows; integer
+   arrays (lengths, targets, labels) are copied, so the caller's arrays may die at once. */
+
+/* -- LSTM, exactly nn.LSTM(IN, H, num_layers, bidirectional=D==2, batch_first=True) fed
+   through pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False) and
+   pad_packed_sequence(batch_first=True, total_length=T):
+     x [B,T,IN], lengths [B] (0 <= lengths[b] <= T, any order) -> y [B,T,D*H],
+     y[b,t,:] = 0 for t >= lengths[b]; forward direction in y[..., 0:H], reverse in
+     y[..., H:2H]; the reverse direction starts at each sequence's own last valid step;
+     zero initial h and c; no dropout. Gate order i, f, g, o.
+   weights: num_layers*D*4 pointers in PyTorch's parameter order
+     layer l, direction d (0 forward, 1 reverse): w_ih [4H, in_l], w_hh [4H, H],
+     b_ih [4H], b_hh [4H]   at index (l*D + d)*4 + {0,1,2,3};   in_0 = IN, in_l = D*H.
+   Biases may be NULL in the raw kernels (no bias).
+   cache: higan_lstm_cache_floats() floats the backward needs (intermediate layer outputs,
+   gate activations, cell states). Forward with cache == NULL (inference) takes it from
+   scratch and releases it. Scratch also needs B*6H floats in forward and
+   B*T*(5H + 2*D*H) + B*6H floats in backward (plus 64-byte alignment per block); both
+   release it before returning. They return HIGAN_OK or HIGAN_ERR_NOMEM (scratch overflow,
+   sticky in the arena; the outputs are then not valid). Parallel over the batch inside each
+   step and in higan_gemm: bit-identical for any thread count. */
+HIGAN_DEF int64_t higan_lstm_cache_floats(int64_t B, int64_t T, int64_t H, int num_layers,
+                                          int bidirectional);
+HIGAN_DEF higan_status higan_lstm_forward(float *y, float *cache, const float *x, const int *lengths,
+                                          const float *const *weights, int64_t B, int64_t T,
+                                          int64_t IN, int64_t H, int num_layers, int bidirectional,
+                                          higan_arena *scratch);
+/* dweights: num_layers*D*4 gradient pointers in the order of weights (each may be NULL), or
+   NULL for none. y and cache are the forward's. Padded positions of dy are ignored and the
+   padded positions of dx get nothing. */
+HIGAN_DEF higan_status higan_lstm_backward(float *dx, float *const *dweights, const float *dy,
+                                           const float *y, const float *cache, const float *x,
+                                           const int *lengths, const float *const *weights,
+                                           int64_t B, int64_t T, int64_t IN, int64_t H,
+                                           int num_layers, int bidirectional, higan_arena *scratch);
+/* x [B,T,IN] -> [B,T,D*H]. weights: num_layers*D*4 vars as above, none NULL. */
+HIGAN_DEF higan_var *higan_lstm(higan_tape *t, higan_var *x, const int *lengths, int hidden,
+                                int num_layers, int bidirectional, higan_var **weights);
+
+/* -- CTC loss, F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank,
+   reduction='mean', zero_infinity):
+     log_probs [T,B,C] (a log_softmax output), targets concatenated (sum of target_lengths
+     labels in [0, C)), input_lengths [B] (<= T), target_lengths [B].
+     nll[b] = -log p(target_b | log_probs[:input_lengths[b], b, :]) (alpha recursion in log
+     space, float, like PyTorch's CPU kernel); with zero_infinity an infeasible sample
+     (nll = inf) counts as 0.   y = mean_b nll[b] / max(target_lengths[b], 1).
+   alpha: higan_ctc_alpha_floats() floats, kept for the backward.
+   The backward is PyTorch's: dlog_probs[t,b,c] += g_b * (exp(lp) - exp(log(sum_s alpha
+   beta [l'_s = c]) + nll - lp)) for t < input_lengths[b], with g_b = dy / B / max(L_b, 1):
+   the gradient with respect to the logits under a log_softmax, which is also correct
+   through higan_log_softmax's backward (its rows sum to 0). Infeasible samples under
+   zero_infinity get 0; without it they give inf/NaN gradients, as in PyTorch.
+   Backward scratch: B*(2*(2*max L + 1) + C) floats. */
+HIGAN_DEF int64_t higan_ctc_alpha_floats(int64_t T, int64_t B, const int *target_lengths);
+HIGAN_DEF void higan_ctc_loss_forward(float *y, float *nll, float *alpha, const float *log_probs,
+                                      const int *targets, const int *input_lengths,
+                                      const int *target_lengths, int64_t T, int64_t B, int64_t C,
+                                      int blank, int zero_infinity);
+HIGAN_DEF higan_status higan_ctc_loss_backward(float *dlog_probs, const float *dy,
+                                               const float *log_probs, const float *nll,
+                                               const float *alpha, const int *targets,
+                                               const int *input_lengths, const int *target_lengths,
+                                               int64_t T, int64_t B, int64_t C, int blank,
+                                               int zero_infinity, higan_arena *scratch);
+/* log_probs [T,B,C] -> scalar (ndim 1, shape {1}). */
+HIGAN_DEF higan_var *higan_ctc_loss(higan_tape *t, higan_var *log_probs, const int *targets,
+                                    const int *input_lengths, const int *target_lengths,
+                                    int blank, int zero_infinity);
+
+/* -- Greedy (best path) CTC decoding of one sample: scores [T,C] (any monotone scores:
+   logits, probabilities or log-probabilities), argmax per step (first maximum on ties),
+   collapse repeats, then drop blanks. Writes at most max_out labels to out and returns the
+   full decoded length (like snprintf: a result > max_out means out was truncated).
+   For log_probs [T,B,C] use higan_ctc_greedy_decode_strided with stride B*C and
+   scores = log_probs + b*C. */
+HIGAN_DEF int higan_ctc_greedy_decode(const float *scores, int T, int C, int blank, int *out,
+                                      int max_out);
+HIGAN_DEF int higan_ctc_greedy_decode_strided(const float *scores, int64_t step_stride, int T,
+                                              int C, int blank, int *out, int max_out);
+
+/* -- Cross-entropy, F.cross_entropy(logits, labels) (mean over N, no ignore_index, no
+   weights): logits [N,C], labels [N] in [0, C).
+   y = mean_n (logsumexp(logits[n]) - logits[n, labels[n]]);  lse [N] (may be NULL in the
+   forward) keeps each row's logsumexp for the backward:
+   dlogits += dy * (softmax - onehot) / N. */
+HIGAN_DEF void higan_cross_entropy_forward(float *y, float *lse, const float *logits,
+                                           const int *labels, int64_t N, int64_t C);
+HIGAN_DEF void higan_cross_entropy_backward(float *dlogits, const float *dy, const float *logits,
+                                            const float *lse, const int *labels, int64_t N,
+                                            int64_t C);
+/* logits [N,C] -> scalar (ndim 1, shape {1}). */
+HIGAN_DEF higan_var *higan_cross_entropy(higan_tape *t, higan_var *logits, const int *labels);
+/* ==== GAN LOSSES (HiGAN+): hinge, masked L1, KL, contextual ============== */
+/* Every loss is a scalar: y points to one float; the tape ops return a var of ndim 1,
+   shape {1}. Backward kernels take dy (one float) and accumulate into the gradients. */
+
+/* -- Hinge losses (BigGAN style). x: any shape, n = numel.
+   d_real: mean(relu(1 - x))    discriminator loss on real scores
+   d_fake: mean(relu(1 + x))    discriminator loss on fake scores
+   g:      -mean(x)             generator (adversarial) loss
+   HiGAN+ averages d_real over the plain and augmented real batches itself:
+   (d_real(D(real)) + d_real(D(aug))) / 2. The relu gradient is 0 at the kink. */
+HIGAN_DEF void higan_hinge_d_real_forward(float *y, const float *x, int64_t n);
+HIGAN_DEF void higan_hinge_d_real_backward(float *dx, const float *dy, const float *x, int64_t n);
+HIGAN_DEF void higan_hinge_d_fake_forward(float *y, const float *x, int64_t n);
+HIGAN_DEF void higan_hinge_d_fake_backward(float *dx, const float *dy, const float *x, int64_t n);
+HIGAN_DEF void higan_hinge_g_forward(float *y, const float *x, int64_t n);
+HIGAN_DEF void higan_hinge_g_backward(float *dx, const float *dy, int64_t n);
+HIGAN_DEF higan_var *higan_hinge_d_real(higan_tape *t, higan_var *x);
+HIGAN_DEF higan_var *higan_hinge_d_fake(higan_tape *t, higan_var *x);
+HIGAN_DEF higan_var *higan_hinge_g(higan_tape *t, higan_var *x);
+
+/* -- Masked L1, HiGAN+'s recn_l1_loss(img1, img2, img_lens):
+   a, b: [N, ..., W] (HiGAN+: [N, C, H, W]); M = product of the middle dims (C*H);
+   lens: [N] valid widths.
+   y = sum_{n, m, w < lens[n]} |a - b| / (M * sum_n lens[n])
+   The divisor uses lens as given (not clipped to W), exactly like the official code;
+   tv_loss and the perceptual loss call it with lens - 1 or lens / scale.
+   Gradient: sign(a - b) / divisor inside the mask (0 where a == b), -that for b. */
+HIGAN_DEF void higan_masked_l1_forward(float *y, const float *a, const float *b, const int *lens,
+                                       int64_t N, int64_t M, int64_t W);
+HIGAN_DEF void higan_masked_l1_backward(float *da, float *db, const float *dy, const float *a,
+                                        const float *b, const int *lens,
+                                        int64_t N, int64_t M, int64_t W);
+/* a and b must have the same shape (ndim >= 2); lens is copied. */
+HIGAN_DEF higan_var *higan_masked_l1(higan_tape *t, higan_var *a, higan_var *b, const int *lens);
+
+/* -- KL divergence of N(mu, exp(logvar)) from N(0, 1), HiGAN+'s KLloss:
+   mu, logvar: [N, D];  y = mean_n( -1/2 * sum_d (1 + logvar - mu^2 - exp(logvar)) )
+   dmu = dy * mu / N;   dlogvar = dy * (exp(logvar) - 1) / (2 N) */
+HIGAN_DEF void higan_kl_gaussian_forward(float *y, const float *mu, const float *logvar, int64_t N, int64_t D);
+HIGAN_DEF void higan_kl_gaussian_backward(float *dmu, float *dlogvar, const float *dy, const float *mu,
+                                          const float *logvar, int64_t N, int64_t D);
+/* mu, logvar: same shape [N, ...] (D = numel / N). */
+HIGAN_DEF higan_var *higan_kl_gaussian(higan_tape *t, higan_var *mu, higan_var *logvar);
+
+/* -- Contextual loss, HiGAN+'s CXLoss(sigma=0.5, b=1.0)(featureT, featureI):
+   feat_t: target (real) [N, C, P] with P = HT*WT; feat_i: inference (generated)
+   [N, C, Q] with Q = HI*WI (the spatial sizes of the two may differ).
+     mean[c]  = mean over n and p of feat_t[n, c, p]            (target only)
+     t^, i^   = (feat - mean) / ||feat - mean||_2 over c        (no epsilon)
+     r[p, q]  = (1 - t^[:, p] . i^[:, q]) / 2
+     r~[p, q] = r[p, q] / (min_p' r[p', q] + 1e-5)              (min over target positions)
+     w[p, q]  = exp((b - r~)/sigma) / sum_p' exp((b - r~[p', q])/sigma)
+     cx_n     = mean_p max_q w[p, q]
+     y        = mean_n -log(cx_n + 1e-5)
+   Backward goes through the centring mean, the norms, the softmax, the min (to its
+   first argmin p) and the max (to its first argmax q), like PyTorch autograd. */
+#define HIGAN_CX_SIGMA 0.5f
+#define HIGAN_CX_B 1.0f
+typedef struct higan_cx_cache {
+    float *t_hat;     /* [N, C, P] centred, channel-normalised target */
+    float *i_hat;     /* [N, C, Q] centred, channel-normalised inference */
+    float *t_norm;    /* [N, P] channel norms of the centred target */
+    float *i_norm;    /* [N, Q] channel norms of the centred inference */
+    float *r_min;     /* [N, Q] min over p of r */
+    float *w_sum;     /* [N, Q] sum over p of exp((b - r~)/sigma) */
+    float *cx;        /* [N] mean_p max_q w */
+    int64_t *p_min;   /* [N, Q] argmin over p of r */
+    int64_t *q_max;   /* [N, P] argmax over q of w */
+} higan_cx_cache;
+/* Points every array of c into arena a; HIGAN_ERR_NOMEM on overflow. */
+HIGAN_DEF higan_status higan_cx_cache_alloc(higan_cx_cache *c, higan_arena *a,
+                                            int64_t N, int64_t C, int64_t P, int64_t Q);
+/* cache may be NULL (forward only; then its arrays come from scratch and are released).
+   scratch: Q*P + C floats (plus the cache when cache is NULL). */
+HIGAN_DEF void higan_cx_loss_forward(float *y, higan_cx_cache *cache, const float *feat_t,
+                                     const float *feat_i, int64_t N, int64_t C, int64_t P, int64_t Q,
+                                     float sigma, float b, higan_arena *scratch);
+/* scratch: Q*P + C*(P + Q) + C + Q floats. */
+HIGAN_DEF void higan_cx_loss_backward(float *dfeat_t, float *dfeat_i, const float *dy,
+                                      const higan_cx_cache *cache, int64_t N, int64_t C, int64_t P,
+                                      int64_t Q, float sigma, float b, higan_arena *scratch);
+/* feat_t [N, C, ...], feat_i [N, C, ...] (ndim >= 2, same N and C; HiGAN+: 4-D). */
+HIGAN_DEF higan_var *higan_cx_loss(higan_tape *t, higan_var *feat_t, higan_var *feat_i,
+                                          float sigma, float b);
+/* ==== STYLE AND RECOGNITION NETWORKS: StyleBackbone, StyleEncoder, WriterIdentifier,
+   Recognizer; the 80-symbol alphabet ======================================================
+   HiGAN+'s networks/module.py and networks/block.py, with the official state_dict names
+   (spec section 2). Every module is a struct of handles into a higan_params store plus its
+   configuration, used in three steps:
+       1. <module>_register(m, store, prefix, ...)   adds its tensors as "<prefix>.<key>"
+          (prefix "" gives the bare key), before higan_params_alloc;
+       2. <module>_init(m, rng, init) after higan_params_alloc (or higan_params_load);
+       3. <module>_forward(tape, m, ...) builds the forward on the tape (the backward comes
+          with higan_tape_backward). train: batch-norm batch statistics and running-stat
+          updates (also under no_grad, like PyTorch in train mode) and dropout;
+          eval: running statistics, no dropout.
+   A module keeps a pointer to its store: the store must outlive it and stay at one address.
+   Forwards return NULL on arena or tape overflow or a bad argument (higan_last_error). */
+
+/* Weight initialisation. HIGAN_INIT_TORCH: PyTorch's defaults (conv and linear weights and
+   biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), LSTM U(-1/sqrt(hidden), 1/sqrt(hidden)));
+   HIGAN_INIT_N02: HiGAN+'s 'N02', conv and linear weights N(0, 0.02), biases as PyTorch.
+   Batch norm: weight 1, bias 0, running mean 0, running var 1, num_batches_tracked 0. */
+typedef enum { HIGAN_INIT_TORCH = 0, HIGAN_INIT_N02 = 1 } higan_init_kind;
+
+/* ---- BatchNorm2d: "<prefix>.{weight,bias,running_mean,running_var,num_batches_tracked}" --- */
+typedef struct higan_bn2d {
+    higan_params *params;
+    int weight, bias, running_mean, running_var, num_batches_tracked;   /* handles */
+    int64_t C;
+    float momentum, eps;    /* 0.1, 1e-5 */
+} higan_bn2d;
+HIGAN_DEF void higan_bn2d_register(higan_bn2d *m, higan_params *p, const char *prefix, int64_t C);
+HIGAN_DEF void higan_bn2d_init(const higan_bn2d *m);
+/* x [N, C, H, W] -> same shape */
+HIGAN_DEF higan_var *higan_bn2d_forward(higan_tape *t, const higan_bn2d *m, higan_var *x, int train);
+
+/* ---- Conv2dBlock: "<prefix>.conv.{weight,bias}" and "<prefix>.norm.*" --------------------
+   Official order: pad -> conv -> [BN] -> [ReLU], or with act_first: [ReLU] -> pad -> conv ->
+   [BN]. The zero pad is folded into the convolution (identical result). */
+typedef struct higan_conv_block {
+    higan_params *params;
+    int weight, bias;       /* bias -1: none (use_bias=False) */
+    higan_bn2d norm;
+    int has_norm, relu, act_first;
+    int64_t in, out, ks, stride, pad;
+} higan_conv_block;
+HIGAN_DEF void higan_conv_block_register(higan_conv_block *m, higan_params *p, const char *prefix,
+                                         int64_t in, int64_t out, int64_t ks, int64_t stride,
+                                         int64_t pad, int use_bias, int norm, int relu,
+                                         int act_first);
+HIGAN_DEF void higan_conv_block_init(const higan_conv_block *m, higan_rng *rng, higan_init_kind init);
+/* x [N, in, H, W] -> [N, out, (H + 2 pad - ks) / stride + 1, likewise W] */
+HIGAN_DEF higan_var *higan_conv_block_forward(higan_tape *t, const higan_conv_block *m, higan_var *x,
+                                              int train);
+
+/* ---- ActFirstResBlock(fin, fout): "<prefix>.conv_0", "<prefix>.conv_1" (3x3, pad 1, ReLU
+   first, BN, hidden min(fin, fout)) and, when fin != fout, "<prefix>.conv_s" (1x1, no bias,
+   no norm). y = x_s + conv_1(dropout(conv_0(x))), x_s = conv_s(x) or x. */
+typedef struct higan_afrb {
+    higan_conv_block conv_0, conv_1, conv_s;
+    int has_shortcut;
+    int64_t fin, fout;
+    float dropout;
+} higan_afrb;
+HIGAN_DEF void higan_afrb_register(higan_afrb *m, higan_params *p, const char *prefix, int64_t fin,
+                                   int64_t fout, float dropout);
+HIGAN_DEF void higan_afrb_init(const higan_afrb *m, higan_rng *rng, higan_init_kind init);
+/* x [N, fin, H, W] -> [N, fout, H, W]; rng only for dropout in train mode (else may be NULL) */
+HIGAN_DEF higan_var *higan_afrb_forward(higan_tape *t, const higan_afrb *m, higan_var *x, int train,
+                                        higan_rng *rng);
+
+/* ---- nn.Linear: "<prefix>.{weight [out, in], bias [out]}" -------------------------------- */
+typedef struct higan_linear_layer {
+    higan_params *params;
+    int weight, bias;       /* bias -1: none */
+    int64_t in, out;
+} higan_linear_layer;
+HIGAN_DEF void higan_linear_layer_register(higan_linear_layer *m, higan_params *p, const char *prefix,
+                                           int64_t in, int64_t out, int use_bias);
+HIGAN_DEF void higan_linear_layer_init(const higan_linear_layer *m, higan_rng *rng, higan_init_kind init);
+/* x [N, in] or [B, T, in] -> [.., out] */
+HIGAN_DEF higan_var *higan_linear_layer_forward(higan_tape *t, const higan_linear_layer *m, higan_var *x);
+
+/* ---- StyleBackbone (also the CNN of the Recognizer) ---------------------------------------
+   "<prefix>.cnn_backbone.{1,2,4,7,9,12,13,15,16}.*" and "<prefix>.cnn_ctc.1.*".
+   Channels with resolution r, max_dim m: c(k) = min(r * 2^k, m):
+   1: 1->r; AFRBs 2: r->r, 4: r->c1, 7: c1->c1, 9: c1->c2, 12: c2->c2, 13: c2->c3,
+   15: c3->c3, 16: c3->c4; cnn_ctc: c4->c4 (r=16, m=256: 16,16,32,32,64,64,128,128,256).
+   Layers: ConstantPad2d(2, -1), conv 5x5 stride 2; AFRB; ZeroPad (l/r 1); AFRB; ZeroPad 1,
+   MaxPool 3/2 (the zeros take part in the max); AFRB; ZeroPad l/r 1; AFRB (feat2); ZeroPad
+   1, MaxPool 3/2; AFRB; AFRB (feat3); MaxPool 3/2; AFRB; AFRB (feat4); ZeroPad l/r 1; then
+   cnn_ctc: ReLU, conv 3x3 no pad, BN, ReLU. Input [B, in_channel, 64, W] (the height must
+   give a 1-row output: 64), output [B, c4, T] with T = W / 16 for W a multiple of 16.
+   Dropout: cfg.dropout in the AFRBs of the second stage (12..16), half of it in 2..9. */
+typedef struct higan_backbone_config {
+    int resolution;     /* 16 */
+    int max_dim;        /* 256 */
+    int in_channel;     /* 1 */
+    float dropout;      /* 0 (GAN), 0.2 (WID training) */
+} higan_backbone_config;
+HIGAN_DEF higan_backbone_config higan_backbone_default_config(void);
+typedef struct higan_style_backbone {
+    higan_params *params;
+    higan_backbone_config cfg;
+    higan_conv_block conv1;     /* cnn_backbone.1 */
+    higan_afrb blocks[8];       /* cnn_backbone.{2,4,7,9,12,13,15,16} */
+    higan_conv_block ctc;       /* cnn_ctc.1 */
+    int64_t out_dim;            /* c4 (256) */
+} higan_style_backbone;
+#define HIGAN_BACKBONE_LEN_SCALE 16     /* sequence positions = image width / 16 */
+HIGAN_DEF void higan_style_backbone_register(higan_style_backbone *b, higan_params *p,
+                                             const char *prefix, const higan_backbone_config *cfg);
+/* StyleBackbone uses HIGAN_INIT_N02 (the official 'N02'); the Recognizer's CNN TORCH. */
+HIGAN_DEF void higan_style_backbone_init(const higan_style_backbone *b, higan_rng *rng,
+                                         higan_init_kind init);
+/* x [B, in_channel, 64, W] -> sequence feature [B, out_dim, T]. feats (may be NULL) receives
+   the outputs of cnn_backbone.9, .13 and .16 (feat2, feat3, feat4 of the contextual loss:
+   [B, c2, 16, W/4 + 3], [B, c3, 8, W/8 + 2], [B, c4, 3, W/16] for W a multiple of 32).
+   rng: dropout in train mode only (may be NULL when cfg.dropout is 0 or in eval). */
+HIGAN_DEF higan_var *higan_style_backbone_forward(higan_tape *t, const higan_style_backbone *b,
+                                                  higan_var *x, int train, higan_rng *rng,
+                                                  higan_var **feats);
+
+/* ---- StyleEncoder: "<prefix>.linear_style.{0,2}.*", "<prefix>.mu.*", "<prefix>.logvar.*" ---
+   style = masked mean of feat over the first img_len // 16 positions (divisor len + 1e-8);
+   h = lrelu(L2(lrelu(L0(style)))) (slope 0.01); mu = mu(h), logvar = logvar(h);
+   z = mu + exp(0.5 logvar) * eps in VAE mode, z = mu otherwise. */
+typedef struct higan_style_encoder {
+    higan_params *params;
+    higan_linear_layer linear0, linear2, mu, logvar;
+    int64_t in_dim, style_dim;      /* 256, 32 */
+} higan_style_encoder;
+HIGAN_DEF void higan_style_encoder_register(higan_style_encoder *e, higan_params *p, const char *prefix,
+                                            int64_t in_dim, int64_t style_dim);
+HIGAN_DEF void higan_style_encoder_init(const higan_style_encoder *e, higan_rng *rng, higan_init_kind init);
+/* feat [B, in_dim, T] (a backbone output), img_lens [B] image widths in pixels (copied).
+   Returns z [B, style_dim]; *mu and *logvar (each may be NULL) receive the heads (logvar is
+   always computed). vae_mode: eps = noise [B, style_dim] when given, else N(0, 1) drawn from
+   rng (B * style_dim draws in row-major order). Without vae_mode z is mu itself. */
+HIGAN_DEF higan_var *higan_style_encoder_forward(higan_tape *t, const higan_style_encoder *e,
+                                                 higan_var *feat, const int *img_lens, int vae_mode,
+                                                 higan_rng *rng, const float *noise,
+                                                 higan_var **mu, higan_var **logvar);
+
+/* ---- WriterIdentifier: "<prefix>.linear_wid.{0,2}.*" ---------------------------------------
+   Runs on an external backbone feature. Masked mean over the first img_len // 32 positions
+   (the official quirk: only the left half of the sequence), Linear, LeakyReLU(0.01), Linear. */
+typedef struct higan_writer_identifier {
+    higan_params *params;
+    higan_linear_layer linear0, linear2;
+    int64_t in_dim, n_writer;       /* 256, 372 (the test-set WID: 128) */
+} higan_writer_identifier;
+#define HIGAN_WID_LEN_SCALE 32
+HIGAN_DEF void higan_writer_identifier_register(higan_writer_identifier *w, higan_params *p,
+                                                const char *prefix, int64_t in_dim, int64_t n_writer);
+HIGAN_DEF void higan_writer_identifier_init(const higan_writer_identifier *w, higan_rng *rng,
+                                            higan_init_kind init);
+/* feat [B, in_dim, T], img_lens [B] in pixels -> logits [B, n_writer] */
+HIGAN_DEF higan_var *higan_writer_identifier_forward(higan_tape *t, const higan_writer_identifier *w,
+                                                     higan_var *feat, const int *img_lens);
+
+/* ---- Recognizer: "<prefix>.cnn_backbone.*", "<prefix>.cnn_ctc.*" (as the backbone),
+   "<prefix>.rnn_ctc.lstm.{weight_ih,weight_hh,bias_ih,bias_hh}_l{k}[_reverse]" (BiLSTM,
+   hidden out_dim / 2 per direction, batch_first, over img_len // 16 frames as
+   pack_padded_sequence) and "<prefix>.ctc_cls.{weight,bias}" (Linear out_dim -> n_class). */
+typedef struct higan_recognizer_config {
+    higan_backbone_config cnn;      /* 16, 256, 1, dropout 0 */
+    int n_class;                    /* 80 */
+    int rnn_depth;                  /* 2 (0: no LSTM, ctc_cls on the CNN feature) */
+} higan_recognizer_config;
+HIGAN_DEF higan_recognizer_config higan_recognizer_default_config(void);
+#define HIGAN_RECOGNIZER_MAX_DEPTH 4
+typedef struct higan_recognizer {
+    higan_params *params;
+    higan_recognizer_config cfg;
+    higan_style_backbone cnn;
+    int lstm[HIGAN_RECOGNIZER_MAX_DEPTH * 2 * 4];   /* (layer*2 + dir)*4 + {w_ih,w_hh,b_ih,b_hh} */
+    int64_t hidden;                                 /* out_dim / 2 */
+    higan_linear_layer ctc_cls;
+} higan_recognizer;
+HIGAN_DEF void higan_recognizer_register(higan_recognizer *r, higan_params *p, const char *prefix,
+                                         const higan_recognizer_config *cfg);
+/* The official Recognizer uses HIGAN_INIT_TORCH. */
+HIGAN_DEF void higan_recognizer_init(const higan_recognizer *r, higan_rng *rng, higan_init_kind init);
+/* x [B, 1, 64, W], img_lens [B] widths in pixels (copied; 1 <= img_len // 16 <= W / 16, any
+   order: PyTorch's pack_padded_sequence wants them descending, the result is the same).
+   T = max_b img_len // 16 (pad_packed_sequence's length), frames >= each length see zero
+   LSTM outputs. train: log_softmax [T, B, n_class] (for higan_ctc_loss with input lengths
+   img_len // 16); eval: raw logits [B, T, n_class]. */
+HIGAN_DEF higan_var *higan_recognizer_forward(higan_tape *t, const higan_recognizer *r, higan_var *x,
+                                              const int *img_lens, int train, higan_rng *rng);
+/* Greedy CTC decoding of sample b of a recognizer output (layout per train) over its
+   img_len // 16 frames, to text. Returns the text length (snprintf-like: out gets at most
+   cap - 1 characters and a NUL), or a negative status. */
+HIGAN_DEF int higan_recognizer_decode(const higan_var *out, int train, int b, int img_len,
+                                      char *text, int cap);
+
+/* ---- Alphabet (lib/alphabet.py 'all'): index 0 '`' is the CTC blank and the label pad,
+   1 ' ', 2..27 A-Z, 28..53 a-z, 54..63 0-9, 64..79 '-"/,.+_!#&():;? ------------------------ */
+#define HIGAN_ALPHABET_SIZE 80
+#define HIGAN_ALPHABET_STRING "` ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'-\"/,.+_!#&():;?"
+HIGAN_DEF const char *higan_alphabet(void);
+/* Label of one byte character, or -1 if it is not in the alphabet (or is the blank '`'). */
+HIGAN_DEF int higan_char_label(int c);
+/* UTF-8 text -> labels in out[0..max). Returns the number of labels, or a negative status
+   (HIGAN_ERR_ARG) with a message naming the first offending character and its position
+   (0-based, in characters): a character outside the alphabet, the blank '`', invalid UTF-8,
+   empty text, or more than max characters. */
+HIGAN_DEF int higan_text_encode(const char *utf8, int *out, int max);
+/* labels -> text; label 0 (pad/blank) is skipped. Returns the text length (snprintf-like:
+   out gets at most cap - 1 characters and a NUL; out may be NULL when cap is 0), or
+   HIGAN_ERR_ARG for a label outside [0, 80). */
+HIGAN_DEF int higan_text_decode(const int *labels, int n, char *out, int cap);
+/* Greedy CTC decoding to text: scores [T, 80] with row stride step_stride floats (logits,
+   probabilities or log-probabilities), blank 0. Return as higan_text_decode. */
+HIGAN_DEF int higan_ctc_decode_text(const float *scores, int64_t step_stride, int T, char *out, int cap);
+/* ==== DATASET: HiGAN+'s word-image container (lib/datasets.py gen_h5file layout) ======== */
+/* Images are 64 px high, ink bright (255) on a 0 background, stored side by side in one
+   [64, total_width] uint8 array; labels are Unicode code points. The tensors (safetensors)
+   or datasets (HDF5) have exactly these names and dtypes:
+       imgs          U8  [64, total_width]      img_seek_idxs I64 [count]   img_lens I16 [count]
+       lbs           I32 [total_chars]          lb_seek_idxs  I64 [count]   lb_lens  I16 [count]
+       wids          I16 [count]   (raw writer ids; HiGAN+'s loader subtracts the minimum)
+   Row stride of imgs: ds->capacity_cols. It equals total_width after higan_dataset_load and
+   higan_dataset_pack. While a dataset is being built with higan_dataset_append the rows
+   keep spare room (appending would otherwise move every row each time), so read pixels with
+   higan_dataset_image / higan_dataset_pixel, or call higan_dataset_pack first.
+   Every record points into the arrays: img_seek_idxs[i] + img_lens[i] <= total_width etc. */
+typedef struct higan_dataset {
+    int64_t count;          /* number of word images */
+    int64_t total_width;    /* columns of imgs */
+    int64_t total_chars;    /* entries of lbs */
+    uint8_t *imgs;          /* [64, total_width] row-major (row stride capacity_cols) */
+    int64_t *img_seek_idxs; /* [count] first column of each image */
+    int16_t *img_lens;      /* [count] width of each image */
+    int32_t *lbs;           /* [total_chars] label characters as Unicode code points */
+    int64_t *lb_seek_idxs;  /* [count] */
+    int16_t *lb_lens;       /* [count] */
+    int16_t *wids;          /* [count] writer ids */
+    /* private building state follows; treat as opaque */
+    int64_t capacity_cols, capacity_chars, capacity_count;
+} higan_dataset;
+#define HIGAN_DATASET_HEIGHT 64
+#define HIGAN_DATASET_MAX_WIDTH 4096   /* images wider than this are rejected */
+#define HIGAN_DATASET_MAX_LABEL 4096   /* label characters per word (int16 lengths) */
+
+HIGAN_DEF void higan_dataset_init(higan_dataset *ds);
+/* Append one word image (height 64, row-major [64][w], ink bright) with its UTF-8 label and
+   writer id. Checks: w in 1..HIGAN_DATASET_MAX_WIDTH, label non-empty and inside the 80-symbol
+   alphabet (higan_text_encode), wid in the int16 range, else HIGAN_ERR_ARG with a message
+   naming the label. Nothing is appended on error. */
+HIGAN_DEF higan_status higan_dataset_append(higan_dataset *ds, const uint8_t *img, int w,
+                                            const char *label, int wid);
+/* safetensors with exactly the tensor names above (atomic: tmp + rename); .hdf5/.h5 paths go
+   through libhdf5 when compiled with HIGAN_HDF5 (make HDF5=1), else a clear error. */
+HIGAN_DEF higan_status higan_dataset_save(const higan_dataset *ds, const char *path);
+/* Replaces *ds (whose previous contents are NOT freed: pass an initialised-empty or freed
+   dataset). Validates every tensor (present, dtype, rank, height 64, matching counts) and
+   every record (seek/len inside the arrays, lengths >= 1, widths <= HIGAN_DATASET_MAX_WIDTH,
+   label code points in the alphabet); errors name the file and the record index. On error
+   *ds is left empty (initialised). */
+HIGAN_DEF higan_status higan_dataset_load(higan_dataset *ds, const char *path);
+HIGAN_DEF void higan_dataset_free(higan_dataset *ds);
+/* The label of word i as UTF-8 (returns length; truncates to cap like snprintf).
+   HIGAN_ERR_ARG for i outside [0, count). */
+HIGAN_DEF int higan_dataset_label(const higan_dataset *ds, int64_t i, char *out, int cap);
+
+/* ---- additions ---- */
+/* Compacts imgs to row stride total_width (capacity_cols = total_width). Cheap when packed. */
+HIGAN_DEF higan_status higan_dataset_pack(higan_dataset *ds);
+/* Pixel (row y in [0,64), column x in [0, img_lens[i])) of word i; any stride. */
+HIGAN_DEF uint8_t higan_dataset_pixel(const higan_dataset *ds, int64_t i, int y, int x);
+/* Copies word i as row-major [64][img_lens[i]] into out (cap bytes). Returns the width,
+   or HIGAN_ERR_ARG (bad index or cap < 64 * width). */
+HIGAN_DEF int higan_dataset_image(const higan_dataset *ds, int64_t i, uint8_t *out, int64_t cap);
+/* Label of word i as alphabet indices (higan_text_encode's labels). Returns the length,
+   or a negative status (bad index, code point outside the alphabet, length > max). */
+HIGAN_DEF int higan_dataset_label_codes(const higan_dataset *ds, int64_t i, int *out, int max);
+/* 1 if the path ends in .hdf5 or .h5 (case-insensitive): save/load use libhdf5. */
+HIGAN_DEF int higan_dataset_is_hdf5_path(const char *path);
+/* 1 when this build has HDF5 support (compiled with HIGAN_HDF5). */
+HIGAN_DEF int higan_dataset_has_hdf5(void);
+/* ==== TRAINING DATA: resampling, batch loader with augmentation, lexicon ================= */
+/* Reproduces HiGAN+'s data pipeline (lib/datasets.py, lib/transforms.py, lib/alphabet.py,
+   networks/utils.py idx_to_words) in C. Needs the dataset container (higan_dataset) above.
+
+   RESAMPLING KERNELS. Grayscale images, row-major, src row stride src_stride elements (>= sw),
+   dst packed [dh, dw]. Every size >= 1. Results match the libraries named below: the uint8
+   versions bit for bit (their fixed-point or float arithmetic and rounding are reproduced),
+   the float versions to float rounding (accumulation order may differ).
+     higan_resize_area   cv2.resize(..., interpolation=cv2.INTER_AREA) (OpenCV 4.x): box
+                         averaging with fractional edge weights when shrinking in both
+                         directions (integer factors: exact box sums; 2x2 rounds half up, other
+                         factors and fractional ratios round half to even); enlarging in a
+                         direction uses OpenCV's area-mode bilinear weights, as cv2 does.
+     higan_resize_linear cv2.resize(..., interpolation=cv2.INTER_LINEAR): half-pixel centres,
+                         edge replication; uint8 in OpenCV's 11-bit fixed point. (Exactly 2x
+                         shrinking in both directions is INTER_AREA in cv2; reproduced.)
+     higan_resize_pil    PIL Image.resize (Pillow 9.x ImagingResample): separable convolution
+                         with the filter support scaled by the shrink factor (antialiasing),
+                         horizontal pass first; uint8 in 22-bit fixed point with an 8-bit
+                         intermediate ("L" images), float in double ("F" images). Needs scratch
+                         memory: higan_resize_pil_scratch_bytes(...) bytes of the arena. */
+typedef enum {
+    HIGAN_PIL_LANCZOS = 1,   /* PIL.Image.LANCZOS (= ANTIALIAS): a = 3 windowed sinc */
+    HIGAN_PIL_BILINEAR = 2   /* PIL.Image.BILINEAR: triangle, support 1 */
+} higan_pil_filter;
+/* dst [dh, dw] <- src [sh, sw] (row stride src_stride) */
+HIGAN_DEF void higan_resize_area(uint8_t *dst, int64_t dw, int64_t dh,
+                                 const uint8_t *src, int64_t sw, int64_t sh, int64_t src_stride);
+HIGAN_DEF void higan_resize_area_f32(float *dst, int64_t dw, int64_t dh,
+                                     const float *src, int64_t sw, int64_t sh, int64_t src_stride);
+HIGAN_DEF void higan_resize_linear(uint8_t *dst, int64_t dw, int64_t dh,
+                                   const uint8_t *src, int64_t sw, int64_t sh, int64_t src_stride);
+HIGAN_DEF void higan_resize_linear_f32(float *dst, int64_t dw, int64_t dh,
+                                       const float *src, int64_t sw, int64_t sh, int64_t src_stride);
+/* Scratch bytes (arena, 64-byte aligned allocations included) for one higan_resize_pil call. */
+HIGAN_DEF size_t higan_resize_pil_scratch_bytes(int64_t dw, int64_t dh, int64_t sw, int64_t sh,
+                                                higan_pil_filter filter);
+/* HIGAN_ERR_NOMEM (arena overflow, nothing written) or HIGAN_OK. The arena is restored. */
+HIGAN_DEF higan_status higan_resize_pil(uint8_t *dst, int64_t dw, int64_t dh,
+                                        const uint8_t *src, int64_t sw, int64_t sh, int64_t src_stride,
+                                        higan_pil_filter filter, higan_arena *scratch);
+HIGAN_DEF higan_status higan_resize_pil_f32(float *dst, int64_t dw, int64_t dh,
+                                            const float *src, int64_t sw, int64_t sh, int64_t src_stride,
+                                            higan_pil_filter filter, higan_arena *scratch);
+/* uint8 -> [-1, 1] as torchvision's ToTensor + Normalize(0.5, 0.5): (v / 255 - 0.5) / 0.5 in
+   float32 (= v / 127.5 - 1 to the last bit or so); 0 (background) -> -1, 255 (ink) -> 1. */
+HIGAN_DEF float higan_pixel_to_float(uint8_t v);
+
+/* ---- Batch loader ----------------------------------------------------------------------
+   Batches as HiGAN+'s training DataLoader builds them (Hdf5Dataset with process_style,
+   RandomClip + RandomScale, sort_collect_fn_style):
+     - style image: each word resized to 32 * len(label) x 64 (cv2 INTER_AREA when narrower
+       than the stored image, INTER_LINEAR otherwise); without process_style the stored image;
+     - aug image (augment): the style image through RandomClip (if w > 128: width uniform in
+       [128, w), then offset uniform in [0, w - width)) and RandomScale (ratio uniform in
+       [-0.4, 0.4), width int(w * (1 + ratio)) rounded up to a multiple of 32 (at least 32),
+       PIL BILINEAR when ratio > 0, else PIL LANCZOS (ANTIALIAS));
+     - pixels (v / 255 - 0.5) / 0.5: ink bright, background and padding -1;
+     - images padded on the right with -1 to the batch's widest width rounded up to 32;
+     - samples sorted by style width, descending (numpy argsort of the widths, reversed:
+       equal widths end up in the reverse of their drawn order), every array kept aligned;
+     - labels 0-padded alphabet indices, writer ids minus the dataset's smallest id.
+   Randomness (shuffling and augmentation) comes from one higan_rng seeded with opt.seed and
+   used strictly in order (epoch shuffle, then per batch and per sample in drawn order: clip
+   width, clip offset, scale ratio), so results are the same with and without the thread.
+   The loader keeps a pointer to the dataset: keep it alive and unchanged meanwhile. */
+typedef struct higan_loader_options {
+    int batch_size;     /* samples per batch (official: 8) */
+    int shuffle;        /* reshuffle at every epoch start (official: 1) */
+    int drop_last;      /* drop the last incomplete batch (official: 1) */
+    uint64_t seed;      /* seed of the loader's RNG */
+    int process_style;  /* resize to 32 px per character (official: 1) */
+    int augment;        /* make aug_imgs (official: 1) */
+    int max_width;      /* 0: none; else words whose padded style width exceeds it are left
+                           out of every epoch (n_skipped counts them) */
+    int threaded;       /* 1: a background thread prepares the next batch (double buffer) */
+    int n_writers;      /* > 0: every remapped writer id must be < n_writers (else an error
+                           naming the record); 0: no check */
+} higan_loader_options;
+/* The official training settings: batch 8, shuffle, drop_last, seed 123456, process_style,
+   augment, no max width, threaded, n_writers 0. */
+HIGAN_DEF higan_loader_options higan_loader_default_options(void);
+
+/* One batch. Every pointer points into the loader and stays valid until the next
+   higan_loader_next (or higan_loader_free). B <= batch_size. */
+typedef struct higan_batch {
+    int B;
+    int64_t width;       /* columns of imgs: max img_lens rounded up to a multiple of 32 */
+    float *imgs;         /* [B, 1, 64, width] in [-1, 1], padding -1 */
+    int *img_lens;       /* [B] style widths (descending) */
+    int64_t label_width; /* columns of labels: max label_lens */
+    int *labels;         /* [B, label_width] alphabet indices, 0-padded */
+    int *label_lens;     /* [B] */
+    int *wids;           /* [B] writer ids minus the dataset's minimum */
+    int64_t *records;    /* [B] dataset record index of each sample */
+    int64_t aug_width;   /* columns of aug_imgs (0 when augment is off) */
+    float *aug_imgs;     /* [B, 1, 64, aug_width] or NULL */
+    int *aug_lens;       /* [B] aug widths (multiples of 32) or NULL */
+    int64_t epoch;       /* 0-based */
+    int64_t index;       /* batch index within the epoch */
+} higan_batch;
+
+typedef struct higan_loader {
+    const higan_dataset *ds;
+    higan_loader_options opt;
+    int64_t n_records;      /* words in each epoch */
+    int64_t n_skipped;      /* words left out by max_width */
+    int64_t n_batches;      /* batches per epoch */
+    int wid_min;            /* smallest writer id of the dataset */
+    int64_t width_cap;      /* largest padded style width */
+    int64_t aug_width_cap;  /* largest possible aug width */
+    int64_t label_cap;      /* longest label */
+    void *priv;             /* buffers, producer state, thread */
+} higan_loader;
+#define HIGAN_LOADER_EPOCH_END 1   /* higan_loader_next: the epoch is over, no batch */
+/* Checks every record (label in the alphabet, lengths, writer ids) with errors naming the
+   record, allocates both batch buffers and all scratch memory, and with opt->threaded starts
+   the producer thread (builds without threads fall back to the synchronous path).
+   opt NULL: the defaults. */
+HIGAN_DEF higan_status higan_loader_init(higan_loader *L, const higan_dataset *ds,
+                                         const higan_loader_options *opt);
+/* HIGAN_OK with the next batch in *out; HIGAN_LOADER_EPOCH_END after the last batch of an
+   epoch (the next call starts the next epoch, reshuffled); < 0 on error. */
+HIGAN_DEF higan_status higan_loader_next(higan_loader *L, higan_batch *out);
+HIGAN_DEF void higan_loader_free(higan_loader *L);
+/* The style width of record i under these options (32 * label length with process_style,
+   else the stored width). */
+HIGAN_DEF int64_t higan_loader_style_width(const higan_dataset *ds, int64_t i, int process_style);
+
+/* ---- Lexicon (lib/alphabet.py get_lexicon, networks/utils.py idx_to_words) --------------
+   Loading keeps a line (universal newlines, UTF-8) when, after Python's str.strip(), it has
+   at least 2 characters, all in the alphabet, and fewer than HIGAN_LEXICON_MAX_LEN; kept words
+   are lower-cased. Duplicates are kept (as the official list). One difference: the official
+   accepts '`' (its alphabet string includes the CTC blank); this library does not. */
+#define HIGAN_LEXICON_MAX_LEN 20
+typedef struct higan_lexicon {
+    int64_t count;        /* words */
+    char *text;           /* the words, each NUL-terminated */
+    int64_t *offsets;     /* [count] start of each word in text */
+    int64_t text_bytes, text_capacity, capacity;
+    int64_t lines, dropped;   /* lines read by the last load, lines dropped by it */
+} higan_lexicon;
+HIGAN_DEF void higan_lexicon_init(higan_lexicon *lex);
+/* Appends the kept words of a file. HIGAN_ERR_IO (cannot open/read), HIGAN_ERR_FORMAT (invalid
+   UTF-8, naming the line), HIGAN_ERR_NOMEM. */
+HIGAN_DEF higan_status higan_lexicon_load(higan_lexicon *lex, const char *path);
+/* The same rules on text in memory (n bytes; may hold NULs). */
+HIGAN_DEF higan_status higan_lexicon_load_text(higan_lexicon *lex, const char *text, size_t n);
+HIGAN_DEF const char *higan_lexicon_word(const higan_lexicon *lex, int64_t i);
+HIGAN_DEF void higan_lexicon_free(higan_lexicon *lex);
+/* n random words as idx_to_words: n uniform indices first; then per word, in order, the first
+   letter upper-cased with probability 0.5 and, when max_len >= 1 and the word is longer,
+   a random max_len-character substring (start uniform in [0, len - max_len), as
+   np.random.randint); finally a stable sort by length, descending. Labels go to
+   labels[i * label_stride ...] 0-padded up to label_stride (>= max_len when max_len >= 1, else
+   >= HIGAN_LEXICON_MAX_LEN - 1), lengths to lens[i]. Returns the longest length, or
+   HIGAN_ERR_ARG for an empty lexicon. */
+HIGAN_DEF int higan_lexicon_sample(const higan_lexicon *lex, higan_rng *rng, int n, int max_len,
+                                   int *labels, int64_t label_stride, int *lens);
+/* ==== BIGGAN-SIDE NETWORKS OF HIGAN+: Generator, Discriminator, PatchDiscriminator ======
+   (networks/BigGAN_networks.py, networks/BigGAN_layers.py of ganji15/HiGANplus.)
+   Every module is a small struct of parameter handles into a higan_params store (plus its
+   configuration). Life cycle:
+       higan_params P; higan_generator G; higan_rng r;
+       higan_params_init(&P);
+       higan_generator_register(&G, &P, "Generator", NULL);  // NULL: official configuration
+       higan_params_alloc(&P);
+       higan_generator_init(&G, &r);            // or higan_params_load(&P, &st, "", NULL)
+       out = higan_generator_forward(&T, &G, z, labels, lens, L, train);
+   Registered names are the official state_dict keys below the given prefix ("" gives the
+   bare keys, "Generator" gives "Generator.blocks.0.0.conv1.weight", as the checkpoint's
+   top-level dict nests them). Buffers (u0, sv0, stored_mean, stored_var) are HIGAN_BUFFER.
+   train: BatchNorm uses batch statistics and updates stored_mean/stored_var (momentum 0.1,
+   eps 1e-5); spectral norm stores u0 <- u and sv0 <- sigma (also under no_grad, exactly as
+   BigGAN in training mode). eval: stored statistics; sigma recomputed from u0 each forward.
+   Every forward returns NULL when an input is NULL or the arena overflows (sticky). */
+
+/* ---- layers ------------------------------------------------------------------------------ */
+/* SNLinear: weight [out, in], bias [out] (optional), buffers u0 [1, out], sv0 [1].
+   forward: y = x (W / sigma)^T + b; x [N, in] or [B, T, in]. */
+typedef struct higan_sn_linear {
+    higan_params *p;
+    int weight, bias, u0, sv0;      /* handles; bias -1 when absent */
+    int64_t in, out;
+} higan_sn_linear;
+HIGAN_DEF void higan_sn_linear_register(higan_sn_linear *m, higan_params *p, const char *prefix,
+                                        int64_t in, int64_t out, int bias);
+HIGAN_DEF higan_var *higan_sn_linear_forward(higan_tape *t, const higan_sn_linear *m,
+                                             higan_var *x, int train);
+
+/* SNConv2d: weight [out, in, k, k], bias [out] (optional), u0 [1, out], sv0 [1];
+   stride 1, zero padding pad on every side. x [N, in, H, W]. */
+typedef struct higan_sn_conv2d {
+    higan_params *p;
+    int weight, bias, u0, sv0;
+    int64_t in, out, k, pad;
+} higan_sn_conv2d;
+HIGAN_DEF void higan_sn_conv2d_register(higan_sn_conv2d *m, higan_params *p, const char *prefix,
+                                        int64_t in, int64_t out, int64_t k, int64_t pad, int bias);
+HIGAN_DEF higan_var *higan_sn_conv2d_forward(higan_tape *t, const higan_sn_conv2d *m,
+                                             higan_var *x, int train);
+
+/* ccbn (G's conditional BN, norm_style 'bn'): gain, bias = SNLinear(y_dim -> C, no bias);
+   buffers stored_mean [C] (0), stored_var [C] (1).
+   forward: batch_norm(x) * (1 + gain(y)) + bias(y); x [N, C, H, W], y [N, y_dim]. */
+typedef struct higan_ccbn {
+    higan_params *p;
+    higan_sn_linear gain, bias;
+    int stored_mean, stored_var;
+    int64_t C;
+} higan_ccbn;
+HIGAN_DEF void higan_ccbn_register(higan_ccbn *m, higan_params *p, const char *prefix,
+                                   int64_t C, int64_t y_dim);
+HIGAN_DEF higan_var *higan_ccbn_forward(higan_tape *t, const higan_ccbn *m, higan_var *x,
+                                        higan_var *y, int train);
+
+/* bn (G's output BN): parameters gain [C] (1), bias [C] (0); buffers stored_mean,
+   stored_var. forward: F.batch_norm(x, stored_mean, stored_var, gain, bias, train). */
+typedef struct higan_bn_out {
+    higan_params *p;
+    int gain, bias, stored_mean, stored_var;
+    int64_t C;
+} higan_bn_out;
+HIGAN_DEF void higan_bn_out_register(higan_bn_out *m, higan_params *p, const char *prefix, int64_t C);
+HIGAN_DEF higan_var *higan_bn_out_forward(higan_tape *t, const higan_bn_out *m, higan_var *x,
+                                          int train);
+
+/* GBlock: h = conv2(relu(bn2(conv1(up(relu(bn1(x, y)))), y))) + conv_sc(up(x)).
+   conv1/conv2 3x3 pad 1, conv_sc 1x1 (present when in != out or upsampling), up = nearest
+   upsampling by (up_h, up_w) (1, 1: none). Keys: conv1, conv2, conv_sc, bn1, bn2. */
+typedef struct higan_gblock {
+    higan_sn_conv2d conv1, conv2, conv_sc;
+    higan_ccbn bn1, bn2;
+    int has_sc, up_h, up_w;
+} higan_gblock;
+HIGAN_DEF void higan_gblock_register(higan_gblock *b, higan_params *p, const char *prefix,
+                                     int64_t in, int64_t out, int up_h, int up_w, int64_t y_dim);
+HIGAN_DEF higan_var *higan_gblock_forward(higan_tape *t, const higan_gblock *b, higan_var *x,
+                                          higan_var *y, int train);
+
+/* DBlock (D_wide): h = pool(conv2(relu(conv1(preact ? relu(x) : x)))) + shortcut(x);
+   shortcut: preact ? pool(conv_sc(x)) : conv_sc(pool(x)); conv_sc 1x1 exists when
+   in != out or down; pool = AvgPool2d(2) when down. Keys: conv1, conv2, conv_sc. */
+typedef struct higan_dblock {
+    higan_sn_conv2d conv1, conv2, conv_sc;
+    int has_sc, preact, down;
+} higan_dblock;
+HIGAN_DEF void higan_dblock_register(higan_dblock *b, higan_params *p, const char *prefix,
+                                     int64_t in, int64_t out, int preact, int down);
+HIGAN_DEF higan_var *higan_dblock_forward(higan_tape *t, const higan_dblock *b, higan_var *x,
+                                          int train);
+
+/* ---- Generator ------------------------------------------------------------------------- */
+typedef struct higan_generator_config {
+    int64_t ch;          /* 64: channel multiplier (blocks 8ch->4ch->2ch->ch->ch) */
+    int64_t style_dim;   /* 32: z size, and the size of each of the 4 style chunks */
+    int64_t embed_dim;   /* 120 */
+    int64_t n_class;     /* 80 (index 0 = padding) */
+    int64_t bottom;      /* 4: bottom width and height; a character is 8*bottom = 32 px wide */
+    int64_t input_nc;    /* 1: output channels */
+} higan_generator_config;
+HIGAN_DEF higan_generator_config higan_generator_default_config(void);
+
+typedef struct higan_generator {
+    higan_generator_config cfg;
+    higan_params *p;
+    int text_embedding;                    /* Embedding(n_class, embed_dim, padding 0, max_norm 1) */
+    higan_sn_linear filter_linear;         /* style_dim + embed_dim -> 8ch * bottom^2 */
+    higan_sn_linear style_linear;          /* style_dim -> 4 * style_dim */
+    higan_gblock blocks[4];                /* up (2,1), (2,2), (2,2), (2,2) */
+    higan_bn_out out_bn;                   /* output_layer.0 */
+    higan_sn_conv2d out_conv;              /* output_layer.2: ch -> input_nc, 3x3 pad 1 */
+} higan_generator;
+/* cfg NULL: the official configuration. */
+HIGAN_DEF void higan_generator_register(higan_generator *g, higan_params *p, const char *prefix,
+                                        const higan_generator_config *cfg);
+/* Official init ('N02'): conv/linear/embedding weights N(0, 0.02) (padding row included),
+   biases U(+-1/sqrt(fan_in)) as PyTorch, u0 N(0, 1), sv0 1, BN gain 1 / bias 0,
+   stored_mean 0, stored_var 1. Call after higan_params_alloc. */
+HIGAN_DEF void higan_generator_init(higan_generator *g, higan_rng *rng);
+/* z [B, style_dim]; labels [B, L] row-major, right-padded with 0; lens [B] characters.
+   Returns the image [B, input_nc, 16*bottom, 8*bottom*L] after tanh (64 x 32L).
+   The looked-up embedding rows are renormalised in place (max_norm 1) as PyTorch does.
+   eval (train 0): columns >= lens[b] * H / 2 (= 32 * len) are set to -1 (gradient 0). */
+HIGAN_DEF higan_var *higan_generator_forward(higan_tape *t, const higan_generator *g, higan_var *z,
+                                             const int *labels, const int *lens, int64_t L,
+                                             int train);
+
+/* ---- Discriminator / PatchDiscriminator -------------------------------------------------- */
+typedef struct higan_discriminator_config {
+    int64_t ch;          /* 64: blocks in_nc->ch->2ch->4ch->4ch */
+    int64_t resolution;  /* 64 (Discriminator) or 32 (PatchDiscriminator): same layers */
+    int64_t input_nc;    /* 1 */
+} higan_discriminator_config;
+HIGAN_DEF higan_discriminator_config higan_discriminator_default_config(int64_t resolution);
+
+typedef struct higan_discriminator {
+    higan_discriminator_config cfg;
+    higan_params *p;
+    higan_dblock blocks[4];    /* down, down, down, none; block 0 without preactivation */
+    higan_sn_linear linear;    /* 4ch -> 1 */
+} higan_discriminator;
+/* cfg NULL: official Discriminator (resolution 64); prefix "Discriminator" or
+   "PatchDiscriminator" (or "" for bare keys). */
+HIGAN_DEF void higan_discriminator_register(higan_discriminator *d, higan_params *p,
+                                            const char *prefix,
+                                            const higan_discriminator_config *cfg);
+HIGAN_DEF void higan_discriminator_init(higan_discriminator *d, higan_rng *rng);
+/* x [B, input_nc, H, W] -> scores [B, 1]. After the blocks: ReLU, then
+   x_lens == NULL: sum over H and W (PatchDiscriminator on patches);
+   x_lens given: sum over H and the first x_lens[b] * W_h / W (floor) columns, divided by
+   y_lens[b] (the number of characters) when y_lens is not NULL. Then SNLinear. */
+HIGAN_DEF higan_var *higan_discriminator_forward(higan_tape *t, const higan_discriminator *d,
+                                                 higan_var *x, const int *x_lens,
+                                                 const int *y_lens, int train);
+
+/* ---- all patches (networks/utils.py extract_all_patches, block 32, step 8) ---------------
+   x [B, C, H, W]; every size x size window at stride step whose columns lie inside the
+   valid width lens[b] (lens NULL: W): n_rows = (H - size) / step + 1 rows (H - size must
+   be a multiple of step, as for H = 64) times cols_b = (lens[b] - size) / step + 1 columns
+   (0 when lens[b] < size; lens[b] > W counts as W). Order: image b, then row, then column:
+   patch (b, r, c) = x[b, :, r*step : r*step+size, c*step : c*step+size].
+   y [P, C, size, size] with P = higan_extract_patches_count(...). The backward scatter-adds
+   (overlapping windows add up), parallel over (b, c) planes only. */
+HIGAN_DEF int64_t higan_extract_patches_count(const int *lens, int64_t B, int64_t H, int64_t W,
+                                              int64_t size, int64_t step);
+HIGAN_DEF void higan_extract_patches_forward(float *y, const float *x, const int *lens, int64_t B,
+                                             int64_t C, int64_t H, int64_t W, int64_t size,
+                                             int64_t step);
+HIGAN_DEF void higan_extract_patches_backward(float *dx, const float *dy, const int *lens,
+                                              int64_t B, int64_t C, int64_t H, int64_t W,
+                                              int64_t size, int64_t step);
+/* Tape op (lens copied). HiGAN+: higan_extract_patches(t, imgs, img_lens, 32, 8). Needs at
+   least one patch (HIGAN_ASSERT). */
+HIGAN_DEF higan_var *higan_extract_patches(higan_tape *t, higan_var *x, const int *lens,
+                                           int64_t size, int64_t step);
+/* ==== MODEL: the HiGAN+ networks together, checkpoints, generation ==========================
+   A higan_model holds up to seven networks in five parameter stores, grouped as the official
+   optimizers: G+E (OPT.G), D+P (OPT.D), and StyleBackbone, WriterIdentifier, Recognizer each
+   in its own store (frozen by default: HiGAN+ trains them beforehand; clear
+   m->store[...].frozen to train one). Tensor names are "<Network>.<official state_dict key>"
+   (Generator.blocks.0.0.conv1.weight), buffers included, so a checkpoint converted from a
+   .pth (data_tools/pth2safetensors) loads directly.
+       higan_model m;
+       higan_model_config cfg = higan_model_default_config(HIGAN_NETS_DEPLOY);
+       higan_model_init(&m, &cfg, 42);                       // or: memset(&m, 0, sizeof m);
+       higan_model_save(&m, "ckpt.safetensors", NULL);        //     higan_model_load(&m, path, 0, NULL)
+       higan_model_free(&m);
+   The networks keep pointers into the model: do not copy or move an initialised model.
+
+   Checkpoint metadata (all strings): "higan.version", "higan.networks" (comma-separated),
+   "higan.alphabet", "higan.config.<Network>" ("ch=64 style_dim=32 ..." key=value list) and,
+   with optimizer state, "OPT.<x>.adam_step" / "OPT.<x>.adam_hparams" next to the tensors
+   "<name>.adam_m" / "<name>.adam_v". */
+
+enum {
+    HIGAN_NET_GENERATOR = 0, HIGAN_NET_STYLE_ENCODER, HIGAN_NET_STYLE_BACKBONE,
+    HIGAN_NET_DISCRIMINATOR, HIGAN_NET_PATCH_DISCRIMINATOR, HIGAN_NET_WRITER_IDENTIFIER,
+    HIGAN_NET_RECOGNIZER, HIGAN_NET_COUNT
+};
+#define HIGAN_NET_BIT(net) (1u << (net))
+#define HIGAN_NETS_DEPLOY 0x07u      /* Generator, StyleEncoder, StyleBackbone: generation */
+#define HIGAN_NETS_ALL    0x7Fu      /* all seven: training */
+/* parameter stores (one optimizer each) */
+enum { HIGAN_STORE_GE = 0, HIGAN_STORE_DP, HIGAN_STORE_BACKBONE, HIGAN_STORE_WID, HIGAN_STORE_OCR,
+       HIGAN_STORE_COUNT };
+HIGAN_DEF const char *higan_net_name(int net);      /* "Generator", ...; NULL when out of range */
+HIGAN_DEF int higan_net_store(int net);             /* HIGAN_STORE_* holding that network */
+
+typedef struct higan_model_config {
+    unsigned nets;                       /* HIGAN_NET_BIT mask: HIGAN_NETS_DEPLOY or _ALL */
+    higan_generator_config G;            /* G.style_dim is also the StyleEncoder's output */
+    higan_discriminator_config D, P;     /* resolution 64 and 32 */
+    higan_backbone_config B;             /* its output width is the input of E and W */
+    int64_t n_writer;                    /* WriterIdentifier classes: 372 */
+    higan_recognizer_config R;
+} higan_model_config;
+/* The official configuration with the given networks. */
+HIGAN_DEF higan_model_config higan_model_default_config(unsigned nets);
+
+typedef struct higan_model {
+    higan_model_config cfg;
+    higan_params store[HIGAN_STORE_COUNT];
+    higan_generator G;
+    higan_style_encoder E;
+    higan_style_backbone B;
+    higan_discriminator D, P;
+    higan_writer_identifier W;
+    higan_recognizer R;
+    int initialised;
+    int opt_loaded[HIGAN_STORE_COUNT];   /* set by higan_model_load: optimizer state restored */
+} higan_model;
+
+/* Registers, allocates and randomly initialises the networks of cfg (official inits: N02
+   for G, D, P and the backbone, PyTorch defaults for E, W, R). Each network draws from its
+   own stream derived from seed, so G is the same whichever other networks are included.
+   HIGAN_ERR_ARG for an invalid configuration, HIGAN_ERR_NOMEM. m need not be zeroed. */
+HIGAN_DEF higan_status higan_model_init(higan_model *m, const higan_model_config *cfg, uint64_t seed);
+HIGAN_DEF void higan_model_free(higan_model *m);                 /* safe on a zeroed model */
+/* Trainable elements of one network (buffers excluded), 0 if it is not in the model. */
+HIGAN_DEF int64_t higan_model_num_params(const higan_model *m, int net);
+
+/* One safetensors file with every tensor of every network (written to path.tmp, then
+   renamed). opts: NULL, or HIGAN_STORE_COUNT pointers (NULL entries: no optimizer state for
+   that store): Adam m and v and the step are saved with the store's parameters. */
+HIGAN_DEF higan_status higan_model_save(const higan_model *m, const char *path,
+                                        const higan_adam *const *opts);
+/* Loads the networks in nets (a HIGAN_NET_BIT mask; 0: those of an initialised model, or
+   every network in the file for a zeroed one).
+   - Zeroed model (initialised == 0): the configuration comes from the file's metadata
+     ("higan.config.<Network>"; the official configuration where it is absent, as in a
+     converted official .pth), then the model is built and loaded.
+   - Initialised model: the file's metadata must agree with m->cfg; nets must be networks of
+     the model, and networks sharing a store (G+E, D+P) are loaded together.
+   Every tensor name and shape is checked (higan_params_load): the error names each missing,
+   unexpected and mis-shaped tensor, and a network the file lacks. Networks in the file that
+   were not asked for are ignored. opts: NULL, or HIGAN_STORE_COUNT Adam states; where the
+   file has a store's optimizer state it is restored (m and v, opts[s].step) and
+   m->opt_loaded[s] is set. On failure a zeroed model stays zeroed; an initialised one may
+   have some stores loaded. */
+HIGAN_DEF higan_status higan_model_load(higan_model *m, const char *path, unsigned nets,
+                                        higan_adam *opts);
+HIGAN_DEF higan_status higan_model_load_safetensors(higan_model *m, const higan_safetensors *st,
+                                                    unsigned nets, higan_adam *opts);
+
+/* ---- generation ------------------------------------------------------------------------------
+   Images are float [H, W] in [-1, 1] with the ink bright and the background -1 (the official
+   convention; display as (1 - x) * 127.5). A word is 16 * bottom = 64 pixels high and gets
+   8 * bottom = 32 pixels per character. The calls below run in eval mode under no_grad on
+   the caller's tape and give the arena back (mark/release) before returning. An arena that
+   is too small gives HIGAN_ERR_NOMEM; arena.needed is then a lower bound (the forward stops
+   at the first allocation that fails) and the overflow stays until higan_tape_reset or a
+   new arena: grow it (e.g. double) and call again. The official Generator needs about
+   31 MB for 2 characters, 93 MB for 10, 171 MB for 20 (about 15 + 7.8 per character). */
+#define HIGAN_IMAGE_HEIGHT 64
+#define HIGAN_CHAR_WIDTH 32            /* style references are resized to 32 px per character */
+#define HIGAN_MAX_WORD_LEN 64          /* characters in one generated word or style reference */
+#define HIGAN_MAX_IMAGE_WIDTH 65536    /* widest input image (pixels) */
+
+/* Generates one word (spaces are characters too: the official demo splits a line into
+   words first) in the given style (G.style_dim floats, e.g. from higan_style_from_image or
+   higan_style_random) into out [input_nc, 16*bottom, 8*bottom*len], out_cap floats.
+   Returns the image width in pixels, or a negative status: HIGAN_ERR_ARG for empty text, a
+   character outside the alphabet (named, with its position), more than HIGAN_MAX_WORD_LEN
+   characters, out_cap too small, or a model without a Generator. out NULL: checks the text
+   and returns the width only. Note: as PyTorch's Embedding(max_norm=1), the looked-up
+   embedding rows are renormalised in place (the first use changes them, later ones not). */
+HIGAN_DEF int higan_generate_word(higan_model *m, higan_tape *t, const char *text, const float *style,
+                                  float *out, int64_t out_cap);
+/* Style of a reference word image img [64, W] (ink bright, in [-1, 1]) showing n_chars
+   characters: resized to 32 * n_chars pixels wide (higan_image_resize: area when
+   shrinking, linear when enlarging), StyleBackbone then StyleEncoder (eval, mu), into
+   style_out [G.style_dim]. HIGAN_ERR_ARG for W outside 1..HIGAN_MAX_IMAGE_WIDTH, n_chars
+   outside 1..HIGAN_MAX_WORD_LEN, or a model without StyleBackbone or StyleEncoder. */
+HIGAN_DEF higan_status higan_style_from_image(higan_model *m, higan_tape *t, const float *img, int64_t W,
+                                              int n_chars, float *style_out);
+/* A random style: G.style_dim draws of N(0, 1) (the official z ~ N(0, I)). */
+HIGAN_DEF void higan_style_random(const higan_model *m, higan_rng *rng, float *style_out);
+
+/* A photo or scan of a word (8-bit pixels, rows top to bottom, channels 1 gray, 2 gray +
+   alpha, 3 RGB, 4 RGBA) to the network input: gray (0.299 R + 0.587 G + 0.114 B; alpha
+   composited over white), scaled to 64 pixels high keeping the aspect ratio (width
+   floor(w * 64 / h), at least 1; area when shrinking, linear when enlarging, as the
+   official ImageDataset), inverted so the ink is bright, mapped to [-1, 1]: out [64, width].
+   Returns the width, or a negative status (HIGAN_ERR_ARG: empty image, a side over 32768,
+   a result wider than HIGAN_MAX_IMAGE_WIDTH, out_cap < 64 * width floats). out NULL:
+   returns the width only. */
+HIGAN_DEF int higan_image_to_input(const unsigned char *pixels, int w, int h, int channels,
+                                   float *out, int64_t out_cap);
+/* Resamples x [in_h, in_w] to y [out_h, out_w], each axis separately as OpenCV's
+   cv2.resize does it: INTER_AREA (exact pixel-area weights) on an axis that shrinks,
+   INTER_LINEAR (half-pixel centres, edges clamped) on one that enlarges or keeps its size.
+   Computed in float (OpenCV rounds uint8 results; the difference is below 1/255).
+   HIGAN_ERR_NOMEM for the small weight tables, HIGAN_ERR_ARG for a size < 1. */
+HIGAN_DEF higan_status higan_image_resize(float *y, int64_t out_h, int64_t out_w, const float *x,
+                                          int64_t in_h, int64_t in_w);
+
+/* ---- styles: several references, interpolation, files ----------------------------------------
+   A style is G.style_dim floats (the StyleEncoder's mu, or z ~ N(0, I)). */
+/* out = the mean of n styles (styles [n, dim], row-major), summed in double. n >= 1. */
+HIGAN_DEF void higan_style_average(const float *styles, int n, int64_t dim, float *out);
+/* Style of several reference word images: higan_style_from_image of each (imgs[i] [64,
+   widths[i]] showing n_chars[i] characters), then averaged (higan_style_average). Errors as
+   higan_style_from_image, naming the reference index; HIGAN_ERR_ARG for n < 1. */
+HIGAN_DEF higan_status higan_style_from_images(higan_model *m, higan_tape *t, const float *const *imgs,
+                                               const int64_t *widths, const int *n_chars, int n,
+                                               float *style_out);
+/* out = a + w (b - a), as torch.lerp (computed as b - (b - a)(1 - w) when w >= 0.5, so w = 0
+   gives exactly a and w = 1 exactly b). The official eval_interp uses w = i / (steps - 1). */
+HIGAN_DEF void higan_style_lerp(const float *a, const float *b, int64_t dim, float w, float *out);
+/* A style file: safetensors with one F32 tensor "style" of shape [dim] (metadata
+   "higan.style_dim"). Save writes path.tmp and renames it. Load accepts [dim] or [1, dim]
+   and returns dim, or a negative status: HIGAN_ERR_IO/FORMAT (named), HIGAN_ERR_ARG when
+   dim > cap floats (style NULL with cap 0: returns dim only). */
+HIGAN_DEF higan_status higan_style_save(const char *path, const float *style, int64_t dim);
+HIGAN_DEF int64_t higan_style_load(const char *path, float *style, int64_t cap);
+
+/* ---- long text: words in one style laid out as lines ---------------------------------------
+   Words are placed left to right, word_gap pixels apart, inside a page of max_width pixels
+   (margins included): a word that does not fit on the current line starts the next one
+   (greedy wrapping; a word wider than the line gets a line of its own and widens the page).
+   With align_baseline every word of a line is shifted vertically so that their baselines
+   (higan_word_baseline) lie on one row; otherwise their tops are aligned. A line is as tall
+   as its tallest ascent (baseline row) plus its tallest descent (height - baseline); lines
+   follow each other line_gap pixels apart. Overlapping pixels keep the brighter (inkier)
+   value, so the result does not depend on the drawing order. */
+typedef struct higan_layout_options {
+    int64_t max_width;    /* page width in pixels; 0: no wrapping (one line per paragraph,
+                             the page as wide as its widest line) */
+    int64_t word_gap;     /* pixels between the images of neighbouring words (16) */
+    int64_t line_gap;     /* pixels between one line's bottom and the next line's top (0) */
+    int64_t margin;       /* blank pixels around the text on every side (8) */
+    int align_baseline;   /* 1: common baseline per line (default); 0: tops aligned */
+} higan_layout_options;
+HIGAN_DEF higan_layout_options higan_layout_default_options(void);
+
+/* Baseline of a word image img [H, W] (ink bright, in [-1, 1]): the row just below the
+   writing's core (x-height) band, where the ink density drops. Ink row profile
+   p(y) = sum over x of clamp(img, 0, 1) (pixels brighter than mid-gray, by strength); the
+   threshold is half the mean of p over the inked rows (p >= 0.1 max p); the rows at or above
+   it form runs (gaps of up to 2 rows bridged), and the run holding the most ink is the core
+   band: the baseline is the row after its last row. Ascenders and descenders (b, d, g, p, y)
+   are thinner than the core, so they fall below the threshold; capitals are dense over their
+   whole height, so their band is the whole letter. An image without ink gives the default
+   5 H / 8. Returns a row in [1, H]. */
+HIGAN_DEF int64_t higan_word_baseline(const float *img, int64_t H, int64_t W);
+
+typedef struct higan_page_word {
+    int64_t x, y;         /* top-left corner of the word image on the page */
+    int64_t width;        /* image width */
+    int64_t baseline;     /* its baseline row inside its image (0 when not aligning) */
+    int64_t line;         /* 0-based line index */
+} higan_page_word;
+typedef struct higan_page {
+    int64_t width, height;
+    float *pixels;        /* [height, width], ink bright in [-1, 1], background -1 */
+    int64_t n_words, n_lines;
+    higan_page_word *words;   /* [n_words] where each word went */
+} higan_page;
+/* Lays out n word images imgs[i] [H, widths[i]] (row-major) on a new page (free it with
+   higan_page_free). breaks (may be NULL): breaks[i] != 0 starts a new line at word i (a
+   paragraph break). opt NULL: the defaults. HIGAN_ERR_ARG for n < 1, H < 1, a width < 1,
+   negative options or a page over 2^31 pixels; HIGAN_ERR_NOMEM. On error the page is zeroed. */
+HIGAN_DEF higan_status higan_layout_words(higan_page *page, const float *const *imgs, const int64_t *widths,
+                                          const int *breaks, int64_t n, int64_t H,
+                                          const higan_layout_options *opt);
+HIGAN_DEF void higan_page_free(higan_page *page);     /* safe on a zeroed page */
+/* Generates text in one style and lays it out (higan_layout_words): words are separated by
+   spaces, tabs and carriage returns, and a newline ends a paragraph (the next word starts a
+   new line). Each word is one higan_generate_word call (channel 0 of the output). Errors as
+   higan_generate_word (naming the word), HIGAN_ERR_ARG for text without words. On
+   HIGAN_ERR_NOMEM from the arena, nothing is kept: grow the arena and call again. */
+HIGAN_DEF higan_status higan_generate_text(higan_model *m, higan_tape *t, const char *text, const float *style,
+                                           const higan_layout_options *opt, higan_page *page);
+/* An image in [-1, 1] (ink bright) to 8-bit pixels. transparent 0: one gray byte per pixel,
+   dark ink on white, round((1 - v) * 127.5); transparent 1: two bytes per pixel (gray +
+   alpha, as PNG's gray-alpha), black ink whose alpha is the ink, round((v + 1) * 127.5).
+   v is clamped to [-1, 1] first. out: n or 2 n bytes. */
+HIGAN_DEF void higan_image_to_pixels(const float *x, int64_t n, int transparent, unsigned char *out);
+/* ==== EVALUATION: text and writer metrics, FID/KID, PSNR/SSIM, the test-set evaluation =====
+   HiGAN+'s AdversarialModel.validate and metric/ (spec section 6), with these differences:
+   - CER/WER use the correct Levenshtein distance between the decoded text and the true label.
+     The official code passes both through LabelConverter.decode, which also collapses
+     repeated letters of the ground truth ("hello" -> "helo"), so it scores "helo" as a
+     perfect reading of "hello" and "hello" as one error.
+   - FID/KID are computed on features of the project's own StyleBackbone (or any backbone the
+     caller passes, e.g. the Recognizer's CNN or a StyleBackbone from another checkpoint),
+     not on the TF-Inception pool features (those weights are not available here). The
+     numbers are therefore not comparable with published FID/KID values, only with each
+     other for the same feature backbone.
+   - FID takes the matrix square root through symmetric eigen-decompositions (Jacobi, in
+     double): tr sqrtm(C1 C2) = tr sqrtm(sqrt(C1) C2 sqrt(C1)), eigenvalues below 1e-12 of
+     the largest (rounding noise of singular covariances, e.g. fewer samples than
+     dimensions) taken as 0, where scipy's sqrtm of the non-symmetric product may fail or
+     add 1e-6 to the diagonals.
+   - KID draws its subsets with the library RNG (the official code uses numpy's global RNG),
+     so its value for n > subset size differs by the subset noise; for n <= subset size every
+     subset is a permutation of the whole set and the result is exact. */
+
+/* ---- edit distance, CER, WER -------------------------------------------------------------- */
+/* Levenshtein distance (insertions, deletions and substitutions, cost 1 each) between two
+   label sequences. Returns the distance, or HIGAN_ERR_NOMEM (a row of nb + 1 integers is
+   allocated when nb > 255). */
+HIGAN_DEF int64_t higan_edit_distance(const int *a, int64_t na, const int *b, int64_t nb);
+/* The same between two UTF-8 strings, by code point (a byte that is not valid UTF-8 counts
+   as one character). */
+HIGAN_DEF int64_t higan_edit_distance_utf8(const char *a, const char *b);
+/* Characters (code points) of a UTF-8 string, counted as higan_edit_distance_utf8 does. */
+HIGAN_DEF int64_t higan_utf8_length(const char *s);
+
+/* Accumulated character and word errors of (hypothesis, reference) pairs, one word each, as
+   the official validate_ocr: CER = sum of distances / sum of reference lengths; WER = the
+   fraction of pairs whose distance is not 0. */
+typedef struct higan_text_score {
+    int64_t edits, ref_chars;   /* sum of Levenshtein distances, sum of reference lengths */
+    int64_t words, wrong_words; /* pairs, pairs with any error */
+} higan_text_score;
+HIGAN_DEF void higan_text_score_init(higan_text_score *s);
+HIGAN_DEF higan_status higan_text_score_add(higan_text_score *s, const char *hyp, const char *ref);
+HIGAN_DEF double higan_text_score_cer(const higan_text_score *s);   /* NaN when empty */
+HIGAN_DEF double higan_text_score_wer(const higan_text_score *s);   /* NaN when empty */
+
+/* ---- writer identification ------------------------------------------------------------------ */
+/* Index of the largest of n values (the first one on ties, as torch.max). */
+HIGAN_DEF int64_t higan_argmax(const float *x, int64_t n);
+/* Writer-identification error rate, as the official validate_wid: 1 - the fraction of
+   samples whose generated image gets the same predicted writer as its real image. NaN for n 0. */
+HIGAN_DEF double higan_wier(const int *pred_real, const int *pred_fake, int64_t n);
+
+/* ---- FID and KID ------------------------------------------------------------------------------ */
+/* Eigen-decomposition of a symmetric matrix a [n, n] (row-major, double; destroyed) by the
+   cyclic Jacobi method: eigenvalues in w [n] (not sorted), eigenvectors as the columns of v
+   [n, n] (may be NULL). HIGAN_ERR_NOMEM, or HIGAN_ERR_FORMAT when 100 sweeps do not converge. */
+HIGAN_DEF higan_status higan_sym_eig(double *a, int64_t n, double *w, double *v);
+/* Fréchet distance between Gaussian fits of the rows of a [na, d] and b [nb, d]: means and
+   unbiased covariances (np.cov, rowvar False), ||mu_a - mu_b||^2 + tr C_a + tr C_b
+   - 2 tr sqrtm(C_a C_b). HIGAN_ERR_ARG for na or nb < 2 or d < 1; HIGAN_ERR_NOMEM. */
+HIGAN_DEF higan_status higan_fid(const float *a, int64_t na, const float *b, int64_t nb, int64_t d, double *fid);
+/* Unbiased MMD^2 between the rows of a [na, d] and b [nb, d] with the cubic polynomial
+   kernel k(x, y) = (x.y / d + 1)^3: sum_{i != j} k(a_i, a_j) / (na (na - 1)) + the same for
+   b - 2 sum k(a_i, b_j) / (na nb) (for na = nb the official _mmd2_and_variance 'unbiased').
+   HIGAN_ERR_ARG for na or nb < 2. Sums in double. */
+HIGAN_DEF higan_status higan_mmd2_poly(const float *a, int64_t na, const float *b, int64_t nb, int64_t d, double *mmd2);
+/* KID as the official polynomial_mmd_averages x 100: the mean of higan_mmd2_poly over
+   n_subsets pairs of random subsets (each drawn without replacement from rng: a's indices,
+   then b's), both of size min(subset_size, na, nb). Official: 50 subsets of 1000. */
+HIGAN_DEF higan_status higan_kid(const float *a, int64_t na, const float *b, int64_t nb, int64_t d,
+                                 int n_subsets, int64_t subset_size, higan_rng *rng, double *kid);
+
+/* ---- PSNR and SSIM ------------------------------------------------------------------------------ */
+/* Images in [0, 1] (data_range 1), as skimage.metrics (0.19). PSNR = 10 log10(1 / MSE) over n
+   pixels (+inf for identical images). */
+HIGAN_DEF double higan_psnr(const float *x, const float *y, int64_t n);
+/* SSIM of x, y [H, W] as structural_similarity(x, y, win_size=7, data_range=1): 7x7 uniform
+   window means, sample (co)variances (x 49/48), C1 = 0.01^2, C2 = 0.03^2, the SSIM map
+   averaged over the positions whose window lies inside the image (skimage crops 3 pixels on
+   every side). In double (skimage computes in the input's precision, float32 for the official
+   float32 arrays). NaN when H or W is below 7 (skimage raises an error). */
+HIGAN_DEF double higan_ssim(const float *x, const float *y, int64_t H, int64_t W);
+
+/* ---- resampling as the official rescale_images -------------------------------------------- */
+/* x [H, in_w] -> y [H, out_w] as F.interpolate(x, (H, out_w)): mode 'area' (adaptive average
+   pooling: output column j averages input columns floor(j in_w / out_w) .. ceil((j + 1) in_w
+   / out_w) - 1) when out_w < in_w, else 'bilinear' with align_corners=False (half-pixel
+   centres, clamped at the edges; float as PyTorch). The height is kept (an identity in both). */
+HIGAN_DEF void higan_rescale_width(float *y, int64_t out_w, const float *x, int64_t H, int64_t in_w);
+
+/* ---- backbone features ---------------------------------------------------------------------- */
+/* Feature of one word image for FID/KID: img [64, W] (ink bright, in [-1, 1]) padded on the
+   right with -1 to a multiple of 32, through the backbone (eval mode, under no_grad), and
+   the final sequence feature [out_dim, T] averaged over its first ceil(W / 16) positions
+   (the columns the word covers; the official Inception feature is likewise a masked mean
+   over the word's columns). feat: b->out_dim floats. Uses t's arena and gives it back.
+   HIGAN_ERR_NOMEM when the arena is too small (grow it and call again), HIGAN_ERR_ARG. */
+HIGAN_DEF higan_status higan_backbone_features(const higan_style_backbone *b, higan_tape *t, const float *img,
+                                               int64_t W, float *feat);
+
+/* ---- the test-set evaluation ---------------------------------------------------------------- */
+/* Per record of the dataset, in order (as the official validate in guided mode, spec §6):
+     real     the stored image ([64, w], pixels v / 127.5 - 1) and its style image: resized to
+              32 * len(label) wide (cv2 INTER_AREA when narrower, INTER_LINEAR otherwise, as
+              the loader's process_style);
+     fake     G(E(B(style image)), label): the same text in the encoded style (mu), 32 * len
+              wide; rescaled to w with higan_rescale_width (the official rescale_images);
+     CER/WER  the Recognizer reads the real and the fake style-width images (greedy CTC);
+     WID      the WriterIdentifier (on its backbone) predicts the writer of the real and the
+              fake style-width images: WIER (disagreement) and, against the dataset's writer
+              ids minus wid_offset, the accuracy on real and on generated images;
+     FID/KID  higan_backbone_features of the real and of the rescaled fake images (width w);
+     PSNR/SSIM  real vs rescaled fake, (x + 1) / 2, per image, averaged.
+   Records whose label is longer than HIGAN_MAX_WORD_LEN are skipped (counted). The arena is
+   the evaluation's own and grows as needed. Results are the same for any thread count. */
+typedef struct higan_eval_options {
+    int64_t limit;                   /* evaluate the first limit records (0: all) */
+    uint64_t seed;                   /* the KID subsets' RNG seed (0) */
+    int kid_subsets;                 /* 50 */
+    int64_t kid_subset_size;         /* 1000 */
+    const higan_recognizer *R;       /* NULL: the model's Recognizer; none: CER/WER are NaN */
+    const higan_writer_identifier *W;    /* NULL: the model's WriterIdentifier; none: NaN */
+    const higan_style_backbone *W_backbone; /* the backbone W reads (NULL: the model's) */
+    const higan_style_backbone *feature_backbone; /* FID/KID features (NULL: the model's B) */
+    int wid_offset;                  /* subtracted from the writer ids (-1: the dataset's minimum,
+                                        as the loader does) */
+    size_t arena_bytes;              /* initial arena (0: 64 MB) */
+    /* called after each record (may be NULL) */
+    void (*progress)(void *user, int64_t done, int64_t total);
+    /* called with each real and rescaled fake image [64, w] (may be NULL) */
+    void (*on_pair)(void *user, int64_t record, const float *real, const float *fake, int64_t w,
+                    const char *label, const char *read_real, const char *read_fake);
+    void *user;
+} higan_eval_options;
+HIGAN_DEF higan_eval_options higan_eval_default_options(void);
+
+typedef struct higan_eval_result {
+    int64_t n;                     /* records evaluated */
+    int64_t n_skipped;             /* records left out (label too long) */
+    double cer_real, wer_real;     /* the Recognizer on the real images (reference) */
+    double cer_fake, wer_fake;     /* ... on the generated images */
+    double wier;                   /* writer-ID error of generated vs real predictions */
+    double wid_acc_real, wid_acc_fake; /* writer-ID accuracy against the dataset ids (NaN when
+                                          an id falls outside the WriterIdentifier's classes) */
+    double fid, kid;               /* backbone features, real vs generated; kid x 100 */
+    int64_t feature_dim;
+    double psnr, ssim;             /* means over the images (ssim over those >= 7 wide) */
+    int64_t n_ssim;
+} higan_eval_result;
+/* m needs a Generator, a StyleEncoder and a StyleBackbone. HIGAN_ERR_ARG (missing networks,
+   an empty dataset), HIGAN_ERR_NOMEM, or an error of a network forward. */
+HIGAN_DEF higan_status higan_evaluate(higan_model *m, const higan_dataset *ds, const higan_eval_options *opt,
+                                      higan_eval_result *res);
 
 #endif /* HIGAN_H */
 
@@ -356,19 +1844,9693 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
 #ifdef HIGAN_IMPLEMENTATION
 #ifndef HIGAN__IMPLEMENTED
 #define HIGAN__IMPLEMENTED
-#include "parts/core_impl.h"
-#include "parts/safetensors_impl.h"
-#include "parts/gemm_impl.h"
-#include "parts/nn_impl.h"
-#include "parts/shape_impl.h"
-#include "parts/seq_impl.h"
-#include "parts/loss_impl.h"
-#include "parts/styler_impl.h"
-#include "parts/dataset_impl.h"
-#include "parts/loader_impl.h"
-#include "parts/biggan_impl.h"
-#include "parts/model_impl.h"
-#include "parts/eval_impl.h"
+/* ---- core: configuration, errors, CPU level, threads, arena, RNG, params, tape, Adam ---- */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(HIGAN_MALLOC) || defined(HIGAN_REALLOC) || defined(HIGAN_FREE)
+#  if !defined(HIGAN_MALLOC) || !defined(HIGAN_REALLOC) || !defined(HIGAN_FREE)
+#    error "define all of HIGAN_MALLOC, HIGAN_REALLOC and HIGAN_FREE, or none of them"
+#  endif
+#else
+#  define HIGAN_MALLOC(sz) malloc(sz)
+#  define HIGAN_REALLOC(p, sz) realloc(p, sz)
+#  define HIGAN_FREE(p) free(p)
+#endif
+
+#if defined(__cplusplus) && __cplusplus >= 201103L
+#  define HIGAN__TLS thread_local
+#elif defined(__GNUC__)
+#  define HIGAN__TLS __thread
+#elif defined(_MSC_VER)
+#  define HIGAN__TLS __declspec(thread)
+#else
+#  define HIGAN__TLS
+#endif
+
+/* 64-bit sizes must be 64 bits (negative array size otherwise). */
+typedef char higan__check_int64[sizeof(int64_t) == 8 ? 1 : -1];
+
+static higan_abort_callback higan__abort_cb;
+HIGAN_DEF void higan_set_abort_callback(higan_abort_callback cb) { higan__abort_cb = cb; }
+static void higan__assert_fail(const char *file, int line, const char *expr) {
+    fprintf(stderr, "%s:%d: higan assertion failed: %s\n", file, line, expr);
+    if (higan__abort_cb) higan__abort_cb(file, line, expr);
+    abort();
+}
+#ifndef HIGAN_ASSERT
+#  define HIGAN_ASSERT(c) ((c) ? (void)0 : higan__assert_fail(__FILE__, __LINE__, #c))
+#endif
+
+static HIGAN__TLS char higan__error_message[1024];
+HIGAN_DEF const char *higan_last_error(void) { return higan__error_message; }
+/* Sets the thread's error message and returns status, so callers write
+   `return higan__error(HIGAN_ERR_IO, "open %s: %s", path, strerror(errno));` */
+static higan_status higan__error(higan_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(higan__error_message, sizeof higan__error_message, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+/* ---- CPU level --------------------------------------------------------------------- */
+#if !defined(HIGAN_NO_SIMD) && defined(__GNUC__) && defined(__x86_64__) && !defined(__CUDACC__)
+#  define HIGAN__X86_SIMD 1
+#endif
+HIGAN_DEF higan_cpu higan_cpu_detect(void) {
+#ifdef HIGAN__X86_SIMD
+    __builtin_cpu_init();
+#  ifndef HIGAN_NO_AVX512
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
+        return HIGAN_CPU_AVX512;
+#  endif
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return HIGAN_CPU_AVX2;
+#endif
+    return HIGAN_CPU_SCALAR;
+}
+static int higan__cpu_level = -1;
+HIGAN_DEF const char *higan_cpu_level_name(higan_cpu level) {
+    switch (level) {
+    case HIGAN_CPU_SCALAR: return "scalar";
+    case HIGAN_CPU_AVX2: return "avx2";
+    case HIGAN_CPU_AVX512: return "avx512";
+    }
+    return "unknown";
+}
+HIGAN_DEF higan_status higan_cpu_set_level(higan_cpu level) {
+    higan_cpu best = higan_cpu_detect();
+    if ((int)level < 0 || level > best)
+        return higan__error(HIGAN_ERR_UNSUPPORTED, "CPU level %s is not available here (best: %s)",
+                            higan_cpu_level_name(level), higan_cpu_level_name(best));
+    higan__cpu_level = (int)level;
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_cpu higan_cpu_level(void) {
+    if (higan__cpu_level < 0) {
+        const char *env = getenv("HIGAN_CPU");
+        higan_cpu best = higan_cpu_detect(), want = best;
+        if (env && *env) {
+            if (!strcmp(env, "scalar")) want = HIGAN_CPU_SCALAR;
+            else if (!strcmp(env, "avx2")) want = HIGAN_CPU_AVX2;
+            else if (!strcmp(env, "avx512")) want = HIGAN_CPU_AVX512;
+            else fprintf(stderr, "higan: ignoring unknown HIGAN_CPU=%s\n", env);
+            if (want > best) {
+                fprintf(stderr, "higan: HIGAN_CPU=%s not supported here, using %s\n", env,
+                        higan_cpu_level_name(best));
+                want = best;
+            }
+        }
+        higan__cpu_level = (int)want;
+    }
+    return (higan_cpu)higan__cpu_level;
+}
+
+/* ---- threads ------------------------------------------------------------------------ */
+static int higan__num_threads = 0;
+HIGAN_DEF void higan_set_num_threads(int n) { higan__num_threads = n < 1 ? 1 : n; }
+HIGAN_DEF int higan_get_num_threads(void) {
+    if (higan__num_threads <= 0) {
+        const char *env = getenv("HIGAN_THREADS");
+        int n = env ? atoi(env) : 0;
+#ifdef _OPENMP
+        if (n <= 0) n = omp_get_max_threads();
+#endif
+        higan__num_threads = n > 0 ? n : 1;
+    }
+    return higan__num_threads;
+}
+#define higan__threads() higan_get_num_threads()
+/* Put before a `for` whose iterations write disjoint outputs. Static schedule, so each
+   output is computed by one thread in one order: results never depend on the thread count. */
+#ifdef _OPENMP
+#  define HIGAN__PARALLEL_FOR _Pragma("omp parallel for schedule(static) num_threads(higan__threads())")
+#  define HIGAN__PRAGMA(x) _Pragma(#x)
+#  define HIGAN__PARALLEL_FOR_IF(cond) HIGAN__PRAGMA(omp parallel for schedule(static) num_threads(higan__threads()) if(cond))
+#else
+#  define HIGAN__PARALLEL_FOR
+#  define HIGAN__PARALLEL_FOR_IF(cond)
+#endif
+
+/* ---- arena -------------------------------------------------------------------------- */
+#define HIGAN__ALIGN 64
+static size_t higan__round_up(size_t n) { return (n + (HIGAN__ALIGN - 1)) & ~(size_t)(HIGAN__ALIGN - 1); }
+
+HIGAN_DEF higan_status higan_arena_init(higan_arena *a, size_t capacity) {
+    memset(a, 0, sizeof *a);
+    capacity = higan__round_up(capacity);
+    /* over-allocate to align the base by hand: HIGAN_MALLOC need not align to 64 */
+    a->base = (unsigned char *)HIGAN_MALLOC(capacity + HIGAN__ALIGN);
+    if (!a->base) return higan__error(HIGAN_ERR_NOMEM, "arena: cannot allocate %zu bytes", capacity);
+    a->capacity = capacity;
+    return HIGAN_OK;
+}
+HIGAN_DEF void higan_arena_free(higan_arena *a) {
+    if (a->base) HIGAN_FREE(a->base);
+    memset(a, 0, sizeof *a);
+}
+HIGAN_DEF void higan_arena_reset(higan_arena *a) { a->used = 0; a->needed = 0; a->overflow = 0; }
+static unsigned char *higan__arena_start(const higan_arena *a) {
+    uintptr_t p = (uintptr_t)a->base;
+    return a->base + ((HIGAN__ALIGN - (p & (HIGAN__ALIGN - 1))) & (HIGAN__ALIGN - 1));
+}
+HIGAN_DEF void *higan_arena_alloc(higan_arena *a, size_t bytes) {
+    size_t n = higan__round_up(bytes ? bytes : 1);
+    a->needed = (a->overflow ? a->needed : a->used) + n;
+    if (a->overflow || !a->base || a->used + n > a->capacity) {
+        if (!a->overflow)
+            higan__error(HIGAN_ERR_NOMEM, "arena overflow: a request of %zu bytes does not fit "
+                         "(%zu of %zu used)", bytes, a->used, a->capacity);
+        a->overflow = 1;
+        return NULL;
+    }
+    {
+        void *p = higan__arena_start(a) + a->used;
+        a->used += n;
+        if (a->used > a->peak) a->peak = a->used;
+        return p;
+    }
+}
+HIGAN_DEF float *higan_arena_floats(higan_arena *a, int64_t count) {
+    HIGAN_ASSERT(count >= 0);
+    return (float *)higan_arena_alloc(a, (size_t)count * sizeof(float));
+}
+HIGAN_DEF float *higan_arena_zeros(higan_arena *a, int64_t count) {
+    float *p = higan_arena_floats(a, count);
+    if (p) memset(p, 0, (size_t)count * sizeof(float));
+    return p;
+}
+HIGAN_DEF size_t higan_arena_mark(const higan_arena *a) { return a->used; }
+HIGAN_DEF void higan_arena_release(higan_arena *a, size_t mark) {
+    HIGAN_ASSERT(mark <= a->used || a->overflow);
+    if (!a->overflow) a->used = mark;
+}
+HIGAN_DEF higan_status higan_arena_status(const higan_arena *a) {
+    if (!a->overflow) return HIGAN_OK;
+    return higan__error(HIGAN_ERR_NOMEM, "arena overflow: this step needs at least %zu bytes but "
+                        "the arena has %zu; create it with a larger capacity", a->needed, a->capacity);
+}
+
+/* ---- RNG: xoshiro256** seeded through splitmix64 -------------------------------------- */
+static uint64_t higan__splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+HIGAN_DEF void higan_rng_seed(higan_rng *r, uint64_t seed) {
+    int i;
+    for (i = 0; i < 4; ++i) r->s[i] = higan__splitmix64(&seed);
+}
+static uint64_t higan__rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+HIGAN_DEF uint64_t higan_rng_u64(higan_rng *r) {
+    uint64_t *s = r->s, result = higan__rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= t; s[3] = higan__rotl(s[3], 45);
+    return result;
+}
+HIGAN_DEF float higan_rng_uniform(higan_rng *r) {
+    return (float)(higan_rng_u64(r) >> 40) * (1.0f / 16777216.0f);   /* 24 bits: exact floats */
+}
+HIGAN_DEF float higan_rng_normal(higan_rng *r) {
+    /* Box-Muller on doubles; u1 in (0, 1] so log never sees 0. */
+    double u1 = ((double)(higan_rng_u64(r) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    double u2 = (double)(higan_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+HIGAN_DEF void higan_rng_fill_normal(higan_rng *r, float *x, int64_t n, float mean, float std) {
+    int64_t i;
+    for (i = 0; i < n; ++i) x[i] = mean + std * higan_rng_normal(r);
+}
+HIGAN_DEF void higan_rng_fill_uniform(higan_rng *r, float *x, int64_t n, float lo, float hi) {
+    int64_t i;
+    for (i = 0; i < n; ++i) x[i] = lo + (hi - lo) * higan_rng_uniform(r);
+}
+
+/* ---- parameter store ---------------------------------------------------------------- */
+HIGAN_DEF void higan_params_init(higan_params *p) { memset(p, 0, sizeof *p); }
+HIGAN_DEF int higan_params_add(higan_params *p, const char *name, higan_param_kind kind,
+                               int ndim, const int64_t *shape) {
+    higan_param_entry *e;
+    int d;
+    HIGAN_ASSERT(!p->allocated && "register every tensor before higan_params_alloc");
+    HIGAN_ASSERT(ndim >= 0 && ndim <= 4);
+    HIGAN_ASSERT(strlen(name) < HIGAN_MAX_NAME);
+    HIGAN_ASSERT(higan_params_find(p, name) < 0 && "duplicate parameter name");
+    if (p->count == p->capacity) {
+        int cap = p->capacity ? 2 * p->capacity : 64;
+        higan_param_entry *grown = (higan_param_entry *)HIGAN_REALLOC(p->entries, (size_t)cap * sizeof *grown);
+        HIGAN_ASSERT(grown && "out of memory registering parameters");
+        p->entries = grown;
+        p->capacity = cap;
+    }
+    e = &p->entries[p->count];
+    memset(e, 0, sizeof *e);
+    strcpy(e->name, name);
+    e->kind = kind;
+    e->ndim = ndim;
+    e->numel = 1;
+    for (d = 0; d < ndim; ++d) { HIGAN_ASSERT(shape[d] >= 0); e->shape[d] = shape[d]; e->numel *= shape[d]; }
+    /* offsets rounded to 16 floats so every tensor starts 64-byte aligned */
+    if (kind == HIGAN_PARAM)       { e->offset = (size_t)p->n_param;   p->n_param   += (e->numel + 15) & ~(int64_t)15; }
+    else if (kind == HIGAN_BUFFER) { e->offset = (size_t)p->n_buffer;  p->n_buffer  += (e->numel + 15) & ~(int64_t)15; }
+    else                           { e->offset = (size_t)p->n_ibuffer; p->n_ibuffer += e->numel; }
+    return p->count++;
+}
+static void *higan__alloc_aligned_zero(int64_t bytes, void **raw) {
+    unsigned char *r = (unsigned char *)HIGAN_MALLOC((size_t)bytes + HIGAN__ALIGN);
+    uintptr_t a;
+    *raw = r;
+    if (!r) return NULL;
+    a = ((uintptr_t)r + HIGAN__ALIGN - 1) & ~(uintptr_t)(HIGAN__ALIGN - 1);
+    memset((void *)a, 0, (size_t)bytes);
+    return (void *)a;
+}
+/* The raw (unaligned) pointers are kept at the end of one small block so that
+   higan_params_free can release them; the struct only exposes aligned ones. */
+typedef struct { void *raw[6]; } higan__params_raw;
+HIGAN_DEF higan_status higan_params_alloc(higan_params *p) {
+    higan__params_raw *raw;
+    int64_t np = p->n_param ? p->n_param : 1;
+    HIGAN_ASSERT(!p->allocated);
+    raw = (higan__params_raw *)HIGAN_MALLOC(sizeof *raw);
+    if (!raw) return higan__error(HIGAN_ERR_NOMEM, "params: out of memory");
+    memset(raw, 0, sizeof *raw);
+    p->value = (float *)higan__alloc_aligned_zero(np * 4, &raw->raw[0]);
+    p->grad = (float *)higan__alloc_aligned_zero(np * 4, &raw->raw[1]);
+    p->adam_m = (float *)higan__alloc_aligned_zero(np * 4, &raw->raw[2]);
+    p->adam_v = (float *)higan__alloc_aligned_zero(np * 4, &raw->raw[3]);
+    p->buffer = (float *)higan__alloc_aligned_zero((p->n_buffer ? p->n_buffer : 1) * 4, &raw->raw[4]);
+    p->ibuffer = (int64_t *)higan__alloc_aligned_zero((p->n_ibuffer ? p->n_ibuffer : 1) * 8, &raw->raw[5]);
+    p->allocated = 1;
+    /* stash raw pointers behind the entry table's capacity marker */
+    p->entries = (higan_param_entry *)HIGAN_REALLOC(p->entries, (size_t)(p->count + 1) * sizeof(higan_param_entry) + sizeof *raw);
+    HIGAN_ASSERT(p->entries);
+    memcpy((unsigned char *)(p->entries + p->count + 1), raw, sizeof *raw);
+    HIGAN_FREE(raw);
+    p->capacity = p->count;
+    {
+        higan__params_raw *r = (higan__params_raw *)(void *)(p->entries + p->count + 1);
+        int i;
+        for (i = 0; i < 6; ++i)
+            if (!r->raw[i]) { higan_params_free(p); return higan__error(HIGAN_ERR_NOMEM, "params: out of memory"); }
+    }
+    return HIGAN_OK;
+}
+HIGAN_DEF void higan_params_free(higan_params *p) {
+    if (p->allocated) {
+        higan__params_raw *r = (higan__params_raw *)(void *)(p->entries + p->count + 1);
+        int i;
+        for (i = 0; i < 6; ++i) if (r->raw[i]) HIGAN_FREE(r->raw[i]);
+    }
+    if (p->entries) HIGAN_FREE(p->entries);
+    memset(p, 0, sizeof *p);
+}
+HIGAN_DEF int higan_params_find(const higan_params *p, const char *name) {
+    int i;
+    for (i = 0; i < p->count; ++i) if (!strcmp(p->entries[i].name, name)) return i;
+    return -1;
+}
+HIGAN_DEF float *higan_params_data(const higan_params *p, int h) {
+    HIGAN_ASSERT(p->allocated && h >= 0 && h < p->count);
+    if (p->entries[h].kind == HIGAN_PARAM) return p->value + p->entries[h].offset;
+    HIGAN_ASSERT(p->entries[h].kind == HIGAN_BUFFER);
+    return p->buffer + p->entries[h].offset;
+}
+HIGAN_DEF float *higan_params_grad(const higan_params *p, int h) {
+    HIGAN_ASSERT(p->allocated && h >= 0 && h < p->count);
+    return p->entries[h].kind == HIGAN_PARAM ? p->grad + p->entries[h].offset : NULL;
+}
+HIGAN_DEF int64_t *higan_params_idata(const higan_params *p, int h) {
+    HIGAN_ASSERT(p->allocated && h >= 0 && h < p->count && p->entries[h].kind == HIGAN_BUFFER_I64);
+    return p->ibuffer + p->entries[h].offset;
+}
+HIGAN_DEF void higan_params_zero_grad(higan_params *p) {
+    if (p->allocated) memset(p->grad, 0, (size_t)p->n_param * sizeof(float));
+}
+
+/* ---- tape ----------------------------------------------------------------------------- */
+HIGAN_DEF higan_status higan_tape_init(higan_tape *t, higan_arena *a, int max_entries) {
+    memset(t, 0, sizeof *t);
+    t->arena = a;
+    t->entries = (higan_tape_entry *)HIGAN_MALLOC((size_t)(max_entries > 0 ? max_entries : 1) * sizeof(higan_tape_entry));
+    if (!t->entries) return higan__error(HIGAN_ERR_NOMEM, "tape: cannot allocate %d entries", max_entries);
+    t->capacity = max_entries;
+    t->param_grads = 1;
+    t->pass = 1;
+    return HIGAN_OK;
+}
+HIGAN_DEF void higan_tape_free(higan_tape *t) {
+    if (t->entries) HIGAN_FREE(t->entries);
+    memset(t, 0, sizeof *t);
+}
+HIGAN_DEF void higan_tape_reset(higan_tape *t) {
+    t->count = 0;
+    t->overflow = 0;
+    t->no_grad = 0;
+    t->param_grads = 1;
+    t->pass = 1;
+    higan_arena_reset(t->arena);
+}
+HIGAN_DEF higan_status higan_tape_status(const higan_tape *t) {
+    if (t->overflow)
+        return higan__error(HIGAN_ERR_NOMEM, "tape overflow: more than %d ops recorded; "
+                            "initialise the tape with more entries", t->capacity);
+    return higan_arena_status(t->arena);
+}
+HIGAN_DEF void higan_no_grad_begin(higan_tape *t) { ++t->no_grad; }
+HIGAN_DEF void higan_no_grad_end(higan_tape *t) { HIGAN_ASSERT(t->no_grad > 0); --t->no_grad; }
+
+static higan_var *higan__var_struct(higan_tape *t, int ndim, const int64_t *shape) {
+    higan_var *v = (higan_var *)higan_arena_alloc(t->arena, sizeof(higan_var));
+    int d;
+    HIGAN_ASSERT(ndim >= 1 && ndim <= 4);
+    if (!v) return NULL;
+    memset(v, 0, sizeof *v);
+    v->ndim = ndim;
+    for (d = 0; d < 4; ++d) v->shape[d] = d < ndim ? shape[d] : 1;
+    v->producer = -1;
+    return v;
+}
+HIGAN_DEF int64_t higan_var_numel(const higan_var *v) {
+    int64_t n = 1;
+    int d;
+    for (d = 0; d < v->ndim; ++d) n *= v->shape[d];
+    return n;
+}
+HIGAN_DEF higan_var *higan_var_new(higan_tape *t, int ndim, const int64_t *shape) {
+    higan_var *v = higan__var_struct(t, ndim, shape);
+    if (!v) return NULL;
+    v->data = higan_arena_floats(t->arena, higan_var_numel(v));
+    return v->data ? v : NULL;
+}
+HIGAN_DEF higan_var *higan_var_wrap(higan_tape *t, float *data, int ndim, const int64_t *shape) {
+    higan_var *v = higan__var_struct(t, ndim, shape);
+    if (v) v->data = data;
+    return v;
+}
+HIGAN_DEF higan_var *higan_param_var(higan_tape *t, const higan_params *p, int h) {
+    const higan_param_entry *e;
+    higan_var *v;
+    int64_t one = 1;
+    HIGAN_ASSERT(p->allocated && h >= 0 && h < p->count);
+    e = &p->entries[h];
+    HIGAN_ASSERT(e->kind != HIGAN_BUFFER_I64);
+    v = higan__var_struct(t, e->ndim ? e->ndim : 1, e->ndim ? e->shape : &one);
+    if (!v) return NULL;
+    v->data = higan_params_data(p, h);
+    v->is_param = 1;
+    if (e->kind == HIGAN_PARAM && !p->frozen) {
+        v->grad = p->grad + e->offset;
+        v->requires_grad = 1;
+    }
+    return v;
+}
+HIGAN_DEF float *higan_var_grad(higan_tape *t, higan_var *v) {
+    if (!v->requires_grad) return NULL;
+    if (v->is_param) return t->param_grads ? v->grad : NULL;
+    if (v->grad_pass != t->pass) {
+        int64_t n = higan_var_numel(v);
+        if (!v->grad) v->grad = higan_arena_floats(t->arena, n);
+        if (!v->grad) return NULL;                 /* arena overflow: reported by backward */
+        memset(v->grad, 0, (size_t)n * sizeof(float));
+        v->grad_pass = t->pass;
+    }
+    return v->grad;
+}
+HIGAN_DEF int higan_var_has_grad(const higan_tape *t, const higan_var *v) {
+    return v->grad != NULL && (v->is_param || v->grad_pass == t->pass);
+}
+HIGAN_DEF higan_var *higan_op_output(higan_tape *t, int ndim, const int64_t *shape,
+                                     higan_var *const *inputs, int n_inputs) {
+    higan_var *v;
+    int i, needs = 0;
+    for (i = 0; i < n_inputs; ++i) {
+        if (!inputs[i]) return NULL;
+        needs |= inputs[i]->requires_grad;
+    }
+    v = higan_var_new(t, ndim, shape);
+    if (v) v->requires_grad = needs && t->no_grad == 0;
+    return v;
+}
+HIGAN_DEF void *higan_tape_ctx(higan_tape *t, size_t bytes) { return higan_arena_alloc(t->arena, bytes); }
+HIGAN_DEF void higan_tape_record(higan_tape *t, higan_var *out, higan_backward_fn fn, void *ctx) {
+    if (!out->requires_grad || t->no_grad) return;
+    if (t->count == t->capacity) {
+        if (!t->overflow) higan__error(HIGAN_ERR_NOMEM, "tape overflow (%d entries)", t->capacity);
+        t->overflow = 1;
+        return;
+    }
+    t->entries[t->count].backward = fn;
+    t->entries[t->count].ctx = ctx;
+    t->entries[t->count].out = out;
+    out->producer = t->count++;
+}
+static higan_status higan__backward(higan_tape *t, higan_var *out, const float *seed, int stop) {
+    higan_status st = higan_tape_status(t);
+    float *g;
+    int64_t i, n;
+    int e;
+    if (st != HIGAN_OK) return st;
+    if (!out->requires_grad)
+        return higan__error(HIGAN_ERR_ARG, "backward: the output does not depend on anything "
+                            "that requires a gradient");
+    ++t->pass;
+    g = higan_var_grad(t, out);
+    if (!g) return higan_tape_status(t);
+    n = higan_var_numel(out);
+    for (i = 0; i < n; ++i) g[i] += seed ? seed[i] : 1.0f;
+    for (e = out->producer; e > stop; --e) {
+        higan_tape_entry *en = &t->entries[e];
+        if (en->out->grad_pass == t->pass) en->backward(t, en->ctx);
+    }
+    return higan_arena_status(t->arena);
+}
+HIGAN_DEF higan_status higan_tape_backward(higan_tape *t, higan_var *out, const float *seed) {
+    return higan__backward(t, out, seed, -1);
+}
+HIGAN_DEF higan_status higan_tape_grad_wrt(higan_tape *t, higan_var *out, higan_var *wrt) {
+    int keep = t->param_grads;
+    higan_status st;
+    if (!wrt->requires_grad)
+        return higan__error(HIGAN_ERR_ARG, "grad_wrt: the variable does not require a gradient");
+    t->param_grads = 0;
+    st = higan__backward(t, out, NULL, wrt->producer);
+    t->param_grads = keep;
+    if (st == HIGAN_OK && wrt->grad_pass != t->pass) {
+        /* out does not depend on wrt: the gradient is zero */
+        float *g = higan_var_grad(t, wrt);
+        if (!g) return higan_tape_status(t);
+    }
+    return st;
+}
+
+/* ---- Adam ------------------------------------------------------------------------------ */
+HIGAN_DEF higan_adam higan_adam_default(double lr) {
+    higan_adam a;
+    a.lr = lr; a.beta1 = 0.9; a.beta2 = 0.999; a.eps = 1e-8; a.step = 0;
+    return a;
+}
+/* PyTorch's single-tensor Adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
+HIGAN_DEF void higan_adam_step(higan_adam *opt, higan_params *p) {
+    int64_t i, n = p->n_param;
+    /* scalars in double, then rounded once to float, as torch does with Python floats */
+    float b1 = (float)opt->beta1, b2 = (float)opt->beta2, eps = (float)opt->eps;
+    float one_minus_b1 = (float)(1.0 - opt->beta1), one_minus_b2 = (float)(1.0 - opt->beta2);
+    float step_size, bc2_sqrt;
+    float *w = p->value, *g = p->grad, *m = p->adam_m, *v = p->adam_v;
+    HIGAN_ASSERT(p->allocated);
+    opt->step += 1;
+    step_size = (float)(opt->lr / (1.0 - pow(opt->beta1, (double)opt->step)));
+    bc2_sqrt = (float)sqrt(1.0 - pow(opt->beta2, (double)opt->step));
+    HIGAN__PARALLEL_FOR_IF(n > 65536)
+    for (i = 0; i < n; ++i) {
+        float gi = g[i];
+        m[i] = m[i] * b1 + gi * one_minus_b1;
+        v[i] = v[i] * b2 + one_minus_b2 * gi * gi;
+        w[i] -= step_size * (m[i] / (sqrtf(v[i]) / bc2_sqrt + eps));
+    }
+}
+HIGAN_DEF float higan_lr_linear_decay(int epoch, int start, int length) {
+    double f = (double)(epoch - start) / (double)(length > 0 ? length : 1);
+    if (f < 0) f = 0;
+    if (f > 0.999) f = 0.999;
+    return (float)(1.0 - f);
+}
+/* ---- safetensors: reader, writer, parameter-store save/load ---------------------------
+   File layout: 8-byte little-endian header length N, N bytes of UTF-8 JSON header (padded
+   with spaces), then the data section. Each tensor's data_offsets [begin, end) are relative
+   to the data section, and together the tensors must cover it exactly.
+   The reader never trusts the file: every length, offset and count is checked before use,
+   and all multi-byte values are assembled from bytes (data may be unaligned, host order
+   does not matter). */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HIGAN__ST_MAX_HEADER 100000000ull   /* 100 MB, the reference (Rust) reader's limit */
+#define HIGAN__ST_NDTYPES 7
+
+static const char *const higan__st_dtype_names[HIGAN__ST_NDTYPES] = {
+    "F32", "F16", "BF16", "I64", "I32", "I16", "U8"};
+static const size_t higan__st_dtype_sizes[HIGAN__ST_NDTYPES] = {4, 2, 2, 8, 4, 2, 1};
+
+HIGAN_DEF const char *higan_dtype_name(higan_dtype d) {
+    return ((int)d >= 0 && (int)d < HIGAN__ST_NDTYPES) ? higan__st_dtype_names[(int)d] : "invalid";
+}
+HIGAN_DEF size_t higan_dtype_size(higan_dtype d) {
+    return ((int)d >= 0 && (int)d < HIGAN__ST_NDTYPES) ? higan__st_dtype_sizes[(int)d] : 0;
+}
+static int higan__st_is_float(higan_dtype d) { return d == HIGAN_F32 || d == HIGAN_F16 || d == HIGAN_BF16; }
+
+/* ---- small helpers ----------------------------------------------------------------- */
+static char *higan__st_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *r = (char *)HIGAN_MALLOC(n);
+    if (r) memcpy(r, s, n);
+    return r;
+}
+static uint16_t higan__st_rd16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t higan__st_rd32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static uint64_t higan__st_rd64(const unsigned char *p) {
+    return (uint64_t)higan__st_rd32(p) | ((uint64_t)higan__st_rd32(p + 4) << 32);
+}
+static int higan__st_host_le(void) {
+    uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+static float higan__st_f32_bits(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+/* IEEE half -> float, exact for every value (subnormals, +-0, inf, NaN payload kept). */
+static float higan__st_half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (uint32_t)(h >> 10) & 0x1f, man = h & 0x3ffu;
+    if (exp == 0) {   /* zero or subnormal: man * 2^-24, exact in float */
+        float v = (float)man * 5.9604644775390625e-08f;
+        return sign ? -v : v;
+    }
+    if (exp == 31) return higan__st_f32_bits(sign | 0x7f800000u | (man << 13));
+    return higan__st_f32_bits(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+/* Strict UTF-8 check (no overlongs, no surrogates, <= U+10FFFF). Returns the index of the
+   first bad byte, or n when valid. */
+static size_t higan__st_utf8_check(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t len, k;
+        uint32_t cp;
+        if (c < 0x80) { ++i; continue; }
+        if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1f; }
+        else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0f; }
+        else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
+        else return i;
+        if (n - i < len) return i;
+        for (k = 1; k < len; ++k) {
+            if ((s[i + k] & 0xC0) != 0x80) return i;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return i;
+        i += len;
+    }
+    return n;
+}
+
+/* Growable string (headers, error lists). Allocation failure is sticky in oom. */
+typedef struct { char *s; size_t len, cap; int oom; } higan__st_sb;
+static void higan__st_sb_put(higan__st_sb *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *grown;
+        while (cap < b->len + n + 1) cap *= 2;
+        grown = (char *)HIGAN_REALLOC(b->s, cap);
+        if (!grown) { b->oom = 1; return; }
+        b->s = grown;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = 0;
+}
+static void higan__st_sb_str(higan__st_sb *b, const char *s) { higan__st_sb_put(b, s, strlen(s)); }
+static void higan__st_sb_printf(higan__st_sb *b, const char *fmt, ...) {
+    char tmp[512];
+    int n;
+    va_list ap;
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    higan__st_sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+/* JSON string literal; the bytes are already valid UTF-8, so only " \ and controls escape. */
+static void higan__st_sb_json(higan__st_sb *b, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    higan__st_sb_put(b, "\"", 1);
+    for (; *p; ++p) {
+        char e[8];
+        switch (*p) {
+        case '"': higan__st_sb_put(b, "\\\"", 2); break;
+        case '\\': higan__st_sb_put(b, "\\\\", 2); break;
+        case '\b': higan__st_sb_put(b, "\\b", 2); break;
+        case '\f': higan__st_sb_put(b, "\\f", 2); break;
+        case '\n': higan__st_sb_put(b, "\\n", 2); break;
+        case '\r': higan__st_sb_put(b, "\\r", 2); break;
+        case '\t': higan__st_sb_put(b, "\\t", 2); break;
+        default:
+            if (*p < 0x20) {
+                e[0] = '\\'; e[1] = 'u'; e[2] = '0'; e[3] = '0';
+                e[4] = hex[*p >> 4]; e[5] = hex[*p & 15];
+                higan__st_sb_put(b, e, 6);
+            } else {
+                higan__st_sb_put(b, (const char *)p, 1);
+            }
+        }
+    }
+    higan__st_sb_put(b, "\"", 1);
+}
+static void higan__st_sb_shape(higan__st_sb *b, int ndim, const int64_t *shape) {
+    int d;
+    higan__st_sb_put(b, "[", 1);
+    for (d = 0; d < ndim; ++d) higan__st_sb_printf(b, d ? ",%lld" : "%lld", (long long)shape[d]);
+    higan__st_sb_put(b, "]", 1);
+}
+
+/* ---- JSON header parser -------------------------------------------------------------
+   Recursive descent over exactly the safetensors schema: a top-level object of
+   name -> {"dtype": str, "shape": [uint...], "data_offsets": [uint, uint]} plus an
+   optional "__metadata__": {str: str}. No generic recursion, so no depth limit is needed. */
+typedef struct {
+    const unsigned char *s;   /* header bytes */
+    size_t n, i;              /* length, cursor */
+    size_t data_size;         /* bytes in the data section (for offset range checks) */
+    char err[400];
+} higan__st_jp;
+
+static int higan__st_jfail(higan__st_jp *j, const char *fmt, ...) {
+    if (!j->err[0]) {
+        int k = snprintf(j->err, sizeof j->err, "header JSON, byte %llu: ", (unsigned long long)j->i);
+        va_list ap;
+        if (k < 0 || (size_t)k >= sizeof j->err) k = 0;
+        va_start(ap, fmt);
+        vsnprintf(j->err + k, sizeof j->err - (size_t)k, fmt, ap);
+        va_end(ap);
+    }
+    return 0;
+}
+static void higan__st_ws(higan__st_jp *j) {
+    while (j->i < j->n && (j->s[j->i] == ' ' || j->s[j->i] == '\t' || j->s[j->i] == '\n' || j->s[j->i] == '\r')) ++j->i;
+}
+static int higan__st_peek(higan__st_jp *j) { higan__st_ws(j); return j->i < j->n ? j->s[j->i] : -1; }
+static const char *higan__st_found(higan__st_jp *j, char *buf) {
+    int c = j->i < j->n ? j->s[j->i] : -1;
+    if (c < 0) return "end of header";
+    if (c >= 0x21 && c < 0x7f) { buf[0] = '\''; buf[1] = (char)c; buf[2] = '\''; buf[3] = 0; }
+    else snprintf(buf, 8, "0x%02x", (unsigned)c);
+    return buf;
+}
+static int higan__st_expect(higan__st_jp *j, int c, const char *where) {
+    char f[8];
+    if (higan__st_peek(j) != c) return higan__st_jfail(j, "expected '%c' %s, found %s", c, where, higan__st_found(j, f));
+    ++j->i;
+    return 1;
+}
+static int higan__st_hex4(const unsigned char *p, uint32_t *out) {
+    int k;
+    uint32_t v = 0;
+    for (k = 0; k < 4; ++k) {
+        int c = p[k], d;
+        if (c >= '0' && c <= '9') d = c - '0';
+        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+        else return 0;
+        v = (v << 4) | (uint32_t)d;
+    }
+    *out = v;
+    return 1;
+}
+/* Parses a string literal into a new NUL-terminated UTF-8 string (*out, HIGAN_MALLOC). */
+static int higan__st_string(higan__st_jp *j, char **out, const char *what) {
+    size_t k, end;
+    char *o, f[8];
+    size_t w = 0;
+    *out = NULL;
+    if (higan__st_peek(j) != '"') return higan__st_jfail(j, "expected a string (%s), found %s", what, higan__st_found(j, f));
+    ++j->i;
+    /* find the closing quote; a backslash always consumes the next byte */
+    for (k = j->i; k < j->n && j->s[k] != '"'; k += (j->s[k] == '\\') ? 2 : 1) {}
+    if (k >= j->n) return higan__st_jfail(j, "unterminated string (%s)", what);
+    end = k;
+    o = (char *)HIGAN_MALLOC(end - j->i + 1);   /* decoding never grows a string */
+    if (!o) return higan__st_jfail(j, "out of memory");
+    while (j->i < end) {
+        unsigned c = j->s[j->i];
+        uint32_t cp, lo;
+        if (c < 0x20) { HIGAN_FREE(o); return higan__st_jfail(j, "raw control character 0x%02x in string (%s)", c, what); }
+        if (c != '\\') { o[w++] = (char)c; ++j->i; continue; }
+        c = j->s[j->i + 1];   /* exists: the scan above stopped only after a complete escape */
+        switch (c) {
+        case '"': o[w++] = '"'; j->i += 2; continue;
+        case '\\': o[w++] = '\\'; j->i += 2; continue;
+        case '/': o[w++] = '/'; j->i += 2; continue;
+        case 'b': o[w++] = '\b'; j->i += 2; continue;
+        case 'f': o[w++] = '\f'; j->i += 2; continue;
+        case 'n': o[w++] = '\n'; j->i += 2; continue;
+        case 'r': o[w++] = '\r'; j->i += 2; continue;
+        case 't': o[w++] = '\t'; j->i += 2; continue;
+        case 'u': break;
+        default:
+            HIGAN_FREE(o);
+            return higan__st_jfail(j, "invalid escape '\\%c' in string (%s)", (c >= 0x21 && c < 0x7f) ? (char)c : '?', what);
+        }
+        if (end - j->i < 6 || !higan__st_hex4(j->s + j->i + 2, &cp)) {
+            HIGAN_FREE(o);
+            return higan__st_jfail(j, "\\u needs 4 hex digits (%s)", what);
+        }
+        j->i += 6;
+        if (cp >= 0xDC00 && cp <= 0xDFFF) { HIGAN_FREE(o); return higan__st_jfail(j, "unpaired low surrogate \\u%04X (%s)", (unsigned)cp, what); }
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            if (end - j->i < 6 || j->s[j->i] != '\\' || j->s[j->i + 1] != 'u' ||
+                !higan__st_hex4(j->s + j->i + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF) {
+                HIGAN_FREE(o);
+                return higan__st_jfail(j, "high surrogate \\u%04X not followed by a low surrogate (%s)", (unsigned)cp, what);
+            }
+            j->i += 6;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        if (cp == 0) { HIGAN_FREE(o); return higan__st_jfail(j, "\\u0000 is not allowed (%s)", what); }
+        if (cp < 0x80) o[w++] = (char)cp;
+        else if (cp < 0x800) { o[w++] = (char)(0xC0 | (cp >> 6)); o[w++] = (char)(0x80 | (cp & 0x3f)); }
+        else if (cp < 0x10000) {
+            o[w++] = (char)(0xE0 | (cp >> 12)); o[w++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+            o[w++] = (char)(0x80 | (cp & 0x3f));
+        } else {
+            o[w++] = (char)(0xF0 | (cp >> 18)); o[w++] = (char)(0x80 | ((cp >> 12) & 0x3f));
+            o[w++] = (char)(0x80 | ((cp >> 6) & 0x3f)); o[w++] = (char)(0x80 | (cp & 0x3f));
+        }
+    }
+    o[w] = 0;
+    j->i = end + 1;
+    *out = o;
+    return 1;
+}
+/* Non-negative integer <= INT64_MAX. */
+static int higan__st_uint(higan__st_jp *j, uint64_t *out, const char *what) {
+    const uint64_t max = (uint64_t)INT64_MAX;
+    uint64_t v = 0;
+    int c = higan__st_peek(j);
+    char f[8];
+    if (c == '-') return higan__st_jfail(j, "%s must be non-negative", what);
+    if (c < '0' || c > '9') return higan__st_jfail(j, "expected an integer in %s, found %s", what, higan__st_found(j, f));
+    if (c == '0' && j->i + 1 < j->n && j->s[j->i + 1] >= '0' && j->s[j->i + 1] <= '9')
+        return higan__st_jfail(j, "leading zero in %s", what);
+    while (j->i < j->n && j->s[j->i] >= '0' && j->s[j->i] <= '9') {
+        uint64_t d = (uint64_t)(j->s[j->i] - '0');
+        if (v > (max - d) / 10) return higan__st_jfail(j, "%s value too large", what);
+        v = v * 10 + d;
+        ++j->i;
+    }
+    if (j->i < j->n && (j->s[j->i] == '.' || j->s[j->i] == 'e' || j->s[j->i] == 'E'))
+        return higan__st_jfail(j, "%s must be an integer", what);
+    *out = v;
+    return 1;
+}
+static int higan__st_uint_array(higan__st_jp *j, uint64_t *out, int max, int *count, const char *what) {
+    char f[8];
+    *count = 0;
+    if (!higan__st_expect(j, '[', what)) return 0;
+    if (higan__st_peek(j) == ']') { ++j->i; return 1; }
+    for (;;) {
+        int c;
+        if (*count == max) return higan__st_jfail(j, "%s has more than %d entries", what, max);
+        if (!higan__st_uint(j, &out[*count], what)) return 0;
+        ++*count;
+        c = higan__st_peek(j);
+        ++j->i;
+        if (c == ']') return 1;
+        if (c != ',') { --j->i; return higan__st_jfail(j, "expected ',' or ']' in %s, found %s", what, higan__st_found(j, f)); }
+    }
+}
+static int higan__st_parse_dtype(const char *s, higan_dtype *d) {
+    int k;
+    static const char *const unsupported[] = {"F64", "BOOL", "I8", "U16", "U32", "U64", "F8_E4M3",
+                                              "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4",
+                                              "C64", "C128", 0};
+    for (k = 0; k < HIGAN__ST_NDTYPES; ++k)
+        if (!strcmp(s, higan__st_dtype_names[k])) { *d = (higan_dtype)k; return 1; }
+    for (k = 0; unsupported[k]; ++k)
+        if (!strcmp(s, unsupported[k])) return 0;
+    return -1;
+}
+/* One tensor entry; t->name is set by the caller (and freed with st on failure). */
+static int higan__st_tensor(higan__st_jp *j, higan_st_tensor *t) {
+    int have_dtype = 0, have_shape = 0, have_off = 0, n, d;
+    uint64_t shape[HIGAN_ST_MAX_DIMS], off[2], numel = 1;
+    char f[8];
+    if (!higan__st_expect(j, '{', "to open the tensor entry")) return 0;
+    if (higan__st_peek(j) == '}') ++j->i;
+    else for (;;) {
+        char *key;
+        int c, field;
+        if (!higan__st_string(j, &key, "field name")) return 0;
+        field = !strcmp(key, "dtype") ? 0 : !strcmp(key, "shape") ? 1 : !strcmp(key, "data_offsets") ? 2 : -1;
+        if (field < 0) {
+            higan__st_jfail(j, "tensor '%s': unknown field '%s'", t->name, key);
+            HIGAN_FREE(key);
+            return 0;
+        }
+        HIGAN_FREE(key);
+        if ((field == 0 && have_dtype) || (field == 1 && have_shape) || (field == 2 && have_off))
+            return higan__st_jfail(j, "tensor '%s': duplicate field", t->name);
+        if (!higan__st_expect(j, ':', "after a field name")) return 0;
+        if (field == 0) {
+            char *ds;
+            int r;
+            if (!higan__st_string(j, &ds, "dtype")) return 0;
+            r = higan__st_parse_dtype(ds, &t->dtype);
+            if (r <= 0) {
+                higan__st_jfail(j, "tensor '%s': %s dtype '%s' (supported: F32 F16 BF16 I64 I32 I16 U8)",
+                                t->name, r == 0 ? "unsupported" : "unknown", ds);
+                HIGAN_FREE(ds);
+                return 0;
+            }
+            HIGAN_FREE(ds);
+            have_dtype = 1;
+        } else if (field == 1) {
+            if (!higan__st_uint_array(j, shape, HIGAN_ST_MAX_DIMS, &n, "shape")) return 0;
+            t->ndim = n;
+            for (d = 0; d < n; ++d) {
+                /* overflow: numel must stay <= INT64_MAX */
+                if (shape[d] != 0 && numel > (uint64_t)INT64_MAX / shape[d])
+                    return higan__st_jfail(j, "tensor '%s': shape element count overflows", t->name);
+                numel *= shape[d];
+                t->shape[d] = (int64_t)shape[d];
+            }
+            have_shape = 1;
+        } else {
+            if (!higan__st_uint_array(j, off, 2, &n, "data_offsets")) return 0;
+            if (n != 2) return higan__st_jfail(j, "tensor '%s': data_offsets needs 2 entries, has %d", t->name, n);
+            if (off[0] > off[1])
+                return higan__st_jfail(j, "tensor '%s': data_offsets begin %llu > end %llu", t->name,
+                                       (unsigned long long)off[0], (unsigned long long)off[1]);
+            if (off[1] > (uint64_t)j->data_size)
+                return higan__st_jfail(j, "tensor '%s': data_offsets end %llu is past the data section (%llu bytes)",
+                                       t->name, (unsigned long long)off[1], (unsigned long long)j->data_size);
+            t->begin = (size_t)off[0];
+            t->end = (size_t)off[1];
+            have_off = 1;
+        }
+        c = higan__st_peek(j);
+        ++j->i;
+        if (c == '}') break;
+        if (c != ',') { --j->i; return higan__st_jfail(j, "expected ',' or '}' in tensor '%s', found %s", t->name, higan__st_found(j, f)); }
+    }
+    if (!have_dtype || !have_shape || !have_off)
+        return higan__st_jfail(j, "tensor '%s': missing %s", t->name,
+                               !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
+    t->numel = (int64_t)numel;
+    /* byte count: numel * size must not overflow and must match the offsets */
+    if (numel > (uint64_t)INT64_MAX / higan_dtype_size(t->dtype))
+        return higan__st_jfail(j, "tensor '%s': %llu elements of %s do not fit in 2^63 bytes", t->name,
+                               (unsigned long long)numel, higan_dtype_name(t->dtype));
+    if ((uint64_t)(t->end - t->begin) != numel * higan_dtype_size(t->dtype))
+        return higan__st_jfail(j, "tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s with %llu elements needs %llu",
+                               t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
+                               (unsigned long long)(t->end - t->begin), higan_dtype_name(t->dtype),
+                               (unsigned long long)numel, (unsigned long long)(numel * higan_dtype_size(t->dtype)));
+    return 1;
+}
+static int higan__st_metadata(higan__st_jp *j, higan_safetensors *st) {
+    int cap = 0;
+    char f[8];
+    if (!higan__st_expect(j, '{', "to open __metadata__")) return 0;
+    if (higan__st_peek(j) == '}') { ++j->i; return 1; }
+    for (;;) {
+        char *k, *v;
+        int c;
+        if (!higan__st_string(j, &k, "metadata key")) return 0;
+        if (!higan__st_expect(j, ':', "after a metadata key")) { HIGAN_FREE(k); return 0; }
+        if (higan__st_peek(j) != '"') {
+            higan__st_jfail(j, "metadata value of '%s' must be a string", k);
+            HIGAN_FREE(k);
+            return 0;
+        }
+        if (!higan__st_string(j, &v, "metadata value")) { HIGAN_FREE(k); return 0; }
+        if (st->meta_count == cap) {
+            int nc = cap ? 2 * cap : 8;
+            char **nk = (char **)HIGAN_REALLOC(st->meta_keys, (size_t)nc * sizeof(char *));
+            char **nv;
+            if (nk) st->meta_keys = nk;
+            nv = nk ? (char **)HIGAN_REALLOC(st->meta_values, (size_t)nc * sizeof(char *)) : NULL;
+            if (nv) st->meta_values = nv;
+            if (!nk || !nv) { HIGAN_FREE(k); HIGAN_FREE(v); return higan__st_jfail(j, "out of memory"); }
+            cap = nc;
+        }
+        st->meta_keys[st->meta_count] = k;
+        st->meta_values[st->meta_count] = v;
+        ++st->meta_count;
+        c = higan__st_peek(j);
+        ++j->i;
+        if (c == '}') return 1;
+        if (c != ',') { --j->i; return higan__st_jfail(j, "expected ',' or '}' in __metadata__, found %s", higan__st_found(j, f)); }
+    }
+}
+static int higan__st_header(higan__st_jp *j, higan_safetensors *st) {
+    int cap = 0, have_meta = 0;
+    char f[8];
+    if (j->n == 0 || j->s[0] != '{') return higan__st_jfail(j, "the header must start with '{', found %s", higan__st_found(j, f));
+    ++j->i;
+    if (higan__st_peek(j) == '}') ++j->i;
+    else for (;;) {
+        char *name;
+        int c;
+        if (!higan__st_string(j, &name, "tensor name")) return 0;
+        if (!higan__st_expect(j, ':', "after a tensor name")) { HIGAN_FREE(name); return 0; }
+        if (!strcmp(name, "__metadata__")) {
+            HIGAN_FREE(name);
+            if (have_meta) return higan__st_jfail(j, "duplicate __metadata__");
+            have_meta = 1;
+            if (!higan__st_metadata(j, st)) return 0;
+        } else {
+            if (st->count == cap) {
+                int nc = cap ? 2 * cap : 16;
+                higan_st_tensor *nt = (higan_st_tensor *)HIGAN_REALLOC(st->tensors, (size_t)nc * sizeof *nt);
+                if (!nt) { HIGAN_FREE(name); return higan__st_jfail(j, "out of memory"); }
+                st->tensors = nt;
+                cap = nc;
+            }
+            memset(&st->tensors[st->count], 0, sizeof st->tensors[0]);
+            st->tensors[st->count].name = name;   /* owned by st from here */
+            if (!higan__st_tensor(j, &st->tensors[st->count++])) return 0;
+        }
+        c = higan__st_peek(j);
+        ++j->i;
+        if (c == '}') break;
+        if (c != ',') { --j->i; return higan__st_jfail(j, "expected ',' or '}' after an entry, found %s", higan__st_found(j, f)); }
+    }
+    higan__st_ws(j);
+    if (j->i != j->n) return higan__st_jfail(j, "unexpected bytes after the header object (only space padding may follow)");
+    return 1;
+}
+
+/* ---- reader ---------------------------------------------------------------------------- */
+static int higan__st_cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+static int higan__st_cmp_off(const void *a, const void *b) {
+    const higan_st_tensor *x = *(const higan_st_tensor *const *)a, *y = *(const higan_st_tensor *const *)b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return 0;
+}
+HIGAN_DEF void higan_safetensors_free(higan_safetensors *st) {
+    int i;
+    if (!st) return;
+    for (i = 0; i < st->count; ++i) HIGAN_FREE(st->tensors[i].name);
+    for (i = 0; i < st->meta_count; ++i) { HIGAN_FREE(st->meta_keys[i]); HIGAN_FREE(st->meta_values[i]); }
+    HIGAN_FREE(st->tensors);
+    HIGAN_FREE(st->meta_keys);
+    HIGAN_FREE(st->meta_values);
+    HIGAN_FREE(st->file);
+    memset(st, 0, sizeof *st);
+}
+/* Sorted copy of n string pointers: the first duplicate, or NULL. (*oom set on failure.) */
+static const char *higan__st_find_dup(const char *const *names, int n, int stride_is_tensor,
+                                      const higan_st_tensor *ts, int *oom) {
+    const char **v;
+    const char *dup = NULL;
+    int i;
+    *oom = 0;
+    if (n < 2) return NULL;
+    v = (const char **)HIGAN_MALLOC((size_t)n * sizeof *v);
+    if (!v) { *oom = 1; return NULL; }
+    for (i = 0; i < n; ++i) v[i] = stride_is_tensor ? ts[i].name : names[i];
+    qsort(v, (size_t)n, sizeof *v, higan__st_cmp_str);
+    for (i = 1; i < n && !dup; ++i) if (!strcmp(v[i - 1], v[i])) dup = v[i];
+    HIGAN_FREE(v);
+    return dup;   /* points into st's own strings */
+}
+/* Takes ownership of buf (HIGAN_MALLOC'd, size bytes). src names the input in errors. */
+static higan_status higan__st_parse_owned(higan_safetensors *st, unsigned char *buf, size_t size, const char *src) {
+    char msg[600];
+    higan__st_jp j;
+    uint64_t hlen;
+    const char *dup;
+    const higan_st_tensor **order = NULL;
+    size_t bad, pos;
+    int i, oom;
+    memset(st, 0, sizeof *st);
+    st->file = buf;
+    st->file_size = size;
+    msg[0] = 0;
+    if (size < 8) {
+        snprintf(msg, sizeof msg, "file is %llu bytes, too short for the 8-byte header length", (unsigned long long)size);
+        goto fail;
+    }
+    hlen = higan__st_rd64(buf);
+    if (hlen == 0) { snprintf(msg, sizeof msg, "header length is 0"); goto fail; }
+    if (hlen > HIGAN__ST_MAX_HEADER) {
+        snprintf(msg, sizeof msg, "header length %llu exceeds the 100 MB limit", (unsigned long long)hlen);
+        goto fail;
+    }
+    if (hlen > (uint64_t)(size - 8)) {
+        snprintf(msg, sizeof msg, "header length %llu runs past the end of the file (%llu bytes)",
+                 (unsigned long long)hlen, (unsigned long long)size);
+        goto fail;
+    }
+    bad = higan__st_utf8_check(buf + 8, (size_t)hlen);
+    if (bad != (size_t)hlen) {
+        snprintf(msg, sizeof msg, "header is not valid UTF-8 (byte %llu)", (unsigned long long)bad);
+        goto fail;
+    }
+    st->data = buf + 8 + (size_t)hlen;
+    memset(&j, 0, sizeof j);
+    j.s = buf + 8;
+    j.n = (size_t)hlen;
+    j.data_size = size - 8 - (size_t)hlen;
+    if (!higan__st_header(&j, st)) { snprintf(msg, sizeof msg, "%s", j.err); goto fail; }
+    dup = higan__st_find_dup(NULL, st->count, 1, st->tensors, &oom);
+    if (!oom && dup) { snprintf(msg, sizeof msg, "duplicate tensor name '%s'", dup); goto fail; }
+    if (!oom) dup = higan__st_find_dup((const char *const *)st->meta_keys, st->meta_count, 0, NULL, &oom);
+    if (!oom && dup) { snprintf(msg, sizeof msg, "duplicate metadata key '%s'", dup); goto fail; }
+    if (oom) { snprintf(msg, sizeof msg, "out of memory"); goto fail; }
+    /* the tensors must tile the data section: no gaps, no overlaps, nothing left over */
+    if (st->count > 0) {
+        order = (const higan_st_tensor **)HIGAN_MALLOC((size_t)st->count * sizeof *order);
+        if (!order) { snprintf(msg, sizeof msg, "out of memory"); goto fail; }
+        for (i = 0; i < st->count; ++i) order[i] = &st->tensors[i];
+        qsort(order, (size_t)st->count, sizeof *order, higan__st_cmp_off);
+    }
+    pos = 0;
+    for (i = 0; i < st->count; ++i) {
+        if (order[i]->begin > pos) {
+            snprintf(msg, sizeof msg, "data bytes [%llu, %llu) belong to no tensor (gap before '%s')",
+                     (unsigned long long)pos, (unsigned long long)order[i]->begin, order[i]->name);
+            goto fail;
+        }
+        if (order[i]->begin < pos) {
+            snprintf(msg, sizeof msg, "tensor '%s' (bytes [%llu, %llu)) overlaps tensor '%s'", order[i]->name,
+                     (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end, order[i - 1]->name);
+            goto fail;
+        }
+        pos = order[i]->end;
+    }
+    if (pos != (size_t)j.data_size) {
+        snprintf(msg, sizeof msg, "data section has %llu bytes but the tensors cover %llu",
+                 (unsigned long long)j.data_size, (unsigned long long)pos);
+        goto fail;
+    }
+    HIGAN_FREE(order);
+    return HIGAN_OK;
+fail:
+    HIGAN_FREE(order);
+    higan_safetensors_free(st);
+    return higan__error(HIGAN_ERR_FORMAT, "safetensors %s: %s", src, msg);
+}
+HIGAN_DEF higan_status higan_safetensors_parse(higan_safetensors *st, const void *buf, size_t size) {
+    unsigned char *copy;
+    if (!st || (!buf && size)) return higan__error(HIGAN_ERR_ARG, "safetensors_parse: NULL argument");
+    copy = (unsigned char *)HIGAN_MALLOC(size ? size : 1);
+    if (!copy) { memset(st, 0, sizeof *st); return higan__error(HIGAN_ERR_NOMEM, "safetensors_parse: cannot allocate %llu bytes", (unsigned long long)size); }
+    if (size) memcpy(copy, buf, size);
+    return higan__st_parse_owned(st, copy, size, "buffer");
+}
+HIGAN_DEF higan_status higan_safetensors_load(higan_safetensors *st, const char *path) {
+    FILE *f;
+    unsigned char *buf;
+    size_t cap = 1 << 16, len = 0;
+    long hint;
+    if (!st) return higan__error(HIGAN_ERR_ARG, "safetensors_load: NULL argument");
+    memset(st, 0, sizeof *st);
+    if (!path) return higan__error(HIGAN_ERR_ARG, "safetensors_load: NULL path");
+    f = fopen(path, "rb");
+    if (!f) return higan__error(HIGAN_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    /* The size is only a hint (ftell gives LONG_MAX for a directory on Linux): read until
+       EOF, starting from the hinted size when it is plausible and can be allocated. */
+    buf = NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (hint = ftell(f)) >= 0 && hint < LONG_MAX &&
+        (unsigned long)hint < (size_t)-1 / 4 && (size_t)hint + 1 > cap) {
+        buf = (unsigned char *)HIGAN_MALLOC((size_t)hint + 1);
+        if (buf) cap = (size_t)hint + 1;
+    }
+    rewind(f);
+    if (!buf) buf = (unsigned char *)HIGAN_MALLOC(cap);
+    if (!buf) { fclose(f); return higan__error(HIGAN_ERR_NOMEM, "cannot allocate %llu bytes to read '%s'", (unsigned long long)cap, path); }
+    for (;;) {
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (len < cap) break;
+        {
+            unsigned char *grown = (unsigned char *)HIGAN_REALLOC(buf, cap * 2);
+            if (!grown) { HIGAN_FREE(buf); fclose(f); return higan__error(HIGAN_ERR_NOMEM, "out of memory reading '%s'", path); }
+            buf = grown;
+            cap *= 2;
+        }
+    }
+    if (ferror(f)) {
+        int e = errno;
+        HIGAN_FREE(buf);
+        fclose(f);
+        return higan__error(HIGAN_ERR_IO, "cannot read '%s': %s", path, strerror(e));
+    }
+    fclose(f);
+    return higan__st_parse_owned(st, buf, len, path);
+}
+HIGAN_DEF const higan_st_tensor *higan_safetensors_find(const higan_safetensors *st, const char *name) {
+    int i;
+    if (!st || !name) return NULL;
+    for (i = 0; i < st->count; ++i) if (!strcmp(st->tensors[i].name, name)) return &st->tensors[i];
+    return NULL;
+}
+HIGAN_DEF const char *higan_safetensors_meta(const higan_safetensors *st, const char *key) {
+    int i;
+    if (!st || !key) return NULL;
+    for (i = 0; i < st->meta_count; ++i) if (!strcmp(st->meta_keys[i], key)) return st->meta_values[i];
+    return NULL;
+}
+static higan_status higan__st_lookup(const higan_safetensors *st, const char *name, int64_t numel,
+                                     const void *out, const higan_st_tensor **t) {
+    if (!st || !name || (!out && numel > 0)) return higan__error(HIGAN_ERR_ARG, "safetensors read: NULL argument");
+    *t = higan_safetensors_find(st, name);
+    if (!*t) return higan__error(HIGAN_ERR_ARG, "safetensors: no tensor named '%s'", name);
+    if ((*t)->numel != numel)
+        return higan__error(HIGAN_ERR_FORMAT, "safetensors: tensor '%s' has %lld elements, expected %lld",
+                            name, (long long)(*t)->numel, (long long)numel);
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_safetensors_read_f32(const higan_safetensors *st, const char *name,
+                                                  float *out, int64_t numel) {
+    const higan_st_tensor *t;
+    const unsigned char *p;
+    int64_t i;
+    higan_status s = higan__st_lookup(st, name, numel, out, &t);
+    if (s != HIGAN_OK) return s;
+    p = st->data + t->begin;
+    switch (t->dtype) {
+    case HIGAN_F32: for (i = 0; i < numel; ++i) out[i] = higan__st_f32_bits(higan__st_rd32(p + 4 * i)); break;
+    case HIGAN_F16: for (i = 0; i < numel; ++i) out[i] = higan__st_half_to_float(higan__st_rd16(p + 2 * i)); break;
+    case HIGAN_BF16: for (i = 0; i < numel; ++i) out[i] = higan__st_f32_bits((uint32_t)higan__st_rd16(p + 2 * i) << 16); break;
+    case HIGAN_I64: for (i = 0; i < numel; ++i) out[i] = (float)(int64_t)higan__st_rd64(p + 8 * i); break;
+    case HIGAN_I32: for (i = 0; i < numel; ++i) out[i] = (float)(int32_t)higan__st_rd32(p + 4 * i); break;
+    case HIGAN_I16: for (i = 0; i < numel; ++i) out[i] = (float)(int16_t)higan__st_rd16(p + 2 * i); break;
+    case HIGAN_U8: for (i = 0; i < numel; ++i) out[i] = (float)p[i]; break;
+    }
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_safetensors_read_i64(const higan_safetensors *st, const char *name,
+                                                  int64_t *out, int64_t numel) {
+    const higan_st_tensor *t;
+    const unsigned char *p;
+    int64_t i;
+    higan_status s = higan__st_lookup(st, name, numel, out, &t);
+    if (s != HIGAN_OK) return s;
+    p = st->data + t->begin;
+    switch (t->dtype) {
+    case HIGAN_I64: for (i = 0; i < numel; ++i) out[i] = (int64_t)higan__st_rd64(p + 8 * i); break;
+    case HIGAN_I32: for (i = 0; i < numel; ++i) out[i] = (int32_t)higan__st_rd32(p + 4 * i); break;
+    case HIGAN_I16: for (i = 0; i < numel; ++i) out[i] = (int16_t)higan__st_rd16(p + 2 * i); break;
+    case HIGAN_U8: for (i = 0; i < numel; ++i) out[i] = p[i]; break;
+    default:
+        return higan__error(HIGAN_ERR_FORMAT, "safetensors: tensor '%s' has dtype %s, expected an integer dtype",
+                            name, higan_dtype_name(t->dtype));
+    }
+    return HIGAN_OK;
+}
+
+/* ---- writer ------------------------------------------------------------------------------ */
+HIGAN_DEF void higan_safetensors_writer_init(higan_safetensors_writer *w) { memset(w, 0, sizeof *w); }
+HIGAN_DEF void higan_safetensors_writer_free(higan_safetensors_writer *w) {
+    int i;
+    if (!w) return;
+    for (i = 0; i < w->count; ++i) HIGAN_FREE(w->entries[i].name);
+    for (i = 0; i < w->meta_count; ++i) { HIGAN_FREE(w->meta_keys[i]); HIGAN_FREE(w->meta_values[i]); }
+    HIGAN_FREE(w->entries);
+    HIGAN_FREE(w->meta_keys);
+    HIGAN_FREE(w->meta_values);
+    memset(w, 0, sizeof *w);
+}
+/* Bytes of an entry; the shape was validated by writer_add. */
+static uint64_t higan__st_entry_bytes(const higan_st_entry *e) {
+    uint64_t n = 1;
+    int d;
+    for (d = 0; d < e->ndim; ++d) n *= (uint64_t)e->shape[d];
+    return n * higan_dtype_size(e->dtype);
+}
+HIGAN_DEF higan_status higan_safetensors_writer_add(higan_safetensors_writer *w, const char *name,
+        higan_dtype dtype, int ndim, const int64_t *shape, const void *data) {
+    higan_st_entry *e;
+    uint64_t numel = 1;
+    int d, i;
+    if (!w || !name) return higan__error(HIGAN_ERR_ARG, "safetensors writer: NULL argument");
+    if (higan_dtype_size(dtype) == 0) return higan__error(HIGAN_ERR_ARG, "safetensors writer: '%s': invalid dtype %d", name, (int)dtype);
+    if (ndim < 0 || ndim > HIGAN_ST_MAX_DIMS || (ndim > 0 && !shape))
+        return higan__error(HIGAN_ERR_ARG, "safetensors writer: '%s': bad ndim %d", name, ndim);
+    for (d = 0; d < ndim; ++d) {
+        if (shape[d] < 0) return higan__error(HIGAN_ERR_ARG, "safetensors writer: '%s': negative dimension", name);
+        if (shape[d] && numel > (uint64_t)(INT64_MAX / 8) / (uint64_t)shape[d])
+            return higan__error(HIGAN_ERR_ARG, "safetensors writer: '%s': shape too large", name);
+        numel *= (uint64_t)shape[d];
+    }
+    if (!data && numel > 0) return higan__error(HIGAN_ERR_ARG, "safetensors writer: '%s': NULL data", name);
+    if (!strcmp(name, "__metadata__")) return higan__error(HIGAN_ERR_ARG, "safetensors writer: the name '__metadata__' is reserved");
+    if (higan__st_utf8_check((const unsigned char *)name, strlen(name)) != strlen(name))
+        return higan__error(HIGAN_ERR_ARG, "safetensors writer: tensor name '%s' is not valid UTF-8", name);
+    for (i = 0; i < w->count; ++i)
+        if (!strcmp(w->entries[i].name, name)) return higan__error(HIGAN_ERR_ARG, "safetensors writer: duplicate tensor name '%s'", name);
+    if (w->count == w->capacity) {
+        int nc = w->capacity ? 2 * w->capacity : 32;
+        higan_st_entry *ne = (higan_st_entry *)HIGAN_REALLOC(w->entries, (size_t)nc * sizeof *ne);
+        if (!ne) return higan__error(HIGAN_ERR_NOMEM, "safetensors writer: out of memory");
+        w->entries = ne;
+        w->capacity = nc;
+    }
+    e = &w->entries[w->count];
+    memset(e, 0, sizeof *e);
+    if (!(e->name = higan__st_strdup(name))) return higan__error(HIGAN_ERR_NOMEM, "safetensors writer: out of memory");
+    e->dtype = dtype;
+    e->ndim = ndim;
+    for (d = 0; d < ndim; ++d) e->shape[d] = shape[d];
+    e->data = data;
+    ++w->count;
+    return HIGAN_OK;
+}
+/* Sets a metadata string; a key set twice keeps the last value. */
+HIGAN_DEF higan_status higan_safetensors_writer_meta(higan_safetensors_writer *w, const char *key, const char *value) {
+    char *k, *v;
+    int i;
+    if (!w || !key || !value) return higan__error(HIGAN_ERR_ARG, "safetensors writer: NULL argument");
+    if (higan__st_utf8_check((const unsigned char *)key, strlen(key)) != strlen(key) ||
+        higan__st_utf8_check((const unsigned char *)value, strlen(value)) != strlen(value))
+        return higan__error(HIGAN_ERR_ARG, "safetensors writer: metadata '%s' is not valid UTF-8", key);
+    if (!(v = higan__st_strdup(value))) return higan__error(HIGAN_ERR_NOMEM, "safetensors writer: out of memory");
+    for (i = 0; i < w->meta_count; ++i)
+        if (!strcmp(w->meta_keys[i], key)) { HIGAN_FREE(w->meta_values[i]); w->meta_values[i] = v; return HIGAN_OK; }
+    if (w->meta_count == w->meta_capacity) {
+        int nc = w->meta_capacity ? 2 * w->meta_capacity : 8;
+        char **nk = (char **)HIGAN_REALLOC(w->meta_keys, (size_t)nc * sizeof(char *));
+        char **nv;
+        if (nk) w->meta_keys = nk;
+        nv = nk ? (char **)HIGAN_REALLOC(w->meta_values, (size_t)nc * sizeof(char *)) : NULL;
+        if (nv) w->meta_values = nv;
+        if (!nk || !nv) { HIGAN_FREE(v); return higan__error(HIGAN_ERR_NOMEM, "safetensors writer: out of memory"); }
+        w->meta_capacity = nc;
+    }
+    if (!(k = higan__st_strdup(key))) { HIGAN_FREE(v); return higan__error(HIGAN_ERR_NOMEM, "safetensors writer: out of memory"); }
+    w->meta_keys[w->meta_count] = k;
+    w->meta_values[w->meta_count] = v;
+    ++w->meta_count;
+    return HIGAN_OK;
+}
+/* Writes n bytes of tensor data in little-endian order (byte-swapped on big-endian hosts). */
+static int higan__st_write_data(FILE *f, const higan_st_entry *e, uint64_t n) {
+    size_t es = higan_dtype_size(e->dtype);
+    const unsigned char *p = (const unsigned char *)e->data;
+    unsigned char chunk[4096];
+    uint64_t done = 0;
+    if (n == 0) return 1;
+    if (es == 1 || higan__st_host_le()) return fwrite(p, 1, (size_t)n, f) == (size_t)n;
+    while (done < n) {
+        size_t m = (size_t)(n - done < sizeof chunk ? n - done : sizeof chunk), i, k;
+        for (i = 0; i < m; i += es)
+            for (k = 0; k < es; ++k) chunk[i + k] = p[done + i + es - 1 - k];
+        if (fwrite(chunk, 1, m, f) != m) return 0;
+        done += m;
+    }
+    return 1;
+}
+HIGAN_DEF higan_status higan_safetensors_writer_save(const higan_safetensors_writer *w, const char *path) {
+    higan__st_sb h, tmp;
+    uint64_t off = 0, total;
+    unsigned char len8[8];
+    FILE *f = NULL;
+    int i, k, err = 0;
+    const char *what = NULL;
+    if (!w || !path) return higan__error(HIGAN_ERR_ARG, "safetensors save: NULL argument");
+    memset(&h, 0, sizeof h);
+    memset(&tmp, 0, sizeof tmp);
+    /* header, tensors in insertion order */
+    higan__st_sb_put(&h, "{", 1);
+    if (w->meta_count > 0) {
+        higan__st_sb_str(&h, "\"__metadata__\":{");
+        for (i = 0; i < w->meta_count; ++i) {
+            if (i) higan__st_sb_put(&h, ",", 1);
+            higan__st_sb_json(&h, w->meta_keys[i]);
+            higan__st_sb_put(&h, ":", 1);
+            higan__st_sb_json(&h, w->meta_values[i]);
+        }
+        higan__st_sb_put(&h, "}", 1);
+    }
+    for (i = 0; i < w->count; ++i) {
+        const higan_st_entry *e = &w->entries[i];
+        uint64_t bytes = higan__st_entry_bytes(e);
+        if (i || w->meta_count > 0) higan__st_sb_put(&h, ",", 1);
+        higan__st_sb_json(&h, e->name);
+        higan__st_sb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":", higan_dtype_name(e->dtype));
+        higan__st_sb_shape(&h, e->ndim, e->shape);
+        higan__st_sb_printf(&h, ",\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + bytes));
+        off += bytes;
+    }
+    higan__st_sb_put(&h, "}", 1);
+    while (!h.oom && h.len % 8) higan__st_sb_put(&h, " ", 1);   /* keeps the data section 8-byte aligned */
+    if (h.oom) return higan__error(HIGAN_ERR_NOMEM, "safetensors save '%s': out of memory", path);
+    if ((uint64_t)h.len > HIGAN__ST_MAX_HEADER) {
+        HIGAN_FREE(h.s);
+        return higan__error(HIGAN_ERR_ARG, "safetensors save '%s': header of %llu bytes exceeds 100 MB", path, (unsigned long long)h.len);
+    }
+    total = h.len;
+    for (k = 0; k < 8; ++k) len8[k] = (unsigned char)(total >> (8 * k));
+
+    higan__st_sb_str(&tmp, path);
+    higan__st_sb_str(&tmp, ".tmp");
+    if (tmp.oom) { HIGAN_FREE(h.s); return higan__error(HIGAN_ERR_NOMEM, "safetensors save '%s': out of memory", path); }
+    f = fopen(tmp.s, "wb");
+    if (!f) { err = errno; what = "cannot create"; goto fail; }
+    if (fwrite(len8, 1, 8, f) != 8 || fwrite(h.s, 1, h.len, f) != h.len) { err = errno; what = "cannot write"; goto fail; }
+    for (i = 0; i < w->count; ++i)
+        if (!higan__st_write_data(f, &w->entries[i], higan__st_entry_bytes(&w->entries[i]))) { err = errno; what = "cannot write"; goto fail; }
+    if (fflush(f) != 0) { err = errno; what = "cannot write"; goto fail; }
+    k = fclose(f);
+    f = NULL;
+    if (k != 0) { err = errno; what = "cannot close"; goto fail; }
+    if (rename(tmp.s, path) != 0) {
+#ifdef _WIN32
+        /* Windows' rename does not replace an existing file; this fallback is not atomic. */
+        if (!(remove(path) == 0 && rename(tmp.s, path) == 0))
+#endif
+        { err = errno; what = "cannot rename the temporary file onto"; goto fail; }
+    }
+    HIGAN_FREE(h.s);
+    HIGAN_FREE(tmp.s);
+    return HIGAN_OK;
+fail:
+    /* remove only the temporary file we created; what was at path stays untouched */
+    if (f) fclose(f);
+    if (strcmp(what, "cannot create") != 0) remove(tmp.s);
+    higan__error(HIGAN_ERR_IO, "cannot save '%s': %s '%s': %s", path, what,
+                 strcmp(what, "cannot rename the temporary file onto") == 0 ? path : tmp.s,
+                 err ? strerror(err) : "I/O error");
+    HIGAN_FREE(h.s);
+    HIGAN_FREE(tmp.s);
+    return HIGAN_ERR_IO;
+}
+
+/* ---- parameter stores ------------------------------------------------------------------ */
+static const char *const higan__st_suffix[3] = {"", ".adam_m", ".adam_v"};
+/* which: 0 value (or buffer), 1 adam_m, 2 adam_v */
+static void *higan__st_param_ptr(const higan_params *p, const higan_param_entry *e, int which) {
+    if (e->kind == HIGAN_BUFFER_I64) return p->ibuffer + e->offset;
+    if (e->kind == HIGAN_BUFFER) return p->buffer + e->offset;
+    return (which == 0 ? p->value : which == 1 ? p->adam_m : p->adam_v) + e->offset;
+}
+HIGAN_DEF higan_status higan_params_add_to_writer(const higan_params *p, higan_safetensors_writer *w,
+        const char *prefix, const higan_adam *opt) {
+    char *name, num[160];
+    size_t plen, cap;
+    int i, s, n0;
+    higan_status st = HIGAN_OK;
+    if (!p || !w) return higan__error(HIGAN_ERR_ARG, "params_add_to_writer: NULL argument");
+    if (!p->allocated) return higan__error(HIGAN_ERR_ARG, "params_add_to_writer: the store is not allocated");
+    if (!prefix) prefix = "";
+    plen = strlen(prefix);
+    cap = plen + HIGAN_MAX_NAME + 16;
+    name = (char *)HIGAN_MALLOC(cap);
+    if (!name) return higan__error(HIGAN_ERR_NOMEM, "params_add_to_writer: out of memory");
+    n0 = w->count;
+    for (i = 0; i < p->count && st == HIGAN_OK; ++i) {
+        const higan_param_entry *e = &p->entries[i];
+        int ns = (opt && e->kind == HIGAN_PARAM) ? 3 : 1;
+        for (s = 0; s < ns && st == HIGAN_OK; ++s) {
+            snprintf(name, cap, "%s%s%s", prefix, e->name, higan__st_suffix[s]);
+            st = higan_safetensors_writer_add(w, name, e->kind == HIGAN_BUFFER_I64 ? HIGAN_I64 : HIGAN_F32,
+                                              e->ndim, e->shape, higan__st_param_ptr(p, e, s));
+        }
+    }
+    if (st == HIGAN_OK && opt) {
+        /* the step is what load restores; the hyperparameters are for people reading the file */
+        snprintf(name, cap, "%sadam_step", prefix);
+        snprintf(num, sizeof num, "%lld", (long long)opt->step);
+        st = higan_safetensors_writer_meta(w, name, num);
+        if (st == HIGAN_OK) {
+            snprintf(name, cap, "%sadam_hparams", prefix);
+            snprintf(num, sizeof num, "lr=%.9g beta1=%.9g beta2=%.9g eps=%.9g",
+                     (double)opt->lr, (double)opt->beta1, (double)opt->beta2, (double)opt->eps);
+            st = higan_safetensors_writer_meta(w, name, num);
+        }
+    }
+    if (st != HIGAN_OK)   /* leave the writer's tensors as they were */
+        while (w->count > n0) HIGAN_FREE(w->entries[--w->count].name);
+    HIGAN_FREE(name);
+    return st;
+}
+
+/* Problem lists for higan_params_load: items kept NUL-separated, cut to fit at the end. */
+typedef struct { higan__st_sb sb; int n; } higan__st_list;
+static void higan__st_list_add(higan__st_list *l, const char *item) {
+    higan__st_sb_put(&l->sb, item, strlen(item) + 1);
+    ++l->n;
+}
+/* Appends whole items while they fit in budget bytes (at least one), then "... (N more)". */
+static void higan__st_list_emit(higan__st_sb *msg, const higan__st_list *l, size_t budget) {
+    size_t at = 0, used = 0;
+    int k;
+    for (k = 0; k < l->n && l->sb.s && !l->sb.oom; ++k) {
+        size_t n = strlen(l->sb.s + at);
+        if (k > 0 && used + n + 2 > budget) break;
+        if (k > 0) higan__st_sb_put(msg, ", ", 2);
+        higan__st_sb_put(msg, l->sb.s + at, n);
+        used += n + 2;
+        at += n + 1;
+    }
+    if (k < l->n) higan__st_sb_printf(msg, ", ... (%d more)", l->n - k);
+}
+/* Checks the tensor called name in st against a store entry; 1 if it can be loaded. */
+static int higan__st_check_one(const higan_safetensors *st, const char *name, const higan_param_entry *e,
+                               higan__st_list *missing, higan__st_list *shaped, higan__st_list *typed) {
+    const higan_st_tensor *t = higan_safetensors_find(st, name);
+    higan__st_sb item;
+    int d, same;
+    if (!t) { higan__st_list_add(missing, name); return 0; }
+    same = t->ndim == e->ndim;
+    for (d = 0; same && d < e->ndim; ++d) same = t->shape[d] == e->shape[d];
+    /* PyTorch stores some one-element tensors (num_batches_tracked) as 0-d: [] matches [1] */
+    if (!same && t->numel == 1 && e->numel == 1) same = 1;
+    memset(&item, 0, sizeof item);
+    if (!same) {
+        higan__st_sb_str(&item, name);
+        higan__st_sb_str(&item, " (file ");
+        higan__st_sb_shape(&item, t->ndim, t->shape);
+        higan__st_sb_str(&item, ", model ");
+        higan__st_sb_shape(&item, e->ndim, e->shape);
+        higan__st_sb_str(&item, ")");
+        higan__st_list_add(shaped, item.s && !item.oom ? item.s : name);
+    } else if (e->kind == HIGAN_BUFFER_I64 ? higan__st_is_float(t->dtype) : !higan__st_is_float(t->dtype)) {
+        higan__st_sb_str(&item, name);
+        higan__st_sb_printf(&item, " (file %s, model %s)", higan_dtype_name(t->dtype),
+                            e->kind == HIGAN_BUFFER_I64 ? "an integer dtype" : "F32/F16/BF16");
+        higan__st_list_add(typed, item.s && !item.oom ? item.s : name);
+        same = 0;
+    }
+    HIGAN_FREE(item.s);
+    return same;
+}
+static int higan__st_ends_with(const char *s, size_t n, const char *suf) {
+    size_t k = strlen(suf);
+    return n > k && !memcmp(s + n - k, suf, k);
+}
+HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensors *st,
+        const char *prefix, higan_adam *opt) {
+    static const char *const label[5] = {"missing", "unexpected", "mis-shaped", "wrong dtype", "metadata"};
+    higan__st_list lists[5];   /* in the order of label */
+    higan__st_sb msg, item;
+    char *name, base[HIGAN_MAX_NAME];
+    size_t plen, cap;
+    int i, s, l, problems = 0, nonempty = 0;
+    int64_t step = 0;
+    higan_status rc = HIGAN_OK;
+    if (!p || !st) return higan__error(HIGAN_ERR_ARG, "params_load: NULL argument");
+    if (!p->allocated) return higan__error(HIGAN_ERR_ARG, "params_load: the store is not allocated");
+    if (!prefix) prefix = "";
+    plen = strlen(prefix);
+    cap = plen + HIGAN_MAX_NAME + 16;
+    name = (char *)HIGAN_MALLOC(cap);
+    if (!name) return higan__error(HIGAN_ERR_NOMEM, "params_load: out of memory");
+    memset(lists, 0, sizeof lists);
+    /* 1. validate everything; nothing is written to p unless all checks pass */
+    for (i = 0; i < p->count; ++i) {
+        const higan_param_entry *e = &p->entries[i];
+        int ns = (opt && e->kind == HIGAN_PARAM) ? 3 : 1;
+        for (s = 0; s < ns; ++s) {
+            snprintf(name, cap, "%s%s%s", prefix, e->name, higan__st_suffix[s]);
+            higan__st_check_one(st, name, e, &lists[0], &lists[2], &lists[3]);
+        }
+    }
+    for (i = 0; i < st->count; ++i) {
+        const char *tn = st->tensors[i].name, *rest;
+        size_t rl;
+        if (strncmp(tn, prefix, plen) != 0) continue;
+        rest = tn + plen;
+        if (higan_params_find(p, rest) >= 0) continue;
+        rl = strlen(rest);
+        /* optimizer state of a known parameter is expected (and ignored when opt is NULL) */
+        if ((higan__st_ends_with(rest, rl, ".adam_m") || higan__st_ends_with(rest, rl, ".adam_v")) && rl - 7 < sizeof base) {
+            int h;
+            memcpy(base, rest, rl - 7);
+            base[rl - 7] = 0;
+            h = higan_params_find(p, base);
+            if (h >= 0 && p->entries[h].kind == HIGAN_PARAM) continue;
+        }
+        higan__st_list_add(&lists[1], tn);
+    }
+    if (opt) {
+        const char *v;
+        snprintf(name, cap, "%sadam_step", prefix);
+        v = higan_safetensors_meta(st, name);
+        memset(&item, 0, sizeof item);
+        if (!v) {
+            higan__st_sb_printf(&item, "'%s' missing", name);
+        } else {
+            const char *c = v;
+            int ok = *c != 0;
+            for (; *c && ok; ++c) {
+                if (*c < '0' || *c > '9' || step > (INT64_MAX - (*c - '0')) / 10) ok = 0;
+                else step = step * 10 + (*c - '0');
+            }
+            if (!ok) higan__st_sb_printf(&item, "'%s' = '%.40s' is not a step count", name, v);
+        }
+        if (item.len) higan__st_list_add(&lists[4], item.s);
+        HIGAN_FREE(item.s);
+    }
+    for (l = 0; l < 5; ++l) { problems += lists[l].n; nonempty += lists[l].n > 0; }
+    if (problems) {
+        /* split what higan_last_error can hold (1 KB) between the non-empty lists */
+        size_t budget = 860 / (size_t)nonempty;
+        int first = 1;
+        memset(&msg, 0, sizeof msg);
+        higan__st_sb_printf(&msg, "params_load (prefix '%.40s'): %d problem%s", prefix, problems, problems > 1 ? "s" : "");
+        for (l = 0; l < 5; ++l) {
+            if (!lists[l].n) continue;
+            higan__st_sb_printf(&msg, "%s %s %d: ", first ? ":" : ";", label[l], lists[l].n);
+            higan__st_list_emit(&msg, &lists[l], budget);
+            first = 0;
+        }
+        rc = higan__error(HIGAN_ERR_FORMAT, "%s", msg.s && !msg.oom ? msg.s : "params_load: checkpoint does not match (out of memory listing the problems)");
+        HIGAN_FREE(msg.s);
+    } else {
+        /* 2. copy; every read is known to succeed */
+        for (i = 0; i < p->count && rc == HIGAN_OK; ++i) {
+            const higan_param_entry *e = &p->entries[i];
+            int ns = (opt && e->kind == HIGAN_PARAM) ? 3 : 1;
+            for (s = 0; s < ns && rc == HIGAN_OK; ++s) {
+                snprintf(name, cap, "%s%s%s", prefix, e->name, higan__st_suffix[s]);
+                rc = e->kind == HIGAN_BUFFER_I64
+                   ? higan_safetensors_read_i64(st, name, (int64_t *)higan__st_param_ptr(p, e, s), e->numel)
+                   : higan_safetensors_read_f32(st, name, (float *)higan__st_param_ptr(p, e, s), e->numel);
+            }
+        }
+        if (rc == HIGAN_OK && opt) opt->step = step;
+    }
+    for (l = 0; l < 5; ++l) HIGAN_FREE(lists[l].sb.s);
+    HIGAN_FREE(name);
+    return rc;
+}
+/* ==== GEMM, CONV2D, LINEAR (implementation) ================================================
+   Layout of this fragment:
+     1. SIMD vocabulary: one set of inline helpers per ISA (scalar, AVX2+FMA, AVX-512F),
+        named higan__v<op>_<isa>, plus HIGAN__TGT_<isa> (the function target attribute) and
+        HIGAN__VW_<isa> (floats per vector). Kernels are written once as macro templates over
+        <isa> and instantiated for every ISA compiled in, all in one binary; the run-time
+        dispatch (higan__ops) picks the instantiation for higan_cpu_level().
+     2. Kernels written once: GEMM micro-kernel, vector add / sum with a scalar tail.
+     3. The blocked GEMM driver (BLIS-style packing, scalar code shared by every level).
+     4. higan_gemm / higan_gemm_ref, conv2d (implicit GEMM), linear, tape ops. */
+#ifdef HIGAN__X86_SIMD
+#include <immintrin.h>
+#endif
+
+#if defined(__GNUC__) && !defined(__CUDACC__)
+#  define HIGAN__UNROLL _Pragma("GCC unroll 16")
+#else
+#  define HIGAN__UNROLL
+#endif
+#ifndef HIGAN__MIN
+#  define HIGAN__MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
+#ifndef HIGAN__MAX
+#  define HIGAN__MAX(a, b) ((a) > (b) ? (a) : (b))
+#endif
+#define HIGAN__CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
+
+/* ---- 1. SIMD vocabulary ------------------------------------------------------------------ */
+/* scalar: a "vector" of one float; mul + add (not fmaf, a library call without FMA) */
+#define HIGAN__TGT_scalar
+#define HIGAN__VW_scalar 1
+typedef float higan__vt_scalar;
+static inline float higan__vzero_scalar(void) { return 0.0f; }
+static inline float higan__vload_scalar(const float *p) { return *p; }
+static inline void higan__vstore_scalar(float *p, float v) { *p = v; }
+static inline float higan__vset1_scalar(float x) { return x; }
+static inline float higan__vfma_scalar(float a, float b, float c) { return a * b + c; }
+static inline float higan__vadd_scalar(float a, float b) { return a + b; }
+static inline float higan__vmul_scalar(float a, float b) { return a * b; }
+static inline float higan__vhsum_scalar(float v) { return v; }
+
+#ifdef HIGAN__X86_SIMD
+/* AVX2 + FMA: 8 floats */
+#  define HIGAN__TGT_avx2 __attribute__((target("avx2,fma")))
+#  define HIGAN__VW_avx2 8
+typedef __m256 higan__vt_avx2;
+static inline HIGAN__TGT_avx2 __m256 higan__vzero_avx2(void) { return _mm256_setzero_ps(); }
+static inline HIGAN__TGT_avx2 __m256 higan__vload_avx2(const float *p) { return _mm256_loadu_ps(p); }
+static inline HIGAN__TGT_avx2 void higan__vstore_avx2(float *p, __m256 v) { _mm256_storeu_ps(p, v); }
+static inline HIGAN__TGT_avx2 __m256 higan__vset1_avx2(float x) { return _mm256_set1_ps(x); }
+static inline HIGAN__TGT_avx2 __m256 higan__vfma_avx2(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+static inline HIGAN__TGT_avx2 __m256 higan__vadd_avx2(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+static inline HIGAN__TGT_avx2 __m256 higan__vmul_avx2(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+static inline HIGAN__TGT_avx2 float higan__vhsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#  ifndef HIGAN_NO_AVX512
+#    define HIGAN__GEMM_AVX512 1
+/* AVX-512F: 16 floats */
+#    define HIGAN__TGT_avx512 __attribute__((target("avx512f,avx2,fma")))
+#    define HIGAN__VW_avx512 16
+typedef __m512 higan__vt_avx512;
+static inline HIGAN__TGT_avx512 __m512 higan__vzero_avx512(void) { return _mm512_setzero_ps(); }
+static inline HIGAN__TGT_avx512 __m512 higan__vload_avx512(const float *p) { return _mm512_loadu_ps(p); }
+static inline HIGAN__TGT_avx512 void higan__vstore_avx512(float *p, __m512 v) { _mm512_storeu_ps(p, v); }
+static inline HIGAN__TGT_avx512 __m512 higan__vset1_avx512(float x) { return _mm512_set1_ps(x); }
+static inline HIGAN__TGT_avx512 __m512 higan__vfma_avx512(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+static inline HIGAN__TGT_avx512 __m512 higan__vadd_avx512(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+static inline HIGAN__TGT_avx512 __m512 higan__vmul_avx512(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+/* through memory: GCC 12's 512->256 extract intrinsics warn (-Wuninitialized) in C++ */
+static inline HIGAN__TGT_avx512 float higan__vhsum_avx512(__m512 v) {
+    float t[16];
+    _mm512_storeu_ps(t, v);
+    return higan__vhsum_avx2(_mm256_add_ps(_mm256_loadu_ps(t), _mm256_loadu_ps(t + 8)));
+}
+#  endif
+#endif
+
+/* ---- 2. kernels written once ------------------------------------------------------------- */
+/* GEMM micro-kernel: C[MR, NV*VW] (row stride ldc) = A_panel * B_panel (+ beta * C).
+   a: packed A panel [kc][MR]; b: packed B panel [kc][NV*VW]. The MR x NV accumulators stay
+   in registers (the unrolled loops are fully resolved at compile time). beta == 0: C is not
+   read; beta == 1: plain add (what every K block after the first uses). */
+#define HIGAN__DEFINE_UKR(ISA, NAME, MR, NV)                                                    \
+static HIGAN__TGT_##ISA void NAME(int64_t kc, const float *a, const float *b, float *c,         \
+                                  int64_t ldc, float beta) {                                   \
+    higan__vt_##ISA acc[MR][NV], bv[NV];                                                        \
+    int64_t k;                                                                                  \
+    int i, v;                                                                                   \
+    HIGAN__UNROLL for (i = 0; i < MR; ++i)                                                      \
+        HIGAN__UNROLL for (v = 0; v < NV; ++v) acc[i][v] = higan__vzero_##ISA();                \
+    for (k = 0; k < kc; ++k) {                                                                  \
+        HIGAN__UNROLL for (v = 0; v < NV; ++v) bv[v] = higan__vload_##ISA(b + v * HIGAN__VW_##ISA); \
+        HIGAN__UNROLL for (i = 0; i < MR; ++i) {                                                \
+            higan__vt_##ISA ai = higan__vset1_##ISA(a[i]);                                      \
+            HIGAN__UNROLL for (v = 0; v < NV; ++v)                                              \
+                acc[i][v] = higan__vfma_##ISA(ai, bv[v], acc[i][v]);                            \
+        }                                                                                       \
+        a += MR;                                                                                \
+        b += NV * HIGAN__VW_##ISA;                                                              \
+    }                                                                                           \
+    if (beta == 0.0f) {                                                                         \
+        HIGAN__UNROLL for (i = 0; i < MR; ++i) HIGAN__UNROLL for (v = 0; v < NV; ++v)          \
+            higan__vstore_##ISA(c + i * ldc + v * HIGAN__VW_##ISA, acc[i][v]);                  \
+    } else if (beta == 1.0f) {                                                                  \
+        HIGAN__UNROLL for (i = 0; i < MR; ++i) HIGAN__UNROLL for (v = 0; v < NV; ++v) {        \
+            float *cp = c + i * ldc + v * HIGAN__VW_##ISA;                                      \
+            higan__vstore_##ISA(cp, higan__vadd_##ISA(acc[i][v], higan__vload_##ISA(cp)));      \
+        }                                                                                       \
+    } else {                                                                                    \
+        higan__vt_##ISA bb = higan__vset1_##ISA(beta);                                          \
+        HIGAN__UNROLL for (i = 0; i < MR; ++i) HIGAN__UNROLL for (v = 0; v < NV; ++v) {        \
+            float *cp = c + i * ldc + v * HIGAN__VW_##ISA;                                      \
+            higan__vstore_##ISA(cp, higan__vadd_##ISA(acc[i][v],                                \
+                                    higan__vmul_##ISA(bb, higan__vload_##ISA(cp))));            \
+        }                                                                                       \
+    }                                                                                           \
+}
+
+/* y[n] += x[n] and sum(x[n]): vector body, scalar tail. The sum keeps 4 vector partial sums
+   (fixed order: deterministic for a level, different between levels). */
+#define HIGAN__DEFINE_VEC_OPS(ISA)                                                              \
+static HIGAN__TGT_##ISA void higan__add_##ISA(int64_t n, float *y, const float *x) {            \
+    int64_t i = 0;                                                                              \
+    for (; i + HIGAN__VW_##ISA <= n; i += HIGAN__VW_##ISA)                                      \
+        higan__vstore_##ISA(y + i, higan__vadd_##ISA(higan__vload_##ISA(y + i),                 \
+                                                     higan__vload_##ISA(x + i)));               \
+    for (; i < n; ++i) y[i] += x[i];                                                            \
+}                                                                                               \
+static HIGAN__TGT_##ISA float higan__sum_##ISA(int64_t n, const float *x) {                     \
+    higan__vt_##ISA s0 = higan__vzero_##ISA(), s1 = s0, s2 = s0, s3 = s0;                       \
+    int64_t i = 0;                                                                              \
+    float s;                                                                                    \
+    for (; i + 4 * HIGAN__VW_##ISA <= n; i += 4 * HIGAN__VW_##ISA) {                            \
+        s0 = higan__vadd_##ISA(s0, higan__vload_##ISA(x + i));                                  \
+        s1 = higan__vadd_##ISA(s1, higan__vload_##ISA(x + i + HIGAN__VW_##ISA));                \
+        s2 = higan__vadd_##ISA(s2, higan__vload_##ISA(x + i + 2 * HIGAN__VW_##ISA));            \
+        s3 = higan__vadd_##ISA(s3, higan__vload_##ISA(x + i + 3 * HIGAN__VW_##ISA));            \
+    }                                                                                           \
+    for (; i + HIGAN__VW_##ISA <= n; i += HIGAN__VW_##ISA)                                      \
+        s0 = higan__vadd_##ISA(s0, higan__vload_##ISA(x + i));                                  \
+    s = higan__vhsum_##ISA(higan__vadd_##ISA(higan__vadd_##ISA(s0, s1),                         \
+                                             higan__vadd_##ISA(s2, s3)));                       \
+    for (; i < n; ++i) s += x[i];                                                               \
+    return s;                                                                                   \
+}
+
+/* Register tiles (MR rows x NR = NV*VW columns of C): scalar 4x8 (32 scalars), AVX2 6x16
+   (12 ymm accumulators), AVX-512 6x64 (24 zmm). Every tile tried (AVX-512 6x64, 14x32,
+   12x32, 8x48, 6x32; AVX2 6x16, 4x24) runs at the FMA peak with its panels in L1 on the
+   Zen 4 this was tuned on; 6x64 was fastest in the full GEMM (and wastes little on edge
+   rows: M is padded to a multiple of 6 only). */
+HIGAN__DEFINE_UKR(scalar, higan__ukr_scalar, 4, 8)
+HIGAN__DEFINE_VEC_OPS(scalar)
+#ifdef HIGAN__X86_SIMD
+HIGAN__DEFINE_UKR(avx2, higan__ukr_avx2, 6, 2)
+HIGAN__DEFINE_VEC_OPS(avx2)
+#  ifdef HIGAN__GEMM_AVX512
+HIGAN__DEFINE_UKR(avx512, higan__ukr_avx512, 6, 4)
+HIGAN__DEFINE_VEC_OPS(avx512)
+#  endif
+#endif
+
+/* ---- dispatch ------------------------------------------------------------------------------ */
+typedef void (*higan__ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                              float beta);
+/* A GEMM level: register tile mr x nr and cache blocks. kc: K block (an A panel of mr x kc,
+   12 KB for 6 x 512, stays in L1 while the B block streams past it; C is read and written
+   once per K block); mc: rows of A packed at once; nc: columns of B packed at once. The
+   values were measured on the Zen 4 (1 MB L2) this was tuned on: kc 256..512 and large nc
+   were best (the B block need not fit L2: its panels stream sequentially). */
+typedef struct higan__gemm_kernel {
+    int mr, nr;
+    int64_t kc, mc, nc;
+    higan__ukr_fn ukr;
+} higan__gemm_kernel;
+typedef struct higan__level_ops {
+    higan__gemm_kernel gemm;
+    void (*add)(int64_t n, float *y, const float *x);
+    float (*sum)(int64_t n, const float *x);
+} higan__level_ops;
+#define HIGAN__MAX_MR 16
+#define HIGAN__MAX_NR 64
+#define HIGAN__MAX_NC 2048   /* nc of every level is at most this (a stack row in the packer) */
+#define HIGAN__T_CHUNK 64    /* pixels per transposed block in the dW packer */
+/* Adding a level, e.g. an AMX-BF16 tile kernel (HIGAN_CPU_AMX after HIGAN_CPU_AVX512 in
+   higan_cpu, detected with AMX-TILE/AMX-BF16 and the Linux arch_prctl permission): one more
+   higan__level_ops entry here plus its branch in higan__ops() below. Its micro-kernel gets
+   the same packed panels; for BF16 it would convert them to VNNI pairs in its own pack
+   routines (a flag in higan__gemm_kernel choosing them in higan__gemm_driver), while the
+   blocking, batching and threading of the driver stay shared. */
+static const higan__level_ops higan__ops_scalar = {
+    {4, 8, 256, 1020, 2048, higan__ukr_scalar}, higan__add_scalar, higan__sum_scalar};
+#ifdef HIGAN__X86_SIMD
+static const higan__level_ops higan__ops_avx2 = {
+    {6, 16, 512, 1020, 2048, higan__ukr_avx2}, higan__add_avx2, higan__sum_avx2};
+#  ifdef HIGAN__GEMM_AVX512
+static const higan__level_ops higan__ops_avx512 = {
+    {6, 64, 512, 1020, 2048, higan__ukr_avx512}, higan__add_avx512, higan__sum_avx512};
+#  endif
+#endif
+static const higan__level_ops *higan__ops(void) {
+    higan_cpu level = higan_cpu_level();
+    (void)level;
+#ifdef HIGAN__X86_SIMD
+#  ifdef HIGAN__GEMM_AVX512
+    if (level >= HIGAN_CPU_AVX512) return &higan__ops_avx512;
+#  endif
+    if (level >= HIGAN_CPU_AVX2) return &higan__ops_avx2;
+#endif
+    return &higan__ops_scalar;
+}
+
+/* ---- 3. the blocked GEMM driver ---------------------------------------------------------------
+   Operands are described by a source so that conv2d can hand the GEMM its im2col matrix
+   without materialising it: the pack routines read the input image directly. */
+enum {
+    HIGAN__SRC_MAT = 0,    /* element (r, c) = p[r * ld + c] */
+    HIGAN__SRC_MAT_T,      /* element (r, c) = p[c * ld + r] */
+    HIGAN__SRC_IM2COL,     /* B of a conv forward: (k = (ic, kh, kw), j = (oh, ow)) of x_n */
+    HIGAN__SRC_IM2COL_T    /* B of a conv dW: (k = (oh, ow), j = (ic, kh, kw)) of x_n */
+};
+typedef struct higan__src {
+    int kind;
+    const float *p;
+    int64_t ld;
+    const higan_conv2d_shape *cs;   /* im2col kinds: p is one sample [IC, H, W] */
+    int64_t oh, ow;                 /* im2col kinds: output size */
+} higan__src;
+static void higan__src_mat(higan__src *s, const float *p, int64_t ld, int trans) {
+    s->kind = trans ? HIGAN__SRC_MAT_T : HIGAN__SRC_MAT;
+    s->p = p; s->ld = ld; s->cs = NULL; s->oh = s->ow = 0;
+}
+
+/* d[0..mr) = s[0..mr): fixed-size copies for the tile heights in use (inlined, no loop). */
+static inline void higan__copy_mr(float *d, const float *s, int mr) {
+    int i;
+    switch (mr) {
+    case 4: memcpy(d, s, 4 * sizeof(float)); break;
+    case 6: memcpy(d, s, 6 * sizeof(float)); break;
+    default: for (i = 0; i < mr; ++i) d[i] = s[i];
+    }
+}
+
+/* Pack the block rows [i0, i0+mc) x k [k0, k0+kc) of op(A), times alpha, into panels of mr
+   rows (panel q at dst + q*pstride, laid out [kc][mr], rows past mc zero). Each source row is
+   read contiguously: a row-major A panel by panel (its mr rows as mr streams, k outer), a
+   transposed A by groups of panels (per k one contiguous segment of a row of A^T; single
+   panels would revisit the same rows of A^T, whose stride aliases in L1). */
+static void higan__pack_a_block(float *dst, int64_t pstride, const higan__src *s, int64_t i0,
+                                int64_t mc, int64_t k0, int64_t kc, int mr, float alpha) {
+    const int64_t np = HIGAN__CEIL_DIV(mc, mr);
+    int64_t q;
+    if (s->kind == HIGAN__SRC_MAT) {
+        HIGAN__PARALLEL_FOR_IF(np > 1 && kc * mc >= 32768)
+        for (q = 0; q < np; ++q) {
+            const float *rows[HIGAN__MAX_MR];
+            float *pd = dst + q * pstride;
+            const int64_t m = HIGAN__MIN(mr, mc - q * mr);
+            int64_t i, kk;
+            for (i = 0; i < m; ++i) rows[i] = s->p + (i0 + q * mr + i) * s->ld + k0;
+            for (kk = 0; kk < kc; ++kk) {
+                float *d = pd + kk * mr;
+                if (alpha == 1.0f) for (i = 0; i < m; ++i) d[i] = rows[i][kk];
+                else for (i = 0; i < m; ++i) d[i] = alpha * rows[i][kk];
+                for (; i < mr; ++i) d[i] = 0.0f;
+            }
+        }
+    } else {
+        /* groups of panels about 64 floats wide: per k one contiguous source segment,
+           written to a few panels */
+        const int64_t g = mr >= 64 ? 1 : 64 / mr, ng = HIGAN__CEIL_DIV(np, g);
+        HIGAN_ASSERT(s->kind == HIGAN__SRC_MAT_T);
+        HIGAN__PARALLEL_FOR_IF(ng > 1 && kc * mc >= 32768)
+        for (q = 0; q < ng; ++q) {
+            const int64_t q1 = HIGAN__MIN(np, (q + 1) * g);
+            int64_t qq, i, k;
+            for (k = 0; k < kc; ++k) {
+                const float *src = s->p + (k0 + k) * s->ld + i0;
+                for (qq = q * g; qq < q1; ++qq) {
+                    float *d = dst + qq * pstride + k * mr;
+                    const float *sq = src + qq * mr;
+                    const int64_t m = HIGAN__MIN(mr, mc - qq * mr);
+                    if (alpha == 1.0f && m == mr) { higan__copy_mr(d, sq, mr); continue; }
+                    if (alpha == 1.0f) for (i = 0; i < m; ++i) d[i] = sq[i];
+                    else for (i = 0; i < m; ++i) d[i] = alpha * sq[i];
+                    for (; i < mr; ++i) d[i] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* count pixels of row (ic, kh, kw) of col(x_n), from output pixel (oh, ow) on, into d[0],
+   d[ds], d[2 ds], ...: x_n[ic, oh*sh - pad_top + kh, ow*sw - pad_left + kw], 0 outside the
+   image. Walks output rows as runs: per run one bounds computation, then zeros,
+   a (strided) copy, zeros; no test per element. */
+static void higan__im2col_row(float *d, int64_t ds, const float *xn, const higan_conv2d_shape *cs,
+                              int64_t OW, int64_t ic, int64_t kh, int64_t kw, int64_t oh,
+                              int64_t ow, int64_t count) {
+    const int64_t W = cs->W, sw = cs->stride_w;
+    const float *xc = xn + ic * cs->H * W;
+    int64_t q = 0, t;
+    while (q < count) {
+        const int64_t run = HIGAN__MIN(count - q, OW - ow);
+        const int64_t ih = oh * cs->stride_h - cs->pad_top + kh;
+        const int64_t iw0 = ow * sw - cs->pad_left + kw;     /* input column of the first pixel */
+        int64_t lo = 0, hi = 0;                               /* valid pixels [lo, hi) of the run */
+        if ((uint64_t)ih < (uint64_t)cs->H && iw0 < W) {
+            lo = iw0 < 0 ? (-iw0 + sw - 1) / sw : 0;
+            hi = (W - iw0 + sw - 1) / sw;
+            if (hi > run) hi = run;
+            if (lo > hi) lo = hi;
+        }
+        {
+            float *dq = d + q * ds;
+            for (t = 0; t < lo; ++t) dq[t * ds] = 0.0f;
+            if (hi > lo) {
+                const float *xr = xc + ih * W + iw0 + lo * sw;   /* first valid input */
+                if (ds == 1 && sw == 1) memcpy(dq + lo, xr, (size_t)(hi - lo) * sizeof(float));
+                else for (t = lo; t < hi; ++t) dq[t * ds] = xr[(t - lo) * sw];
+            }
+            for (t = hi; t < run; ++t) dq[t * ds] = 0.0f;
+        }
+        q += run;
+        ow = 0;
+        ++oh;
+    }
+}
+
+/* Pack k [k0, k0+kc) x columns [j0, j0+n) of op(B) (n <= nr) into dst [kc][nr], columns
+   n..nr-1 zero. */
+static void higan__pack_b(float *dst, const higan__src *s, int64_t k0, int64_t kc, int64_t j0,
+                          int64_t n, int nr) {
+    int64_t k, j;
+    switch (s->kind) {
+    case HIGAN__SRC_MAT:
+        for (k = 0; k < kc; ++k) memcpy(dst + k * nr, s->p + (k0 + k) * s->ld + j0, (size_t)n * sizeof(float));
+        break;
+    case HIGAN__SRC_MAT_T:
+        for (j = 0; j < n; ++j) {
+            const float *col = s->p + (j0 + j) * s->ld + k0;
+            for (k = 0; k < kc; ++k) dst[k * nr + j] = col[k];
+        }
+        break;
+    case HIGAN__SRC_IM2COL: {
+        /* row k = (ic, kh, kw) of col(x_n), pixels [j0, j0+n) */
+        const int64_t KK = s->cs->KH * s->cs->KW, oh = j0 / s->ow, ow = j0 % s->ow;
+        for (k = 0; k < kc; ++k) {
+            const int64_t kk = k0 + k, r = kk % KK;
+            higan__im2col_row(dst + k * nr, 1, s->p, s->cs, s->ow, kk / KK, r / s->cs->KW,
+                              r % s->cs->KW, oh, ow, n);
+        }
+        break;
+    }
+    case HIGAN__SRC_IM2COL_T: {
+        /* column j = row (ic, kh, kw) of col(x_n), rows k = pixels [k0, k0+kc): for blocks of
+           pixels, the n row segments (contiguous runs) into tmp, then transposed in L1 */
+        const int64_t KK = s->cs->KH * s->cs->KW;
+        int64_t ic[HIGAN__MAX_NR], kh[HIGAN__MAX_NR], kw[HIGAN__MAX_NR], kb;
+        for (j = 0; j < n; ++j) {
+            const int64_t jj = j0 + j, r = jj % KK;
+            ic[j] = jj / KK; kh[j] = r / s->cs->KW; kw[j] = r % s->cs->KW;
+        }
+        for (kb = 0; kb < kc; kb += HIGAN__T_CHUNK) {
+            const int64_t kn = HIGAN__MIN(HIGAN__T_CHUNK, kc - kb);
+            const int64_t oh = (k0 + kb) / s->ow, ow = (k0 + kb) % s->ow;
+            float tmp[HIGAN__MAX_NR * HIGAN__T_CHUNK];
+            for (j = 0; j < n; ++j)
+                higan__im2col_row(tmp + j * HIGAN__T_CHUNK, 1, s->p, s->cs, s->ow, ic[j], kh[j],
+                                  kw[j], oh, ow, kn);
+            for (k = 0; k < kn; ++k) {
+                float *d = dst + (kb + k) * nr;
+                for (j = 0; j < n; ++j) d[j] = tmp[j * HIGAN__T_CHUNK + k];
+            }
+        }
+        break;
+    }
+    default:
+        HIGAN_ASSERT(0 && "bad GEMM source");
+    }
+    if (n < nr)
+        for (k = 0; k < kc; ++k)
+            for (j = n; j < nr; ++j) dst[k * nr + j] = 0.0f;
+}
+
+/* Pack the block k [k0, k0+kc) x columns [j0, j0+nc) of op(B) into panels of nr columns
+   (panel p at dst + p*pstride, laid out [kc][nr]). A plain row-major B and an im2col B are
+   copied row by row (k outer: each source row read once, contiguously), split over threads
+   by rows; the other sources are split by panels. */
+static void higan__pack_b_block(float *dst, int64_t pstride, const higan__src *s, int64_t k0,
+                                int64_t kc, int64_t j0, int64_t nc, int nr) {
+    const int64_t np = HIGAN__CEIL_DIV(nc, nr);
+    int64_t k, p;
+    if (s->kind == HIGAN__SRC_MAT) {
+        HIGAN__PARALLEL_FOR_IF(kc >= 16 && kc * nc >= 32768)
+        for (k = 0; k < kc; ++k) {
+            const float *src = s->p + (k0 + k) * s->ld + j0;
+            int64_t q, j;
+            for (q = 0; q < np; ++q) {
+                float *d = dst + q * pstride + k * nr;
+                const int64_t n = HIGAN__MIN(nr, nc - q * nr);
+                memcpy(d, src + q * nr, (size_t)n * sizeof(float));
+                for (j = n; j < nr; ++j) d[j] = 0.0f;
+            }
+        }
+    } else if (s->kind == HIGAN__SRC_IM2COL) {
+        /* one im2col row segment of nc pixels at a time (its runs span whole output rows,
+           not one panel), then split into the panels */
+        HIGAN_ASSERT(nc <= HIGAN__MAX_NC);
+        HIGAN__PARALLEL_FOR_IF(kc >= 16 && kc * nc >= 32768)
+        for (k = 0; k < kc; ++k) {
+            float row[HIGAN__MAX_NC];
+            const int64_t KK = s->cs->KH * s->cs->KW, kk = k0 + k, r = kk % KK;
+            int64_t q, j;
+            higan__im2col_row(row, 1, s->p, s->cs, s->ow, kk / KK, r / s->cs->KW, r % s->cs->KW,
+                              j0 / s->ow, j0 % s->ow, nc);
+            for (q = 0; q < np; ++q) {
+                float *d = dst + q * pstride + k * nr;
+                const int64_t n = HIGAN__MIN(nr, nc - q * nr);
+                memcpy(d, row + q * nr, (size_t)n * sizeof(float));
+                for (j = n; j < nr; ++j) d[j] = 0.0f;
+            }
+        }
+    } else {
+        HIGAN__PARALLEL_FOR_IF(np > 1 && kc * nc >= 32768)
+        for (p = 0; p < np; ++p)
+            higan__pack_b(dst + p * pstride, s, k0, kc, j0 + p * nr, HIGAN__MIN(nr, nc - p * nr), nr);
+    }
+}
+
+/* Element (k, j) of op(B) / (i, k) of op(A), for the unpacked fallback only. */
+static float higan__src_b_at(const higan__src *s, int64_t k, int64_t j) {
+    float v;
+    higan__pack_b(&v, s, k, 1, j, 1, 1);
+    return v;
+}
+static float higan__src_a_at(const higan__src *s, int64_t i, int64_t k) {
+    return s->kind == HIGAN__SRC_MAT ? s->p[i * s->ld + k] : s->p[k * s->ld + i];
+}
+/* C = alpha op(A) op(B) + beta C without packing: used only when the packing buffer cannot
+   be allocated (slow but correct). */
+static void higan__gemm_unpacked(int64_t M, int64_t N, int64_t K, float alpha, const higan__src *A,
+                                 const higan__src *B, float beta, float *C, int64_t ldc) {
+    int64_t i, j, k;
+    for (i = 0; i < M; ++i)
+        for (j = 0; j < N; ++j) {
+            float acc = 0.0f, *c = C + i * ldc + j;
+            for (k = 0; k < K; ++k) acc += higan__src_a_at(A, i, k) * higan__src_b_at(B, k, j);
+            *c = alpha * acc + (beta == 0.0f ? 0.0f : beta * *c);
+        }
+}
+
+/* One packing buffer per calling thread, grown on demand, 64-byte aligned. */
+static HIGAN__TLS void *higan__gemm_raw;
+static HIGAN__TLS size_t higan__gemm_cap;   /* floats */
+static float *higan__gemm_buffer(size_t floats) {
+    if (floats > higan__gemm_cap) {
+        if (higan__gemm_raw) HIGAN_FREE(higan__gemm_raw);
+        higan__gemm_raw = HIGAN_MALLOC(floats * sizeof(float) + 64);
+        higan__gemm_cap = higan__gemm_raw ? floats : 0;
+        if (!higan__gemm_raw) return NULL;
+    }
+    return (float *)(((uintptr_t)higan__gemm_raw + 63) & ~(uintptr_t)63);
+}
+HIGAN_DEF void higan_gemm_free_buffers(void) {
+    if (higan__gemm_raw) HIGAN_FREE(higan__gemm_raw);
+    higan__gemm_raw = NULL;
+    higan__gemm_cap = 0;
+}
+
+/* C[M,N] = beta * C (beta 0: zero fill, C not read). */
+static void higan__scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
+    int64_t i, j;
+    for (i = 0; i < M; ++i) {
+        float *c = C + i * ldc;
+        if (beta == 0.0f) memset(c, 0, (size_t)N * sizeof(float));
+        else if (beta != 1.0f) for (j = 0; j < N; ++j) c[j] *= beta;
+    }
+}
+
+/* Several products in one driver call (conv2d over a batch of samples).
+   along_k 0: nb products C_b[M,N] = alpha op(A) op(B_b) + beta C_b sharing A (packed once
+     for all of them); B_b is B with its pointer advanced by b*b_step, C_b = C + b*c_step.
+   along_k 1: one product whose K is nb segments of K/nb: segment b uses A and B with their
+     pointers advanced by b*a_step and b*b_step (sum over samples of dY_n col(x_n)^T). */
+#define HIGAN__GEMM_GROUP_FLOATS ((int64_t)1 << 17)
+typedef struct higan__batch {
+    int64_t nb;
+    int along_k;
+    int64_t a_step, b_step, c_step;
+} higan__batch;
+/* Products of an N-batch per group: all of them when K is one block (each C is then
+   written once and A is packed once), else as many as keep their C in cache. */
+static int64_t higan__gemm_group(const higan__gemm_kernel *kr, int64_t nb, int64_t M, int64_t N,
+                                 int64_t K) {
+    if (K <= kr->kc) return HIGAN__MAX(nb, 1);
+    return HIGAN__MIN(nb, HIGAN__MAX(1, HIGAN__GEMM_GROUP_FLOATS / (M * N)));
+}
+static higan__src higan__src_step(const higan__src *s, int64_t step, int64_t b) {
+    higan__src r = *s;
+    r.p += b * step;
+    return r;
+}
+/* Pack k [k0, k0+kc) of a K-segmented operand: each piece inside one segment is packed at
+   its row offset of the panels (panels are laid out k-major, so a piece is a sub-block). */
+static void higan__pack_a_k(float *dst, int64_t pstride, const higan__src *A, const higan__batch *bt,
+                            int64_t kseg, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float alpha) {
+    int64_t k = k0;
+    while (k < k0 + kc) {
+        const int64_t b = k / kseg, kl = k % kseg, len = HIGAN__MIN(kseg - kl, k0 + kc - k);
+        const higan__src As = higan__src_step(A, bt->a_step, b);
+        higan__pack_a_block(dst + (k - k0) * mr, pstride, &As, i0, mc, kl, len, mr, alpha);
+        k += len;
+    }
+}
+static void higan__pack_b_k(float *dst, int64_t pstride, const higan__src *B, const higan__batch *bt,
+                            int64_t kseg, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr) {
+    int64_t k = k0;
+    while (k < k0 + kc) {
+        const int64_t b = k / kseg, kl = k % kseg, len = HIGAN__MIN(kseg - kl, k0 + kc - k);
+        const higan__src Bs = higan__src_step(B, bt->b_step, b);
+        higan__pack_b_block(dst + (k - k0) * nr, pstride, &Bs, kl, len, j0, nc, nr);
+        k += len;
+    }
+}
+
+/* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C (bt: NULL, or a batch as above).
+   Loops: ic over M blocks of mc; (groups of an N-batch); pc over K blocks of kc (sequential:
+   every C element sums its K blocks in the same order whatever the thread count); pack the
+   A block [mc x kc]; for each product of the group, jc over N blocks of nc: pack the B block
+   [kc x nc], then the mr x nr tiles, parallel over tiles (each tile written by one thread).
+   With M <= mc, every B is packed exactly once, and A once per group. */
+static void higan__gemm_driver(const higan__gemm_kernel *kr, int64_t M, int64_t N, int64_t K,
+                               float alpha, const higan__src *A, const higan__src *B, float beta,
+                               float *C, int64_t ldc, const higan__batch *bt) {
+    const int mr = kr->mr, nr = kr->nr;
+    higan__batch one;
+    int64_t nk, kcs, mcs, ncs, jc, pc, ic, nbn, kseg, b, g0, gsz;
+    float *ap, *bp;
+    if (!bt) { one.nb = 1; one.along_k = 0; one.a_step = one.b_step = one.c_step = 0; bt = &one; }
+    if (M <= 0 || N <= 0 || bt->nb <= 0) return;
+    nbn = bt->along_k ? 1 : bt->nb;              /* products along N */
+    kseg = bt->along_k ? K / bt->nb : K;          /* K of one segment */
+    HIGAN_ASSERT(!bt->along_k || kseg * bt->nb == K);
+    if (K <= 0 || alpha == 0.0f) {
+        for (b = 0; b < nbn; ++b) higan__scale_c(M, N, beta, C + b * bt->c_step, ldc);
+        return;
+    }
+    nk = HIGAN__CEIL_DIV(K, kr->kc);
+    kcs = HIGAN__CEIL_DIV(K, nk);                        /* balanced K blocks */
+    mcs = HIGAN__MIN(HIGAN__CEIL_DIV(M, mr) * mr, kr->mc);
+    ncs = HIGAN__MIN(HIGAN__CEIL_DIV(N, nr) * nr, kr->nc);
+    ap = higan__gemm_buffer((size_t)(mcs * kcs + kcs * ncs));
+    if (!ap) {
+        for (b = 0; b < bt->nb; ++b) {
+            const higan__src As = higan__src_step(A, bt->along_k ? bt->a_step : 0, b);
+            const higan__src Bs = higan__src_step(B, bt->b_step, b);
+            if (bt->along_k) higan__gemm_unpacked(M, N, kseg, alpha, &As, &Bs, b ? 1.0f : beta, C, ldc);
+            else higan__gemm_unpacked(M, N, K, alpha, &As, &Bs, beta, C + b * bt->c_step, ldc);
+        }
+        return;
+    }
+    bp = ap + mcs * kcs;
+    /* N-batches go in groups (higan__gemm_group); A is packed once per group and K block */
+    gsz = higan__gemm_group(kr, nbn, M, N, K);
+    for (ic = 0; ic < M; ic += mcs)
+    for (g0 = 0; g0 < nbn; g0 += gsz) {
+        const int64_t mc = HIGAN__MIN(mcs, M - ic), nir = HIGAN__CEIL_DIV(mc, mr);
+        for (pc = 0; pc < K; pc += kcs) {
+            const int64_t kc = HIGAN__MIN(kcs, K - pc);
+            const float beta_k = pc == 0 ? beta : 1.0f;
+            if (bt->along_k) higan__pack_a_k(ap, mr * kc, A, bt, kseg, ic, mc, pc, kc, mr, alpha);
+            else higan__pack_a_block(ap, mr * kc, A, ic, mc, pc, kc, mr, alpha);
+            for (b = g0; b < HIGAN__MIN(nbn, g0 + gsz); ++b) {
+                const higan__src Bb = higan__src_step(B, bt->b_step, b);
+                float *Cb = C + b * bt->c_step;
+                for (jc = 0; jc < N; jc += ncs) {
+                    const int64_t nc = HIGAN__MIN(ncs, N - jc), njr = HIGAN__CEIL_DIV(nc, nr);
+                    const int64_t ntile = nir * njr;
+                    int64_t t;
+                    if (bt->along_k) higan__pack_b_k(bp, nr * kc, B, bt, kseg, pc, kc, jc, nc, nr);
+                    else higan__pack_b_block(bp, nr * kc, &Bb, pc, kc, jc, nc, nr);
+                    /* tiles row-panel major: an A panel stays in L1 while the B block streams
+                       past it */
+                    HIGAN__PARALLEL_FOR_IF(ntile > 1 && mc * nc * kc >= 131072)
+                    for (t = 0; t < ntile; ++t) {
+                        const int64_t tr = t / njr, tj = t % njr;
+                        const int64_t m = HIGAN__MIN(mr, mc - tr * mr), n = HIGAN__MIN(nr, nc - tj * nr);
+                        const float *a = ap + tr * mr * kc, *bb = bp + tj * nr * kc;
+                        float *c = Cb + (ic + tr * mr) * ldc + jc + tj * nr;
+                        if (m == mr && n == nr) {
+                            kr->ukr(kc, a, bb, c, ldc, beta_k);
+                        } else {
+                            /* edge tile: full tile into tmp, then the same merge as the kernel's */
+                            float tmp[HIGAN__MAX_MR * HIGAN__MAX_NR];
+                            int64_t i, j;
+                            kr->ukr(kc, a, bb, tmp, nr, 0.0f);
+                            for (i = 0; i < m; ++i)
+                                for (j = 0; j < n; ++j) {
+                                    float *cp = c + i * ldc + j, v = tmp[i * nr + j];
+                                    if (beta_k == 0.0f) *cp = v;
+                                    else if (beta_k == 1.0f) *cp = v + *cp;
+                                    else *cp = v + beta_k * *cp;
+                                }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- 4. public GEMM ---------------------------------------------------------------------------- */
+static void higan__gemm_check(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                              const float *A, int64_t lda, const float *B, int64_t ldb,
+                              const float *C, int64_t ldc) {
+    HIGAN_ASSERT(M >= 0 && N >= 0 && K >= 0);
+    if (M > 0 && N > 0) HIGAN_ASSERT(C && ldc >= N);
+    if (M > 0 && N > 0 && K > 0) {
+        HIGAN_ASSERT(A && B);
+        HIGAN_ASSERT(lda >= (trans_a ? M : K));
+        HIGAN_ASSERT(ldb >= (trans_b ? K : N));
+    }
+}
+
+HIGAN_DEF void higan_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                          const float *A, int64_t lda, const float *B, int64_t ldb,
+                          float beta, float *C, int64_t ldc) {
+    higan__src a, b;
+    higan__gemm_check(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    higan__src_mat(&a, A, lda, trans_a);
+    higan__src_mat(&b, B, ldb, trans_b);
+    higan__gemm_driver(&higan__ops()->gemm, M, N, K, alpha, &a, &b, beta, C, ldc, NULL);
+}
+
+HIGAN_DEF void higan_gemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                              const float *A, int64_t lda, const float *B, int64_t ldb,
+                              float beta, float *C, int64_t ldc) {
+    int64_t i, j, k;
+    higan__gemm_check(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    for (i = 0; i < M; ++i)
+        for (j = 0; j < N; ++j) {
+            double acc = 0.0;
+            for (k = 0; k < K; ++k) {
+                float a = trans_a ? A[k * lda + i] : A[i * lda + k];
+                float b = trans_b ? B[j * ldb + k] : B[k * ldb + j];
+                acc += (double)a * (double)b;
+            }
+            C[i * ldc + j] = (float)((double)alpha * acc +
+                                     (beta == 0.0f ? 0.0 : (double)beta * (double)C[i * ldc + j]));
+        }
+}
+
+/* ---- conv2d -------------------------------------------------------------------------------------- */
+HIGAN_DEF higan_conv2d_shape higan_conv2d_make_shape(int64_t N, int64_t IC, int64_t H, int64_t W,
+        int64_t OC, int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
+        int64_t pad_top, int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
+    higan_conv2d_shape s;
+    s.N = N; s.IC = IC; s.H = H; s.W = W; s.OC = OC; s.KH = KH; s.KW = KW;
+    s.stride_h = stride_h; s.stride_w = stride_w;
+    s.pad_top = pad_top; s.pad_bottom = pad_bottom; s.pad_left = pad_left; s.pad_right = pad_right;
+    return s;
+}
+HIGAN_DEF int64_t higan_conv2d_out_h(const higan_conv2d_shape *s) {
+    return (s->H + s->pad_top + s->pad_bottom - s->KH) / s->stride_h + 1;
+}
+HIGAN_DEF int64_t higan_conv2d_out_w(const higan_conv2d_shape *s) {
+    return (s->W + s->pad_left + s->pad_right - s->KW) / s->stride_w + 1;
+}
+static void higan__conv_check(const higan_conv2d_shape *s) {
+    HIGAN_ASSERT(s->N >= 0 && s->IC > 0 && s->H > 0 && s->W > 0 && s->OC > 0 && s->KH > 0 && s->KW > 0);
+    HIGAN_ASSERT(s->stride_h > 0 && s->stride_w > 0);
+    HIGAN_ASSERT(s->pad_top >= 0 && s->pad_bottom >= 0 && s->pad_left >= 0 && s->pad_right >= 0);
+    HIGAN_ASSERT(s->H + s->pad_top + s->pad_bottom >= s->KH && s->W + s->pad_left + s->pad_right >= s->KW);
+}
+/* 1x1, stride 1, no padding: col(x_n) is x_n itself viewed as [IC, H*W]. */
+static int higan__conv_pointwise(const higan_conv2d_shape *s) {
+    return s->KH == 1 && s->KW == 1 && s->stride_h == 1 && s->stride_w == 1 && s->pad_top == 0 &&
+           s->pad_bottom == 0 && s->pad_left == 0 && s->pad_right == 0;
+}
+static void higan__src_im2col(higan__src *src, const float *xn, const higan_conv2d_shape *s, int transposed) {
+    src->kind = transposed ? HIGAN__SRC_IM2COL_T : HIGAN__SRC_IM2COL;
+    src->p = xn; src->ld = 0; src->cs = s;
+    src->oh = higan_conv2d_out_h(s); src->ow = higan_conv2d_out_w(s);
+}
+/* The dx scratch holds dcol for a group of whole samples, [ns][KD, P], up to 4M floats (w^T
+   is packed once per group: large groups matter when P is small);
+   when one sample is larger, for a block of `chunk` output pixels of one sample. */
+#define HIGAN__CONV_SCRATCH_FLOATS ((int64_t)1 << 22)
+static void higan__conv_dx_blocks(const higan_conv2d_shape *s, int64_t *ns, int64_t *chunk) {
+    const int64_t P = higan_conv2d_out_h(s) * higan_conv2d_out_w(s), KD = s->IC * s->KH * s->KW;
+    if (KD * P <= HIGAN__CONV_SCRATCH_FLOATS) {
+        *ns = HIGAN__MIN(s->N, HIGAN__CONV_SCRATCH_FLOATS / (KD * P));
+        if (*ns < 1) *ns = 1;
+        *chunk = P;
+    } else {
+        *ns = 1;
+        *chunk = (HIGAN__CONV_SCRATCH_FLOATS / KD) & ~(int64_t)63;
+        if (*chunk < 64) *chunk = 64;
+    }
+}
+HIGAN_DEF size_t higan_conv2d_scratch_bytes(const higan_conv2d_shape *s) {
+    int64_t ns, chunk;
+    if (higan__conv_pointwise(s)) return 0;
+    higan__conv_dx_blocks(s, &ns, &chunk);
+    return (size_t)(ns * s->IC * s->KH * s->KW * chunk) * sizeof(float) + 64;
+}
+
+/* y [N, OC, P = OH*OW]: y_n[OC, P] = w[OC, KD] col(x_n)[KD, P] (+ b broadcast), all samples
+   in one driver call so that w is packed once. */
+HIGAN_DEF higan_status higan_conv2d_forward(float *y, const float *x, const float *w, const float *b,
+                                            const higan_conv2d_shape *s, higan_arena *scratch) {
+    const higan__level_ops *ops = higan__ops();
+    int64_t P, KD, g, n0, oc, p;
+    higan__src A, B;
+    higan__batch bt;
+    (void)scratch;
+    higan__conv_check(s);
+    P = higan_conv2d_out_h(s) * higan_conv2d_out_w(s);
+    KD = s->IC * s->KH * s->KW;
+    higan__src_mat(&A, w, KD, 0);
+    bt.along_k = 0; bt.a_step = 0; bt.b_step = s->IC * s->H * s->W; bt.c_step = s->OC * P;
+    /* groups of samples as the driver would make them, so the bias written into C is still
+       in cache when the GEMM adds to it (beta = 1) */
+    g = higan__gemm_group(&ops->gemm, s->N, s->OC, P, KD);
+    for (n0 = 0; n0 < s->N; n0 += g) {
+        float *yg = y + n0 * s->OC * P;
+        const float *xg = x + n0 * s->IC * s->H * s->W;
+        bt.nb = HIGAN__MIN(g, s->N - n0);
+        if (b)
+            for (oc = 0; oc < bt.nb * s->OC; ++oc)
+                for (p = 0; p < P; ++p) yg[oc * P + p] = b[oc % s->OC];
+        if (higan__conv_pointwise(s)) higan__src_mat(&B, xg, P, 0);
+        else higan__src_im2col(&B, xg, s, 0);
+        higan__gemm_driver(&ops->gemm, s->OC, P, KD, 1.0f, &A, &B, b ? 1.0f : 0.0f, yg, P, &bt);
+    }
+    return HIGAN_OK;
+}
+
+/* dx_n [IC, H, W] += col2im(dcol) for output pixels [p0, p0+pc); dcol [KD, pc].
+   Parallel over input channels: each channel's rows of dcol only touch that channel. Each
+   row (ic, kh, kw) is walked as runs of one output row (as in higan__im2col_row): the valid
+   part of a run is one vector add for stride 1. */
+static void higan__col2im_add(float *dxn, const float *dcol, const higan_conv2d_shape *s,
+                              int64_t p0, int64_t pc) {
+    const int64_t OW = higan_conv2d_out_w(s), H = s->H, W = s->W, KH = s->KH, KW = s->KW;
+    const int64_t sw = s->stride_w;
+    void (*add)(int64_t, float *, const float *) = higan__ops()->add;
+    int64_t ic;
+    HIGAN__PARALLEL_FOR_IF(s->IC > 1 && s->IC * KH * KW * pc >= 65536)
+    for (ic = 0; ic < s->IC; ++ic) {
+        float *xc = dxn + ic * H * W;
+        int64_t kh, kw;
+        for (kh = 0; kh < KH; ++kh)
+            for (kw = 0; kw < KW; ++kw) {
+                const float *row = dcol + ((ic * KH + kh) * KW + kw) * pc;
+                int64_t oh = p0 / OW, ow = p0 % OW, q = 0, t;
+                while (q < pc) {
+                    const int64_t run = HIGAN__MIN(pc - q, OW - ow);
+                    const int64_t ih = oh * s->stride_h - s->pad_top + kh;
+                    const int64_t iw0 = ow * sw - s->pad_left + kw;
+                    if ((uint64_t)ih < (uint64_t)H && iw0 < W) {
+                        int64_t lo = iw0 < 0 ? (-iw0 + sw - 1) / sw : 0, hi = (W - iw0 + sw - 1) / sw;
+                        if (hi > run) hi = run;
+                        if (hi > lo) {
+                            float *xr = xc + ih * W + iw0 + lo * sw;
+                            const float *rq = row + q + lo;
+                            if (sw == 1) add(hi - lo, xr, rq);
+                            else for (t = 0; t < hi - lo; ++t) xr[t * sw] += rq[t];
+                        }
+                    }
+                    q += run;
+                    ow = 0;
+                    ++oh;
+                }
+            }
+    }
+}
+
+HIGAN_DEF higan_status higan_conv2d_backward(float *dx, float *dw, float *db, const float *dy,
+                                             const float *x, const float *w,
+                                             const higan_conv2d_shape *s, higan_arena *scratch) {
+    const higan__level_ops *ops = higan__ops();
+    int64_t P, KD;
+    higan__src A, B;
+    higan__conv_check(s);
+    P = higan_conv2d_out_h(s) * higan_conv2d_out_w(s);
+    KD = s->IC * s->KH * s->KW;
+    if (db) {
+        int64_t oc;
+        HIGAN__PARALLEL_FOR_IF(s->OC > 1 && s->N * s->OC * P >= 65536)
+        for (oc = 0; oc < s->OC; ++oc) {
+            float acc = 0.0f;
+            int64_t nn;
+            for (nn = 0; nn < s->N; ++nn) acc += ops->sum(P, dy + (nn * s->OC + oc) * P);
+            db[oc] += acc;
+        }
+    }
+    if (dw) {
+        /* dw [OC, KD] += sum_n dy_n [OC, P] col(x_n)^T [P, KD]: one product, K = N*P (samples
+           in order; C is read and written once per K block, not once per sample) */
+        higan__batch bt;
+        higan__src_mat(&A, dy, P, 0);
+        if (higan__conv_pointwise(s)) higan__src_mat(&B, x, P, 1);
+        else higan__src_im2col(&B, x, s, 1);
+        bt.nb = s->N; bt.along_k = 1; bt.a_step = s->OC * P; bt.b_step = s->IC * s->H * s->W; bt.c_step = 0;
+        higan__gemm_driver(&ops->gemm, s->OC, KD, s->N * P, 1.0f, &A, &B, 1.0f, dw, KD, &bt);
+    }
+    if (dx) {
+        /* dcol_n [KD, P] = w^T [KD, OC] dy_n [OC, P]; dx_n += col2im(dcol_n). w^T is packed
+           once per group of samples. */
+        higan__batch bt;
+        higan__src_mat(&A, w, KD, 1);
+        bt.along_k = 0; bt.a_step = 0; bt.b_step = s->OC * P;
+        if (higan__conv_pointwise(s)) {
+            bt.nb = s->N; bt.c_step = s->IC * P;
+            higan__src_mat(&B, dy, P, 0);
+            higan__gemm_driver(&ops->gemm, s->IC, P, s->OC, 1.0f, &A, &B, 1.0f, dx, P, &bt);
+        } else {
+            int64_t ns, chunk, n0, p0, i;
+            size_t mark;
+            float *dcol;
+            if (!scratch) return higan__error(HIGAN_ERR_ARG, "conv2d backward: dx needs a scratch arena");
+            higan__conv_dx_blocks(s, &ns, &chunk);
+            mark = higan_arena_mark(scratch);
+            dcol = higan_arena_floats(scratch, ns * KD * chunk);
+            if (!dcol) return higan_arena_status(scratch);
+            if (chunk == P) {
+                for (n0 = 0; n0 < s->N; n0 += ns) {
+                    bt.nb = HIGAN__MIN(ns, s->N - n0); bt.c_step = KD * P;
+                    higan__src_mat(&B, dy + n0 * s->OC * P, P, 0);
+                    higan__gemm_driver(&ops->gemm, KD, P, s->OC, 1.0f, &A, &B, 0.0f, dcol, P, &bt);
+                    for (i = 0; i < bt.nb; ++i)
+                        higan__col2im_add(dx + (n0 + i) * s->IC * s->H * s->W, dcol + i * KD * P, s, 0, P);
+                }
+            } else {
+                for (n0 = 0; n0 < s->N; ++n0)
+                    for (p0 = 0; p0 < P; p0 += chunk) {
+                        const int64_t pc = HIGAN__MIN(chunk, P - p0);
+                        higan__src_mat(&B, dy + n0 * s->OC * P + p0, P, 0);
+                        higan__gemm_driver(&ops->gemm, KD, pc, s->OC, 1.0f, &A, &B, 0.0f, dcol, pc, NULL);
+                        higan__col2im_add(dx + n0 * s->IC * s->H * s->W, dcol, s, p0, pc);
+                    }
+            }
+            higan_arena_release(scratch, mark);
+        }
+    }
+    return HIGAN_OK;
+}
+
+/* Direct loops: input pixel (ih, iw) = (oh*sh - pad_top + kh, ow*sw - pad_left + kw). */
+HIGAN_DEF void higan_conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
+                                        const higan_conv2d_shape *s) {
+    const int64_t OH = higan_conv2d_out_h(s), OW = higan_conv2d_out_w(s);
+    int64_t n, oc, oh, ow, ic, kh, kw;
+    higan__conv_check(s);
+    for (n = 0; n < s->N; ++n)
+        for (oc = 0; oc < s->OC; ++oc)
+            for (oh = 0; oh < OH; ++oh)
+                for (ow = 0; ow < OW; ++ow) {
+                    double acc = b ? (double)b[oc] : 0.0;
+                    for (ic = 0; ic < s->IC; ++ic)
+                        for (kh = 0; kh < s->KH; ++kh)
+                            for (kw = 0; kw < s->KW; ++kw) {
+                                int64_t ih = oh * s->stride_h - s->pad_top + kh;
+                                int64_t iw = ow * s->stride_w - s->pad_left + kw;
+                                if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
+                                acc += (double)x[((n * s->IC + ic) * s->H + ih) * s->W + iw] *
+                                       (double)w[((oc * s->IC + ic) * s->KH + kh) * s->KW + kw];
+                            }
+                    y[((n * s->OC + oc) * OH + oh) * OW + ow] = (float)acc;
+                }
+}
+HIGAN_DEF void higan_conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy,
+                                         const float *x, const float *w, const higan_conv2d_shape *s) {
+    const int64_t OH = higan_conv2d_out_h(s), OW = higan_conv2d_out_w(s);
+    int64_t n, oc, oh, ow, ic, kh, kw;
+    higan__conv_check(s);
+    if (db)
+        for (oc = 0; oc < s->OC; ++oc) {
+            double acc = 0.0;
+            for (n = 0; n < s->N; ++n)
+                for (oh = 0; oh < OH * OW; ++oh) acc += (double)dy[(n * s->OC + oc) * OH * OW + oh];
+            db[oc] += (float)acc;
+        }
+    if (dw)
+        for (oc = 0; oc < s->OC; ++oc)
+            for (ic = 0; ic < s->IC; ++ic)
+                for (kh = 0; kh < s->KH; ++kh)
+                    for (kw = 0; kw < s->KW; ++kw) {
+                        double acc = 0.0;
+                        for (n = 0; n < s->N; ++n)
+                            for (oh = 0; oh < OH; ++oh)
+                                for (ow = 0; ow < OW; ++ow) {
+                                    int64_t ih = oh * s->stride_h - s->pad_top + kh;
+                                    int64_t iw = ow * s->stride_w - s->pad_left + kw;
+                                    if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
+                                    acc += (double)dy[((n * s->OC + oc) * OH + oh) * OW + ow] *
+                                           (double)x[((n * s->IC + ic) * s->H + ih) * s->W + iw];
+                                }
+                        dw[((oc * s->IC + ic) * s->KH + kh) * s->KW + kw] += (float)acc;
+                    }
+    if (dx)
+        for (n = 0; n < s->N; ++n)
+            for (ic = 0; ic < s->IC; ++ic)
+                for (oh = 0; oh < s->H; ++oh)          /* here (oh, ow) walk the input pixels */
+                    for (ow = 0; ow < s->W; ++ow) {
+                        double acc = 0.0;
+                        for (oc = 0; oc < s->OC; ++oc)
+                            for (kh = 0; kh < s->KH; ++kh)
+                                for (kw = 0; kw < s->KW; ++kw) {
+                                    int64_t th = oh + s->pad_top - kh, tw = ow + s->pad_left - kw;
+                                    int64_t yh, yw;
+                                    if (th < 0 || tw < 0 || th % s->stride_h || tw % s->stride_w) continue;
+                                    yh = th / s->stride_h; yw = tw / s->stride_w;
+                                    if (yh >= OH || yw >= OW) continue;
+                                    acc += (double)dy[((n * s->OC + oc) * OH + yh) * OW + yw] *
+                                           (double)w[((oc * s->IC + ic) * s->KH + kh) * s->KW + kw];
+                                }
+                        dx[((n * s->IC + ic) * s->H + oh) * s->W + ow] += (float)acc;
+                    }
+}
+
+typedef struct { higan_var *x, *w, *b, *y; higan_conv2d_shape s; } higan__conv2d_ctx;
+static void higan__conv2d_backward_op(higan_tape *t, void *p) {
+    higan__conv2d_ctx *c = (higan__conv2d_ctx *)p;
+    /* take every gradient buffer before the scratch mark: they must outlive the release */
+    float *dx = higan_var_grad(t, c->x), *dw = higan_var_grad(t, c->w);
+    float *db = c->b ? higan_var_grad(t, c->b) : NULL;
+    size_t mark;
+    if (!dx && !dw && !db) return;
+    mark = higan_arena_mark(t->arena);
+    higan_conv2d_backward(dx, dw, db, c->y->grad, c->x->data, c->w->data, &c->s, t->arena);
+    higan_arena_release(t->arena, mark);
+}
+HIGAN_DEF higan_var *higan_conv2d(higan_tape *t, higan_var *x, higan_var *w, higan_var *b,
+                                  int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                                  int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
+    higan_var *in[3], *y;
+    higan__conv2d_ctx *c;
+    higan_conv2d_shape s;
+    int64_t shape[4];
+    size_t mark;
+    if (!x || !w) return NULL;
+    HIGAN_ASSERT(x->ndim == 4 && w->ndim == 4 && w->shape[1] == x->shape[1]);
+    if (b) HIGAN_ASSERT(b->ndim == 1 && b->shape[0] == w->shape[0]);
+    s = higan_conv2d_make_shape(x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0],
+                                w->shape[2], w->shape[3], stride_h, stride_w, pad_top, pad_bottom,
+                                pad_left, pad_right);
+    higan__conv_check(&s);
+    shape[0] = s.N; shape[1] = s.OC; shape[2] = higan_conv2d_out_h(&s); shape[3] = higan_conv2d_out_w(&s);
+    in[0] = x; in[1] = w; in[2] = b;
+    if (!(y = higan_op_output(t, 4, shape, in, b ? 3 : 2))) return NULL;
+    mark = higan_arena_mark(t->arena);
+    higan_conv2d_forward(y->data, x->data, w->data, b ? b->data : NULL, &s, t->arena);
+    higan_arena_release(t->arena, mark);
+    if (y->requires_grad) {
+        if (!(c = (higan__conv2d_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->x = x; c->w = w; c->b = b; c->y = y; c->s = s;
+        higan_tape_record(t, y, higan__conv2d_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- linear -------------------------------------------------------------------------------------- */
+/* y [N, OUT] = x [N, IN] w[OUT, IN]^T + b: C starts as the broadcast bias, then beta = 1. */
+HIGAN_DEF void higan_linear_forward(float *y, const float *x, const float *w, const float *b,
+                                    int64_t N, int64_t IN, int64_t OUT) {
+    if (b) {
+        int64_t i;
+        for (i = 0; i < N; ++i) memcpy(y + i * OUT, b, (size_t)OUT * sizeof(float));
+    }
+    higan_gemm(0, 1, N, OUT, IN, 1.0f, x, IN, w, IN, b ? 1.0f : 0.0f, y, OUT);
+}
+HIGAN_DEF void higan_linear_backward(float *dx, float *dw, float *db, const float *dy,
+                                     const float *x, const float *w,
+                                     int64_t N, int64_t IN, int64_t OUT) {
+    if (dx) higan_gemm(0, 0, N, IN, OUT, 1.0f, dy, OUT, w, IN, 1.0f, dx, IN);
+    if (dw) higan_gemm(1, 0, OUT, IN, N, 1.0f, dy, OUT, x, IN, 1.0f, dw, IN);
+    if (db) {
+        const higan__level_ops *ops = higan__ops();
+        int64_t i;
+        for (i = 0; i < N; ++i) ops->add(OUT, db, dy + i * OUT);   /* rows in order */
+    }
+}
+
+typedef struct { higan_var *x, *w, *b, *y; int64_t n, in, out; } higan__linear_ctx;
+static void higan__linear_backward_op(higan_tape *t, void *p) {
+    higan__linear_ctx *c = (higan__linear_ctx *)p;
+    float *dx = higan_var_grad(t, c->x), *dw = higan_var_grad(t, c->w);
+    float *db = c->b ? higan_var_grad(t, c->b) : NULL;
+    higan_linear_backward(dx, dw, db, c->y->grad, c->x->data, c->w->data, c->n, c->in, c->out);
+}
+HIGAN_DEF higan_var *higan_linear(higan_tape *t, higan_var *x, higan_var *w, higan_var *b) {
+    higan_var *in[3], *y;
+    higan__linear_ctx *c;
+    int64_t shape[4], rows = 1, IN, OUT;
+    int d;
+    if (!x || !w) return NULL;
+    HIGAN_ASSERT((x->ndim == 2 || x->ndim == 3) && w->ndim == 2);
+    IN = x->shape[x->ndim - 1];
+    OUT = w->shape[0];
+    HIGAN_ASSERT(w->shape[1] == IN);
+    if (b) HIGAN_ASSERT(b->ndim == 1 && b->shape[0] == OUT);
+    for (d = 0; d < x->ndim - 1; ++d) { rows *= x->shape[d]; shape[d] = x->shape[d]; }
+    shape[x->ndim - 1] = OUT;
+    in[0] = x; in[1] = w; in[2] = b;
+    if (!(y = higan_op_output(t, x->ndim, shape, in, b ? 3 : 2))) return NULL;
+    higan_linear_forward(y->data, x->data, w->data, b ? b->data : NULL, rows, IN, OUT);
+    if (y->requires_grad) {
+        if (!(c = (higan__linear_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->x = x; c->w = w; c->b = b; c->y = y; c->n = rows; c->in = IN; c->out = OUT;
+        higan_tape_record(t, y, higan__linear_backward_op, c);
+    }
+    return y;
+}
+/* ==== NORMALISATION OPS (implementation) ================================================
+   Reductions are accumulated in double inside one thread; parallel loops only split
+   independent outputs (rows, channels, planes), so results do not depend on the threads. */
+
+/* ---- spectral norm -------------------------------------------------------------------- */
+#define HIGAN__SN_BLOCK 64   /* columns per block of v = u0 W (W is then streamed by rows) */
+
+HIGAN_DEF float higan_spectral_norm_sigma(float *u, float *v, const float *w, const float *u0,
+                                          int64_t out, int64_t in, float eps) {
+    int64_t j0, i, j;
+    double nv = 0, nt = 0, sigma = 0;
+    float dv, dt;
+    /* v [in] = u0 [out] . W [out, in], blocks of columns so each thread owns its columns */
+    HIGAN__PARALLEL_FOR_IF(out * in >= 65536)
+    for (j0 = 0; j0 < in; j0 += HIGAN__SN_BLOCK) {
+        double acc[HIGAN__SN_BLOCK];
+        int64_t jn = in - j0 < HIGAN__SN_BLOCK ? in - j0 : HIGAN__SN_BLOCK, ii, jj;
+        for (jj = 0; jj < jn; ++jj) acc[jj] = 0;
+        for (ii = 0; ii < out; ++ii) {
+            const float *wr = w + ii * in + j0;
+            double ui = (double)u0[ii];
+            for (jj = 0; jj < jn; ++jj) acc[jj] += ui * (double)wr[jj];
+        }
+        for (jj = 0; jj < jn; ++jj) v[j0 + jj] = (float)acc[jj];
+    }
+    /* F.normalize: a / max(||a||, eps) */
+    for (j = 0; j < in; ++j) nv += (double)v[j] * (double)v[j];
+    nv = sqrt(nv);
+    dv = (float)(nv > (double)eps ? nv : (double)eps);
+    for (j = 0; j < in; ++j) v[j] = v[j] / dv;
+    /* t [out] = v . W^T (kept in u until normalised; u may alias u0, no longer needed) */
+    HIGAN__PARALLEL_FOR_IF(out * in >= 65536)
+    for (i = 0; i < out; ++i) {
+        const float *wr = w + i * in;
+        double acc = 0;
+        int64_t jj;
+        for (jj = 0; jj < in; ++jj) acc += (double)wr[jj] * (double)v[jj];
+        u[i] = (float)acc;
+    }
+    for (i = 0; i < out; ++i) nt += (double)u[i] * (double)u[i];
+    nt = sqrt(nt);
+    dt = (float)(nt > (double)eps ? nt : (double)eps);
+    /* sigma = t . u with u = normalize(t), as BigGAN's (v W^T) u^T */
+    for (i = 0; i < out; ++i) {
+        float ui = u[i] / dt;
+        sigma += (double)u[i] * (double)ui;
+        u[i] = ui;
+    }
+    return (float)sigma;
+}
+
+/* y, w: [out, in]; u [out], v [in]; sigma [1] */
+HIGAN_DEF void higan_spectral_norm_forward(float *y, float *u, float *v, float *sigma,
+                                           const float *w, const float *u0,
+                                           int64_t out, int64_t in, float eps) {
+    int64_t i;
+    float s = higan_spectral_norm_sigma(u, v, w, u0, out, in, eps);
+    *sigma = s;
+    HIGAN__PARALLEL_FOR_IF(out * in >= 65536)
+    for (i = 0; i < out; ++i) {
+        int64_t j;
+        for (j = 0; j < in; ++j) y[i * in + j] = w[i * in + j] / s;
+    }
+}
+
+/* dw, dy, w: [out, in]; u [out], v [in] */
+HIGAN_DEF void higan_spectral_norm_backward(float *dw, const float *dy, const float *w,
+                                            const float *u, const float *v, float sigma,
+                                            int64_t out, int64_t in) {
+    int64_t k, i, n = out * in;
+    double dot = 0;
+    float coef;
+    if (!dw) return;
+    /* d sigma = -sum(dy * W) / sigma^2; sigma = u^T W v so d sigma / dW = u v^T */
+    for (k = 0; k < n; ++k) dot += (double)dy[k] * (double)w[k];
+    coef = (float)(dot / ((double)sigma * (double)sigma));
+    HIGAN__PARALLEL_FOR_IF(n >= 65536)
+    for (i = 0; i < out; ++i) {
+        float ci = coef * u[i];
+        int64_t j;
+        for (j = 0; j < in; ++j) dw[i * in + j] += dy[i * in + j] / sigma - ci * v[j];
+    }
+}
+
+typedef struct { higan_var *w, *y; float *u, *v; float sigma; int64_t out, in; } higan__sn_ctx;
+
+static void higan__sn_backward_op(higan_tape *t, void *p) {
+    higan__sn_ctx *c = (higan__sn_ctx *)p;
+    float *dw = higan_var_grad(t, c->w);
+    if (dw) higan_spectral_norm_backward(dw, c->y->grad, c->w->data, c->u, c->v, c->sigma,
+                                         c->out, c->in);
+}
+
+HIGAN_DEF higan_var *higan_spectral_norm(higan_tape *t, higan_var *w, float *u0, float *sv0,
+                                         int64_t out_features, int train) {
+    higan_var *y;
+    higan__sn_ctx *c = NULL;
+    float *u, *v, sigma;
+    int64_t n, in, i;
+    if (!w) return NULL;
+    n = higan_var_numel(w);
+    HIGAN_ASSERT(u0 != NULL && out_features > 0 && n % out_features == 0);
+    in = n / out_features;
+    if (!(y = higan_op_output(t, w->ndim, w->shape, &w, 1))) return NULL;
+    u = higan_arena_floats(t->arena, out_features);
+    v = higan_arena_floats(t->arena, in);
+    if (!u || !v) return NULL;
+    if (y->requires_grad && !(c = (higan__sn_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+    higan_spectral_norm_forward(y->data, u, v, &sigma, w->data, u0, out_features, in,
+                                HIGAN_SN_EPS);
+    if (train) {   /* BigGAN updates the buffers in training mode only */
+        for (i = 0; i < out_features; ++i) u0[i] = u[i];
+        if (sv0) sv0[0] = sigma;
+    }
+    if (c) {
+        c->w = w; c->y = y; c->u = u; c->v = v; c->sigma = sigma;
+        c->out = out_features; c->in = in;
+        higan_tape_record(t, y, higan__sn_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- batch statistics (the one place for BN / CBN statistics) --------------------------- */
+/* x [N, C, HW]; mean, rstd, running_mean, running_var [C] */
+HIGAN_DEF void higan_batch_norm_stats(float *mean, float *rstd, float *running_mean,
+                                      float *running_var, const float *x, float momentum,
+                                      float eps, int batch_stats,
+                                      int64_t N, int64_t C, int64_t HW) {
+    int64_t c, M = N * HW;
+    if (!batch_stats) {
+        HIGAN_ASSERT(running_mean != NULL && running_var != NULL);
+        for (c = 0; c < C; ++c) {
+            mean[c] = running_mean[c];
+            rstd[c] = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
+        }
+        return;
+    }
+    HIGAN_ASSERT(M > 0);
+    HIGAN_ASSERT(M > 1 || running_var == NULL);   /* unbiased variance needs 2 values */
+    HIGAN__PARALLEL_FOR_IF(M * C >= 32768)
+    for (c = 0; c < C; ++c) {
+        double s = 0, q = 0, m, var;
+        int64_t nn, k;
+        for (nn = 0; nn < N; ++nn) {
+            const float *xp = x + (nn * C + c) * HW;
+            for (k = 0; k < HW; ++k) s += (double)xp[k];
+        }
+        m = s / (double)M;
+        for (nn = 0; nn < N; ++nn) {   /* two passes: no cancellation in the variance */
+            const float *xp = x + (nn * C + c) * HW;
+            for (k = 0; k < HW; ++k) { double d = (double)xp[k] - m; q += d * d; }
+        }
+        var = q / (double)M;
+        mean[c] = (float)m;
+        rstd[c] = (float)(1.0 / sqrt(var + (double)eps));
+        if (running_mean)
+            running_mean[c] = (float)((double)momentum * m + (1.0 - (double)momentum) * (double)running_mean[c]);
+        if (running_var)
+            running_var[c] = (float)((double)momentum * (q / (double)(M - 1)) +
+                                     (1.0 - (double)momentum) * (double)running_var[c]);
+    }
+}
+
+/* y = x_hat * g + b per plane (n, c), with g = scale_c[c] | 1 + gain_nc[n, c] | 1 and
+   b = shift_c[c] | shift_nc[n, c] | 0. x, y [N, C, HW]. */
+static void higan__norm_apply(float *y, const float *x, const float *mean, const float *rstd,
+                              const float *scale_c, const float *shift_c,
+                              const float *gain_nc, const float *shift_nc,
+                              int64_t N, int64_t C, int64_t HW) {
+    int64_t p;
+    HIGAN__PARALLEL_FOR_IF(N * C * HW >= 32768)
+    for (p = 0; p < N * C; ++p) {
+        int64_t c = p % C, k;
+        float m = mean[c], r = rstd[c];
+        float g = scale_c ? scale_c[c] : gain_nc ? 1.0f + gain_nc[p] : 1.0f;
+        float b = shift_c ? shift_c[c] : shift_nc ? shift_nc[p] : 0.0f;
+        const float *xp = x + p * HW;
+        float *yp = y + p * HW;
+        for (k = 0; k < HW; ++k) yp[k] = (xp[k] - m) * r * g + b;
+    }
+}
+
+/* Backward of higan__norm_apply (+ of the statistics when batch_stats). Per channel c:
+   dxh = dy * g;  dx = rstd * (dxh - mean(dxh) - x_hat * mean(dxh * x_hat))  (batch_stats)
+                  dx = rstd * dxh                                           (fixed stats)
+   d scale_c / d shift_c [C] and d gain_nc / d shift_nc [N, C] get sum(dy * x_hat), sum(dy). */
+static void higan__norm_backward(float *dx, float *dscale_c, float *dshift_c,
+                                 float *dgain_nc, float *dshift_nc, const float *dy,
+                                 const float *x, const float *mean, const float *rstd,
+                                 const float *scale_c, const float *gain_nc, int batch_stats,
+                                 int64_t N, int64_t C, int64_t HW) {
+    int64_t c;
+    double M = (double)(N * HW);
+    HIGAN__PARALLEL_FOR_IF(N * C * HW >= 32768)
+    for (c = 0; c < C; ++c) {
+        double sum_g_dy = 0, sum_g_dyxh = 0, all_dy = 0, all_dyxh = 0;
+        float m = mean[c], r = rstd[c];
+        int64_t nn, k;
+        for (nn = 0; nn < N; ++nn) {
+            const float *xp = x + (nn * C + c) * HW, *gp = dy + (nn * C + c) * HW;
+            double s = 0, sx = 0, g;
+            for (k = 0; k < HW; ++k) {
+                float xh = (xp[k] - m) * r;
+                s += (double)gp[k];
+                sx += (double)gp[k] * (double)xh;
+            }
+            g = scale_c ? (double)scale_c[c] : gain_nc ? (double)(1.0f + gain_nc[nn * C + c]) : 1.0;
+            if (dgain_nc) dgain_nc[nn * C + c] += (float)sx;
+            if (dshift_nc) dshift_nc[nn * C + c] += (float)s;
+            all_dy += s; all_dyxh += sx;
+            sum_g_dy += g * s; sum_g_dyxh += g * sx;
+        }
+        if (dscale_c) dscale_c[c] += (float)all_dyxh;
+        if (dshift_c) dshift_c[c] += (float)all_dy;
+        if (dx) {
+            float a = batch_stats ? (float)(sum_g_dy / M) : 0.0f;
+            float b = batch_stats ? (float)(sum_g_dyxh / M) : 0.0f;
+            for (nn = 0; nn < N; ++nn) {
+                const float *xp = x + (nn * C + c) * HW, *gp = dy + (nn * C + c) * HW;
+                float *dp = dx + (nn * C + c) * HW;
+                float g = scale_c ? scale_c[c] : gain_nc ? 1.0f + gain_nc[nn * C + c] : 1.0f;
+                for (k = 0; k < HW; ++k) {
+                    float xh = (xp[k] - m) * r;
+                    dp[k] += r * (gp[k] * g - a - xh * b);
+                }
+            }
+        }
+    }
+}
+
+/* ---- BatchNorm2d ------------------------------------------------------------------------ */
+/* y, x [N, C, HW]; mean, rstd, weight, bias, running_* [C] */
+HIGAN_DEF void higan_batch_norm2d_forward(float *y, float *mean, float *rstd, const float *x,
+                                          const float *weight, const float *bias,
+                                          float *running_mean, float *running_var,
+                                          float momentum, float eps, int batch_stats,
+                                          int64_t N, int64_t C, int64_t HW) {
+    higan_batch_norm_stats(mean, rstd, running_mean, running_var, x, momentum, eps, batch_stats,
+                           N, C, HW);
+    higan__norm_apply(y, x, mean, rstd, weight, bias, NULL, NULL, N, C, HW);
+}
+
+/* dx, dy, x [N, C, HW]; dweight, dbias, mean, rstd, weight [C] */
+HIGAN_DEF void higan_batch_norm2d_backward(float *dx, float *dweight, float *dbias,
+                                           const float *dy, const float *x, const float *mean,
+                                           const float *rstd, const float *weight,
+                                           int batch_stats, int64_t N, int64_t C, int64_t HW) {
+    if (!dx && !dweight && !dbias) return;
+    higan__norm_backward(dx, dweight, dbias, NULL, NULL, dy, x, mean, rstd, weight, NULL,
+                         batch_stats, N, C, HW);
+}
+
+typedef struct {
+    higan_var *x, *w, *b, *y;   /* w, b: BN weight/bias or CBN gain/bias */
+    float *mean, *rstd;
+    int batch_stats, cond;
+    int64_t N, C, HW;
+} higan__bn_ctx;
+
+static void higan__bn_backward_op(higan_tape *t, void *p) {
+    higan__bn_ctx *c = (higan__bn_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    float *dw = c->w ? higan_var_grad(t, c->w) : NULL;
+    float *db = c->b ? higan_var_grad(t, c->b) : NULL;
+    if (!dx && !dw && !db) return;
+    if (c->cond)
+        higan__norm_backward(dx, NULL, NULL, dw, db, c->y->grad, c->x->data, c->mean, c->rstd,
+                             NULL, c->w->data, c->batch_stats, c->N, c->C, c->HW);
+    else
+        higan__norm_backward(dx, dw, db, NULL, NULL, c->y->grad, c->x->data, c->mean, c->rstd,
+                             c->w ? c->w->data : NULL, NULL, c->batch_stats, c->N, c->C, c->HW);
+}
+
+/* Shared tape op body of batch norm (cond 0: w, b are [C] or NULL) and conditional batch norm
+   (cond 1: w = gain, b = bias, [N, C]). */
+static higan_var *higan__bn_op(higan_tape *t, higan_var *x, higan_var *w, higan_var *b,
+                               float *running_mean, float *running_var, float momentum,
+                               float eps, int train, int cond) {
+    higan_var *ins[3];
+    higan_var *y;
+    higan__bn_ctx *c = NULL;
+    float *mean, *rstd;
+    int64_t N, C, HW = 1;
+    int n_in = 0, d, batch_stats;
+    HIGAN_ASSERT(x->ndim >= 2);
+    N = x->shape[0]; C = x->shape[1];
+    for (d = 2; d < x->ndim; ++d) HW *= x->shape[d];
+    if (w) HIGAN_ASSERT(higan_var_numel(w) == (cond ? N * C : C));
+    if (b) HIGAN_ASSERT(higan_var_numel(b) == (cond ? N * C : C));
+    /* like nn.BatchNorm: without running stats the batch statistics are used in eval too */
+    batch_stats = train || !running_mean || !running_var;
+    ins[n_in++] = x;
+    if (w) ins[n_in++] = w;
+    if (b) ins[n_in++] = b;
+    if (!(y = higan_op_output(t, x->ndim, x->shape, ins, n_in))) return NULL;
+    mean = higan_arena_floats(t->arena, C);
+    rstd = higan_arena_floats(t->arena, C);
+    if (!mean || !rstd) return NULL;
+    if (y->requires_grad && !(c = (higan__bn_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+    /* eval without running stats: batch statistics but nothing to update */
+    if (batch_stats && !train) running_mean = running_var = NULL;
+    higan_batch_norm_stats(mean, rstd, running_mean, running_var, x->data, momentum, eps,
+                           batch_stats, N, C, HW);
+    if (cond)
+        higan__norm_apply(y->data, x->data, mean, rstd, NULL, NULL, w->data, b->data, N, C, HW);
+    else
+        higan__norm_apply(y->data, x->data, mean, rstd, w ? w->data : NULL, b ? b->data : NULL,
+                          NULL, NULL, N, C, HW);
+    if (c) {
+        c->x = x; c->w = w; c->b = b; c->y = y; c->mean = mean; c->rstd = rstd;
+        c->batch_stats = batch_stats; c->cond = cond; c->N = N; c->C = C; c->HW = HW;
+        higan_tape_record(t, y, higan__bn_backward_op, c);
+    }
+    return y;
+}
+
+HIGAN_DEF higan_var *higan_batch_norm2d(higan_tape *t, higan_var *x, higan_var *weight,
+                                        higan_var *bias, float *running_mean,
+                                        float *running_var, int64_t *num_batches_tracked,
+                                        float momentum, float eps, int train) {
+    higan_var *y;
+    if (!x) return NULL;
+    y = higan__bn_op(t, x, weight, bias, running_mean, running_var, momentum, eps, train, 0);
+    if (y && train && num_batches_tracked) ++*num_batches_tracked;
+    return y;
+}
+
+/* ---- conditional batch norm ------------------------------------------------------------- */
+/* y, x [N, C, HW]; mean, rstd, running_* [C]; gain, bias [N, C] */
+HIGAN_DEF void higan_cond_batch_norm_forward(float *y, float *mean, float *rstd, const float *x,
+                                             const float *gain, const float *bias,
+                                             float *running_mean, float *running_var,
+                                             float momentum, float eps, int batch_stats,
+                                             int64_t N, int64_t C, int64_t HW) {
+    higan_batch_norm_stats(mean, rstd, running_mean, running_var, x, momentum, eps, batch_stats,
+                           N, C, HW);
+    higan__norm_apply(y, x, mean, rstd, NULL, NULL, gain, bias, N, C, HW);
+}
+
+/* dx, dy, x [N, C, HW]; dgain, dbias, gain [N, C]; mean, rstd [C] */
+HIGAN_DEF void higan_cond_batch_norm_backward(float *dx, float *dgain, float *dbias,
+                                              const float *dy, const float *x,
+                                              const float *mean, const float *rstd,
+                                              const float *gain, int batch_stats,
+                                              int64_t N, int64_t C, int64_t HW) {
+    if (!dx && !dgain && !dbias) return;
+    higan__norm_backward(dx, NULL, NULL, dgain, dbias, dy, x, mean, rstd, NULL, gain,
+                         batch_stats, N, C, HW);
+}
+
+HIGAN_DEF higan_var *higan_cond_batch_norm(higan_tape *t, higan_var *x, higan_var *gain,
+                                           higan_var *bias, float *stored_mean,
+                                           float *stored_var, float momentum, float eps,
+                                           int train) {
+    if (!x || !gain || !bias) return NULL;
+    return higan__bn_op(t, x, gain, bias, stored_mean, stored_var, momentum, eps, train, 1);
+}
+
+/* ---- embedding -------------------------------------------------------------------------- */
+/* weight [num, D]; idx [n_idx] */
+HIGAN_DEF void higan_embedding_renorm(float *weight, const int *idx, int64_t n_idx, int64_t num,
+                                      int64_t D, float max_norm) {
+    int64_t i, j, k;
+    for (i = 0; i < n_idx; ++i) {
+        float *row;
+        double nrm = 0, normf;
+        HIGAN_ASSERT(idx[i] >= 0 && (int64_t)idx[i] < num);
+        for (j = 0; j < i; ++j) if (idx[j] == idx[i]) break;
+        if (j < i) continue;   /* each distinct row once, as PyTorch (sorted unique) */
+        row = weight + (int64_t)idx[i] * D;
+        for (k = 0; k < D; ++k) nrm += (double)row[k] * (double)row[k];
+        normf = (double)(float)sqrt(nrm);   /* PyTorch takes the float norm as a double */
+        if (normf > (double)max_norm) {
+            float scale = (float)((double)max_norm / (normf + 1e-7));
+            for (k = 0; k < D; ++k) row[k] *= scale;
+        }
+    }
+}
+
+/* y [n_idx, D]; weight [num, D] */
+HIGAN_DEF void higan_embedding_forward(float *y, const float *weight, const int *idx,
+                                       int64_t n_idx, int64_t num, int64_t D) {
+    int64_t i;
+    for (i = 0; i < n_idx; ++i) {
+        HIGAN_ASSERT(idx[i] >= 0 && (int64_t)idx[i] < num);
+        memcpy(y + i * D, weight + (int64_t)idx[i] * D, sizeof(float) * (size_t)D);
+    }
+}
+
+/* dweight [num, D]; dy [n_idx, D]. Serial: rows may repeat (a reduction). */
+HIGAN_DEF void higan_embedding_backward(float *dweight, const float *dy, const int *idx,
+                                        int64_t n_idx, int64_t D, int padding_idx) {
+    int64_t i, k;
+    if (!dweight) return;
+    for (i = 0; i < n_idx; ++i) {
+        float *dr;
+        const float *g = dy + i * D;
+        if (padding_idx >= 0 && idx[i] == padding_idx) continue;
+        dr = dweight + (int64_t)idx[i] * D;
+        for (k = 0; k < D; ++k) dr[k] += g[k];
+    }
+}
+
+typedef struct { higan_var *w, *y; int *idx; int64_t n_idx, D; int padding_idx; } higan__emb_ctx;
+
+static void higan__emb_backward_op(higan_tape *t, void *p) {
+    higan__emb_ctx *c = (higan__emb_ctx *)p;
+    float *dw = higan_var_grad(t, c->w);
+    if (dw) higan_embedding_backward(dw, c->y->grad, c->idx, c->n_idx, c->D, c->padding_idx);
+}
+
+HIGAN_DEF higan_var *higan_embedding(higan_tape *t, higan_var *weight, const int *idx,
+                                     int64_t n_idx, int padding_idx, float max_norm) {
+    higan_var *y;
+    higan__emb_ctx *c = NULL;
+    int64_t shape[2], num, D;
+    if (!weight) return NULL;
+    HIGAN_ASSERT(weight->ndim == 2 && n_idx >= 0 && (n_idx == 0 || idx != NULL));
+    num = weight->shape[0]; D = weight->shape[1];
+    shape[0] = n_idx; shape[1] = D;
+    if (!(y = higan_op_output(t, 2, shape, &weight, 1))) return NULL;
+    if (y->requires_grad) {
+        if (!(c = (higan__emb_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->idx = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(n_idx ? n_idx : 1));
+        if (!c->idx) return NULL;
+        if (n_idx) memcpy(c->idx, idx, sizeof(int) * (size_t)n_idx);
+    }
+    if (max_norm > 0) higan_embedding_renorm(weight->data, idx, n_idx, num, D, max_norm);
+    higan_embedding_forward(y->data, weight->data, idx, n_idx, num, D);
+    if (c) {
+        c->w = weight; c->y = y; c->n_idx = n_idx; c->D = D; c->padding_idx = padding_idx;
+        higan_tape_record(t, y, higan__emb_backward_op, c);
+    }
+    return y;
+}
+/* ---- shape: upsample, pools, pads, activations, concat/slice, reshape/permute, masked width
+        reductions, dropout, log-softmax, elementwise helpers ---------------------------------
+   Every kernel is plain scalar C: these ops are memory bound. Parallel loops run over
+   independent outputs only (planes, rows or elements), so results never depend on the
+   thread count; reductions (sum_all, masked sums, log-softmax rows) stay in one thread each. */
+
+/* Elementwise loops go parallel only above this many values (thread start-up costs more). */
+#define HIGAN__SHAPE_PAR ((int64_t)1 << 15)
+
+/* ---- tape helpers shared by the ops below ------------------------------------------------ */
+typedef struct { higan_var *x, *y; float s; } higan__unary_ctx;
+typedef struct { higan_var *a, *b, *y; } higan__binary_ctx;
+
+/* Records fn with a {x, y, s} context when y needs a gradient. Returns y (NULL on overflow). */
+static higan_var *higan__record_unary(higan_tape *t, higan_var *x, higan_var *y,
+                                      higan_backward_fn fn, float s) {
+    higan__unary_ctx *c;
+    if (!y) return NULL;
+    if (y->requires_grad) {
+        if (!(c = (higan__unary_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->x = x; c->y = y; c->s = s;
+        higan_tape_record(t, y, fn, c);
+    }
+    return y;
+}
+static higan_var *higan__record_binary(higan_tape *t, higan_var *a, higan_var *b, higan_var *y,
+                                       higan_backward_fn fn) {
+    higan__binary_ctx *c;
+    if (!y) return NULL;
+    if (y->requires_grad) {
+        if (!(c = (higan__binary_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->a = a; c->b = b; c->y = y;
+        higan_tape_record(t, y, fn, c);
+    }
+    return y;
+}
+/* A dim given from the end (-1 = last) turned into 0..ndim-1. */
+static int higan__dim(const higan_var *x, int dim) {
+    if (dim < 0) dim += x->ndim;
+    HIGAN_ASSERT(dim >= 0 && dim < x->ndim);
+    return dim;
+}
+/* x viewed as [outer, shape[dim], inner]. */
+static void higan__outer_inner(const higan_var *x, int dim, int64_t *outer, int64_t *inner) {
+    int d;
+    *outer = 1; *inner = 1;
+    for (d = 0; d < dim; ++d) *outer *= x->shape[d];
+    for (d = dim + 1; d < x->ndim; ++d) *inner *= x->shape[d];
+}
+static int higan__same_shape(const higan_var *a, const higan_var *b) {
+    int d;
+    if (a->ndim != b->ndim) return 0;
+    for (d = 0; d < a->ndim; ++d) if (a->shape[d] != b->shape[d]) return 0;
+    return 1;
+}
+
+/* ---- nearest upsampling: x [N,C,H,W] -> y [N,C,H*sh,W*sw] ------------------------------- */
+HIGAN_DEF void higan_upsample_nearest_forward(float *y, const float *x, int64_t N, int64_t C,
+                                              int64_t H, int64_t W, int sh, int sw) {
+    int64_t p, P = N * C, Ho = H * sh, Wo = W * sw;
+    HIGAN_ASSERT(sh >= 1 && sw >= 1);
+    HIGAN__PARALLEL_FOR_IF(P * Ho * Wo > HIGAN__SHAPE_PAR)
+    for (p = 0; p < P; ++p) {
+        const float *xp = x + p * H * W;
+        float *yp = y + p * Ho * Wo;
+        int64_t h, w;
+        int a, b;
+        for (h = 0; h < H; ++h) {
+            float *row = yp + h * sh * Wo;
+            for (w = 0; w < W; ++w) {
+                float v = xp[h * W + w];
+                for (b = 0; b < sw; ++b) row[w * sw + b] = v;
+            }
+            for (a = 1; a < sh; ++a) memcpy(row + a * Wo, row, (size_t)Wo * sizeof(float));
+        }
+    }
+}
+/* dx [N,C,H,W] += block sums of dy [N,C,H*sh,W*sw] (PyTorch's order: output rows, then columns). */
+HIGAN_DEF void higan_upsample_nearest_backward(float *dx, const float *dy, int64_t N, int64_t C,
+                                               int64_t H, int64_t W, int sh, int sw) {
+    int64_t p, P = N * C, Ho = H * sh, Wo = W * sw;
+    if (!dx) return;
+    HIGAN_ASSERT(sh >= 1 && sw >= 1);
+    HIGAN__PARALLEL_FOR_IF(P * Ho * Wo > HIGAN__SHAPE_PAR)
+    for (p = 0; p < P; ++p) {
+        const float *gp = dy + p * Ho * Wo;
+        float *dp = dx + p * H * W;
+        int64_t h, w;
+        int a, b;
+        for (h = 0; h < H; ++h)
+            for (w = 0; w < W; ++w) {
+                float s = 0.0f;
+                for (a = 0; a < sh; ++a)
+                    for (b = 0; b < sw; ++b) s += gp[(h * sh + a) * Wo + w * sw + b];
+                dp[h * W + w] += s;
+            }
+    }
+}
+typedef struct { higan_var *x, *y; int sh, sw; } higan__upsample_ctx;
+static void higan__upsample_backward_op(higan_tape *t, void *p) {
+    higan__upsample_ctx *c = (higan__upsample_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_upsample_nearest_backward(dx, c->y->grad, c->x->shape[0], c->x->shape[1],
+                                            c->x->shape[2], c->x->shape[3], c->sh, c->sw);
+}
+HIGAN_DEF higan_var *higan_upsample_nearest(higan_tape *t, higan_var *x, int sh, int sw) {
+    higan_var *y;
+    higan__upsample_ctx *c;
+    int64_t s[4];
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->ndim == 4 && sh >= 1 && sw >= 1);
+    s[0] = x->shape[0]; s[1] = x->shape[1]; s[2] = x->shape[2] * sh; s[3] = x->shape[3] * sw;
+    if (!(y = higan_op_output(t, 4, s, &x, 1))) return NULL;
+    higan_upsample_nearest_forward(y->data, x->data, x->shape[0], x->shape[1], x->shape[2],
+                                   x->shape[3], sh, sw);
+    if (y->requires_grad) {
+        if (!(c = (higan__upsample_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->x = x; c->y = y; c->sh = sh; c->sw = sw;
+        higan_tape_record(t, y, higan__upsample_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- 2x2 average pooling, stride 2: x [N,C,H,W] -> y [N,C,H/2,W/2] ------------------------- */
+HIGAN_DEF void higan_avg_pool2_forward(float *y, const float *x, int64_t N, int64_t C,
+                                       int64_t H, int64_t W) {
+    int64_t p, P = N * C, Ho = H / 2, Wo = W / 2;
+    HIGAN__PARALLEL_FOR_IF(P * Ho * Wo > HIGAN__SHAPE_PAR)
+    for (p = 0; p < P; ++p) {
+        const float *xp = x + p * H * W;
+        float *yp = y + p * Ho * Wo;
+        int64_t h, w;
+        for (h = 0; h < Ho; ++h)
+            for (w = 0; w < Wo; ++w) {
+                const float *q = xp + 2 * h * W + 2 * w;
+                /* summed in PyTorch's window order, then divided: bit-compatible */
+                yp[h * Wo + w] = (((q[0] + q[1]) + q[W]) + q[W + 1]) / 4.0f;
+            }
+    }
+}
+/* dx [N,C,H,W] += dy/4 on every window; a trailing odd row/column gets nothing. */
+HIGAN_DEF void higan_avg_pool2_backward(float *dx, const float *dy, int64_t N, int64_t C,
+                                        int64_t H, int64_t W) {
+    int64_t p, P = N * C, Ho = H / 2, Wo = W / 2;
+    if (!dx) return;
+    HIGAN__PARALLEL_FOR_IF(P * Ho * Wo > HIGAN__SHAPE_PAR)
+    for (p = 0; p < P; ++p) {
+        const float *gp = dy + p * Ho * Wo;
+        float *dp = dx + p * H * W;
+        int64_t h, w;
+        for (h = 0; h < Ho; ++h)
+            for (w = 0; w < Wo; ++w) {
+                float g = gp[h * Wo + w] / 4.0f;
+                float *q = dp + 2 * h * W + 2 * w;
+                q[0] += g; q[1] += g; q[W] += g; q[W + 1] += g;
+            }
+    }
+}
+static void higan__avg_pool2_backward_op(higan_tape *t, void *p) {
+    higan__unary_ctx *c = (higan__unary_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_avg_pool2_backward(dx, c->y->grad, c->x->shape[0], c->x->shape[1],
+                                     c->x->shape[2], c->x->shape[3]);
+}
+HIGAN_DEF higan_var *higan_avg_pool2(higan_tape *t, higan_var *x) {
+    higan_var *y;
+    int64_t s[4];
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->ndim == 4 && x->shape[2] >= 2 && x->shape[3] >= 2);
+    s[0] = x->shape[0]; s[1] = x->shape[1]; s[2] = x->shape[2] / 2; s[3] = x->shape[3] / 2;
+    if (!(y = higan_op_output(t, 4, s, &x, 1))) return NULL;
+    higan_avg_pool2_forward(y->data, x->data, x->shape[0], x->shape[1], x->shape[2], x->shape[3]);
+    return higan__record_unary(t, x, y, higan__avg_pool2_backward_op, 0.0f);
+}
+
+/* ---- 3x3 max pooling, stride 2, no padding: x [N,C,H,W] -> y [N,C,(H-3)/2+1,(W-3)/2+1] ---- */
+HIGAN_DEF void higan_max_pool3s2_forward(float *y, int32_t *argmax, const float *x, int64_t N,
+                                         int64_t C, int64_t H, int64_t W) {
+    int64_t p, P = N * C, Ho = (H - 3) / 2 + 1, Wo = (W - 3) / 2 + 1;
+    HIGAN_ASSERT(H >= 3 && W >= 3 && H * W <= INT32_MAX);
+    HIGAN__PARALLEL_FOR_IF(P * Ho * Wo > HIGAN__SHAPE_PAR / 4)
+    for (p = 0; p < P; ++p) {
+        const float *xp = x + p * H * W;
+        float *yp = y + p * Ho * Wo;
+        int32_t *ap = argmax ? argmax + p * Ho * Wo : NULL;
+        int64_t h, w, i, j;
+        for (h = 0; h < Ho; ++h)
+            for (w = 0; w < Wo; ++w) {
+                int64_t best = 2 * h * W + 2 * w;
+                float m = xp[best];
+                /* PyTorch's scan: a strictly larger value or any NaN takes over */
+                for (i = 0; i < 3; ++i)
+                    for (j = 0; j < 3; ++j) {
+                        int64_t k = (2 * h + i) * W + 2 * w + j;
+                        float v = xp[k];
+                        if (v > m || v != v) { m = v; best = k; }
+                    }
+                yp[h * Wo + w] = m;
+                if (ap) ap[h * Wo + w] = (int32_t)best;
+            }
+    }
+}
+/* dx [N,C,H,W] += dy routed to the argmax of each window (windows overlap: one thread per plane). */
+HIGAN_DEF void higan_max_pool3s2_backward(float *dx, const float *dy, const int32_t *argmax,
+                                          int64_t N, int64_t C, int64_t H, int64_t W) {
+    int64_t p, P = N * C, Ho = (H - 3) / 2 + 1, Wo = (W - 3) / 2 + 1;
+    if (!dx) return;
+    HIGAN_ASSERT(H >= 3 && W >= 3);
+    HIGAN__PARALLEL_FOR_IF(P * Ho * Wo > HIGAN__SHAPE_PAR / 4)
+    for (p = 0; p < P; ++p) {
+        const float *gp = dy + p * Ho * Wo;
+        const int32_t *ap = argmax + p * Ho * Wo;
+        float *dp = dx + p * H * W;
+        int64_t k;
+        for (k = 0; k < Ho * Wo; ++k) dp[ap[k]] += gp[k];
+    }
+}
+typedef struct { higan_var *x, *y; int32_t *argmax; } higan__maxpool_ctx;
+static void higan__maxpool_backward_op(higan_tape *t, void *p) {
+    higan__maxpool_ctx *c = (higan__maxpool_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_max_pool3s2_backward(dx, c->y->grad, c->argmax, c->x->shape[0], c->x->shape[1],
+                                       c->x->shape[2], c->x->shape[3]);
+}
+HIGAN_DEF higan_var *higan_max_pool3s2(higan_tape *t, higan_var *x) {
+    higan_var *y;
+    higan__maxpool_ctx *c = NULL;
+    int32_t *argmax = NULL;
+    int64_t s[4];
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->ndim == 4 && x->shape[2] >= 3 && x->shape[3] >= 3);
+    s[0] = x->shape[0]; s[1] = x->shape[1];
+    s[2] = (x->shape[2] - 3) / 2 + 1; s[3] = (x->shape[3] - 3) / 2 + 1;
+    if (!(y = higan_op_output(t, 4, s, &x, 1))) return NULL;
+    if (y->requires_grad) {   /* the argmax is kept only when a backward will need it */
+        argmax = (int32_t *)higan_arena_alloc(t->arena, (size_t)higan_var_numel(y) * sizeof(int32_t));
+        if (!argmax || !(c = (higan__maxpool_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+    }
+    higan_max_pool3s2_forward(y->data, argmax, x->data, x->shape[0], x->shape[1], x->shape[2],
+                              x->shape[3]);
+    if (c) {
+        c->x = x; c->y = y; c->argmax = argmax;
+        higan_tape_record(t, y, higan__maxpool_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- constant padding (top, bottom, left, right); negative amounts crop ------------------- */
+/* Valid output columns [w0, w1) map to input column w - left. */
+static void higan__pad_cols(int64_t W, int64_t Wo, int left, int64_t *w0, int64_t *w1) {
+    *w0 = left > 0 ? left : 0;
+    *w1 = W + left < Wo ? W + left : Wo;
+    if (*w1 < *w0) *w1 = *w0;
+}
+/* x [N,C,H,W] -> y [N,C,H+top+bottom,W+left+right] */
+HIGAN_DEF void higan_pad_forward(float *y, const float *x, int64_t N, int64_t C, int64_t H,
+                                 int64_t W, int top, int bottom, int left, int right, float value) {
+    int64_t p, P = N * C, Ho = H + top + bottom, Wo = W + left + right, w0, w1;
+    HIGAN_ASSERT(Ho >= 0 && Wo >= 0);
+    higan__pad_cols(W, Wo, left, &w0, &w1);
+    HIGAN__PARALLEL_FOR_IF(P * Ho * Wo > HIGAN__SHAPE_PAR)
+    for (p = 0; p < P; ++p) {
+        const float *xp = x + p * H * W;
+        float *yp = y + p * Ho * Wo;
+        int64_t h, w;
+        for (h = 0; h < Ho; ++h) {
+            int64_t hi = h - top;
+            float *row = yp + h * Wo;
+            if (hi < 0 || hi >= H) {
+                for (w = 0; w < Wo; ++w) row[w] = value;
+                continue;
+            }
+            for (w = 0; w < w0; ++w) row[w] = value;
+            if (w1 > w0) memcpy(row + w0, xp + hi * W + (w0 - left), (size_t)(w1 - w0) * sizeof(float));
+            for (w = w1; w < Wo; ++w) row[w] = value;
+        }
+    }
+}
+/* dx [N,C,H,W] += the interior of dy [N,C,Ho,Wo] */
+HIGAN_DEF void higan_pad_backward(float *dx, const float *dy, int64_t N, int64_t C, int64_t H,
+                                  int64_t W, int top, int bottom, int left, int right) {
+    int64_t p, P = N * C, Ho = H + top + bottom, Wo = W + left + right, w0, w1;
+    if (!dx) return;
+    HIGAN_ASSERT(Ho >= 0 && Wo >= 0);
+    higan__pad_cols(W, Wo, left, &w0, &w1);
+    HIGAN__PARALLEL_FOR_IF(P * Ho * Wo > HIGAN__SHAPE_PAR)
+    for (p = 0; p < P; ++p) {
+        const float *gp = dy + p * Ho * Wo;
+        float *dp = dx + p * H * W;
+        int64_t h, w;
+        for (h = 0; h < Ho; ++h) {
+            int64_t hi = h - top;
+            if (hi < 0 || hi >= H) continue;
+            for (w = w0; w < w1; ++w) dp[hi * W + (w - left)] += gp[h * Wo + w];
+        }
+    }
+}
+typedef struct { higan_var *x, *y; int top, bottom, left, right; } higan__pad_ctx;
+static void higan__pad_backward_op(higan_tape *t, void *p) {
+    higan__pad_ctx *c = (higan__pad_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_pad_backward(dx, c->y->grad, c->x->shape[0], c->x->shape[1], c->x->shape[2],
+                               c->x->shape[3], c->top, c->bottom, c->left, c->right);
+}
+HIGAN_DEF higan_var *higan_pad(higan_tape *t, higan_var *x, int top, int bottom, int left,
+                               int right, float value) {
+    higan_var *y;
+    higan__pad_ctx *c;
+    int64_t s[4];
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->ndim == 4);
+    s[0] = x->shape[0]; s[1] = x->shape[1];
+    s[2] = x->shape[2] + top + bottom; s[3] = x->shape[3] + left + right;
+    HIGAN_ASSERT(s[2] >= 1 && s[3] >= 1);
+    if (!(y = higan_op_output(t, 4, s, &x, 1))) return NULL;
+    higan_pad_forward(y->data, x->data, x->shape[0], x->shape[1], x->shape[2], x->shape[3],
+                      top, bottom, left, right, value);
+    if (y->requires_grad) {
+        if (!(c = (higan__pad_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->x = x; c->y = y; c->top = top; c->bottom = bottom; c->left = left; c->right = right;
+        higan_tape_record(t, y, higan__pad_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- activations (n values, any shape) ------------------------------------------------------ */
+HIGAN_DEF void higan_relu_forward(float *y, const float *x, int64_t n) {
+    int64_t i;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : (x[i] != x[i] ? x[i] : 0.0f); /* NaN stays */
+}
+HIGAN_DEF void higan_relu_backward(float *dx, const float *dy, const float *x, int64_t n) {
+    int64_t i;
+    if (!dx) return;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) if (x[i] > 0.0f) dx[i] += dy[i];
+}
+static void higan__relu_backward_op(higan_tape *t, void *p) {
+    higan__unary_ctx *c = (higan__unary_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_relu_backward(dx, c->y->grad, c->x->data, higan_var_numel(c->x));
+}
+HIGAN_DEF higan_var *higan_relu(higan_tape *t, higan_var *x) {
+    higan_var *y;
+    if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
+    higan_relu_forward(y->data, x->data, higan_var_numel(x));
+    return higan__record_unary(t, x, y, higan__relu_backward_op, 0.0f);
+}
+
+HIGAN_DEF void higan_leaky_relu_forward(float *y, const float *x, float slope, int64_t n) {
+    int64_t i;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : x[i] * slope;
+}
+HIGAN_DEF void higan_leaky_relu_backward(float *dx, const float *dy, const float *x, float slope,
+                                         int64_t n) {
+    int64_t i;
+    if (!dx) return;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) dx[i] += x[i] > 0.0f ? dy[i] : dy[i] * slope;
+}
+static void higan__leaky_backward_op(higan_tape *t, void *p) {
+    higan__unary_ctx *c = (higan__unary_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_leaky_relu_backward(dx, c->y->grad, c->x->data, c->s, higan_var_numel(c->x));
+}
+HIGAN_DEF higan_var *higan_leaky_relu(higan_tape *t, higan_var *x, float slope) {
+    higan_var *y;
+    if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
+    higan_leaky_relu_forward(y->data, x->data, slope, higan_var_numel(x));
+    return higan__record_unary(t, x, y, higan__leaky_backward_op, slope);
+}
+
+HIGAN_DEF void higan_tanh_forward(float *y, const float *x, int64_t n) {
+    int64_t i;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR / 8)
+    for (i = 0; i < n; ++i) y[i] = tanhf(x[i]);
+}
+HIGAN_DEF void higan_tanh_backward(float *dx, const float *dy, const float *y, int64_t n) {
+    int64_t i;
+    if (!dx) return;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
+}
+static void higan__tanh_backward_op(higan_tape *t, void *p) {
+    higan__unary_ctx *c = (higan__unary_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_tanh_backward(dx, c->y->grad, c->y->data, higan_var_numel(c->x));
+}
+HIGAN_DEF higan_var *higan_tanh(higan_tape *t, higan_var *x) {
+    higan_var *y;
+    if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
+    higan_tanh_forward(y->data, x->data, higan_var_numel(x));
+    return higan__record_unary(t, x, y, higan__tanh_backward_op, 0.0f);
+}
+
+/* ---- concat / slice: tensors viewed as [outer, size, inner] around the dim -------------------- */
+/* dx [outer, len, inner] += dy[:, start:start+len, :] of dy [outer, size, inner] (concat backward) */
+static void higan__gather_add(float *dx, const float *dy, int64_t outer, int64_t size, int64_t inner,
+                              int64_t start, int64_t len) {
+    int64_t o;
+    HIGAN__PARALLEL_FOR_IF(outer * len * inner > HIGAN__SHAPE_PAR)
+    for (o = 0; o < outer; ++o) {
+        float *d = dx + o * len * inner;
+        const float *g = dy + (o * size + start) * inner;
+        int64_t k;
+        for (k = 0; k < len * inner; ++k) d[k] += g[k];
+    }
+}
+HIGAN_DEF void higan_concat_forward(float *y, const float *const *xs, const int64_t *sizes, int n,
+                                    int64_t outer, int64_t inner) {
+    int64_t o, S = 0;
+    int i;
+    for (i = 0; i < n; ++i) S += sizes[i];
+    HIGAN__PARALLEL_FOR_IF(outer > 1 && outer * S * inner > HIGAN__SHAPE_PAR)
+    for (o = 0; o < outer; ++o) {
+        int64_t off = 0;
+        int k;
+        for (k = 0; k < n; ++k) {
+            memcpy(y + (o * S + off) * inner, xs[k] + o * sizes[k] * inner,
+                   (size_t)(sizes[k] * inner) * sizeof(float));
+            off += sizes[k];
+        }
+    }
+}
+HIGAN_DEF void higan_concat_backward(float *const *dxs, const float *dy, const int64_t *sizes,
+                                     int n, int64_t outer, int64_t inner) {
+    int64_t S = 0, off = 0;
+    int i;
+    for (i = 0; i < n; ++i) S += sizes[i];
+    for (i = 0; i < n; ++i) {
+        if (dxs[i]) higan__gather_add(dxs[i], dy, outer, S, inner, off, sizes[i]);
+        off += sizes[i];
+    }
+}
+HIGAN_DEF void higan_slice_forward(float *y, const float *x, int64_t outer, int64_t size,
+                                   int64_t inner, int64_t start, int64_t len) {
+    int64_t o;
+    HIGAN_ASSERT(start >= 0 && len >= 0 && start + len <= size);
+    HIGAN__PARALLEL_FOR_IF(outer > 1 && outer * len * inner > HIGAN__SHAPE_PAR)
+    for (o = 0; o < outer; ++o)
+        memcpy(y + o * len * inner, x + (o * size + start) * inner, (size_t)(len * inner) * sizeof(float));
+}
+HIGAN_DEF void higan_slice_backward(float *dx, const float *dy, int64_t outer, int64_t size,
+                                    int64_t inner, int64_t start, int64_t len) {
+    int64_t o;
+    if (!dx) return;
+    HIGAN_ASSERT(start >= 0 && len >= 0 && start + len <= size);
+    HIGAN__PARALLEL_FOR_IF(outer * len * inner > HIGAN__SHAPE_PAR)
+    for (o = 0; o < outer; ++o) {
+        float *d = dx + (o * size + start) * inner;
+        const float *g = dy + o * len * inner;
+        int64_t k;
+        for (k = 0; k < len * inner; ++k) d[k] += g[k];
+    }
+}
+
+typedef struct { higan_var **xs; higan_var *y; int n, dim; } higan__concat_ctx;
+static void higan__concat_backward_op(higan_tape *t, void *p) {
+    higan__concat_ctx *c = (higan__concat_ctx *)p;
+    int64_t outer, inner, S = c->y->shape[c->dim], off = 0;
+    int i;
+    higan__outer_inner(c->y, c->dim, &outer, &inner);
+    for (i = 0; i < c->n; ++i) {   /* dx_i += dy[:, off:off+size_i, :] */
+        float *dx = higan_var_grad(t, c->xs[i]);
+        int64_t s = c->xs[i]->shape[c->dim];
+        if (dx) higan__gather_add(dx, c->y->grad, outer, S, inner, off, s);
+        off += s;
+    }
+}
+HIGAN_DEF higan_var *higan_concat(higan_tape *t, higan_var *const *xs, int n, int dim) {
+    higan_var *y;
+    higan__concat_ctx *c = NULL;
+    const float **ptrs;
+    int64_t s[4], outer, inner, S = 0, *sizes;
+    size_t mark;
+    int i, d;
+    HIGAN_ASSERT(n >= 1);
+    for (i = 0; i < n; ++i) if (!xs[i]) return NULL;
+    dim = higan__dim(xs[0], dim);
+    for (i = 0; i < n; ++i) {
+        HIGAN_ASSERT(xs[i]->ndim == xs[0]->ndim);
+        for (d = 0; d < xs[0]->ndim; ++d)
+            HIGAN_ASSERT(d == dim || xs[i]->shape[d] == xs[0]->shape[d]);
+        S += xs[i]->shape[dim];
+    }
+    for (d = 0; d < 4; ++d) s[d] = xs[0]->shape[d];
+    s[dim] = S;
+    if (!(y = higan_op_output(t, xs[0]->ndim, s, xs, n))) return NULL;
+    if (y->requires_grad) {
+        if (!(c = (higan__concat_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        if (!(c->xs = (higan_var **)higan_arena_alloc(t->arena, (size_t)n * sizeof(higan_var *)))) return NULL;
+        for (i = 0; i < n; ++i) c->xs[i] = xs[i];
+        c->y = y; c->n = n; c->dim = dim;
+    }
+    higan__outer_inner(y, dim, &outer, &inner);
+    mark = higan_arena_mark(t->arena);   /* scratch tables for the kernel */
+    ptrs = (const float **)higan_arena_alloc(t->arena, (size_t)n * sizeof(const float *));
+    sizes = (int64_t *)higan_arena_alloc(t->arena, (size_t)n * sizeof(int64_t));
+    if (!ptrs || !sizes) return NULL;
+    for (i = 0; i < n; ++i) { ptrs[i] = xs[i]->data; sizes[i] = xs[i]->shape[dim]; }
+    higan_concat_forward(y->data, ptrs, sizes, n, outer, inner);
+    higan_arena_release(t->arena, mark);
+    if (y->requires_grad) higan_tape_record(t, y, higan__concat_backward_op, c);
+    return y;
+}
+
+typedef struct { higan_var *x, *y; int dim; int64_t start; } higan__slice_ctx;
+static void higan__slice_backward_op(higan_tape *t, void *p) {
+    higan__slice_ctx *c = (higan__slice_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    int64_t outer, inner;
+    higan__outer_inner(c->x, c->dim, &outer, &inner);
+    if (dx) higan_slice_backward(dx, c->y->grad, outer, c->x->shape[c->dim], inner, c->start,
+                                 c->y->shape[c->dim]);
+}
+HIGAN_DEF higan_var *higan_slice(higan_tape *t, higan_var *x, int dim, int64_t start, int64_t len) {
+    higan_var *y;
+    higan__slice_ctx *c;
+    int64_t s[4], outer, inner;
+    int d;
+    if (!x) return NULL;
+    dim = higan__dim(x, dim);
+    HIGAN_ASSERT(start >= 0 && len >= 1 && start + len <= x->shape[dim]);
+    for (d = 0; d < 4; ++d) s[d] = x->shape[d];
+    s[dim] = len;
+    if (!(y = higan_op_output(t, x->ndim, s, &x, 1))) return NULL;
+    higan__outer_inner(x, dim, &outer, &inner);
+    higan_slice_forward(y->data, x->data, outer, x->shape[dim], inner, start, len);
+    if (y->requires_grad) {
+        if (!(c = (higan__slice_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->x = x; c->y = y; c->dim = dim; c->start = start;
+        higan_tape_record(t, y, higan__slice_backward_op, c);
+    }
+    return y;
+}
+HIGAN_DEF higan_status higan_split(higan_tape *t, higan_var *x, int dim, int n, const int64_t *sizes,
+                                   higan_var **out) {
+    int64_t off = 0;
+    int i;
+    higan_status st;
+    for (i = 0; i < n; ++i) out[i] = NULL;
+    if (!x) {   /* keep the message of an earlier overflow, which is the usual cause */
+        st = higan_tape_status(t);
+        return st != HIGAN_OK ? st : higan__error(HIGAN_ERR_ARG, "split: input is NULL");
+    }
+    dim = higan__dim(x, dim);
+    for (i = 0; i < n; ++i) off += sizes[i];
+    HIGAN_ASSERT(off == x->shape[dim]);
+    for (off = 0, i = 0; i < n; off += sizes[i], ++i)
+        if (!(out[i] = higan_slice(t, x, dim, off, sizes[i]))) {
+            st = higan_tape_status(t);
+            return st != HIGAN_OK ? st : higan__error(HIGAN_ERR_NOMEM, "split: slice %d failed", i);
+        }
+    return HIGAN_OK;
+}
+
+/* ---- reshape: a view (shared data, own gradient buffer) -------------------------------------- */
+static void higan__reshape_backward_op(higan_tape *t, void *p) {
+    higan__unary_ctx *c = (higan__unary_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_add_backward(dx, NULL, c->y->grad, higan_var_numel(c->x));
+}
+HIGAN_DEF higan_var *higan_reshape(higan_tape *t, higan_var *x, int ndim, const int64_t *shape) {
+    higan_var *y;
+    int64_t s[4], known = 1, n;
+    int d, infer = -1;
+    if (!x) return NULL;
+    HIGAN_ASSERT(ndim >= 1 && ndim <= 4);
+    for (d = 0; d < ndim; ++d) {
+        s[d] = shape[d];
+        if (shape[d] == -1) { HIGAN_ASSERT(infer < 0 && "reshape: at most one -1"); infer = d; }
+        else { HIGAN_ASSERT(shape[d] >= 0); known *= shape[d]; }
+    }
+    n = higan_var_numel(x);
+    if (infer >= 0) {
+        HIGAN_ASSERT(known > 0 && n % known == 0);
+        s[infer] = n / known;
+    } else {
+        HIGAN_ASSERT(known == n && "reshape: element count differs");
+    }
+    if (!(y = higan_var_wrap(t, x->data, ndim, s))) return NULL;
+    y->requires_grad = x->requires_grad && t->no_grad == 0;
+    return higan__record_unary(t, x, y, higan__reshape_backward_op, 0.0f);
+}
+
+/* ---- permute (copy), up to 4 dims --------------------------------------------------------------- */
+/* Output sizes ys and input strides xs per output dim, padded in front to 4 dims. */
+static void higan__permute_setup(int ndim, const int64_t *shape, const int *perm, int64_t ys[4],
+                                 int64_t xs[4]) {
+    int64_t st[4];
+    int d, seen = 0;
+    HIGAN_ASSERT(ndim >= 1 && ndim <= 4);
+    st[ndim - 1] = 1;
+    for (d = ndim - 2; d >= 0; --d) st[d] = st[d + 1] * shape[d + 1];
+    for (d = 0; d < ndim; ++d) {
+        HIGAN_ASSERT(perm[d] >= 0 && perm[d] < ndim && !(seen & (1 << perm[d])) && "not a permutation");
+        seen |= 1 << perm[d];
+    }
+    for (d = 0; d < 4; ++d) {
+        int k = d - (4 - ndim);
+        ys[d] = k < 0 ? 1 : shape[perm[k]];
+        xs[d] = k < 0 ? 0 : st[perm[k]];
+    }
+}
+/* x [shape] -> y [shape[perm[0]], ..., shape[perm[ndim-1]]] */
+HIGAN_DEF void higan_permute_forward(float *y, const float *x, int ndim, const int64_t *shape,
+                                     const int *perm) {
+    int64_t ys[4], xs[4], p, P;
+    higan__permute_setup(ndim, shape, perm, ys, xs);
+    P = ys[0] * ys[1];
+    HIGAN__PARALLEL_FOR_IF(P > 1 && P * ys[2] * ys[3] > HIGAN__SHAPE_PAR)
+    for (p = 0; p < P; ++p) {
+        int64_t i0 = p / ys[1], i1 = p % ys[1], i2, i3;
+        const float *xb = x + i0 * xs[0] + i1 * xs[1];
+        float *yb = y + p * ys[2] * ys[3];
+        for (i2 = 0; i2 < ys[2]; ++i2)
+            for (i3 = 0; i3 < ys[3]; ++i3) yb[i2 * ys[3] + i3] = xb[i2 * xs[2] + i3 * xs[3]];
+    }
+}
+/* dx [shape] += dy permuted back; each dx element receives exactly one dy element. */
+HIGAN_DEF void higan_permute_backward(float *dx, const float *dy, int ndim, const int64_t *shape,
+                                      const int *perm) {
+    int64_t ys[4], xs[4], p, P;
+    if (!dx) return;
+    higan__permute_setup(ndim, shape, perm, ys, xs);
+    P = ys[0] * ys[1];
+    HIGAN__PARALLEL_FOR_IF(P > 1 && P * ys[2] * ys[3] > HIGAN__SHAPE_PAR)
+    for (p = 0; p < P; ++p) {
+        int64_t i0 = p / ys[1], i1 = p % ys[1], i2, i3;
+        float *db = dx + i0 * xs[0] + i1 * xs[1];
+        const float *gb = dy + p * ys[2] * ys[3];
+        for (i2 = 0; i2 < ys[2]; ++i2)
+            for (i3 = 0; i3 < ys[3]; ++i3) db[i2 * xs[2] + i3 * xs[3]] += gb[i2 * ys[3] + i3];
+    }
+}
+typedef struct { higan_var *x, *y; int perm[4]; } higan__permute_ctx;
+static void higan__permute_backward_op(higan_tape *t, void *p) {
+    higan__permute_ctx *c = (higan__permute_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_permute_backward(dx, c->y->grad, c->x->ndim, c->x->shape, c->perm);
+}
+HIGAN_DEF higan_var *higan_permute(higan_tape *t, higan_var *x, const int *perm) {
+    higan_var *y;
+    higan__permute_ctx *c;
+    int64_t s[4];
+    int d;
+    if (!x) return NULL;
+    for (d = 0; d < x->ndim; ++d) {
+        HIGAN_ASSERT(perm[d] >= 0 && perm[d] < x->ndim);
+        s[d] = x->shape[perm[d]];
+    }
+    if (!(y = higan_op_output(t, x->ndim, s, &x, 1))) return NULL;
+    higan_permute_forward(y->data, x->data, x->ndim, x->shape, perm);
+    if (y->requires_grad) {
+        if (!(c = (higan__permute_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->x = x; c->y = y;
+        for (d = 0; d < 4; ++d) c->perm[d] = d < x->ndim ? perm[d] : d;
+        higan_tape_record(t, y, higan__permute_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- masked width reductions: x [N,C,H,W] -> y [N,C] over h and w < lens[n] ------------------- */
+static int64_t higan__valid_cols(int len, int64_t W) {
+    HIGAN_ASSERT(len >= 0);
+    return (int64_t)len < W ? (int64_t)len : W;
+}
+/* mean != 0: divide by (float)(H * lens[n]) + eps; the sum runs in double. */
+static void higan__masked_width_forward(float *y, const float *x, const int *lens, int64_t N,
+                                        int64_t C, int64_t H, int64_t W, float eps, int mean) {
+    int64_t p;
+    HIGAN__PARALLEL_FOR_IF(N * C * H * W > HIGAN__SHAPE_PAR)
+    for (p = 0; p < N * C; ++p) {
+        int64_t n = p / C, wv = higan__valid_cols(lens[n], W), h, w;
+        const float *xp = x + p * H * W;
+        double s = 0.0;
+        for (h = 0; h < H; ++h)
+            for (w = 0; w < wv; ++w) s += xp[h * W + w];
+        y[p] = mean ? (float)s / ((float)(H * (int64_t)lens[n]) + eps) : (float)s;
+    }
+}
+static void higan__masked_width_backward(float *dx, const float *dy, const int *lens, int64_t N,
+                                         int64_t C, int64_t H, int64_t W, float eps, int mean) {
+    int64_t p;
+    if (!dx) return;
+    HIGAN__PARALLEL_FOR_IF(N * C * H * W > HIGAN__SHAPE_PAR)
+    for (p = 0; p < N * C; ++p) {
+        int64_t n = p / C, wv = higan__valid_cols(lens[n], W), h, w;
+        float g = mean ? dy[p] / ((float)(H * (int64_t)lens[n]) + eps) : dy[p];
+        float *dp = dx + p * H * W;
+        for (h = 0; h < H; ++h)
+            for (w = 0; w < wv; ++w) dp[h * W + w] += g;
+    }
+}
+HIGAN_DEF void higan_masked_sum_width_forward(float *y, const float *x, const int *lens,
+                                              int64_t N, int64_t C, int64_t H, int64_t W) {
+    higan__masked_width_forward(y, x, lens, N, C, H, W, 0.0f, 0);
+}
+HIGAN_DEF void higan_masked_sum_width_backward(float *dx, const float *dy, const int *lens,
+                                               int64_t N, int64_t C, int64_t H, int64_t W) {
+    higan__masked_width_backward(dx, dy, lens, N, C, H, W, 0.0f, 0);
+}
+HIGAN_DEF void higan_masked_mean_width_forward(float *y, const float *x, const int *lens,
+                                               int64_t N, int64_t C, int64_t H, int64_t W, float eps) {
+    higan__masked_width_forward(y, x, lens, N, C, H, W, eps, 1);
+}
+HIGAN_DEF void higan_masked_mean_width_backward(float *dx, const float *dy, const int *lens,
+                                                int64_t N, int64_t C, int64_t H, int64_t W, float eps) {
+    higan__masked_width_backward(dx, dy, lens, N, C, H, W, eps, 1);
+}
+typedef struct { higan_var *x, *y; int *lens; float eps; int mean; } higan__masked_ctx;
+/* [N,C,T] is [N,C,1,T] */
+static void higan__masked_dims(const higan_var *x, int64_t *H, int64_t *W) {
+    HIGAN_ASSERT(x->ndim == 3 || x->ndim == 4);
+    *H = x->ndim == 4 ? x->shape[2] : 1;
+    *W = x->ndim == 4 ? x->shape[3] : x->shape[2];
+}
+static void higan__masked_backward_op(higan_tape *t, void *p) {
+    higan__masked_ctx *c = (higan__masked_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    int64_t H, W;
+    higan__masked_dims(c->x, &H, &W);
+    if (dx) higan__masked_width_backward(dx, c->y->grad, c->lens, c->x->shape[0], c->x->shape[1],
+                                         H, W, c->eps, c->mean);
+}
+static higan_var *higan__masked_width(higan_tape *t, higan_var *x, const int *lens, float eps,
+                                      int mean) {
+    higan_var *y;
+    higan__masked_ctx *c;
+    int64_t s[2], H, W, n;
+    if (!x) return NULL;
+    higan__masked_dims(x, &H, &W);
+    s[0] = x->shape[0]; s[1] = x->shape[1];
+    if (!(y = higan_op_output(t, 2, s, &x, 1))) return NULL;
+    higan__masked_width_forward(y->data, x->data, lens, s[0], s[1], H, W, eps, mean);
+    if (y->requires_grad) {   /* lens copied: the caller's array may be gone by backward */
+        if (!(c = (higan__masked_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        if (!(c->lens = (int *)higan_arena_alloc(t->arena, (size_t)s[0] * sizeof(int)))) return NULL;
+        for (n = 0; n < s[0]; ++n) c->lens[n] = lens[n];
+        c->x = x; c->y = y; c->eps = eps; c->mean = mean;
+        higan_tape_record(t, y, higan__masked_backward_op, c);
+    }
+    return y;
+}
+HIGAN_DEF higan_var *higan_masked_sum_width(higan_tape *t, higan_var *x, const int *lens) {
+    return higan__masked_width(t, x, lens, 0.0f, 0);
+}
+HIGAN_DEF higan_var *higan_masked_mean_width(higan_tape *t, higan_var *x, const int *lens, float eps) {
+    return higan__masked_width(t, x, lens, eps, 1);
+}
+
+/* ---- dropout ------------------------------------------------------------------------------------- */
+/* Sequential: the rng stream fixes which element gets which draw. mask may be NULL. */
+HIGAN_DEF void higan_dropout_forward(float *y, float *mask, const float *x, float p,
+                                     higan_rng *rng, int64_t n) {
+    int64_t i;
+    float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    for (i = 0; i < n; ++i) {
+        float m = higan_rng_uniform(rng) >= p ? scale : 0.0f;
+        if (mask) mask[i] = m;
+        y[i] = x[i] * m;
+    }
+}
+HIGAN_DEF void higan_dropout_backward(float *dx, const float *dy, const float *mask, int64_t n) {
+    int64_t i;
+    if (!dx) return;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) dx[i] += dy[i] * mask[i];
+}
+typedef struct { higan_var *x, *y; float *mask; } higan__dropout_ctx;
+static void higan__dropout_backward_op(higan_tape *t, void *p) {
+    higan__dropout_ctx *c = (higan__dropout_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_dropout_backward(dx, c->y->grad, c->mask, higan_var_numel(c->x));
+}
+HIGAN_DEF higan_var *higan_dropout(higan_tape *t, higan_var *x, float p, int train, higan_rng *rng) {
+    higan_var *y;
+    higan__dropout_ctx *c = NULL;
+    float *mask = NULL;
+    int64_t n;
+    if (!x) return NULL;
+    if (!train || p <= 0.0f) return x;           /* identity: no copy, nothing recorded */
+    HIGAN_ASSERT(rng != NULL);
+    if (!(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
+    n = higan_var_numel(x);
+    if (y->requires_grad) {
+        if (!(mask = higan_arena_floats(t->arena, n))) return NULL;
+        if (!(c = (higan__dropout_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+    }
+    higan_dropout_forward(y->data, mask, x->data, p, rng, n);
+    if (c) {
+        c->x = x; c->y = y; c->mask = mask;
+        higan_tape_record(t, y, higan__dropout_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- log-softmax over the last dim: x [rows, cols] ----------------------------------------------- */
+HIGAN_DEF void higan_log_softmax_forward(float *y, const float *x, int64_t rows, int64_t cols) {
+    int64_t r;
+    HIGAN__PARALLEL_FOR_IF(rows > 1 && rows * cols > HIGAN__SHAPE_PAR / 8)
+    for (r = 0; r < rows; ++r) {
+        const float *xr = x + r * cols;
+        float *yr = y + r * cols, m = xr[0], lse;
+        double s = 0.0;
+        int64_t j;
+        for (j = 1; j < cols; ++j) if (xr[j] > m) m = xr[j];
+        for (j = 0; j < cols; ++j) s += exp((double)(xr[j] - m));
+        lse = (float)log(s);
+        for (j = 0; j < cols; ++j) yr[j] = xr[j] - m - lse;
+    }
+}
+/* dx += dy - exp(y) * sum(dy) per row */
+HIGAN_DEF void higan_log_softmax_backward(float *dx, const float *dy, const float *y, int64_t rows,
+                                          int64_t cols) {
+    int64_t r;
+    if (!dx) return;
+    HIGAN__PARALLEL_FOR_IF(rows > 1 && rows * cols > HIGAN__SHAPE_PAR / 8)
+    for (r = 0; r < rows; ++r) {
+        const float *gr = dy + r * cols, *yr = y + r * cols;
+        float *dr = dx + r * cols, gs;
+        double s = 0.0;
+        int64_t j;
+        for (j = 0; j < cols; ++j) s += gr[j];
+        gs = (float)s;
+        for (j = 0; j < cols; ++j) dr[j] += gr[j] - expf(yr[j]) * gs;
+    }
+}
+static void higan__log_softmax_backward_op(higan_tape *t, void *p) {
+    higan__unary_ctx *c = (higan__unary_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    int64_t cols = c->x->shape[c->x->ndim - 1];
+    if (dx) higan_log_softmax_backward(dx, c->y->grad, c->y->data, higan_var_numel(c->x) / cols, cols);
+}
+HIGAN_DEF higan_var *higan_log_softmax(higan_tape *t, higan_var *x) {
+    higan_var *y;
+    int64_t cols;
+    if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
+    cols = x->shape[x->ndim - 1];
+    HIGAN_ASSERT(cols >= 1);
+    higan_log_softmax_forward(y->data, x->data, higan_var_numel(x) / cols, cols);
+    return higan__record_unary(t, x, y, higan__log_softmax_backward_op, 0.0f);
+}
+
+/* ---- elementwise helpers -------------------------------------------------------------------------- */
+HIGAN_DEF void higan_add_forward(float *y, const float *a, const float *b, int64_t n) {
+    int64_t i;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+HIGAN_DEF void higan_add_backward(float *da, float *db, const float *dy, int64_t n) {
+    int64_t i;
+    if (da) {
+        HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+        for (i = 0; i < n; ++i) da[i] += dy[i];
+    }
+    if (db) {
+        HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+        for (i = 0; i < n; ++i) db[i] += dy[i];
+    }
+}
+static void higan__add_backward_op(higan_tape *t, void *p) {
+    higan__binary_ctx *c = (higan__binary_ctx *)p;
+    float *da = higan_var_grad(t, c->a), *db = higan_var_grad(t, c->b);
+    higan_add_backward(da, db, c->y->grad, higan_var_numel(c->y));
+}
+HIGAN_DEF higan_var *higan_add(higan_tape *t, higan_var *a, higan_var *b) {
+    higan_var *in[2], *y;
+    in[0] = a; in[1] = b;
+    if (!a || !b) return NULL;
+    HIGAN_ASSERT(higan__same_shape(a, b));
+    if (!(y = higan_op_output(t, a->ndim, a->shape, in, 2))) return NULL;
+    higan_add_forward(y->data, a->data, b->data, higan_var_numel(a));
+    return higan__record_binary(t, a, b, y, higan__add_backward_op);
+}
+
+HIGAN_DEF void higan_sub_forward(float *y, const float *a, const float *b, int64_t n) {
+    int64_t i;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) y[i] = a[i] - b[i];
+}
+HIGAN_DEF void higan_sub_backward(float *da, float *db, const float *dy, int64_t n) {
+    int64_t i;
+    if (da) {
+        HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+        for (i = 0; i < n; ++i) da[i] += dy[i];
+    }
+    if (db) {
+        HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+        for (i = 0; i < n; ++i) db[i] -= dy[i];
+    }
+}
+static void higan__sub_backward_op(higan_tape *t, void *p) {
+    higan__binary_ctx *c = (higan__binary_ctx *)p;
+    float *da = higan_var_grad(t, c->a), *db = higan_var_grad(t, c->b);
+    higan_sub_backward(da, db, c->y->grad, higan_var_numel(c->y));
+}
+HIGAN_DEF higan_var *higan_sub(higan_tape *t, higan_var *a, higan_var *b) {
+    higan_var *in[2], *y;
+    in[0] = a; in[1] = b;
+    if (!a || !b) return NULL;
+    HIGAN_ASSERT(higan__same_shape(a, b));
+    if (!(y = higan_op_output(t, a->ndim, a->shape, in, 2))) return NULL;
+    higan_sub_forward(y->data, a->data, b->data, higan_var_numel(a));
+    return higan__record_binary(t, a, b, y, higan__sub_backward_op);
+}
+
+HIGAN_DEF void higan_mul_forward(float *y, const float *a, const float *b, int64_t n) {
+    int64_t i;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) y[i] = a[i] * b[i];
+}
+HIGAN_DEF void higan_mul_backward(float *da, float *db, const float *dy, const float *a,
+                                  const float *b, int64_t n) {
+    int64_t i;
+    if (da) {
+        HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+        for (i = 0; i < n; ++i) da[i] += dy[i] * b[i];
+    }
+    if (db) {
+        HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+        for (i = 0; i < n; ++i) db[i] += dy[i] * a[i];
+    }
+}
+static void higan__mul_backward_op(higan_tape *t, void *p) {
+    higan__binary_ctx *c = (higan__binary_ctx *)p;
+    float *da = higan_var_grad(t, c->a), *db = higan_var_grad(t, c->b);
+    higan_mul_backward(da, db, c->y->grad, c->a->data, c->b->data, higan_var_numel(c->y));
+}
+HIGAN_DEF higan_var *higan_mul(higan_tape *t, higan_var *a, higan_var *b) {
+    higan_var *in[2], *y;
+    in[0] = a; in[1] = b;
+    if (!a || !b) return NULL;
+    HIGAN_ASSERT(higan__same_shape(a, b));
+    if (!(y = higan_op_output(t, a->ndim, a->shape, in, 2))) return NULL;
+    higan_mul_forward(y->data, a->data, b->data, higan_var_numel(a));
+    return higan__record_binary(t, a, b, y, higan__mul_backward_op);
+}
+
+HIGAN_DEF void higan_scale_forward(float *y, const float *x, float s, int64_t n) {
+    int64_t i;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) y[i] = x[i] * s;
+}
+HIGAN_DEF void higan_scale_backward(float *dx, const float *dy, float s, int64_t n) {
+    int64_t i;
+    if (!dx) return;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) dx[i] += dy[i] * s;
+}
+static void higan__scale_backward_op(higan_tape *t, void *p) {
+    higan__unary_ctx *c = (higan__unary_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_scale_backward(dx, c->y->grad, c->s, higan_var_numel(c->x));
+}
+HIGAN_DEF higan_var *higan_scale(higan_tape *t, higan_var *x, float s) {
+    higan_var *y;
+    if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
+    higan_scale_forward(y->data, x->data, s, higan_var_numel(x));
+    return higan__record_unary(t, x, y, higan__scale_backward_op, s);
+}
+
+/* x [N,C,HW] + b [N,C] */
+HIGAN_DEF void higan_add_nc_forward(float *y, const float *x, const float *b, int64_t N, int64_t C,
+                                    int64_t HW) {
+    int64_t p;
+    HIGAN__PARALLEL_FOR_IF(N * C * HW > HIGAN__SHAPE_PAR)
+    for (p = 0; p < N * C; ++p) {
+        int64_t k;
+        float v = b[p];
+        for (k = 0; k < HW; ++k) y[p * HW + k] = x[p * HW + k] + v;
+    }
+}
+HIGAN_DEF void higan_add_nc_backward(float *dx, float *db, const float *dy, int64_t N, int64_t C,
+                                     int64_t HW) {
+    int64_t p;
+    if (dx) higan_add_backward(dx, NULL, dy, N * C * HW);
+    if (!db) return;
+    HIGAN__PARALLEL_FOR_IF(N * C * HW > HIGAN__SHAPE_PAR)
+    for (p = 0; p < N * C; ++p) {
+        double s = 0.0;
+        int64_t k;
+        for (k = 0; k < HW; ++k) s += dy[p * HW + k];
+        db[p] += (float)s;
+    }
+}
+static void higan__add_nc_backward_op(higan_tape *t, void *p) {
+    higan__binary_ctx *c = (higan__binary_ctx *)p;
+    float *dx = higan_var_grad(t, c->a), *db = higan_var_grad(t, c->b);
+    int64_t N = c->a->shape[0], C = c->a->shape[1];
+    higan_add_nc_backward(dx, db, c->y->grad, N, C, higan_var_numel(c->a) / (N * C));
+}
+HIGAN_DEF higan_var *higan_add_nc(higan_tape *t, higan_var *x, higan_var *b) {
+    higan_var *in[2], *y;
+    int64_t N, C;
+    in[0] = x; in[1] = b;
+    if (!x || !b) return NULL;
+    HIGAN_ASSERT(x->ndim >= 2);
+    N = x->shape[0]; C = x->shape[1];
+    HIGAN_ASSERT(b->shape[0] == N && higan_var_numel(b) == N * C && "bias must be [N,C]");
+    if (!(y = higan_op_output(t, x->ndim, x->shape, in, 2))) return NULL;
+    higan_add_nc_forward(y->data, x->data, b->data, N, C, N * C > 0 ? higan_var_numel(x) / (N * C) : 0);
+    return higan__record_binary(t, x, b, y, higan__add_nc_backward_op);
+}
+
+HIGAN_DEF void higan_sum_all_forward(float *y, const float *x, int64_t n) {
+    double s = 0.0;
+    int64_t i;
+    for (i = 0; i < n; ++i) s += x[i];
+    y[0] = (float)s;
+}
+HIGAN_DEF void higan_sum_all_backward(float *dx, const float *dy, int64_t n) {
+    int64_t i;
+    float g = dy[0];
+    if (!dx) return;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) dx[i] += g;
+}
+static void higan__sum_all_backward_op(higan_tape *t, void *p) {
+    higan__unary_ctx *c = (higan__unary_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_sum_all_backward(dx, c->y->grad, higan_var_numel(c->x));
+}
+HIGAN_DEF higan_var *higan_sum_all(higan_tape *t, higan_var *x) {
+    higan_var *y;
+    int64_t one = 1;
+    if (!x || !(y = higan_op_output(t, 1, &one, &x, 1))) return NULL;
+    higan_sum_all_forward(y->data, x->data, higan_var_numel(x));
+    return higan__record_unary(t, x, y, higan__sum_all_backward_op, 0.0f);
+}
+HIGAN_DEF void higan_mean_all_forward(float *y, const float *x, int64_t n) {
+    double s = 0.0;
+    int64_t i;
+    for (i = 0; i < n; ++i) s += x[i];
+    y[0] = (float)(s / (double)(n > 0 ? n : 1));
+}
+HIGAN_DEF void higan_mean_all_backward(float *dx, const float *dy, int64_t n) {
+    int64_t i;
+    float g;
+    if (!dx || n <= 0) return;
+    g = dy[0] / (float)n;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) dx[i] += g;
+}
+static void higan__mean_all_backward_op(higan_tape *t, void *p) {
+    higan__unary_ctx *c = (higan__unary_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_mean_all_backward(dx, c->y->grad, higan_var_numel(c->x));
+}
+HIGAN_DEF higan_var *higan_mean_all(higan_tape *t, higan_var *x) {
+    higan_var *y;
+    int64_t one = 1;
+    if (!x || !(y = higan_op_output(t, 1, &one, &x, 1))) return NULL;
+    higan_mean_all_forward(y->data, x->data, higan_var_numel(x));
+    return higan__record_unary(t, x, y, higan__mean_all_backward_op, 0.0f);
+}
+
+HIGAN_DEF void higan_exp_forward(float *y, const float *x, int64_t n) {
+    int64_t i;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR / 8)
+    for (i = 0; i < n; ++i) y[i] = expf(x[i]);
+}
+HIGAN_DEF void higan_exp_backward(float *dx, const float *dy, const float *y, int64_t n) {
+    int64_t i;
+    if (!dx) return;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (i = 0; i < n; ++i) dx[i] += dy[i] * y[i];
+}
+static void higan__exp_backward_op(higan_tape *t, void *p) {
+    higan__unary_ctx *c = (higan__unary_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_exp_backward(dx, c->y->grad, c->y->data, higan_var_numel(c->x));
+}
+HIGAN_DEF higan_var *higan_exp(higan_tape *t, higan_var *x) {
+    higan_var *y;
+    if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
+    higan_exp_forward(y->data, x->data, higan_var_numel(x));
+    return higan__record_unary(t, x, y, higan__exp_backward_op, 0.0f);
+}
+/* ==== SEQUENCE OPS AND LOSSES: implementation ================================= */
+
+static float higan__sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* ---- LSTM ------------------------------------------------------------------------------ */
+/* Cache layout: outputs of layers 0..L-2 [B,T,D*H] each, then per (layer, direction):
+   gate activations [B,T,4H] (i, f, g, o after sigmoid/tanh) and cell states [B,T,H]. */
+HIGAN_DEF int64_t higan_lstm_cache_floats(int64_t B, int64_t T, int64_t H, int num_layers,
+                                          int bidirectional) {
+    int64_t D = bidirectional ? 2 : 1;
+    return (int64_t)(num_layers - 1) * B * T * D * H + (int64_t)num_layers * D * B * T * 5 * H;
+}
+/* offset of layer l's output */
+static int64_t higan__lstm_out_off(int64_t B, int64_t T, int64_t DH, int l) { return (int64_t)l * B * T * DH; }
+/* offset of the gates of (layer l, direction d); its cells follow at + B*T*4H */
+static int64_t higan__lstm_gates_off(int64_t B, int64_t T, int64_t H, int64_t D, int L, int l, int d) {
+    return (int64_t)(L - 1) * B * T * D * H + ((int64_t)l * D + d) * B * T * 5 * H;
+}
+/* Time index of sample b at processing step s (the reverse direction runs from its own end). */
+static int64_t higan__lstm_time(int d, int len, int64_t s) { return d == 0 ? s : (int64_t)len - 1 - s; }
+
+HIGAN_DEF higan_status higan_lstm_forward(float *y, float *cache, const float *x, const int *lengths,
+                                          const float *const *weights, int64_t B, int64_t T,
+                                          int64_t IN, int64_t H, int num_layers, int bidirectional,
+                                          higan_arena *scratch) {
+    int64_t D = bidirectional ? 2 : 1, DH = D * H, H4 = 4 * H, b, s, j, maxlen = 0;
+    size_t mark = higan_arena_mark(scratch);
+    float *hs, *cs, *R;
+    int l, d;
+    HIGAN_ASSERT(B > 0 && T > 0 && IN > 0 && H > 0 && num_layers > 0);
+    for (b = 0; b < B; ++b) {
+        HIGAN_ASSERT(lengths[b] >= 0 && lengths[b] <= T);
+        if (lengths[b] > maxlen) maxlen = lengths[b];
+    }
+    if (!cache) cache = higan_arena_floats(scratch, higan_lstm_cache_floats(B, T, H, num_layers, bidirectional));
+    hs = higan_arena_floats(scratch, B * H);      /* h of the previous step [B,H] */
+    cs = higan_arena_floats(scratch, B * H);      /* c of the previous step [B,H] */
+    R = higan_arena_floats(scratch, B * H4);      /* h_prev W_hh^T [B,4H] */
+    if (!cache || !hs || !cs || !R) { higan_arena_release(scratch, mark); return HIGAN_ERR_NOMEM; }
+    for (l = 0; l < num_layers; ++l) {
+        const float *in = l == 0 ? x : cache + higan__lstm_out_off(B, T, DH, l - 1);
+        int64_t in_dim = l == 0 ? IN : DH;
+        float *out = l == num_layers - 1 ? y : cache + higan__lstm_out_off(B, T, DH, l);
+        for (d = 0; d < (int)D; ++d) {
+            const float *const *w = weights + ((int64_t)l * D + d) * 4;
+            const float *w_ih = w[0], *w_hh = w[1], *b_ih = w[2], *b_hh = w[3];
+            float *G = cache + higan__lstm_gates_off(B, T, H, D, num_layers, l, d);  /* [B,T,4H] */
+            float *Cs = G + B * T * H4;                                          /* [B,T,H] */
+            /* input projections of all steps at once: G = b_ih + b_hh + in W_ih^T */
+            for (j = 0; j < B * T; ++j) {
+                int64_t k;
+                for (k = 0; k < H4; ++k)
+                    G[j * H4 + k] = (b_ih ? b_ih[k] : 0.0f) + (b_hh ? b_hh[k] : 0.0f);
+            }
+            higan_gemm(0, 1, B * T, H4, in_dim, 1.0f, in, in_dim, w_ih, in_dim, 1.0f, G, H4);
+            memset(hs, 0, (size_t)(B * H) * sizeof(float));
+            memset(cs, 0, (size_t)(B * H) * sizeof(float));
+            for (s = 0; s < maxlen; ++s) {
+                if (s > 0) higan_gemm(0, 1, B, H4, H, 1.0f, hs, H, w_hh, H, 0.0f, R, H4);
+                else memset(R, 0, (size_t)(B * H4) * sizeof(float));   /* h0 = 0 */
+                HIGAN__PARALLEL_FOR_IF(B * H >= 4096)
+                for (b = 0; b < B; ++b) {
+                    int64_t t, k;
+                    float *g, *r, *cc, *o;
+                    if (lengths[b] <= s) continue;
+                    t = higan__lstm_time(d, lengths[b], s);
+                    g = G + (b * T + t) * H4;
+                    r = R + b * H4;
+                    cc = Cs + (b * T + t) * H;
+                    o = out + (b * T + t) * DH + d * H;
+                    for (k = 0; k < H; ++k) {
+                        float gi = higan__sigmoidf(g[k] + r[k]);
+                        float gf = higan__sigmoidf(g[H + k] + r[H + k]);
+                        float gg = tanhf(g[2 * H + k] + r[2 * H + k]);
+                        float go = higan__sigmoidf(g[3 * H + k] + r[3 * H + k]);
+                        float c = gf * cs[b * H + k] + gi * gg;
+                        float h = go * tanhf(c);
+                        g[k] = gi; g[H + k] = gf; g[2 * H + k] = gg; g[3 * H + k] = go;
+                        cc[k] = c;
+                        o[k] = h;
+                        cs[b * H + k] = c;
+                        hs[b * H + k] = h;
+                    }
+                }
+            }
+            /* padded steps: zero output (pad_packed_sequence); gates/cells unused there */
+            for (b = 0; b < B; ++b) {
+                int64_t t;
+                for (t = lengths[b]; t < T; ++t)
+                    memset(out + (b * T + t) * DH + d * H, 0, (size_t)H * sizeof(float));
+            }
+        }
+    }
+    higan_arena_release(scratch, mark);
+    return HIGAN_OK;
+}
+
+HIGAN_DEF higan_status higan_lstm_backward(float *dx, float *const *dweights, const float *dy,
+                                           const float *y, const float *cache, const float *x,
+                                           const int *lengths, const float *const *weights,
+                                           int64_t B, int64_t T, int64_t IN, int64_t H,
+                                           int num_layers, int bidirectional, higan_arena *scratch) {
+    int64_t D = bidirectional ? 2 : 1, DH = D * H, H4 = 4 * H, b, s, maxlen = 0;
+    size_t mark = higan_arena_mark(scratch);
+    float *dG, *Hp, *dbuf[2], *dAs, *dh, *dc;
+    int l, d, lmin = -1, k;
+    HIGAN_ASSERT(B > 0 && T > 0 && IN > 0 && H > 0 && num_layers > 0);
+    for (b = 0; b < B; ++b) if (lengths[b] > maxlen) maxlen = lengths[b];
+    /* lowest layer that has to be reached: dx, or the lowest layer with a weight gradient */
+    if (dx) lmin = 0;
+    else if (dweights)
+        for (l = num_layers - 1; l >= 0; --l)
+            for (k = 0; k < (int)(D * 4); ++k) if (dweights[(int64_t)l * D * 4 + k]) lmin = l;
+    if (lmin < 0 || maxlen == 0) return HIGAN_OK;
+    dG = higan_arena_floats(scratch, B * T * H4);   /* d pre-activations [B,T,4H] */
+    Hp = higan_arena_floats(scratch, B * T * H);    /* h before each step [B,T,H] */
+    dbuf[0] = num_layers > 1 ? higan_arena_floats(scratch, B * T * DH) : NULL;
+    dbuf[1] = num_layers > 2 ? higan_arena_floats(scratch, B * T * DH) : NULL;
+    dAs = higan_arena_floats(scratch, B * H4);      /* this step's d pre-activations [B,4H] */
+    dh = higan_arena_floats(scratch, B * H);        /* recurrent dh [B,H] */
+    dc = higan_arena_floats(scratch, B * H);        /* recurrent dc [B,H] */
+    if (!dG || !Hp || (num_layers > 1 && !dbuf[0]) || (num_layers > 2 && !dbuf[1]) || !dAs || !dh || !dc) {
+        higan_arena_release(scratch, mark);
+        return HIGAN_ERR_NOMEM;
+    }
+    for (l = num_layers - 1; l >= lmin; --l) {
+        const float *in = l == 0 ? x : cache + higan__lstm_out_off(B, T, DH, l - 1);
+        int64_t in_dim = l == 0 ? IN : DH;
+        const float *out = l == num_layers - 1 ? y : cache + higan__lstm_out_off(B, T, DH, l);
+        const float *dout = l == num_layers - 1 ? dy : dbuf[l & 1];
+        float *din = l == lmin ? (l == 0 ? dx : NULL) : dbuf[(l - 1) & 1];
+        if (din && l > 0) memset(din, 0, (size_t)(B * T * DH) * sizeof(float));
+        for (d = 0; d < (int)D; ++d) {
+            const float *const *w = weights + ((int64_t)l * D + d) * 4;
+            float *const *dw = dweights ? dweights + ((int64_t)l * D + d) * 4 : NULL;
+            const float *G = cache + higan__lstm_gates_off(B, T, H, D, num_layers, l, d);
+            const float *Cs = G + B * T * H4;
+            memset(dG, 0, (size_t)(B * T * H4) * sizeof(float));
+            memset(dh, 0, (size_t)(B * H) * sizeof(float));
+            memset(dc, 0, (size_t)(B * H) * sizeof(float));
+            for (s = maxlen - 1; s >= 0; --s) {
+                HIGAN__PARALLEL_FOR_IF(B * H >= 4096)
+                for (b = 0; b < B; ++b) {
+                    int64_t t, tp, j;
+                    const float *g, *cc, *cp, *dyo;
+                    float *da;
+                    if (lengths[b] <= s) {   /* not started yet (in reverse time): no gradient */
+                        memset(dAs + b * H4, 0, (size_t)H4 * sizeof(float));
+                        continue;
+                    }
+                    t = higan__lstm_time(d, lengths[b], s);
+                    tp = d == 0 ? t - 1 : t + 1;          /* the step processed before t */
+                    g = G + (b * T + t) * H4;
+                    cc = Cs + (b * T + t) * H;
+                    cp = s > 0 ? Cs + (b * T + tp) * H : NULL;
+                    dyo = dout + (b * T + t) * DH + d * H;
+                    da = dG + (b * T + t) * H4;
+                    for (j = 0; j < H; ++j) {
+                        float gi = g[j], gf = g[H + j], gg = g[2 * H + j], go = g[3 * H + j];
+                        float tc = tanhf(cc[j]);
+                        float dhj = dyo[j] + dh[b * H + j];
+                        float dcj = dc[b * H + j] + dhj * go * (1.0f - tc * tc);
+                        float c_prev = cp ? cp[j] : 0.0f;
+                        da[j] = dcj * gg * gi * (1.0f - gi);
+                        da[H + j] = dcj * c_prev * gf * (1.0f - gf);
+                        da[2 * H + j] = dcj * gi * (1.0f - gg * gg);
+                        da[3 * H + j] = dhj * tc * go * (1.0f - go);
+                        dc[b * H + j] = dcj * gf;
+                    }
+                    memcpy(dAs + b * H4, da, (size_t)H4 * sizeof(float));
+                }
+                /* dh for the previous step: dA W_hh (nothing flows before the first step) */
+                if (s > 0) higan_gemm(0, 0, B, H, H4, 1.0f, dAs, H4, w[1], H, 0.0f, dh, H);
+            }
+            /* weight gradients over all steps at once */
+            if (dw && dw[0]) higan_gemm(1, 0, H4, in_dim, B * T, 1.0f, dG, H4, in, in_dim, 1.0f, dw[0], in_dim);
+            if (dw && dw[1]) {
+                HIGAN__PARALLEL_FOR_IF(B * T * H >= 65536)
+                for (b = 0; b < B; ++b) {
+                    int64_t t;
+                    for (t = 0; t < T; ++t) {
+                        int64_t tp = d == 0 ? t - 1 : t + 1;
+                        float *hp = Hp + (b * T + t) * H;
+                        if (t < lengths[b] && tp >= 0 && tp < lengths[b])
+                            memcpy(hp, out + (b * T + tp) * DH + d * H, (size_t)H * sizeof(float));
+                        else
+                            memset(hp, 0, (size_t)H * sizeof(float));
+                    }
+                }
+                higan_gemm(1, 0, H4, H, B * T, 1.0f, dG, H4, Hp, H, 1.0f, dw[1], H);
+            }
+            for (k = 2; k < 4; ++k) {
+                float *db = dw ? dw[k] : NULL;
+                int64_t j;
+                if (!db) continue;
+                HIGAN__PARALLEL_FOR_IF(H4 * B * T >= 65536)
+                for (j = 0; j < H4; ++j) {
+                    int64_t r;
+                    float acc = 0.0f;
+                    for (r = 0; r < B * T; ++r) acc += dG[r * H4 + j];
+                    db[j] += acc;
+                }
+            }
+            if (din) higan_gemm(0, 0, B * T, in_dim, H4, 1.0f, dG, H4, w[0], in_dim, 1.0f, din, in_dim);
+        }
+    }
+    higan_arena_release(scratch, mark);
+    return HIGAN_OK;
+}
+
+typedef struct {
+    higan_var *x, *y;
+    higan_var **w;          /* num_layers*D*4 */
+    const float **wdata;    /* their data pointers */
+    float **dw;             /* gradient pointers, filled in backward */
+    int *lengths;
+    float *cache;
+    int64_t B, T, IN, H;
+    int num_layers, bidirectional;
+} higan__lstm_ctx;
+
+static void higan__lstm_backward_op(higan_tape *t, void *p) {
+    higan__lstm_ctx *c = (higan__lstm_ctx *)p;
+    int64_t D = c->bidirectional ? 2 : 1, nw = c->num_layers * D * 4, k;
+    float *dx = higan_var_grad(t, c->x);
+    size_t mark;
+    int any = dx != NULL;
+    for (k = 0; k < nw; ++k) {
+        c->dw[k] = higan_var_grad(t, c->w[k]);
+        any |= c->dw[k] != NULL;
+    }
+    if (!any) return;
+    mark = higan_arena_mark(t->arena);
+    higan_lstm_backward(dx, c->dw, c->y->grad, c->y->data, c->cache, c->x->data, c->lengths,
+                        c->wdata, c->B, c->T, c->IN, c->H, c->num_layers, c->bidirectional,
+                        t->arena);   /* an overflow stays sticky in the arena: backward reports it */
+    higan_arena_release(t->arena, mark);
+}
+
+HIGAN_DEF higan_var *higan_lstm(higan_tape *t, higan_var *x, const int *lengths, int hidden,
+                                int num_layers, int bidirectional, higan_var **weights) {
+    int64_t D = bidirectional ? 2 : 1, nw, k, B, T, IN, H = hidden, shape[3];
+    higan_var **inputs;
+    higan_var *y;
+    higan__lstm_ctx *c;
+    const float **wdata;
+    float *cache = NULL;
+    size_t mark;
+    int l, d;
+    if (!x || !weights) return NULL;
+    HIGAN_ASSERT(x->ndim == 3 && hidden > 0 && num_layers > 0 && lengths);
+    nw = (int64_t)num_layers * D * 4;
+    for (k = 0; k < nw; ++k) if (!weights[k]) return NULL;
+    B = x->shape[0]; T = x->shape[1]; IN = x->shape[2];
+    for (k = 0; k < B; ++k) HIGAN_ASSERT(lengths[k] >= 0 && lengths[k] <= T);
+    for (l = 0; l < num_layers; ++l)
+        for (d = 0; d < (int)D; ++d) {
+            higan_var *const *w = weights + ((int64_t)l * D + d) * 4;
+            int64_t in_dim = l == 0 ? IN : D * H;
+            HIGAN_ASSERT(higan_var_numel(w[0]) == 4 * H * in_dim && w[0]->shape[0] == 4 * H);
+            HIGAN_ASSERT(higan_var_numel(w[1]) == 4 * H * H && w[1]->shape[0] == 4 * H);
+            HIGAN_ASSERT(higan_var_numel(w[2]) == 4 * H && higan_var_numel(w[3]) == 4 * H);
+        }
+    inputs = (higan_var **)higan_arena_alloc(t->arena, (size_t)(nw + 1) * sizeof(higan_var *));
+    wdata = (const float **)higan_arena_alloc(t->arena, (size_t)nw * sizeof(float *));
+    if (!inputs || !wdata) return NULL;
+    inputs[0] = x;
+    for (k = 0; k < nw; ++k) { inputs[k + 1] = weights[k]; wdata[k] = weights[k]->data; }
+    shape[0] = B; shape[1] = T; shape[2] = D * H;
+    if (!(y = higan_op_output(t, 3, shape, inputs, (int)(nw + 1)))) return NULL;
+    c = NULL;
+    if (y->requires_grad) {
+        if (!(c = (higan__lstm_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->w = (higan_var **)higan_arena_alloc(t->arena, (size_t)nw * sizeof(higan_var *));
+        c->dw = (float **)higan_arena_alloc(t->arena, (size_t)nw * sizeof(float *));
+        c->lengths = (int *)higan_arena_alloc(t->arena, (size_t)B * sizeof(int));
+        cache = higan_arena_floats(t->arena, higan_lstm_cache_floats(B, T, H, num_layers, bidirectional));
+        if (!c->w || !c->dw || !c->lengths || !cache) return NULL;
+        for (k = 0; k < nw; ++k) c->w[k] = weights[k];
+        memcpy(c->lengths, lengths, (size_t)B * sizeof(int));
+        c->x = x; c->y = y; c->wdata = wdata; c->cache = cache;
+        c->B = B; c->T = T; c->IN = IN; c->H = H;
+        c->num_layers = num_layers; c->bidirectional = bidirectional;
+    }
+    mark = higan_arena_mark(t->arena);
+    if (higan_lstm_forward(y->data, cache, x->data, lengths, wdata, B, T, IN, H, num_layers,
+                           bidirectional, t->arena) != HIGAN_OK) return NULL;
+    higan_arena_release(t->arena, mark);
+    if (c) higan_tape_record(t, y, higan__lstm_backward_op, c);
+    return y;
+}
+
+/* ---- CTC loss ------------------------------------------------------------------------ */
+static int64_t higan__ctc_alpha_offset(int64_t T, int64_t b, const int *target_lengths) {
+    int64_t i, off = 0;
+    for (i = 0; i < b; ++i) off += T * (2 * (int64_t)target_lengths[i] + 1);
+    return off;
+}
+static int64_t higan__ctc_target_offset(int64_t b, const int *target_lengths) {
+    int64_t i, off = 0;
+    for (i = 0; i < b; ++i) off += target_lengths[i];
+    return off;
+}
+HIGAN_DEF int64_t higan_ctc_alpha_floats(int64_t T, int64_t B, const int *target_lengths) {
+    return higan__ctc_alpha_offset(T, B, target_lengths);
+}
+/* Label of extended position s (blank, l1, blank, l2, ..., blank). */
+static int higan__ctc_label(const int *tg, int64_t s, int blank) { return (s & 1) ? tg[s / 2] : blank; }
+/* log(exp(a) + exp(b) + exp(c)) the way PyTorch's CPU kernel computes it. */
+static float higan__lse3(float a, float b, float c) {
+    float m = a;
+    if (b > m) m = b;
+    if (c > m) m = c;
+    if (m == -INFINITY) m = 0.0f;   /* cannot do -inf - -inf */
+    return logf(expf(a - m) + expf(b - m) + expf(c - m)) + m;
+}
+
+HIGAN_DEF void higan_ctc_loss_forward(float *y, float *nll, float *alpha, const float *log_probs,
+                                      const int *targets, const int *input_lengths,
+                                      const int *target_lengths, int64_t T, int64_t B, int64_t C,
+                                      int blank, int zero_infinity) {
+    int64_t b;
+    float sum = 0.0f;
+    HIGAN_ASSERT(T > 0 && B > 0 && C > 0 && blank >= 0 && blank < C);
+    HIGAN__PARALLEL_FOR_IF(B > 1 && T * C > 4096)
+    for (b = 0; b < B; ++b) {
+        int64_t Tb = input_lengths[b], L = target_lengths[b], S = 2 * L + 1, t, s;
+        const int *tg = targets + higan__ctc_target_offset(b, target_lengths);
+        float *la = alpha + higan__ctc_alpha_offset(T, b, target_lengths);   /* [T,S] */
+        float v;
+        HIGAN_ASSERT(Tb >= 0 && Tb <= T && L >= 0);
+        for (s = 0; s < L; ++s) HIGAN_ASSERT(tg[s] >= 0 && tg[s] < C);
+        for (s = 0; s < T * S; ++s) la[s] = -INFINITY;
+        if (Tb == 0) v = L == 0 ? 0.0f : INFINITY;
+        else {
+            const float *lp = log_probs + b * C;   /* row t at lp + t*B*C */
+            la[0] = lp[blank];
+            if (L > 0) la[1] = lp[tg[0]];
+            for (t = 1; t < Tb; ++t) {
+                const float *prev = la + (t - 1) * S, *lpt = lp + t * B * C;
+                float *cur = la + t * S;
+                for (s = 0; s < S; ++s) {
+                    int l = higan__ctc_label(tg, s, blank);
+                    float a2 = s > 0 ? prev[s - 1] : -INFINITY;
+                    float a3 = (s > 1 && higan__ctc_label(tg, s - 2, blank) != l) ? prev[s - 2] : -INFINITY;
+                    cur[s] = higan__lse3(prev[s], a2, a3) + lpt[l];
+                }
+            }
+            if (L == 0) v = -la[(Tb - 1) * S];
+            else {
+                float l1 = la[(Tb - 1) * S + 2 * L], l2 = la[(Tb - 1) * S + 2 * L - 1];
+                float m = l1 > l2 ? l1 : l2;
+                if (m == -INFINITY) m = 0.0f;
+                v = -(logf(expf(l1 - m) + expf(l2 - m)) + m);
+            }
+        }
+        nll[b] = v;
+    }
+    for (b = 0; b < B; ++b) {
+        float v = nll[b];
+        if (zero_infinity && v == INFINITY) v = 0.0f;
+        sum += v / (float)(target_lengths[b] > 1 ? target_lengths[b] : 1);
+    }
+    y[0] = sum / (float)B;
+}
+
+HIGAN_DEF higan_status higan_ctc_loss_backward(float *dlog_probs, const float *dy,
+                                               const float *log_probs, const float *nll,
+                                               const float *alpha, const int *targets,
+                                               const int *input_lengths, const int *target_lengths,
+                                               int64_t T, int64_t B, int64_t C, int blank,
+                                               int zero_infinity, higan_arena *scratch) {
+    int64_t b, Smax = 1, per;
+    size_t mark;
+    float *work;
+    if (!dlog_probs) return HIGAN_OK;
+    for (b = 0; b < B; ++b) if (2 * (int64_t)target_lengths[b] + 1 > Smax) Smax = 2 * (int64_t)target_lengths[b] + 1;
+    per = 2 * Smax + C;
+    mark = higan_arena_mark(scratch);
+    work = higan_arena_floats(scratch, B * per);
+    if (!work) { higan_arena_release(scratch, mark); return HIGAN_ERR_NOMEM; }
+    HIGAN__PARALLEL_FOR_IF(B > 1 && T * C > 4096)
+    for (b = 0; b < B; ++b) {
+        int64_t Tb = input_lengths[b], L = target_lengths[b], S = 2 * L + 1, t, s, c;
+        const int *tg = targets + higan__ctc_target_offset(b, target_lengths);
+        const float *la = alpha + higan__ctc_alpha_offset(T, b, target_lengths);
+        const float *lp = log_probs + b * C;
+        float *gb = dlog_probs + b * C;
+        float *lb_next = work + b * per, *lb_cur = lb_next + Smax, *lcab = lb_cur + Smax;
+        float v = nll[b];
+        float gr = dy[0] / (float)B / (float)(L > 1 ? L : 1);
+        if (Tb == 0 || (zero_infinity && v == INFINITY)) continue;    /* zero gradient */
+        for (t = Tb - 1; t >= 0; --t) {
+            const float *lpt = lp + t * B * C, *lat = la + t * S;
+            float *tmp;
+            for (c = 0; c < C; ++c) lcab[c] = -INFINITY;
+            if (t == Tb - 1) {
+                /* beta starts at the last two extended positions */
+                for (s = 0; s < S; ++s) lb_cur[s] = -INFINITY;
+                lb_cur[2 * L] = lpt[blank];
+                lcab[blank] = lat[2 * L] + lb_cur[2 * L];
+                if (L > 0) {
+                    int l = higan__ctc_label(tg, 2 * L - 1, blank);
+                    lb_cur[2 * L - 1] = lpt[l];
+                    lcab[l] = lat[2 * L - 1] + lb_cur[2 * L - 1];
+                }
+            } else {
+                for (s = 2 * L; s >= 0; --s) {
+                    int l = higan__ctc_label(tg, s, blank);
+                    float b2 = s < 2 * L ? lb_next[s + 1] : -INFINITY;
+                    float b3 = (s < 2 * L - 1 && higan__ctc_label(tg, s + 2, blank) != l) ? lb_next[s + 2] : -INFINITY;
+                    float lab;
+                    lb_cur[s] = higan__lse3(lb_next[s], b2, b3) + lpt[l];
+                    lab = lat[s] + lb_cur[s];
+                    if (lcab[l] == -INFINITY) lcab[l] = lab;
+                    else {
+                        float m = lcab[l] > lab ? lcab[l] : lab;
+                        lcab[l] = logf(expf(lcab[l] - m) + expf(lab - m)) + m;
+                    }
+                }
+            }
+            for (c = 0; c < C; ++c)
+                gb[t * B * C + c] += (expf(lpt[c]) - expf(lcab[c] + v - lpt[c])) * gr;
+            tmp = lb_next; lb_next = lb_cur; lb_cur = tmp;
+        }
+    }
+    higan_arena_release(scratch, mark);
+    return HIGAN_OK;
+}
+
+typedef struct {
+    higan_var *lp, *y;
+    int *targets, *input_lengths, *target_lengths;
+    float *nll, *alpha;
+    int64_t T, B, C;
+    int blank, zero_infinity;
+} higan__ctc_ctx;
+
+static void higan__ctc_backward_op(higan_tape *t, void *p) {
+    higan__ctc_ctx *c = (higan__ctc_ctx *)p;
+    float *dlp = higan_var_grad(t, c->lp);
+    size_t mark;
+    if (!dlp) return;
+    mark = higan_arena_mark(t->arena);
+    higan_ctc_loss_backward(dlp, c->y->grad, c->lp->data, c->nll, c->alpha, c->targets,
+                            c->input_lengths, c->target_lengths, c->T, c->B, c->C, c->blank,
+                            c->zero_infinity, t->arena);
+    higan_arena_release(t->arena, mark);
+}
+
+HIGAN_DEF higan_var *higan_ctc_loss(higan_tape *t, higan_var *log_probs, const int *targets,
+                                    const int *input_lengths, const int *target_lengths,
+                                    int blank, int zero_infinity) {
+    int64_t T, B, C, ntg, one = 1, k;
+    higan_var *y;
+    higan__ctc_ctx *c;
+    int *ints;
+    float *nll, *alpha;
+    if (!log_probs) return NULL;
+    HIGAN_ASSERT(log_probs->ndim == 3 && targets && input_lengths && target_lengths);
+    T = log_probs->shape[0]; B = log_probs->shape[1]; C = log_probs->shape[2];
+    ntg = higan__ctc_target_offset(B, target_lengths);
+    for (k = 0; k < B; ++k) HIGAN_ASSERT(input_lengths[k] >= 0 && input_lengths[k] <= T && target_lengths[k] >= 0);
+    if (!(y = higan_op_output(t, 1, &one, &log_probs, 1))) return NULL;
+    nll = higan_arena_floats(t->arena, B);
+    alpha = higan_arena_floats(t->arena, higan_ctc_alpha_floats(T, B, target_lengths));
+    if (!nll || !alpha) return NULL;
+    higan_ctc_loss_forward(y->data, nll, alpha, log_probs->data, targets, input_lengths,
+                           target_lengths, T, B, C, blank, zero_infinity);
+    if (y->requires_grad) {
+        if (!(c = (higan__ctc_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        if (!(ints = (int *)higan_arena_alloc(t->arena, (size_t)(ntg + 2 * B) * sizeof(int)))) return NULL;
+        c->input_lengths = ints; c->target_lengths = ints + B; c->targets = ints + 2 * B;
+        memcpy(c->input_lengths, input_lengths, (size_t)B * sizeof(int));
+        memcpy(c->target_lengths, target_lengths, (size_t)B * sizeof(int));
+        if (ntg) memcpy(c->targets, targets, (size_t)ntg * sizeof(int));
+        c->lp = log_probs; c->y = y; c->nll = nll; c->alpha = alpha;
+        c->T = T; c->B = B; c->C = C; c->blank = blank; c->zero_infinity = zero_infinity;
+        higan_tape_record(t, y, higan__ctc_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- greedy CTC decoding ----------------------------------------------------------- */
+HIGAN_DEF int higan_ctc_greedy_decode_strided(const float *scores, int64_t step_stride, int T,
+                                              int C, int blank, int *out, int max_out) {
+    int t, c, n = 0, prev = -1;
+    for (t = 0; t < T; ++t) {
+        const float *row = scores + (int64_t)t * step_stride;
+        int best = 0;
+        for (c = 1; c < C; ++c) if (row[c] > row[best]) best = c;
+        if (best != prev && best != blank) {
+            if (out && n < max_out) out[n] = best;
+            ++n;
+        }
+        prev = best;
+    }
+    return n;
+}
+HIGAN_DEF int higan_ctc_greedy_decode(const float *scores, int T, int C, int blank, int *out,
+                                      int max_out) {
+    return higan_ctc_greedy_decode_strided(scores, C, T, C, blank, out, max_out);
+}
+
+/* ---- cross-entropy --------------------------------------------------------------------- */
+HIGAN_DEF void higan_cross_entropy_forward(float *y, float *lse, const float *logits,
+                                           const int *labels, int64_t N, int64_t C) {
+    int64_t n;
+    double sum = 0.0;
+    HIGAN_ASSERT(N > 0 && C > 0);
+    for (n = 0; n < N; ++n) {
+        const float *x = logits + n * C;
+        float m = x[0], l;
+        double e = 0.0;
+        int64_t c;
+        HIGAN_ASSERT(labels[n] >= 0 && labels[n] < C);
+        for (c = 1; c < C; ++c) if (x[c] > m) m = x[c];
+        for (c = 0; c < C; ++c) e += exp((double)(x[c] - m));
+        l = (float)log(e) + m;
+        if (lse) lse[n] = l;
+        sum += (double)(l - x[labels[n]]);
+    }
+    y[0] = (float)(sum / (double)N);
+}
+HIGAN_DEF void higan_cross_entropy_backward(float *dlogits, const float *dy, const float *logits,
+                                            const float *lse, const int *labels, int64_t N,
+                                            int64_t C) {
+    int64_t n;
+    float g;
+    if (!dlogits) return;
+    g = dy[0] / (float)N;
+    HIGAN__PARALLEL_FOR_IF(N * C > 65536)
+    for (n = 0; n < N; ++n) {
+        int64_t c;
+        for (c = 0; c < C; ++c) {
+            float p = expf(logits[n * C + c] - lse[n]);
+            dlogits[n * C + c] += g * (p - (c == labels[n] ? 1.0f : 0.0f));
+        }
+    }
+}
+
+typedef struct { higan_var *x, *y; float *lse; int *labels; } higan__ce_ctx;
+static void higan__ce_backward_op(higan_tape *t, void *p) {
+    higan__ce_ctx *c = (higan__ce_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_cross_entropy_backward(dx, c->y->grad, c->x->data, c->lse, c->labels,
+                                         c->x->shape[0], c->x->shape[1]);
+}
+HIGAN_DEF higan_var *higan_cross_entropy(higan_tape *t, higan_var *logits, const int *labels) {
+    int64_t N, C, one = 1;
+    higan_var *y;
+    higan__ce_ctx *c;
+    float *lse;
+    if (!logits) return NULL;
+    HIGAN_ASSERT(logits->ndim == 2 && labels);
+    N = logits->shape[0]; C = logits->shape[1];
+    if (!(y = higan_op_output(t, 1, &one, &logits, 1))) return NULL;
+    if (!(lse = higan_arena_floats(t->arena, N))) return NULL;
+    higan_cross_entropy_forward(y->data, lse, logits->data, labels, N, C);
+    if (y->requires_grad) {
+        if (!(c = (higan__ce_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        if (!(c->labels = (int *)higan_arena_alloc(t->arena, (size_t)N * sizeof(int)))) return NULL;
+        memcpy(c->labels, labels, (size_t)N * sizeof(int));
+        c->x = logits; c->y = y; c->lse = lse;
+        higan_tape_record(t, y, higan__ce_backward_op, c);
+    }
+    return y;
+}
+/* ==== GAN LOSSES (HiGAN+): hinge, masked L1, KL, contextual ============== */
+/* Reductions are accumulated in double, serially (bit-identical for any thread count). */
+
+/* ---- hinge ---------------------------------------------------------------- */
+/* x: [n] -> y: [1] = mean(relu(1 - x)) */
+HIGAN_DEF void higan_hinge_d_real_forward(float *y, const float *x, int64_t n) {
+    double s = 0;
+    int64_t i;
+    for (i = 0; i < n; ++i) { float v = 1.0f - x[i]; if (v > 0) s += v; }
+    y[0] = (float)(s / (double)n);
+}
+/* dx: [n] += -dy/n where 1 - x > 0 (relu'(0) = 0 like PyTorch) */
+HIGAN_DEF void higan_hinge_d_real_backward(float *dx, const float *dy, const float *x, int64_t n) {
+    float g = -dy[0] / (float)n;
+    int64_t i;
+    if (!dx) return;
+    for (i = 0; i < n; ++i) if (1.0f - x[i] > 0) dx[i] += g;
+}
+/* x: [n] -> y: [1] = mean(relu(1 + x)) */
+HIGAN_DEF void higan_hinge_d_fake_forward(float *y, const float *x, int64_t n) {
+    double s = 0;
+    int64_t i;
+    for (i = 0; i < n; ++i) { float v = 1.0f + x[i]; if (v > 0) s += v; }
+    y[0] = (float)(s / (double)n);
+}
+HIGAN_DEF void higan_hinge_d_fake_backward(float *dx, const float *dy, const float *x, int64_t n) {
+    float g = dy[0] / (float)n;
+    int64_t i;
+    if (!dx) return;
+    for (i = 0; i < n; ++i) if (1.0f + x[i] > 0) dx[i] += g;
+}
+/* x: [n] -> y: [1] = -mean(x) */
+HIGAN_DEF void higan_hinge_g_forward(float *y, const float *x, int64_t n) {
+    double s = 0;
+    int64_t i;
+    for (i = 0; i < n; ++i) s += x[i];
+    y[0] = (float)(-s / (double)n);
+}
+HIGAN_DEF void higan_hinge_g_backward(float *dx, const float *dy, int64_t n) {
+    float g = -dy[0] / (float)n;
+    int64_t i;
+    if (!dx) return;
+    for (i = 0; i < n; ++i) dx[i] += g;
+}
+
+typedef struct { higan_var *x, *y; int kind; } higan__hinge_ctx;   /* kind 0 real, 1 fake, 2 g */
+static void higan__hinge_backward_op(higan_tape *t, void *p) {
+    higan__hinge_ctx *c = (higan__hinge_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    int64_t n = higan_var_numel(c->x);
+    if (!dx) return;
+    if (c->kind == 0) higan_hinge_d_real_backward(dx, c->y->grad, c->x->data, n);
+    else if (c->kind == 1) higan_hinge_d_fake_backward(dx, c->y->grad, c->x->data, n);
+    else higan_hinge_g_backward(dx, c->y->grad, n);
+}
+static higan_var *higan__hinge_op(higan_tape *t, higan_var *x, int kind) {
+    int64_t one = 1, n;
+    higan_var *y;
+    higan__hinge_ctx *c;
+    if (!x || !(y = higan_op_output(t, 1, &one, &x, 1))) return NULL;
+    n = higan_var_numel(x);
+    HIGAN_ASSERT(n > 0);
+    if (kind == 0) higan_hinge_d_real_forward(y->data, x->data, n);
+    else if (kind == 1) higan_hinge_d_fake_forward(y->data, x->data, n);
+    else higan_hinge_g_forward(y->data, x->data, n);
+    if (y->requires_grad) {
+        if (!(c = (higan__hinge_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->x = x; c->y = y; c->kind = kind;
+        higan_tape_record(t, y, higan__hinge_backward_op, c);
+    }
+    return y;
+}
+HIGAN_DEF higan_var *higan_hinge_d_real(higan_tape *t, higan_var *x) { return higan__hinge_op(t, x, 0); }
+HIGAN_DEF higan_var *higan_hinge_d_fake(higan_tape *t, higan_var *x) { return higan__hinge_op(t, x, 1); }
+HIGAN_DEF higan_var *higan_hinge_g(higan_tape *t, higan_var *x) { return higan__hinge_op(t, x, 2); }
+
+/* ---- masked L1 (recn_l1_loss) --------------------------------------------- */
+static double higan__masked_l1_divisor(const int *lens, int64_t N, int64_t M) {
+    double s = 0;
+    int64_t n;
+    for (n = 0; n < N; ++n) s += (double)lens[n];
+    return (double)M * s;
+}
+/* a, b: [N, M, W], lens: [N] -> y: [1] */
+HIGAN_DEF void higan_masked_l1_forward(float *y, const float *a, const float *b, const int *lens,
+                                       int64_t N, int64_t M, int64_t W) {
+    double s = 0;
+    int64_t n, m, w;
+    for (n = 0; n < N; ++n) {
+        int64_t len = lens[n] < W ? lens[n] : W;
+        for (m = 0; m < M; ++m) {
+            const float *pa = a + (n * M + m) * W, *pb = b + (n * M + m) * W;
+            for (w = 0; w < len; ++w) s += fabsf(pa[w] - pb[w]);
+        }
+    }
+    y[0] = (float)(s / higan__masked_l1_divisor(lens, N, M));
+}
+/* da, db: [N, M, W] += +-dy * sign(a - b) / divisor inside the mask */
+HIGAN_DEF void higan_masked_l1_backward(float *da, float *db, const float *dy, const float *a,
+                                        const float *b, const int *lens,
+                                        int64_t N, int64_t M, int64_t W) {
+    float g = (float)((double)dy[0] / higan__masked_l1_divisor(lens, N, M));
+    int64_t n, m, w;
+    if (!da && !db) return;
+    for (n = 0; n < N; ++n) {
+        int64_t len = lens[n] < W ? lens[n] : W;
+        for (m = 0; m < M; ++m) {
+            int64_t o = (n * M + m) * W;
+            for (w = 0; w < len; ++w) {
+                float d = a[o + w] - b[o + w];
+                float s = d > 0 ? g : (d < 0 ? -g : 0.0f);    /* sign(0) = 0 like PyTorch */
+                if (da) da[o + w] += s;
+                if (db) db[o + w] -= s;
+            }
+        }
+    }
+}
+typedef struct { higan_var *a, *b, *y; int *lens; } higan__masked_l1_ctx;
+static void higan__masked_l1_dims(const higan_var *a, int64_t *N, int64_t *M, int64_t *W) {
+    int d;
+    *N = a->shape[0]; *W = a->shape[a->ndim - 1]; *M = 1;
+    for (d = 1; d < a->ndim - 1; ++d) *M *= a->shape[d];
+}
+static void higan__masked_l1_backward_op(higan_tape *t, void *p) {
+    higan__masked_l1_ctx *c = (higan__masked_l1_ctx *)p;
+    float *da = higan_var_grad(t, c->a), *db = higan_var_grad(t, c->b);
+    int64_t N, M, W;
+    higan__masked_l1_dims(c->a, &N, &M, &W);
+    higan_masked_l1_backward(da, db, c->y->grad, c->a->data, c->b->data, c->lens, N, M, W);
+}
+HIGAN_DEF higan_var *higan_masked_l1(higan_tape *t, higan_var *a, higan_var *b, const int *lens) {
+    higan_var *in[2];
+    higan_var *y;
+    higan__masked_l1_ctx *c;
+    int64_t one = 1, N, M, W;
+    int d;
+    if (!a || !b) return NULL;
+    HIGAN_ASSERT(a->ndim >= 2 && a->ndim == b->ndim && lens);
+    for (d = 0; d < a->ndim; ++d) HIGAN_ASSERT(a->shape[d] == b->shape[d]);
+    in[0] = a; in[1] = b;
+    if (!(y = higan_op_output(t, 1, &one, in, 2))) return NULL;
+    higan__masked_l1_dims(a, &N, &M, &W);
+    higan_masked_l1_forward(y->data, a->data, b->data, lens, N, M, W);
+    if (y->requires_grad) {
+        if (!(c = (higan__masked_l1_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        if (!(c->lens = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)N))) return NULL;
+        memcpy(c->lens, lens, sizeof(int) * (size_t)N);
+        c->a = a; c->b = b; c->y = y;
+        higan_tape_record(t, y, higan__masked_l1_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- KL of a diagonal Gaussian (KLloss) ------------------------------------ */
+/* mu, logvar: [N, D] -> y: [1] = mean_n -1/2 sum_d (1 + logvar - mu^2 - exp(logvar)) */
+HIGAN_DEF void higan_kl_gaussian_forward(float *y, const float *mu, const float *logvar, int64_t N, int64_t D) {
+    double s = 0;
+    int64_t i;
+    for (i = 0; i < N * D; ++i)
+        s += (double)(1.0f + logvar[i] - mu[i] * mu[i] - expf(logvar[i]));
+    y[0] = (float)(-0.5 * s / (double)N);
+}
+/* dmu += dy*mu/N, dlogvar += dy*(exp(logvar) - 1)/(2N) */
+HIGAN_DEF void higan_kl_gaussian_backward(float *dmu, float *dlogvar, const float *dy, const float *mu,
+                                          const float *logvar, int64_t N, int64_t D) {
+    float g = dy[0] / (float)N;
+    int64_t i;
+    if (dmu) for (i = 0; i < N * D; ++i) dmu[i] += g * mu[i];
+    if (dlogvar) for (i = 0; i < N * D; ++i) dlogvar[i] += 0.5f * g * (expf(logvar[i]) - 1.0f);
+}
+typedef struct { higan_var *mu, *logvar, *y; } higan__kl_ctx;
+static void higan__kl_backward_op(higan_tape *t, void *p) {
+    higan__kl_ctx *c = (higan__kl_ctx *)p;
+    float *dmu = higan_var_grad(t, c->mu), *dlv = higan_var_grad(t, c->logvar);
+    int64_t N = c->mu->shape[0];
+    higan_kl_gaussian_backward(dmu, dlv, c->y->grad, c->mu->data, c->logvar->data, N,
+                               higan_var_numel(c->mu) / N);
+}
+HIGAN_DEF higan_var *higan_kl_gaussian(higan_tape *t, higan_var *mu, higan_var *logvar) {
+    higan_var *in[2];
+    higan_var *y;
+    higan__kl_ctx *c;
+    int64_t one = 1, N;
+    int d;
+    if (!mu || !logvar) return NULL;
+    HIGAN_ASSERT(mu->ndim == logvar->ndim && mu->shape[0] > 0);
+    for (d = 0; d < mu->ndim; ++d) HIGAN_ASSERT(mu->shape[d] == logvar->shape[d]);
+    in[0] = mu; in[1] = logvar;
+    if (!(y = higan_op_output(t, 1, &one, in, 2))) return NULL;
+    N = mu->shape[0];
+    higan_kl_gaussian_forward(y->data, mu->data, logvar->data, N, higan_var_numel(mu) / N);
+    if (y->requires_grad) {
+        if (!(c = (higan__kl_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->mu = mu; c->logvar = logvar; c->y = y;
+        higan_tape_record(t, y, higan__kl_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- contextual loss (CXLoss) ---------------------------------------------- */
+/* The similarity matrix is kept transposed, S[q][p] (q: inference position, p: target
+   position), so that the min, the softmax and their backward run along contiguous rows. */
+
+/* S: [Q, P] = i_hat^T t_hat;  i_hat: [C, Q], t_hat: [C, P] */
+static void higan__cx_sim(float *S, const float *i_hat, const float *t_hat, int64_t C, int64_t P, int64_t Q) {
+    higan_gemm(1, 0, Q, P, C, 1.0f, i_hat, Q, t_hat, P, 0.0f, S, P);
+}
+/* From G = dS [Q, P]: dih [C, Q] = t_hat G^T; dth [C, P] = i_hat G (when want_t). */
+static void higan__cx_dsim(float *dth, float *dih, const float *G, const float *i_hat, const float *t_hat,
+                           int64_t C, int64_t P, int64_t Q, int want_t) {
+    higan_gemm(0, 1, C, Q, P, 1.0f, t_hat, P, G, P, 0.0f, dih, Q);
+    if (want_t) higan_gemm(0, 0, C, P, Q, 1.0f, i_hat, Q, G, P, 0.0f, dth, P);
+}
+
+/* Centre x [C, L] by mean [C], normalise each column over C: xh [C, L], norm [L]. */
+static void higan__cx_normalize(float *xh, float *norm, const float *x, const float *mean, int64_t C, int64_t L) {
+    int64_t l;
+    HIGAN__PARALLEL_FOR_IF(C * L > 32768)
+    for (l = 0; l < L; ++l) {
+        int64_t c;
+        double s = 0;
+        float nr;
+        for (c = 0; c < C; ++c) { float v = x[c * L + l] - mean[c]; s += (double)v * v; }
+        nr = (float)sqrt(s);
+        norm[l] = nr;
+        for (c = 0; c < C; ++c) xh[c * L + l] = (x[c * L + l] - mean[c]) / nr;
+    }
+}
+
+/* In place: dxh [C, L] (gradient of xh = v/||v||) -> dv = (dxh - xh (xh . dxh)) / ||v|| */
+static void higan__cx_dnormalize(float *dxh, const float *xh, const float *norm, int64_t C, int64_t L) {
+    int64_t l;
+    HIGAN__PARALLEL_FOR_IF(C * L > 32768)
+    for (l = 0; l < L; ++l) {
+        int64_t c;
+        double s = 0;
+        float fs;
+        for (c = 0; c < C; ++c) s += (double)xh[c * L + l] * dxh[c * L + l];
+        fs = (float)s;
+        for (c = 0; c < C; ++c) dxh[c * L + l] = (dxh[c * L + l] - xh[c * L + l] * fs) / norm[l];
+    }
+}
+
+/* Row q of the weights: r = (1 - s)/2, r~ = r/(rmin + 1e-5), e = exp((b - r~)/sigma). */
+#define HIGAN__CX_EPS 1e-5f
+static float higan__cx_e(float s, float rden, float sigma, float b) {
+    float r = (1.0f - s) / 2.0f;
+    return expf((b - r / rden) / sigma);
+}
+
+HIGAN_DEF higan_status higan_cx_cache_alloc(higan_cx_cache *c, higan_arena *a,
+                                            int64_t N, int64_t C, int64_t P, int64_t Q) {
+    c->t_hat = higan_arena_floats(a, N * C * P);
+    c->i_hat = higan_arena_floats(a, N * C * Q);
+    c->t_norm = higan_arena_floats(a, N * P);
+    c->i_norm = higan_arena_floats(a, N * Q);
+    c->r_min = higan_arena_floats(a, N * Q);
+    c->w_sum = higan_arena_floats(a, N * Q);
+    c->cx = higan_arena_floats(a, N);
+    c->p_min = (int64_t *)higan_arena_alloc(a, sizeof(int64_t) * (size_t)(N * Q));
+    c->q_max = (int64_t *)higan_arena_alloc(a, sizeof(int64_t) * (size_t)(N * P));
+    if (!c->t_hat || !c->i_hat || !c->t_norm || !c->i_norm || !c->r_min || !c->w_sum || !c->cx ||
+        !c->p_min || !c->q_max)
+        return higan__error(HIGAN_ERR_NOMEM, "cx loss: arena overflow");
+    return HIGAN_OK;
+}
+
+/* feat_t: [N, C, P], feat_i: [N, C, Q] -> y: [1]; fills cache (see higan_cx_cache). */
+HIGAN_DEF void higan_cx_loss_forward(float *y, higan_cx_cache *cache, const float *feat_t,
+                                     const float *feat_i, int64_t N, int64_t C, int64_t P, int64_t Q,
+                                     float sigma, float b, higan_arena *scratch) {
+    size_t mark = higan_arena_mark(scratch);
+    higan_cx_cache local;
+    float *mean, *S, *mx;
+    double loss = 0;
+    int64_t n, c, p, q;
+    y[0] = NAN;
+    if (!cache) {
+        if (higan_cx_cache_alloc(&local, scratch, N, C, P, Q) != HIGAN_OK) goto done;
+        cache = &local;
+    }
+    mean = higan_arena_floats(scratch, C);
+    S = higan_arena_floats(scratch, Q * P);
+    mx = higan_arena_floats(scratch, P);
+    if (!mean || !S || !mx) goto done;
+    /* per-channel mean of the target over batch and positions */
+    for (c = 0; c < C; ++c) {
+        double s = 0;
+        for (n = 0; n < N; ++n) for (p = 0; p < P; ++p) s += feat_t[(n * C + c) * P + p];
+        mean[c] = (float)(s / (double)(N * P));
+    }
+    for (n = 0; n < N; ++n) {
+        float *th = cache->t_hat + n * C * P, *ih = cache->i_hat + n * C * Q;
+        float *rmin = cache->r_min + n * Q, *wsum = cache->w_sum + n * Q;
+        int64_t *pmin = cache->p_min + n * Q, *qmax = cache->q_max + n * P;
+        double cxs = 0;
+        higan__cx_normalize(th, cache->t_norm + n * P, feat_t + n * C * P, mean, C, P);
+        higan__cx_normalize(ih, cache->i_norm + n * Q, feat_i + n * C * Q, mean, C, Q);
+        higan__cx_sim(S, ih, th, C, P, Q);
+        /* each row q: min over p of r (first argmin), then w = softmax over p */
+        HIGAN__PARALLEL_FOR_IF(Q * P > 16384)
+        for (q = 0; q < Q; ++q) {
+            float *row = S + q * P;
+            float best = (1.0f - row[0]) / 2.0f, rden;
+            int64_t arg = 0, k;
+            double es = 0;
+            for (k = 1; k < P; ++k) {
+                float r = (1.0f - row[k]) / 2.0f;
+                if (r < best) { best = r; arg = k; }
+            }
+            rmin[q] = best; pmin[q] = arg;
+            rden = best + HIGAN__CX_EPS;
+            for (k = 0; k < P; ++k) { row[k] = higan__cx_e(row[k], rden, sigma, b); es += row[k]; }
+            wsum[q] = (float)es;
+            for (k = 0; k < P; ++k) row[k] = row[k] / wsum[q];
+        }
+        /* max over q for each p (first argmax in q order) */
+        for (p = 0; p < P; ++p) { mx[p] = S[p]; qmax[p] = 0; }
+        for (q = 1; q < Q; ++q) {
+            const float *row = S + q * P;
+            for (p = 0; p < P; ++p) if (row[p] > mx[p]) { mx[p] = row[p]; qmax[p] = q; }
+        }
+        for (p = 0; p < P; ++p) cxs += mx[p];
+        cache->cx[n] = (float)(cxs / (double)P);
+        loss += -log((double)(cache->cx[n] + HIGAN__CX_EPS));
+    }
+    y[0] = (float)(loss / (double)N);
+done:
+    higan_arena_release(scratch, mark);
+}
+
+/* dfeat_t: [N, C, P], dfeat_i: [N, C, Q] (either may be NULL) += gradients of y. */
+HIGAN_DEF void higan_cx_loss_backward(float *dfeat_t, float *dfeat_i, const float *dy,
+                                      const higan_cx_cache *cache, int64_t N, int64_t C, int64_t P,
+                                      int64_t Q, float sigma, float b, higan_arena *scratch) {
+    size_t mark = higan_arena_mark(scratch);
+    float *G, *dth, *dih, *dmean;
+    int64_t n, c, p, q;
+    if (!dfeat_t && !dfeat_i) return;
+    G = higan_arena_floats(scratch, Q * P);
+    dth = higan_arena_floats(scratch, C * P);
+    dih = higan_arena_floats(scratch, C * Q);
+    dmean = higan_arena_zeros(scratch, C);
+    if (!G || !dth || !dih || !dmean) goto done;   /* sticky arena overflow, seen by the caller */
+    for (n = 0; n < N; ++n) {
+        const float *th = cache->t_hat + n * C * P, *ih = cache->i_hat + n * C * Q;
+        const float *tn = cache->t_norm + n * P, *in = cache->i_norm + n * Q;
+        const float *rmin = cache->r_min + n * Q, *wsum = cache->w_sum + n * Q;
+        const int64_t *pmin = cache->p_min + n * Q, *qmax = cache->q_max + n * P;
+        /* y = mean_n -log(cx_n + eps), cx_n = mean_p max_q w: gradient of each max */
+        float gmx = -dy[0] / (float)N / (cache->cx[n] + HIGAN__CX_EPS) / (float)P;
+        higan__cx_sim(G, ih, th, C, P, Q);
+        /* G row q: similarities in, d(loss)/d(similarity) out */
+        HIGAN__PARALLEL_FOR_IF(Q * P > 16384)
+        for (q = 0; q < Q; ++q) {
+            float *row = G + q * P;
+            float rden = rmin[q] + HIGAN__CX_EPS;
+            double sdw = 0, dden = 0;
+            int64_t k;
+            /* softmax over p: sum_k dw_k w_k (dw is gmx at the argmax entries, else 0);
+               w recomputed with the forward's exact expression */
+            for (k = 0; k < P; ++k)
+                if (qmax[k] == q) sdw += (double)gmx * (higan__cx_e(row[k], rden, sigma, b) / wsum[q]);
+            for (k = 0; k < P; ++k) {
+                float r = (1.0f - row[k]) / 2.0f;
+                float w = higan__cx_e(row[k], rden, sigma, b) / wsum[q];
+                float dw = qmax[k] == q ? gmx : 0.0f;
+                float drt = -(w / sigma) * (dw - (float)sdw);   /* d r~ */
+                dden += (double)drt * r;
+                row[k] = -0.5f * (drt / rden);                   /* r = (1 - s)/2 */
+            }
+            /* r~ = r / (min_p r + eps): the min's gradient goes to its argmin */
+            row[pmin[q]] += -0.5f * (float)(-dden / ((double)rden * rden));
+        }
+        /* through s = i_hat^T t_hat, then the channel normalisation (column-wise) */
+        higan__cx_dsim(dth, dih, G, ih, th, C, P, Q, dfeat_t != NULL);
+        if (dfeat_t) higan__cx_dnormalize(dth, th, tn, C, P);
+        higan__cx_dnormalize(dih, ih, in, C, Q);
+        /* feat - mean: into the features, and (target only) the mean */
+        for (c = 0; c < C; ++c) {
+            double s = 0;
+            if (dfeat_t) {
+                float *d = dfeat_t + (n * C + c) * P;
+                for (p = 0; p < P; ++p) { d[p] += dth[c * P + p]; s += dth[c * P + p]; }
+            }
+            if (dfeat_i) {
+                float *d = dfeat_i + (n * C + c) * Q;
+                for (q = 0; q < Q; ++q) d[q] += dih[c * Q + q];
+            }
+            if (dfeat_t) for (q = 0; q < Q; ++q) s += dih[c * Q + q];
+            dmean[c] -= (float)s;
+        }
+    }
+    if (dfeat_t) {   /* mean[c] = mean over n, p of feat_t[n, c, p] */
+        for (c = 0; c < C; ++c) {
+            float g = dmean[c] / (float)(N * P);
+            for (n = 0; n < N; ++n) {
+                float *d = dfeat_t + (n * C + c) * P;
+                for (p = 0; p < P; ++p) d[p] += g;
+            }
+        }
+    }
+done:
+    higan_arena_release(scratch, mark);
+}
+
+typedef struct { higan_var *ft, *fi, *y; higan_cx_cache cache; int64_t N, C, P, Q; float sigma, b; } higan__cx_ctx;
+static void higan__cx_backward_op(higan_tape *t, void *p) {
+    higan__cx_ctx *c = (higan__cx_ctx *)p;
+    float *dt = higan_var_grad(t, c->ft), *di = higan_var_grad(t, c->fi);
+    higan_cx_loss_backward(dt, di, c->y->grad, &c->cache, c->N, c->C, c->P, c->Q, c->sigma, c->b, t->arena);
+}
+HIGAN_DEF higan_var *higan_cx_loss(higan_tape *t, higan_var *feat_t, higan_var *feat_i, float sigma, float b) {
+    higan_var *in[2];
+    higan_var *y;
+    higan__cx_ctx *c = NULL;
+    int64_t one = 1, N, C, P, Q;
+    if (!feat_t || !feat_i) return NULL;
+    HIGAN_ASSERT(feat_t->ndim >= 2 && feat_i->ndim >= 2);
+    HIGAN_ASSERT(feat_t->shape[0] == feat_i->shape[0] && feat_t->shape[1] == feat_i->shape[1]);
+    N = feat_t->shape[0]; C = feat_t->shape[1];
+    HIGAN_ASSERT(N > 0 && C > 0);
+    P = higan_var_numel(feat_t) / (N * C); Q = higan_var_numel(feat_i) / (N * C);
+    HIGAN_ASSERT(P > 0 && Q > 0);
+    in[0] = feat_t; in[1] = feat_i;
+    if (!(y = higan_op_output(t, 1, &one, in, 2))) return NULL;
+    if (y->requires_grad) {   /* the cache lives in the arena until backward */
+        if (!(c = (higan__cx_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        if (higan_cx_cache_alloc(&c->cache, t->arena, N, C, P, Q) != HIGAN_OK) return NULL;
+        c->ft = feat_t; c->fi = feat_i; c->y = y;
+        c->N = N; c->C = C; c->P = P; c->Q = Q; c->sigma = sigma; c->b = b;
+    }
+    higan_cx_loss_forward(y->data, c ? &c->cache : NULL, feat_t->data, feat_i->data, N, C, P, Q,
+                          sigma, b, t->arena);
+    if (higan_arena_status(t->arena) != HIGAN_OK) return NULL;   /* scratch overflow */
+    if (c) higan_tape_record(t, y, higan__cx_backward_op, c);
+    return y;
+}
+/* ==== STYLE AND RECOGNITION NETWORKS (implementation; see styler_api.h) ================== */
+
+/* "<prefix>.<key>" (just key when prefix is empty or NULL) */
+static void higan__sty_name(char *buf, const char *prefix, const char *key) {
+    size_t pl = prefix ? strlen(prefix) : 0, kl = strlen(key);
+    HIGAN_ASSERT(pl + kl + 2 <= HIGAN_MAX_NAME && "parameter name too long");
+    if (pl) { memcpy(buf, prefix, pl); buf[pl++] = '.'; }
+    memcpy(buf + pl, key, kl + 1);
+}
+static int higan__sty_add(higan_params *p, const char *prefix, const char *key, higan_param_kind kind,
+                          int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    char name[HIGAN_MAX_NAME];
+    int64_t shape[4];
+    shape[0] = d0; shape[1] = d1; shape[2] = d2; shape[3] = d3;
+    higan__sty_name(name, prefix, key);
+    return higan_params_add(p, name, kind, ndim, shape);
+}
+/* A parameter's var, or NULL for an absent one (handle -1). */
+static higan_var *higan__sty_pv(higan_tape *t, const higan_params *p, int h) {
+    return h < 0 ? NULL : higan_param_var(t, p, h);
+}
+/* PyTorch's default for conv/linear (kaiming_uniform_(a=sqrt(5)) for the weight, which is
+   U(+-1/sqrt(fan_in)), and U(+-1/sqrt(fan_in)) for the bias), or N02 weights. */
+static void higan__sty_init_wb(const higan_params *p, int w, int b, int64_t fan_in, higan_rng *rng,
+                               higan_init_kind init) {
+    float bound = 1.0f / (float)sqrt((double)fan_in);
+    int64_t n = p->entries[w].numel;
+    if (init == HIGAN_INIT_N02) higan_rng_fill_normal(rng, higan_params_data(p, w), n, 0.0f, 0.02f);
+    else higan_rng_fill_uniform(rng, higan_params_data(p, w), n, -bound, bound);
+    if (b >= 0) higan_rng_fill_uniform(rng, higan_params_data(p, b), p->entries[b].numel, -bound, bound);
+}
+
+/* ---- BatchNorm2d -------------------------------------------------------------------------- */
+HIGAN_DEF void higan_bn2d_register(higan_bn2d *m, higan_params *p, const char *prefix, int64_t C) {
+    memset(m, 0, sizeof *m);
+    m->params = p;
+    m->C = C;
+    m->momentum = 0.1f;
+    m->eps = 1e-5f;
+    m->weight = higan__sty_add(p, prefix, "weight", HIGAN_PARAM, 1, C, 0, 0, 0);
+    m->bias = higan__sty_add(p, prefix, "bias", HIGAN_PARAM, 1, C, 0, 0, 0);
+    m->running_mean = higan__sty_add(p, prefix, "running_mean", HIGAN_BUFFER, 1, C, 0, 0, 0);
+    m->running_var = higan__sty_add(p, prefix, "running_var", HIGAN_BUFFER, 1, C, 0, 0, 0);
+    /* 0-d in PyTorch state_dicts */
+    m->num_batches_tracked = higan__sty_add(p, prefix, "num_batches_tracked", HIGAN_BUFFER_I64, 0, 0, 0, 0, 0);
+}
+HIGAN_DEF void higan_bn2d_init(const higan_bn2d *m) {
+    const higan_params *p = m->params;
+    float *w = higan_params_data(p, m->weight), *b = higan_params_data(p, m->bias);
+    float *rm = higan_params_data(p, m->running_mean), *rv = higan_params_data(p, m->running_var);
+    int64_t c;
+    for (c = 0; c < m->C; ++c) { w[c] = 1.0f; b[c] = 0.0f; rm[c] = 0.0f; rv[c] = 1.0f; }
+    higan_params_idata(p, m->num_batches_tracked)[0] = 0;
+}
+HIGAN_DEF higan_var *higan_bn2d_forward(higan_tape *t, const higan_bn2d *m, higan_var *x, int train) {
+    const higan_params *p = m->params;
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->ndim >= 2 && x->shape[1] == m->C);
+    return higan_batch_norm2d(t, x, higan_param_var(t, p, m->weight), higan_param_var(t, p, m->bias),
+                              higan_params_data(p, m->running_mean), higan_params_data(p, m->running_var),
+                              higan_params_idata(p, m->num_batches_tracked), m->momentum, m->eps, train);
+}
+
+/* ---- Conv2dBlock ---------------------------------------------------------------------------- */
+HIGAN_DEF void higan_conv_block_register(higan_conv_block *m, higan_params *p, const char *prefix,
+                                         int64_t in, int64_t out, int64_t ks, int64_t stride,
+                                         int64_t pad, int use_bias, int norm, int relu,
+                                         int act_first) {
+    char sub[HIGAN_MAX_NAME];
+    memset(m, 0, sizeof *m);
+    m->params = p;
+    m->in = in; m->out = out; m->ks = ks; m->stride = stride; m->pad = pad;
+    m->has_norm = norm; m->relu = relu; m->act_first = act_first;
+    higan__sty_name(sub, prefix, "conv");
+    m->weight = higan__sty_add(p, sub, "weight", HIGAN_PARAM, 4, out, in, ks, ks);
+    m->bias = use_bias ? higan__sty_add(p, sub, "bias", HIGAN_PARAM, 1, out, 0, 0, 0) : -1;
+    if (norm) {
+        higan__sty_name(sub, prefix, "norm");
+        higan_bn2d_register(&m->norm, p, sub, out);
+    }
+}
+HIGAN_DEF void higan_conv_block_init(const higan_conv_block *m, higan_rng *rng, higan_init_kind init) {
+    higan__sty_init_wb(m->params, m->weight, m->bias, m->in * m->ks * m->ks, rng, init);
+    if (m->has_norm) higan_bn2d_init(&m->norm);
+}
+HIGAN_DEF higan_var *higan_conv_block_forward(higan_tape *t, const higan_conv_block *m, higan_var *x,
+                                              int train) {
+    const higan_params *p = m->params;
+    higan_var *h = x;
+    if (!h) return NULL;
+    HIGAN_ASSERT(h->ndim == 4 && h->shape[1] == m->in);
+    if (m->relu && m->act_first) h = higan_relu(t, h);
+    /* ZeroPad2d(pad) then an unpadded conv == a conv with zero padding */
+    h = higan_conv2d(t, h, higan_param_var(t, p, m->weight), higan__sty_pv(t, p, m->bias),
+                     m->stride, m->stride, m->pad, m->pad, m->pad, m->pad);
+    if (m->has_norm) h = h ? higan_bn2d_forward(t, &m->norm, h, train) : NULL;
+    if (m->relu && !m->act_first) h = higan_relu(t, h);
+    return h;
+}
+
+/* ---- ActFirstResBlock ------------------------------------------------------------------------ */
+HIGAN_DEF void higan_afrb_register(higan_afrb *m, higan_params *p, const char *prefix, int64_t fin,
+                                   int64_t fout, float dropout) {
+    char sub[HIGAN_MAX_NAME];
+    int64_t fhid = fin < fout ? fin : fout;
+    memset(m, 0, sizeof *m);
+    m->fin = fin; m->fout = fout; m->dropout = dropout;
+    m->has_shortcut = fin != fout;
+    higan__sty_name(sub, prefix, "conv_0");
+    higan_conv_block_register(&m->conv_0, p, sub, fin, fhid, 3, 1, 1, 1, 1, 1, 1);
+    higan__sty_name(sub, prefix, "conv_1");
+    higan_conv_block_register(&m->conv_1, p, sub, fhid, fout, 3, 1, 1, 1, 1, 1, 1);
+    if (m->has_shortcut) {
+        higan__sty_name(sub, prefix, "conv_s");
+        higan_conv_block_register(&m->conv_s, p, sub, fin, fout, 1, 1, 0, 0, 0, 0, 0);
+    }
+}
+HIGAN_DEF void higan_afrb_init(const higan_afrb *m, higan_rng *rng, higan_init_kind init) {
+    higan_conv_block_init(&m->conv_0, rng, init);
+    higan_conv_block_init(&m->conv_1, rng, init);
+    if (m->has_shortcut) higan_conv_block_init(&m->conv_s, rng, init);
+}
+HIGAN_DEF higan_var *higan_afrb_forward(higan_tape *t, const higan_afrb *m, higan_var *x, int train,
+                                        higan_rng *rng) {
+    higan_var *xs, *dx;
+    if (!x) return NULL;
+    xs = m->has_shortcut ? higan_conv_block_forward(t, &m->conv_s, x, train) : x;
+    dx = higan_conv_block_forward(t, &m->conv_0, x, train);
+    dx = higan_dropout(t, dx, m->dropout, train, rng);
+    dx = higan_conv_block_forward(t, &m->conv_1, dx, train);
+    return (xs && dx) ? higan_add(t, xs, dx) : NULL;
+}
+
+/* ---- Linear ------------------------------------------------------------------------------------ */
+HIGAN_DEF void higan_linear_layer_register(higan_linear_layer *m, higan_params *p, const char *prefix,
+                                           int64_t in, int64_t out, int use_bias) {
+    memset(m, 0, sizeof *m);
+    m->params = p;
+    m->in = in; m->out = out;
+    m->weight = higan__sty_add(p, prefix, "weight", HIGAN_PARAM, 2, out, in, 0, 0);
+    m->bias = use_bias ? higan__sty_add(p, prefix, "bias", HIGAN_PARAM, 1, out, 0, 0, 0) : -1;
+}
+HIGAN_DEF void higan_linear_layer_init(const higan_linear_layer *m, higan_rng *rng, higan_init_kind init) {
+    higan__sty_init_wb(m->params, m->weight, m->bias, m->in, rng, init);
+}
+HIGAN_DEF higan_var *higan_linear_layer_forward(higan_tape *t, const higan_linear_layer *m, higan_var *x) {
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->shape[x->ndim - 1] == m->in);
+    return higan_linear(t, x, higan_param_var(t, m->params, m->weight), higan__sty_pv(t, m->params, m->bias));
+}
+
+/* ---- StyleBackbone ----------------------------------------------------------------------------- */
+HIGAN_DEF higan_backbone_config higan_backbone_default_config(void) {
+    higan_backbone_config c;
+    c.resolution = 16;
+    c.max_dim = 256;
+    c.in_channel = 1;
+    c.dropout = 0.0f;
+    return c;
+}
+/* cnn_backbone indices of the eight ActFirstResBlocks */
+static const int higan__sty_afrb_index[8] = {2, 4, 7, 9, 12, 13, 15, 16};
+
+HIGAN_DEF void higan_style_backbone_register(higan_style_backbone *b, higan_params *p,
+                                             const char *prefix, const higan_backbone_config *cfg) {
+    char sub[HIGAN_MAX_NAME], key[64];
+    int64_t fin[8], fout[8], nf, df;
+    int i, k = 0;
+    memset(b, 0, sizeof *b);
+    b->params = p;
+    b->cfg = cfg ? *cfg : higan_backbone_default_config();
+    HIGAN_ASSERT(b->cfg.resolution > 0 && b->cfg.max_dim > 0 && b->cfg.in_channel > 0);
+    /* the official channel schedule (StyleBackbone.__init__) */
+    nf = b->cfg.resolution;
+    for (i = 0; i < 2; ++i) {
+        int64_t nf_out = 2 * nf < b->cfg.max_dim ? 2 * nf : b->cfg.max_dim;
+        fin[k] = nf; fout[k++] = nf;
+        fin[k] = nf; fout[k++] = nf_out;
+        nf = nf_out;
+    }
+    df = nf;
+    for (i = 0; i < 2; ++i) {
+        int64_t df_out = 2 * df < b->cfg.max_dim ? 2 * df : b->cfg.max_dim;
+        fin[k] = df; fout[k++] = df;
+        fin[k] = df; fout[k++] = df_out;
+        df = df_out;
+    }
+    b->out_dim = df;
+    higan__sty_name(sub, prefix, "cnn_backbone.1");
+    higan_conv_block_register(&b->conv1, p, sub, b->cfg.in_channel, b->cfg.resolution, 5, 2, 0, 1, 0, 0, 0);
+    for (i = 0; i < 8; ++i) {
+        snprintf(key, sizeof key, "cnn_backbone.%d", higan__sty_afrb_index[i]);
+        higan__sty_name(sub, prefix, key);
+        higan_afrb_register(&b->blocks[i], p, sub, fin[i], fout[i],
+                            i < 4 ? b->cfg.dropout / 2 : b->cfg.dropout);
+    }
+    higan__sty_name(sub, prefix, "cnn_ctc.1");
+    higan_conv_block_register(&b->ctc, p, sub, df, df, 3, 1, 0, 1, 1, 1, 0);
+}
+HIGAN_DEF void higan_style_backbone_init(const higan_style_backbone *b, higan_rng *rng,
+                                         higan_init_kind init) {
+    int i;
+    higan_conv_block_init(&b->conv1, rng, init);
+    for (i = 0; i < 8; ++i) higan_afrb_init(&b->blocks[i], rng, init);
+    higan_conv_block_init(&b->ctc, rng, init);
+}
+HIGAN_DEF higan_var *higan_style_backbone_forward(higan_tape *t, const higan_style_backbone *b,
+                                                  higan_var *x, int train, higan_rng *rng,
+                                                  higan_var **feats) {
+    higan_var *h;
+    int64_t seq_shape[3];
+    if (feats) feats[0] = feats[1] = feats[2] = NULL;
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->ndim == 4 && x->shape[1] == b->cfg.in_channel);
+    h = higan_pad(t, x, 2, 2, 2, 2, -1.0f);                          /* 0: ConstantPad2d(2, -1) */
+    h = higan_conv_block_forward(t, &b->conv1, h, train);             /* 1 */
+    h = higan_afrb_forward(t, &b->blocks[0], h, train, rng);          /* 2 */
+    h = higan_pad(t, h, 0, 0, 1, 1, 0.0f);                            /* 3 */
+    h = higan_afrb_forward(t, &b->blocks[1], h, train, rng);          /* 4 */
+    h = higan_max_pool3s2(t, higan_pad(t, h, 1, 1, 1, 1, 0.0f));      /* 5, 6 */
+    h = higan_afrb_forward(t, &b->blocks[2], h, train, rng);          /* 7 */
+    h = higan_pad(t, h, 0, 0, 1, 1, 0.0f);                            /* 8 */
+    h = higan_afrb_forward(t, &b->blocks[3], h, train, rng);          /* 9: feat2 */
+    if (feats) feats[0] = h;
+    h = higan_max_pool3s2(t, higan_pad(t, h, 1, 1, 1, 1, 0.0f));      /* 10, 11 */
+    h = higan_afrb_forward(t, &b->blocks[4], h, train, rng);          /* 12 */
+    h = higan_afrb_forward(t, &b->blocks[5], h, train, rng);          /* 13: feat3 */
+    if (feats) feats[1] = h;
+    h = higan_max_pool3s2(t, h);                                      /* 14 */
+    h = higan_afrb_forward(t, &b->blocks[6], h, train, rng);          /* 15 */
+    h = higan_afrb_forward(t, &b->blocks[7], h, train, rng);          /* 16: feat4 */
+    if (feats) feats[2] = h;
+    h = higan_pad(t, h, 0, 0, 1, 1, 0.0f);                            /* 17 */
+    h = higan_conv_block_forward(t, &b->ctc, higan_relu(t, h), train); /* cnn_ctc */
+    if (!h) return NULL;
+    HIGAN_ASSERT(h->shape[2] == 1 && "StyleBackbone: the input height must be 64");
+    seq_shape[0] = h->shape[0]; seq_shape[1] = h->shape[1]; seq_shape[2] = h->shape[3];
+    return higan_reshape(t, h, 3, seq_shape);                         /* squeeze(-2) */
+}
+
+/* lens[b] = img_lens[b] / scale, in the arena (the masked ops copy it again) */
+static int *higan__sty_lens(higan_tape *t, const int *img_lens, int64_t B, int scale) {
+    int *lens = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(B > 0 ? B : 1));
+    int64_t i;
+    if (!lens) return NULL;
+    for (i = 0; i < B; ++i) {
+        HIGAN_ASSERT(img_lens[i] >= 0);
+        lens[i] = img_lens[i] / scale;
+    }
+    return lens;
+}
+
+/* ---- StyleEncoder ------------------------------------------------------------------------------ */
+HIGAN_DEF void higan_style_encoder_register(higan_style_encoder *e, higan_params *p, const char *prefix,
+                                            int64_t in_dim, int64_t style_dim) {
+    char sub[HIGAN_MAX_NAME];
+    memset(e, 0, sizeof *e);
+    e->params = p;
+    e->in_dim = in_dim; e->style_dim = style_dim;
+    higan__sty_name(sub, prefix, "linear_style.0");
+    higan_linear_layer_register(&e->linear0, p, sub, in_dim, in_dim, 1);
+    higan__sty_name(sub, prefix, "linear_style.2");
+    higan_linear_layer_register(&e->linear2, p, sub, in_dim, in_dim, 1);
+    higan__sty_name(sub, prefix, "mu");
+    higan_linear_layer_register(&e->mu, p, sub, in_dim, style_dim, 1);
+    higan__sty_name(sub, prefix, "logvar");
+    higan_linear_layer_register(&e->logvar, p, sub, in_dim, style_dim, 1);
+}
+HIGAN_DEF void higan_style_encoder_init(const higan_style_encoder *e, higan_rng *rng, higan_init_kind init) {
+    higan_linear_layer_init(&e->linear0, rng, init);
+    higan_linear_layer_init(&e->linear2, rng, init);
+    higan_linear_layer_init(&e->mu, rng, init);
+    higan_linear_layer_init(&e->logvar, rng, init);
+}
+HIGAN_DEF higan_var *higan_style_encoder_forward(higan_tape *t, const higan_style_encoder *e,
+                                                 higan_var *feat, const int *img_lens, int vae_mode,
+                                                 higan_rng *rng, const float *noise,
+                                                 higan_var **mu_out, higan_var **logvar_out) {
+    higan_var *h, *mu, *logvar, *eps, *z;
+    int *lens;
+    int64_t B;
+    if (mu_out) *mu_out = NULL;
+    if (logvar_out) *logvar_out = NULL;
+    if (!feat) return NULL;
+    HIGAN_ASSERT(feat->ndim == 3 && feat->shape[1] == e->in_dim);
+    B = feat->shape[0];
+    if (!(lens = higan__sty_lens(t, img_lens, B, HIGAN_BACKBONE_LEN_SCALE))) return NULL;
+    h = higan_masked_mean_width(t, feat, lens, 1e-8f);                /* [B, in_dim] */
+    h = higan_leaky_relu(t, higan_linear_layer_forward(t, &e->linear0, h), 0.01f);
+    h = higan_leaky_relu(t, higan_linear_layer_forward(t, &e->linear2, h), 0.01f);
+    mu = higan_linear_layer_forward(t, &e->mu, h);
+    logvar = higan_linear_layer_forward(t, &e->logvar, h);
+    if (!mu || !logvar) return NULL;
+    if (mu_out) *mu_out = mu;
+    if (logvar_out) *logvar_out = logvar;
+    if (!vae_mode) return mu;
+    /* reparameterize: z = eps * exp(0.5 logvar) + mu */
+    if (!(eps = higan_var_new(t, 2, mu->shape))) return NULL;
+    if (noise) memcpy(eps->data, noise, sizeof(float) * (size_t)higan_var_numel(mu));
+    else {
+        HIGAN_ASSERT(rng != NULL && "StyleEncoder: VAE mode needs an rng or noise");
+        higan_rng_fill_normal(rng, eps->data, higan_var_numel(mu), 0.0f, 1.0f);
+    }
+    z = higan_mul(t, eps, higan_exp(t, higan_scale(t, logvar, 0.5f)));
+    return higan_add(t, z, mu);
+}
+
+/* ---- WriterIdentifier -------------------------------------------------------------------------- */
+HIGAN_DEF void higan_writer_identifier_register(higan_writer_identifier *w, higan_params *p,
+                                                const char *prefix, int64_t in_dim, int64_t n_writer) {
+    char sub[HIGAN_MAX_NAME];
+    memset(w, 0, sizeof *w);
+    w->params = p;
+    w->in_dim = in_dim; w->n_writer = n_writer;
+    higan__sty_name(sub, prefix, "linear_wid.0");
+    higan_linear_layer_register(&w->linear0, p, sub, in_dim, in_dim, 1);
+    higan__sty_name(sub, prefix, "linear_wid.2");
+    higan_linear_layer_register(&w->linear2, p, sub, in_dim, n_writer, 1);
+}
+HIGAN_DEF void higan_writer_identifier_init(const higan_writer_identifier *w, higan_rng *rng,
+                                            higan_init_kind init) {
+    higan_linear_layer_init(&w->linear0, rng, init);
+    higan_linear_layer_init(&w->linear2, rng, init);
+}
+HIGAN_DEF higan_var *higan_writer_identifier_forward(higan_tape *t, const higan_writer_identifier *w,
+                                                     higan_var *feat, const int *img_lens) {
+    higan_var *h;
+    int *lens;
+    if (!feat) return NULL;
+    HIGAN_ASSERT(feat->ndim == 3 && feat->shape[1] == w->in_dim);
+    if (!(lens = higan__sty_lens(t, img_lens, feat->shape[0], HIGAN_WID_LEN_SCALE))) return NULL;
+    h = higan_masked_mean_width(t, feat, lens, 1e-8f);
+    h = higan_leaky_relu(t, higan_linear_layer_forward(t, &w->linear0, h), 0.01f);
+    return higan_linear_layer_forward(t, &w->linear2, h);
+}
+
+/* ---- Recognizer -------------------------------------------------------------------------------- */
+HIGAN_DEF higan_recognizer_config higan_recognizer_default_config(void) {
+    higan_recognizer_config c;
+    c.cnn = higan_backbone_default_config();
+    c.n_class = HIGAN_ALPHABET_SIZE;
+    c.rnn_depth = 2;
+    return c;
+}
+HIGAN_DEF void higan_recognizer_register(higan_recognizer *r, higan_params *p, const char *prefix,
+                                         const higan_recognizer_config *cfg) {
+    static const char *const kind[4] = {"weight_ih", "weight_hh", "bias_ih", "bias_hh"};
+    char sub[HIGAN_MAX_NAME], key[64];
+    int l, d, k;
+    memset(r, 0, sizeof *r);
+    r->params = p;
+    r->cfg = cfg ? *cfg : higan_recognizer_default_config();
+    HIGAN_ASSERT(r->cfg.rnn_depth >= 0 && r->cfg.rnn_depth <= HIGAN_RECOGNIZER_MAX_DEPTH);
+    HIGAN_ASSERT(r->cfg.n_class > 0);
+    higan_style_backbone_register(&r->cnn, p, prefix, &r->cfg.cnn);
+    r->hidden = r->cnn.out_dim / 2;       /* DeepBLSTM(df, df): hidden df // 2 per direction */
+    for (k = 0; k < (int)(sizeof r->lstm / sizeof r->lstm[0]); ++k) r->lstm[k] = -1;
+    for (l = 0; l < r->cfg.rnn_depth; ++l)
+        for (d = 0; d < 2; ++d)
+            for (k = 0; k < 4; ++k) {
+                int64_t in_l = l == 0 ? r->cnn.out_dim : 2 * r->hidden;
+                snprintf(key, sizeof key, "rnn_ctc.lstm.%s_l%d%s", kind[k], l, d ? "_reverse" : "");
+                r->lstm[(l * 2 + d) * 4 + k] =
+                    k == 0 ? higan__sty_add(p, prefix, key, HIGAN_PARAM, 2, 4 * r->hidden, in_l, 0, 0)
+                  : k == 1 ? higan__sty_add(p, prefix, key, HIGAN_PARAM, 2, 4 * r->hidden, r->hidden, 0, 0)
+                  :          higan__sty_add(p, prefix, key, HIGAN_PARAM, 1, 4 * r->hidden, 0, 0, 0);
+            }
+    higan__sty_name(sub, prefix, "ctc_cls");
+    higan_linear_layer_register(&r->ctc_cls, p, sub, r->cfg.rnn_depth > 0 ? 2 * r->hidden : r->cnn.out_dim,
+                                r->cfg.n_class, 1);
+}
+HIGAN_DEF void higan_recognizer_init(const higan_recognizer *r, higan_rng *rng, higan_init_kind init) {
+    float bound = 1.0f / (float)sqrt((double)(r->hidden > 0 ? r->hidden : 1));
+    int k;
+    higan_style_backbone_init(&r->cnn, rng, init);
+    /* nn.LSTM.reset_parameters: every tensor U(+-1/sqrt(hidden)); init_weights leaves it */
+    for (k = 0; k < r->cfg.rnn_depth * 8; ++k)
+        higan_rng_fill_uniform(rng, higan_params_data(r->params, r->lstm[k]),
+                               r->params->entries[r->lstm[k]].numel, -bound, bound);
+    higan_linear_layer_init(&r->ctc_cls, rng, init);
+}
+HIGAN_DEF higan_var *higan_recognizer_forward(higan_tape *t, const higan_recognizer *r, higan_var *x,
+                                              const int *img_lens, int train, higan_rng *rng) {
+    static const int perm_btc[3] = {0, 2, 1}, perm_tbc[3] = {1, 0, 2};
+    higan_var *h, *w[HIGAN_RECOGNIZER_MAX_DEPTH * 2 * 4];
+    int *lens = NULL;
+    int64_t B, T, i, t_max = 0;
+    int k;
+    h = higan_style_backbone_forward(t, &r->cnn, x, train, rng, NULL);     /* [B, C, T] */
+    if (!h) return NULL;
+    B = h->shape[0]; T = h->shape[2];
+    h = higan_permute(t, h, perm_btc);                                       /* [B, T, C] */
+    if (r->cfg.rnn_depth > 0) {
+        if (!(lens = higan__sty_lens(t, img_lens, B, HIGAN_BACKBONE_LEN_SCALE))) return NULL;
+        for (i = 0; i < B; ++i) {
+            if (lens[i] < 1 || lens[i] > T) {
+                higan__error(HIGAN_ERR_ARG, "Recognizer: image %d has width %d, which gives %d frames; "
+                             "need 1..%d (the width must be 16..%d pixels)", (int)i, img_lens[i], lens[i],
+                             (int)T, (int)(16 * T + 15));
+                return NULL;
+            }
+            if (lens[i] > t_max) t_max = lens[i];
+        }
+        for (k = 0; k < r->cfg.rnn_depth * 8; ++k) w[k] = higan_param_var(t, r->params, r->lstm[k]);
+        h = higan_lstm(t, h, lens, (int)r->hidden, r->cfg.rnn_depth, 1, w);  /* [B, T, 2H] */
+        if (h && t_max < T) h = higan_slice(t, h, 1, 0, t_max);             /* pad_packed_sequence */
+    }
+    h = higan_linear_layer_forward(t, &r->ctc_cls, h);                       /* [B, T', n_class] */
+    if (!train || !h) return h;
+    return higan_permute(t, higan_log_softmax(t, h), perm_tbc);              /* [T', B, n_class] */
+}
+HIGAN_DEF int higan_recognizer_decode(const higan_var *out, int train, int b, int img_len,
+                                      char *text, int cap) {
+    int64_t B, T, C, stride;
+    const float *scores;
+    int frames;
+    if (!out || out->ndim != 3) return higan__error(HIGAN_ERR_ARG, "recognizer_decode: not a recognizer output");
+    B = train ? out->shape[1] : out->shape[0];
+    T = train ? out->shape[0] : out->shape[1];
+    C = out->shape[2];
+    if (b < 0 || b >= B) return higan__error(HIGAN_ERR_ARG, "recognizer_decode: sample %d of %d", b, (int)B);
+    if (C != HIGAN_ALPHABET_SIZE)
+        return higan__error(HIGAN_ERR_ARG, "recognizer_decode: %d classes, the alphabet has %d", (int)C,
+                            HIGAN_ALPHABET_SIZE);
+    frames = img_len / HIGAN_BACKBONE_LEN_SCALE;
+    if (frames > T) frames = (int)T;
+    if (frames < 0) frames = 0;
+    scores = train ? out->data + (int64_t)b * C : out->data + (int64_t)b * T * C;
+    stride = train ? B * C : C;
+    return higan_ctc_decode_text(scores, stride, frames, text, cap);
+}
+
+/* ---- Alphabet and text -------------------------------------------------------------------------- */
+static const char higan__sty_alphabet[] = HIGAN_ALPHABET_STRING;
+HIGAN_DEF const char *higan_alphabet(void) { return higan__sty_alphabet; }
+HIGAN_DEF int higan_char_label(int c) {
+    int i;
+    if (c <= 0 || c == '`' || c > 127) return -1;
+    for (i = 1; i < HIGAN_ALPHABET_SIZE; ++i) if (higan__sty_alphabet[i] == c) return i;
+    return -1;
+}
+HIGAN_DEF int higan_text_encode(const char *utf8, int *out, int max) {
+    const unsigned char *s = (const unsigned char *)utf8;
+    int64_t i = 0;
+    int pos = 0;
+    if (!utf8) return higan__error(HIGAN_ERR_ARG, "text_encode: NULL text");
+    if (!s[0]) return higan__error(HIGAN_ERR_ARG, "text_encode: empty text (a word needs at least one character)");
+    while (s[i]) {
+        unsigned c = s[i], cp, minimum;
+        int len, k, label;
+        if (c < 0x80)                { len = 1; cp = c;        minimum = 0; }
+        else if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; minimum = 0x80; }
+        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; minimum = 0x800; }
+        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; minimum = 0x10000; }
+        else return higan__error(HIGAN_ERR_ARG, "text_encode: invalid UTF-8 byte 0x%02X at position %d", c, pos);
+        for (k = 1; k < len; ++k) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return higan__error(HIGAN_ERR_ARG, "text_encode: invalid UTF-8 sequence at position %d", pos);
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < minimum || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return higan__error(HIGAN_ERR_ARG, "text_encode: invalid UTF-8 sequence at position %d", pos);
+        label = higan_char_label((int)cp);
+        if (label < 0) {
+            if (cp == '`')
+                return higan__error(HIGAN_ERR_ARG, "character '`' (U+0060) at position %d is the CTC blank "
+                                    "and padding symbol of the HiGAN+ alphabet, not a writable character", pos);
+            if (cp < 0x20 || cp == 0x7F)
+                return higan__error(HIGAN_ERR_ARG, "control character U+%04X at position %d is not in the "
+                                    "HiGAN+ alphabet", cp, pos);
+            return higan__error(HIGAN_ERR_ARG, "character '%.*s' (U+%04X) at position %d is not in the "
+                                "HiGAN+ alphabet", len, (const char *)(s + i), cp, pos);
+        }
+        if (pos >= max)
+            return higan__error(HIGAN_ERR_ARG, "text_encode: the text is longer than %d characters", max);
+        out[pos++] = label;
+        i += len;
+    }
+    return pos;
+}
+HIGAN_DEF int higan_text_decode(const int *labels, int n, char *out, int cap) {
+    int i, len = 0;
+    for (i = 0; i < n; ++i)
+        if (labels[i] < 0 || labels[i] >= HIGAN_ALPHABET_SIZE)
+            return higan__error(HIGAN_ERR_ARG, "text_decode: label %d at position %d is outside [0, %d)",
+                                labels[i], i, HIGAN_ALPHABET_SIZE);
+    for (i = 0; i < n; ++i) {
+        if (labels[i] == 0) continue;                /* blank / pad */
+        if (out && len < cap - 1) out[len] = higan__sty_alphabet[labels[i]];
+        ++len;
+    }
+    if (out && cap > 0) out[len < cap - 1 ? len : cap - 1] = 0;
+    return len;
+}
+HIGAN_DEF int higan_ctc_decode_text(const float *scores, int64_t step_stride, int T, char *out, int cap) {
+    int small[256], *labels = small, n, r;
+    n = higan_ctc_greedy_decode_strided(scores, step_stride, T, HIGAN_ALPHABET_SIZE, 0, small, 256);
+    if (n > 256) {
+        labels = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)n);
+        if (!labels) return higan__error(HIGAN_ERR_NOMEM, "ctc_decode_text: out of memory");
+        higan_ctc_greedy_decode_strided(scores, step_stride, T, HIGAN_ALPHABET_SIZE, 0, labels, n);
+    }
+    r = higan_text_decode(labels, n, out, cap);
+    if (labels != small) HIGAN_FREE(labels);
+    return r;
+}
+/* ---- dataset: HiGAN+'s word container; safetensors always, HDF5 under HIGAN_HDF5 ---------- */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#ifdef HIGAN_HDF5
+#include <hdf5.h>
+#endif
+
+static const char *const higan__ds_names[7] = {
+    "imgs", "img_seek_idxs", "img_lens", "lbs", "lb_seek_idxs", "lb_lens", "wids"
+};
+static const higan_dtype higan__ds_dtypes[7] = {
+    HIGAN_U8, HIGAN_I64, HIGAN_I16, HIGAN_I32, HIGAN_I64, HIGAN_I16, HIGAN_I16
+};
+
+HIGAN_DEF void higan_dataset_init(higan_dataset *ds) {
+    if (ds) memset(ds, 0, sizeof *ds);
+}
+HIGAN_DEF void higan_dataset_free(higan_dataset *ds) {
+    if (!ds) return;
+    HIGAN_FREE(ds->imgs);
+    HIGAN_FREE(ds->img_seek_idxs);
+    HIGAN_FREE(ds->img_lens);
+    HIGAN_FREE(ds->lbs);
+    HIGAN_FREE(ds->lb_seek_idxs);
+    HIGAN_FREE(ds->lb_lens);
+    HIGAN_FREE(ds->wids);
+    memset(ds, 0, sizeof *ds);
+}
+HIGAN_DEF int higan_dataset_has_hdf5(void) {
+#ifdef HIGAN_HDF5
+    return 1;
+#else
+    return 0;
+#endif
+}
+/* Copies the current error message (the next higan__error call overwrites it). */
+static void higan__ds_last_error(char *out, size_t cap) {
+    const char *e = higan_last_error();
+    size_t n = strlen(e);
+    if (n > cap - 1) n = cap - 1;
+    memcpy(out, e, n);
+    out[n] = 0;
+}
+static int higan__ds_ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix), i;
+    if (n < m) return 0;
+    for (i = 0; i < m; ++i)
+        if (tolower((unsigned char)s[n - m + i]) != tolower((unsigned char)suffix[i])) return 0;
+    return 1;
+}
+HIGAN_DEF int higan_dataset_is_hdf5_path(const char *path) {
+    return path && (higan__ds_ends_with(path, ".hdf5") || higan__ds_ends_with(path, ".h5"));
+}
+
+/* Grows a malloc'd array to hold at least need elements of size sz (doubling). */
+static int higan__ds_grow(void **p, int64_t *cap, int64_t need, size_t sz) {
+    int64_t n = *cap;
+    void *q;
+    if (need <= n) return 1;
+    if (n < 16) n = 16;
+    while (n < need) n *= 2;
+    q = HIGAN_REALLOC(*p, (size_t)n * sz);
+    if (!q) return 0;
+    *p = q;
+    *cap = n;
+    return 1;
+}
+/* imgs: grow the row stride to at least need columns, re-laying the 64 rows out. */
+static int higan__ds_grow_cols(higan_dataset *ds, int64_t need) {
+    int64_t n = ds->capacity_cols, r;
+    uint8_t *q;
+    if (need <= n) return 1;
+    if (n < 256) n = 256;
+    while (n < need) n *= 2;
+    q = (uint8_t *)HIGAN_MALLOC((size_t)n * HIGAN_DATASET_HEIGHT);
+    if (!q) return 0;
+    for (r = 0; r < HIGAN_DATASET_HEIGHT; ++r)
+        if (ds->total_width) memcpy(q + r * n, ds->imgs + r * ds->capacity_cols, (size_t)ds->total_width);
+    HIGAN_FREE(ds->imgs);
+    ds->imgs = q;
+    ds->capacity_cols = n;
+    return 1;
+}
+
+HIGAN_DEF higan_status higan_dataset_append(higan_dataset *ds, const uint8_t *img, int w,
+                                            const char *label, int wid) {
+    int codes_small[256], n, k, r;
+    int64_t i;
+    if (!ds || !img || !label) return higan__error(HIGAN_ERR_ARG, "dataset_append: NULL argument");
+    if (w < 1 || w > HIGAN_DATASET_MAX_WIDTH)
+        return higan__error(HIGAN_ERR_ARG, "dataset_append: word '%.200s' has width %d, expected 1..%d",
+                            label, w, HIGAN_DATASET_MAX_WIDTH);
+    if (wid < -32768 || wid > 32767)
+        return higan__error(HIGAN_ERR_ARG, "dataset_append: word '%.200s' has writer id %d outside the int16 range",
+                            label, wid);
+    if (!label[0]) return higan__error(HIGAN_ERR_ARG, "dataset_append: empty label (a word needs at least one character)");
+    if (strlen(label) > HIGAN_DATASET_MAX_LABEL)
+        return higan__error(HIGAN_ERR_ARG, "dataset_append: label '%.60s...' is longer than %d characters",
+                            label, HIGAN_DATASET_MAX_LABEL);
+    {
+        /* the alphabet is ASCII, so the label has at most strlen(label) characters */
+        int *codes = codes_small;
+        size_t len = strlen(label);
+        if (len > 256) {
+            codes = (int *)HIGAN_MALLOC(len * sizeof(int));
+            if (!codes) return higan__error(HIGAN_ERR_NOMEM, "dataset_append: out of memory");
+        }
+        n = higan_text_encode(label, codes, (int)len);
+        if (codes != codes_small) HIGAN_FREE(codes);
+        if (n < 0) {
+            char msg[512];
+            higan__ds_last_error(msg, sizeof msg);
+            return higan__error(HIGAN_ERR_ARG, "dataset_append: label '%.200s': %s", label, msg);
+        }
+    }
+    if (!higan__ds_grow_cols(ds, ds->total_width + w) ||
+        !higan__ds_grow((void **)&ds->lbs, &ds->capacity_chars, ds->total_chars + n, sizeof(int32_t)))
+        return higan__error(HIGAN_ERR_NOMEM, "dataset_append: out of memory");
+    if (ds->count + 1 > ds->capacity_count) {
+        int64_t c = ds->capacity_count, c1;
+        int ok = 1;
+        c1 = c;
+        ok &= higan__ds_grow((void **)&ds->img_seek_idxs, &c1, ds->count + 1, sizeof(int64_t)); c1 = c;
+        ok &= higan__ds_grow((void **)&ds->img_lens, &c1, ds->count + 1, sizeof(int16_t)); c1 = c;
+        ok &= higan__ds_grow((void **)&ds->lb_seek_idxs, &c1, ds->count + 1, sizeof(int64_t)); c1 = c;
+        ok &= higan__ds_grow((void **)&ds->lb_lens, &c1, ds->count + 1, sizeof(int16_t)); c1 = c;
+        ok &= higan__ds_grow((void **)&ds->wids, &c1, ds->count + 1, sizeof(int16_t));
+        if (!ok) return higan__error(HIGAN_ERR_NOMEM, "dataset_append: out of memory");
+        ds->capacity_count = c1;
+    }
+    for (r = 0; r < HIGAN_DATASET_HEIGHT; ++r)
+        memcpy(ds->imgs + r * ds->capacity_cols + ds->total_width, img + (size_t)r * (size_t)w, (size_t)w);
+    /* code points of the label (ASCII: one byte per character) */
+    {
+        const unsigned char *s = (const unsigned char *)label;
+        for (k = 0; k < n; ++k) ds->lbs[ds->total_chars + k] = (int32_t)s[k];
+    }
+    i = ds->count;
+    ds->img_seek_idxs[i] = ds->total_width;
+    ds->img_lens[i] = (int16_t)w;
+    ds->lb_seek_idxs[i] = ds->total_chars;
+    ds->lb_lens[i] = (int16_t)n;
+    ds->wids[i] = (int16_t)wid;
+    ds->total_width += w;
+    ds->total_chars += n;
+    ds->count = i + 1;
+    return HIGAN_OK;
+}
+
+HIGAN_DEF higan_status higan_dataset_pack(higan_dataset *ds) {
+    int64_t r;
+    if (!ds) return higan__error(HIGAN_ERR_ARG, "dataset_pack: NULL argument");
+    if (ds->capacity_cols == ds->total_width || !ds->imgs) { ds->capacity_cols = ds->total_width; return HIGAN_OK; }
+    for (r = 1; r < HIGAN_DATASET_HEIGHT; ++r)   /* moves go left: ascending rows never overwrite unread data */
+        memmove(ds->imgs + r * ds->total_width, ds->imgs + r * ds->capacity_cols, (size_t)ds->total_width);
+    if (ds->total_width > 0) {
+        uint8_t *q = (uint8_t *)HIGAN_REALLOC(ds->imgs, (size_t)ds->total_width * HIGAN_DATASET_HEIGHT);
+        if (q) ds->imgs = q;   /* a failed shrink keeps the (larger) block */
+    }
+    ds->capacity_cols = ds->total_width;
+    return HIGAN_OK;
+}
+HIGAN_DEF uint8_t higan_dataset_pixel(const higan_dataset *ds, int64_t i, int y, int x) {
+    HIGAN_ASSERT(ds && i >= 0 && i < ds->count && y >= 0 && y < HIGAN_DATASET_HEIGHT && x >= 0 && x < ds->img_lens[i]);
+    return ds->imgs[(int64_t)y * ds->capacity_cols + ds->img_seek_idxs[i] + x];
+}
+HIGAN_DEF int higan_dataset_image(const higan_dataset *ds, int64_t i, uint8_t *out, int64_t cap) {
+    int w, r;
+    if (!ds || i < 0 || i >= ds->count)
+        return higan__error(HIGAN_ERR_ARG, "dataset_image: index %lld outside [0, %lld)", (long long)i,
+                            (long long)(ds ? ds->count : 0));
+    w = ds->img_lens[i];
+    if (!out || cap < (int64_t)w * HIGAN_DATASET_HEIGHT)
+        return higan__error(HIGAN_ERR_ARG, "dataset_image: word %lld needs %d bytes, the buffer has %lld",
+                            (long long)i, w * HIGAN_DATASET_HEIGHT, (long long)cap);
+    for (r = 0; r < HIGAN_DATASET_HEIGHT; ++r)
+        memcpy(out + (size_t)r * (size_t)w, ds->imgs + r * ds->capacity_cols + ds->img_seek_idxs[i], (size_t)w);
+    return w;
+}
+
+/* Appends code point cp as UTF-8 to out (cap bytes, snprintf-like); returns the byte count. */
+static int higan__ds_utf8(int32_t cp, char *out, int pos, int cap) {
+    unsigned char b[4];
+    int n, k;
+    if (cp < 0x80) { b[0] = (unsigned char)cp; n = 1; }
+    else if (cp < 0x800) { b[0] = (unsigned char)(0xC0 | (cp >> 6)); b[1] = (unsigned char)(0x80 | (cp & 0x3F)); n = 2; }
+    else if (cp < 0x10000) { b[0] = (unsigned char)(0xE0 | (cp >> 12)); b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+                             b[2] = (unsigned char)(0x80 | (cp & 0x3F)); n = 3; }
+    else { b[0] = (unsigned char)(0xF0 | ((cp >> 18) & 0x07)); b[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+           b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); b[3] = (unsigned char)(0x80 | (cp & 0x3F)); n = 4; }
+    for (k = 0; k < n; ++k) if (out && pos + k < cap - 1) out[pos + k] = (char)b[k];
+    return n;
+}
+HIGAN_DEF int higan_dataset_label(const higan_dataset *ds, int64_t i, char *out, int cap) {
+    int64_t k, s;
+    int len = 0, n;
+    if (!ds || i < 0 || i >= ds->count)
+        return higan__error(HIGAN_ERR_ARG, "dataset_label: index %lld outside [0, %lld)", (long long)i,
+                            (long long)(ds ? ds->count : 0));
+    s = ds->lb_seek_idxs[i];
+    n = ds->lb_lens[i];
+    for (k = 0; k < n; ++k) {
+        int32_t cp = ds->lbs[s + k];
+        if (cp < 0 || cp > 0x10FFFF) cp = 0xFFFD;
+        len += higan__ds_utf8(cp, out, len, cap);
+    }
+    if (out && cap > 0) out[len < cap - 1 ? len : cap - 1] = 0;
+    return len;
+}
+HIGAN_DEF int higan_dataset_label_codes(const higan_dataset *ds, int64_t i, int *out, int max) {
+    int64_t k, s;
+    int n;
+    if (!ds || i < 0 || i >= ds->count)
+        return higan__error(HIGAN_ERR_ARG, "dataset_label_codes: index %lld outside [0, %lld)", (long long)i,
+                            (long long)(ds ? ds->count : 0));
+    s = ds->lb_seek_idxs[i];
+    n = ds->lb_lens[i];
+    if (n > max) return higan__error(HIGAN_ERR_ARG, "dataset_label_codes: word %lld has %d characters, more than %d",
+                                     (long long)i, n, max);
+    for (k = 0; k < n; ++k) {
+        int32_t cp = ds->lbs[s + k];
+        int c = (cp > 0 && cp < 128) ? higan_char_label((int)cp) : -1;
+        if (c < 0) return higan__error(HIGAN_ERR_ARG, "dataset_label_codes: word %lld: code point U+%04X is not in the alphabet",
+                                       (long long)i, (unsigned)cp);
+        out[k] = c;
+    }
+    return n;
+}
+
+/* ---- validation shared by both formats ---------------------------------------------------- */
+/* Checks every record of a dataset whose arrays are all set; names path and record. */
+static higan_status higan__ds_validate(const higan_dataset *ds, const char *path) {
+    int64_t i, k;
+    for (i = 0; i < ds->count; ++i) {
+        int64_t s = ds->img_seek_idxs[i], w = ds->img_lens[i];
+        int64_t ls = ds->lb_seek_idxs[i], n = ds->lb_lens[i];
+        if (w < 1)
+            return higan__error(HIGAN_ERR_FORMAT, "dataset '%s': record %lld: img_lens is %lld (must be >= 1)",
+                                path, (long long)i, (long long)w);
+        if (w > HIGAN_DATASET_MAX_WIDTH)
+            return higan__error(HIGAN_ERR_FORMAT, "dataset '%s': record %lld: image width %lld exceeds the maximum %d",
+                                path, (long long)i, (long long)w, HIGAN_DATASET_MAX_WIDTH);
+        if (s < 0 || s > ds->total_width - w)
+            return higan__error(HIGAN_ERR_FORMAT, "dataset '%s': record %lld: image columns [%lld, %lld) lie outside "
+                                "imgs (width %lld)", path, (long long)i, (long long)s, (long long)s + w,
+                                (long long)ds->total_width);
+        if (n < 1)
+            return higan__error(HIGAN_ERR_FORMAT, "dataset '%s': record %lld: lb_lens is %lld (must be >= 1)",
+                                path, (long long)i, (long long)n);
+        if (ls < 0 || ls > ds->total_chars - n)
+            return higan__error(HIGAN_ERR_FORMAT, "dataset '%s': record %lld: label characters [%lld, %lld) lie "
+                                "outside lbs (%lld entries)", path, (long long)i, (long long)ls, (long long)ls + n,
+                                (long long)ds->total_chars);
+        for (k = 0; k < n; ++k) {
+            int32_t cp = ds->lbs[ls + k];
+            if (!(cp > 0 && cp < 128 && higan_char_label((int)cp) >= 0))
+                return higan__error(HIGAN_ERR_FORMAT, "dataset '%s': record %lld: label character %lld is code point "
+                                    "%ld (U+%04lX), not in the HiGAN+ alphabet", path, (long long)i, (long long)k,
+                                    (long)cp, (unsigned long)(uint32_t)cp);
+        }
+    }
+    return HIGAN_OK;
+}
+
+/* ---- safetensors ------------------------------------------------------------------------- */
+static higan_status higan__ds_save_st(const higan_dataset *ds, const char *path) {
+    higan_safetensors_writer w;
+    int64_t shape[2];
+    uint8_t *packed = NULL;
+    const uint8_t *imgs = ds->imgs;
+    higan_status rc = HIGAN_OK;
+    static const uint8_t empty8[1] = {0};
+    if (ds->capacity_cols != ds->total_width && ds->total_width > 0) {
+        /* still in building layout: write a packed copy (higan_dataset_pack avoids it) */
+        int64_t r;
+        packed = (uint8_t *)HIGAN_MALLOC((size_t)ds->total_width * HIGAN_DATASET_HEIGHT);
+        if (!packed) return higan__error(HIGAN_ERR_NOMEM, "dataset save '%s': out of memory", path);
+        for (r = 0; r < HIGAN_DATASET_HEIGHT; ++r)
+            memcpy(packed + r * ds->total_width, ds->imgs + r * ds->capacity_cols, (size_t)ds->total_width);
+        imgs = packed;
+    }
+    higan_safetensors_writer_init(&w);
+    shape[0] = HIGAN_DATASET_HEIGHT; shape[1] = ds->total_width;
+    if (rc == HIGAN_OK) rc = higan_safetensors_writer_add(&w, "imgs", HIGAN_U8, 2, shape, imgs ? (const void *)imgs : (const void *)empty8);
+    shape[0] = ds->count;
+    if (rc == HIGAN_OK) rc = higan_safetensors_writer_add(&w, "img_seek_idxs", HIGAN_I64, 1, shape, ds->img_seek_idxs ? (const void *)ds->img_seek_idxs : (const void *)empty8);
+    if (rc == HIGAN_OK) rc = higan_safetensors_writer_add(&w, "img_lens", HIGAN_I16, 1, shape, ds->img_lens ? (const void *)ds->img_lens : (const void *)empty8);
+    if (rc == HIGAN_OK) rc = higan_safetensors_writer_add(&w, "lb_seek_idxs", HIGAN_I64, 1, shape, ds->lb_seek_idxs ? (const void *)ds->lb_seek_idxs : (const void *)empty8);
+    if (rc == HIGAN_OK) rc = higan_safetensors_writer_add(&w, "lb_lens", HIGAN_I16, 1, shape, ds->lb_lens ? (const void *)ds->lb_lens : (const void *)empty8);
+    if (rc == HIGAN_OK) rc = higan_safetensors_writer_add(&w, "wids", HIGAN_I16, 1, shape, ds->wids ? (const void *)ds->wids : (const void *)empty8);
+    shape[0] = ds->total_chars;
+    if (rc == HIGAN_OK) rc = higan_safetensors_writer_add(&w, "lbs", HIGAN_I32, 1, shape, ds->lbs ? (const void *)ds->lbs : (const void *)empty8);
+    if (rc == HIGAN_OK) rc = higan_safetensors_writer_meta(&w, "format", "higan-dataset");
+    if (rc == HIGAN_OK) rc = higan_safetensors_writer_save(&w, path);
+    higan_safetensors_writer_free(&w);
+    HIGAN_FREE(packed);
+    return rc;
+}
+
+static higan_status higan__ds_load_st(higan_dataset *ds, const char *path) {
+    higan_safetensors st;
+    const higan_st_tensor *t[7];
+    void **dst[7];
+    int k;
+    int64_t count;
+    if (higan_safetensors_load(&st, path) != HIGAN_OK) {
+        char msg[900];
+        higan_status rc;
+        higan__ds_last_error(msg, sizeof msg);
+        rc = strstr(msg, "cannot open") == msg || strstr(msg, "cannot read") == msg ? HIGAN_ERR_IO : HIGAN_ERR_FORMAT;
+        return higan__error(rc, "dataset '%s': %s", path, msg);
+    }
+    for (k = 0; k < 7; ++k) {
+        t[k] = higan_safetensors_find(&st, higan__ds_names[k]);
+        if (!t[k]) {
+            higan_safetensors_free(&st);
+            return higan__error(HIGAN_ERR_FORMAT, "dataset '%s': tensor '%s' is missing", path, higan__ds_names[k]);
+        }
+        if (t[k]->dtype != higan__ds_dtypes[k] || t[k]->ndim != (k == 0 ? 2 : 1)) {
+            higan_status rc = higan__error(HIGAN_ERR_FORMAT, "dataset '%s': tensor '%s' is %s with %d dimensions, expected %s with %d",
+                                           path, higan__ds_names[k], higan_dtype_name(t[k]->dtype), t[k]->ndim,
+                                           higan_dtype_name(higan__ds_dtypes[k]), k == 0 ? 2 : 1);
+            higan_safetensors_free(&st);
+            return rc;
+        }
+    }
+    if (t[0]->shape[0] != HIGAN_DATASET_HEIGHT) {
+        higan_status rc = higan__error(HIGAN_ERR_FORMAT, "dataset '%s': imgs has height %lld, expected %d", path,
+                                       (long long)t[0]->shape[0], HIGAN_DATASET_HEIGHT);
+        higan_safetensors_free(&st);
+        return rc;
+    }
+    count = t[1]->shape[0];
+    for (k = 2; k < 7; ++k) {
+        if (k == 3) continue;   /* lbs has total_chars entries */
+        if (t[k]->shape[0] != count) {
+            higan_status rc = higan__error(HIGAN_ERR_FORMAT, "dataset '%s': tensor '%s' has %lld entries but img_seek_idxs has %lld",
+                                           path, higan__ds_names[k], (long long)t[k]->shape[0], (long long)count);
+            higan_safetensors_free(&st);
+            return rc;
+        }
+    }
+    dst[0] = (void **)&ds->imgs; dst[1] = (void **)&ds->img_seek_idxs; dst[2] = (void **)&ds->img_lens;
+    dst[3] = (void **)&ds->lbs; dst[4] = (void **)&ds->lb_seek_idxs; dst[5] = (void **)&ds->lb_lens;
+    dst[6] = (void **)&ds->wids;
+    ds->count = count;
+    ds->total_width = t[0]->shape[1];
+    ds->total_chars = t[3]->shape[0];
+    /* small arrays: copies (safetensors data is little-endian, as every supported host) */
+    for (k = 1; k < 7; ++k) {
+        size_t bytes = t[k]->end - t[k]->begin;
+        void *p = HIGAN_MALLOC(bytes ? bytes : 1);
+        if (!p) {
+            higan_safetensors_free(&st);
+            higan_dataset_free(ds);
+            return higan__error(HIGAN_ERR_NOMEM, "dataset '%s': out of memory", path);
+        }
+        if (bytes) memcpy(p, st.data + t[k]->begin, bytes);
+        *dst[k] = p;
+    }
+    /* imgs (the bulk of the file): moved to the front of the file buffer, which we then own */
+    {
+        size_t bytes = t[0]->end - t[0]->begin;
+        unsigned char *block = st.file, *q;
+        memmove(block, st.data + t[0]->begin, bytes);
+        st.file = NULL;
+        q = (unsigned char *)HIGAN_REALLOC(block, bytes ? bytes : 1);
+        ds->imgs = (uint8_t *)(q ? q : block);
+    }
+    higan_safetensors_free(&st);
+    ds->capacity_cols = ds->total_width;
+    ds->capacity_chars = ds->total_chars;
+    ds->capacity_count = ds->count;
+    if (higan__ds_validate(ds, path) != HIGAN_OK) {
+        higan_dataset_free(ds);
+        return HIGAN_ERR_FORMAT;
+    }
+    return HIGAN_OK;
+}
+
+/* ---- HDF5 (HiGAN+'s own files) ------------------------------------------------------------ */
+#ifdef HIGAN_HDF5
+/* Native memory types of the seven datasets, and a readable name of a file datatype. */
+static hid_t higan__ds_h5_native(int k) {
+    switch (higan__ds_dtypes[k]) {
+    case HIGAN_U8: return H5T_NATIVE_UINT8;
+    case HIGAN_I16: return H5T_NATIVE_INT16;
+    case HIGAN_I32: return H5T_NATIVE_INT32;
+    default: return H5T_NATIVE_INT64;
+    }
+}
+static void higan__ds_h5_typename(hid_t type, char *out, size_t cap) {
+    H5T_class_t cls = H5Tget_class(type);
+    size_t sz = H5Tget_size(type);
+    if (cls == H5T_INTEGER)
+        snprintf(out, cap, "%s%d", H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int", (int)(sz * 8));
+    else if (cls == H5T_FLOAT) snprintf(out, cap, "float%d", (int)(sz * 8));
+    else snprintf(out, cap, "a non-numeric type");
+}
+static higan_status higan__ds_load_h5(higan_dataset *ds, const char *path) {
+    hid_t file = -1, dset = -1, space = -1, type = -1;
+    H5E_auto2_t old_fn;
+    void *old_data;
+    void **dst[7];
+    int64_t shape[7][2];
+    int k;
+    higan_status rc = HIGAN_OK;
+    FILE *probe;
+    H5Eget_auto2(H5E_DEFAULT, &old_fn, &old_data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);   /* our messages replace HDF5's stack dumps */
+    dst[0] = (void **)&ds->imgs; dst[1] = (void **)&ds->img_seek_idxs; dst[2] = (void **)&ds->img_lens;
+    dst[3] = (void **)&ds->lbs; dst[4] = (void **)&ds->lb_seek_idxs; dst[5] = (void **)&ds->lb_lens;
+    dst[6] = (void **)&ds->wids;
+    probe = fopen(path, "rb");
+    if (!probe) { rc = higan__error(HIGAN_ERR_IO, "dataset '%s': cannot open: %s", path, strerror(errno)); goto done; }
+    fclose(probe);
+    file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) { rc = higan__error(HIGAN_ERR_FORMAT, "dataset '%s': not a readable HDF5 file (truncated or corrupt?)", path); goto done; }
+    for (k = 0; k < 7; ++k) {
+        int ndim, want = k == 0 ? 2 : 1, d;
+        hsize_t dims[2] = {0, 0};
+        size_t elem = higan_dtype_size(higan__ds_dtypes[k]);
+        int64_t numel;
+        char tn[32];
+        if (H5Lexists(file, higan__ds_names[k], H5P_DEFAULT) <= 0) {
+            rc = higan__error(HIGAN_ERR_FORMAT, "dataset '%s': HDF5 dataset '%s' is missing", path, higan__ds_names[k]);
+            goto done;
+        }
+        dset = H5Dopen2(file, higan__ds_names[k], H5P_DEFAULT);
+        if (dset < 0) { rc = higan__error(HIGAN_ERR_FORMAT, "dataset '%s': cannot open HDF5 dataset '%s'", path, higan__ds_names[k]); goto done; }
+        space = H5Dget_space(dset);
+        type = H5Dget_type(dset);
+        ndim = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+        higan__ds_h5_typename(type, tn, sizeof tn);
+        if (type < 0 || H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != elem ||
+            (H5Tget_sign(type) == H5T_SGN_NONE) != (higan__ds_dtypes[k] == HIGAN_U8) || ndim != want) {
+            rc = higan__error(HIGAN_ERR_FORMAT, "dataset '%s': HDF5 dataset '%s' is %s with %d dimensions, expected %s with %d",
+                              path, higan__ds_names[k], tn, ndim, higan_dtype_name(higan__ds_dtypes[k]), want);
+            goto done;
+        }
+        H5Sget_simple_extent_dims(space, dims, NULL);
+        numel = 1;
+        for (d = 0; d < want; ++d) { shape[k][d] = (int64_t)dims[d]; numel *= (int64_t)dims[d]; }
+        if (k == 0 && shape[0][0] != HIGAN_DATASET_HEIGHT) {
+            rc = higan__error(HIGAN_ERR_FORMAT, "dataset '%s': imgs has height %lld, expected %d", path,
+                              (long long)shape[0][0], HIGAN_DATASET_HEIGHT);
+            goto done;
+        }
+        if (k >= 2 && k != 3 && shape[k][0] != shape[1][0]) {
+            rc = higan__error(HIGAN_ERR_FORMAT, "dataset '%s': HDF5 dataset '%s' has %lld entries but img_seek_idxs has %lld",
+                              path, higan__ds_names[k], (long long)shape[k][0], (long long)shape[1][0]);
+            goto done;
+        }
+        *dst[k] = HIGAN_MALLOC(numel ? (size_t)numel * elem : 1);
+        if (!*dst[k]) { rc = higan__error(HIGAN_ERR_NOMEM, "dataset '%s': out of memory for '%s'", path, higan__ds_names[k]); goto done; }
+        if (numel && H5Dread(dset, higan__ds_h5_native(k), H5S_ALL, H5S_ALL, H5P_DEFAULT, *dst[k]) < 0) {
+            rc = higan__error(HIGAN_ERR_FORMAT, "dataset '%s': cannot read HDF5 dataset '%s' (truncated or corrupt?)",
+                              path, higan__ds_names[k]);
+            goto done;
+        }
+        H5Tclose(type); type = -1;
+        H5Sclose(space); space = -1;
+        H5Dclose(dset); dset = -1;
+    }
+    ds->count = shape[1][0];
+    ds->total_width = shape[0][1];
+    ds->total_chars = shape[3][0];
+    ds->capacity_cols = ds->total_width;
+    ds->capacity_chars = ds->total_chars;
+    ds->capacity_count = ds->count;
+    rc = higan__ds_validate(ds, path);
+done:
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    if (dset >= 0) H5Dclose(dset);
+    if (file >= 0) H5Fclose(file);
+    H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
+    if (rc != HIGAN_OK) higan_dataset_free(ds);
+    return rc;
+}
+/* Writes one dataset; imgs chunked and gzip level 4 as gen_h5file (h5py compression='gzip',
+   compression_opts=4). */
+static int higan__ds_h5_write(hid_t file, int k, int64_t d0, int64_t d1, const void *data) {
+    hsize_t dims[2], chunk[2];
+    hid_t space, dcpl = H5P_DEFAULT, dset;
+    int ok, rank = k == 0 ? 2 : 1;
+    static const char zero[8] = {0};
+    dims[0] = (hsize_t)d0; dims[1] = (hsize_t)d1;
+    space = H5Screate_simple(rank, dims, NULL);
+    if (space < 0) return 0;
+    if (k == 0) {
+        dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        chunk[0] = HIGAN_DATASET_HEIGHT;
+        chunk[1] = d1 < 1 ? 1 : d1 < 4096 ? (hsize_t)d1 : 4096;   /* 256 KiB chunks */
+        if (dcpl < 0 || H5Pset_chunk(dcpl, 2, chunk) < 0 || H5Pset_deflate(dcpl, 4) < 0) {
+            if (dcpl >= 0) H5Pclose(dcpl);
+            H5Sclose(space);
+            return 0;
+        }
+    }
+    dset = H5Dcreate2(file, higan__ds_names[k], higan__ds_h5_native(k), space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    ok = dset >= 0;
+    if (ok && d0 * (rank == 2 ? d1 : 1) > 0)
+        ok = H5Dwrite(dset, higan__ds_h5_native(k), H5S_ALL, H5S_ALL, H5P_DEFAULT, data ? data : (const void *)zero) >= 0;
+    if (dset >= 0) ok &= H5Dclose(dset) >= 0;
+    if (dcpl != H5P_DEFAULT) H5Pclose(dcpl);
+    H5Sclose(space);
+    return ok;
+}
+static higan_status higan__ds_save_h5(const higan_dataset *ds, const char *path) {
+    H5E_auto2_t old_fn;
+    void *old_data;
+    hid_t file;
+    char *tmp;
+    size_t n = strlen(path);
+    uint8_t *packed = NULL;
+    const uint8_t *imgs = ds->imgs;
+    int ok;
+    if (ds->capacity_cols != ds->total_width && ds->total_width > 0) {
+        int64_t r;
+        packed = (uint8_t *)HIGAN_MALLOC((size_t)ds->total_width * HIGAN_DATASET_HEIGHT);
+        if (!packed) return higan__error(HIGAN_ERR_NOMEM, "dataset save '%s': out of memory", path);
+        for (r = 0; r < HIGAN_DATASET_HEIGHT; ++r)
+            memcpy(packed + r * ds->total_width, ds->imgs + r * ds->capacity_cols, (size_t)ds->total_width);
+        imgs = packed;
+    }
+    tmp = (char *)HIGAN_MALLOC(n + 5);
+    if (!tmp) { HIGAN_FREE(packed); return higan__error(HIGAN_ERR_NOMEM, "dataset save '%s': out of memory", path); }
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".tmp", 5);
+    H5Eget_auto2(H5E_DEFAULT, &old_fn, &old_data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (file < 0) {
+        H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
+        higan__error(HIGAN_ERR_IO, "cannot save '%s': cannot create '%s'", path, tmp);
+        HIGAN_FREE(tmp); HIGAN_FREE(packed);
+        return HIGAN_ERR_IO;
+    }
+    ok = higan__ds_h5_write(file, 0, HIGAN_DATASET_HEIGHT, ds->total_width, imgs) &&
+         higan__ds_h5_write(file, 3, ds->total_chars, 0, ds->lbs) &&
+         higan__ds_h5_write(file, 1, ds->count, 0, ds->img_seek_idxs) &&
+         higan__ds_h5_write(file, 2, ds->count, 0, ds->img_lens) &&
+         higan__ds_h5_write(file, 4, ds->count, 0, ds->lb_seek_idxs) &&
+         higan__ds_h5_write(file, 5, ds->count, 0, ds->lb_lens) &&
+         higan__ds_h5_write(file, 6, ds->count, 0, ds->wids);
+    ok &= H5Fclose(file) >= 0;
+    H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
+    HIGAN_FREE(packed);
+    if (!ok) {
+        remove(tmp);
+        higan__error(HIGAN_ERR_IO, "cannot save '%s': writing HDF5 '%s' failed (disk full?)", path, tmp);
+        HIGAN_FREE(tmp);
+        return HIGAN_ERR_IO;
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        remove(tmp);
+        higan__error(HIGAN_ERR_IO, "cannot save '%s': cannot rename '%s' onto it: %s", path, tmp, strerror(e));
+        HIGAN_FREE(tmp);
+        return HIGAN_ERR_IO;
+    }
+    HIGAN_FREE(tmp);
+    return HIGAN_OK;
+}
+#endif /* HIGAN_HDF5 */
+
+HIGAN_DEF higan_status higan_dataset_save(const higan_dataset *ds, const char *path) {
+    if (!ds || !path) return higan__error(HIGAN_ERR_ARG, "dataset_save: NULL argument");
+    if (higan_dataset_is_hdf5_path(path)) {
+#ifdef HIGAN_HDF5
+        return higan__ds_save_h5(ds, path);
+#else
+        return higan__error(HIGAN_ERR_UNSUPPORTED, "dataset '%s': built without HDF5 support: rebuild with make HDF5=1 "
+                            "(needs libhdf5-dev and pkg-config), or use a .safetensors path", path);
+#endif
+    }
+    return higan__ds_save_st(ds, path);
+}
+HIGAN_DEF higan_status higan_dataset_load(higan_dataset *ds, const char *path) {
+    if (!ds) return higan__error(HIGAN_ERR_ARG, "dataset_load: NULL argument");
+    higan_dataset_init(ds);
+    if (!path) return higan__error(HIGAN_ERR_ARG, "dataset_load: NULL path");
+    if (higan_dataset_is_hdf5_path(path)) {
+#ifdef HIGAN_HDF5
+        return higan__ds_load_h5(ds, path);
+#else
+        return higan__error(HIGAN_ERR_UNSUPPORTED, "dataset '%s': built without HDF5 support: rebuild with make HDF5=1 "
+                            "(needs libhdf5-dev and pkg-config), or convert it with h5convert on a machine that has it",
+                            path);
+#endif
+    }
+    return higan__ds_load_st(ds, path);
+}
+/* ---- training data: resampling kernels, batch loader, lexicon ------------------------------ */
+#if !defined(HIGAN_NO_THREADS) && (defined(__unix__) || defined(__APPLE__))
+#  include <pthread.h>
+#  define HIGAN__LOADER_THREADS 1
+#endif
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+/* OpenCV's cvFloor/cvCeil (int results) and saturate_cast (round half to even, then clamp). */
+static int higan__cv_floor(double x) { int i = (int)x; return i - (i > x); }
+static int higan__cv_ceil(double x) { int i = (int)x; return i + (i < x); }
+static int higan__cv_floorf(float x) { int i = (int)x; return i - ((float)i > x); }
+static uint8_t higan__ld_sat_u8(float x) {
+    float r = rintf(x);                       /* cvRound: nearest, ties to even */
+    return (uint8_t)(r < 0.0f ? 0 : r > 255.0f ? 255 : (int)r);
+}
+static short higan__ld_sat_short(float x) {
+    float r = rintf(x);
+    return (short)(r < -32768.0f ? -32768 : r > 32767.0f ? 32767 : (int)r);
+}
+static int64_t higan__ld_ceil32(int64_t w) { return (w + 31) / 32 * 32; }
+
+/* ================================================================================================
+   cv2.resize (OpenCV 4.x imgproc/src/resize.cpp), single channel
+   ================================================================================================ */
+enum { HIGAN__CV_COPY, HIGAN__CV_AREA_FAST, HIGAN__CV_AREA, HIGAN__CV_GENERIC };
+typedef struct {
+    double scale_x, scale_y, inv_x, inv_y;   /* src/dst and dst/src */
+    int iscale_x, iscale_y;
+    int path, area_mode;                      /* area_mode: generic path with INTER_AREA weights */
+} higan__cv_plan;
+
+static void higan__cv_plan_make(higan__cv_plan *p, int64_t dw, int64_t dh, int64_t sw, int64_t sh, int area) {
+    int fast;
+    p->inv_x = (double)dw / (double)sw;
+    p->inv_y = (double)dh / (double)sh;
+    p->scale_x = 1.0 / p->inv_x;
+    p->scale_y = 1.0 / p->inv_y;
+    p->iscale_x = (int)rint(p->scale_x);
+    p->iscale_y = (int)rint(p->scale_y);
+    fast = fabs(p->scale_x - p->iscale_x) < 2.220446049250313e-16 &&
+           fabs(p->scale_y - p->iscale_y) < 2.220446049250313e-16;
+    p->area_mode = 0;
+    if (dw == sw && dh == sh) { p->path = HIGAN__CV_COPY; return; }
+    /* exactly 2x2 shrinking: INTER_LINEAR equals INTER_AREA and cv2 runs the area code */
+    if (!area && fast && p->iscale_x == 2 && p->iscale_y == 2) area = 1;
+    if (area && p->scale_x >= 1 && p->scale_y >= 1) {
+        p->path = fast ? HIGAN__CV_AREA_FAST : HIGAN__CV_AREA;
+        return;
+    }
+    p->path = HIGAN__CV_GENERIC;
+    p->area_mode = area;
+}
+
+/* Source index and fractional weight of output d along one axis (generic path). */
+static void higan__cv_axis(const higan__cv_plan *p, int64_t d, int xaxis, int *s, float *f) {
+    double scale = xaxis ? p->scale_x : p->scale_y, inv = xaxis ? p->inv_x : p->inv_y;
+    float fx;
+    int sx;
+    if (!p->area_mode) {
+        fx = (float)((d + 0.5) * scale - 0.5);
+        sx = higan__cv_floorf(fx);
+        fx -= (float)sx;
+    } else {
+        sx = higan__cv_floor((double)d * scale);
+        fx = (float)((double)(d + 1) - (sx + 1) * inv);
+        fx = fx <= 0 ? 0.f : fx - (float)higan__cv_floorf(fx);
+    }
+    *s = sx;
+    *f = fx;
+}
+
+/* One output column of the horizontal pass: clamped source column and weights.
+   edge = 1 beyond the last full pair (cv2's xmax): the value is S[sx] * ONE. */
+static void higan__cv_xcoef(const higan__cv_plan *p, int64_t dx, int64_t sw, int *sx, float *fx, int *edge) {
+    higan__cv_axis(p, dx, 1, sx, fx);
+    *edge = 0;
+    if (*sx < 0) { *fx = 0; *sx = 0; }
+    if (*sx + 1 >= sw) { *edge = 1; if (*sx >= sw - 1) { *fx = 0; *sx = (int)sw - 1; } }
+}
+
+/* Generic bilinear, uint8 in OpenCV's fixed point: 11-bit weights, HResizeLinear ints,
+   VResizeLinear<uchar> ((b0*(S0>>4))>>16) + ((b1*(S1>>4))>>16) + 2) >> 2. dst [dh, dw]. */
+/* Rows of the vertical pass: clamped rows r0, r1 (cv2 clamps rows, not weights) and fy. */
+typedef struct { int r0, r1, b0, b1; float fy; } higan__cv_row;   /* b0, b1: 11-bit weights */
+static void higan__cv_ycoef(const higan__cv_plan *p, int64_t dy, int64_t sh, higan__cv_row *c) {
+    int sy;
+    higan__cv_axis(p, dy, 0, &sy, &c->fy);
+    c->r0 = sy < 0 ? 0 : sy >= sh ? (int)sh - 1 : sy;
+    c->r1 = sy + 1 < 0 ? 0 : sy + 1 >= sh ? (int)sh - 1 : sy + 1;
+    c->b0 = higan__ld_sat_short((1.f - c->fy) * 2048);
+    c->b1 = higan__ld_sat_short(c->fy * 2048);
+}
+/* The loops run column-outer so each column's weights are computed once; the rows' weights
+   are cached for up to this many output rows (the 64-px word images), else recomputed. */
+#define HIGAN__CV_YCACHE 128
+
+/* Generic bilinear, uint8 in OpenCV's fixed point: 11-bit weights, HResizeLinear ints,
+   VResizeLinear<uchar> ((b0*(S0>>4))>>16) + ((b1*(S1>>4))>>16) + 2) >> 2. dst [dh, dw]. */
+static void higan__cv_generic_u8(uint8_t *dst, int64_t dw, int64_t dh, const uint8_t *src, int64_t sw,
+                                 int64_t sh, int64_t ss, const higan__cv_plan *p) {
+    higan__cv_row cache[HIGAN__CV_YCACHE];
+    int64_t dy, dx;
+    for (dy = 0; dy < dh && dy < HIGAN__CV_YCACHE; ++dy) higan__cv_ycoef(p, dy, sh, &cache[dy]);
+    for (dx = 0; dx < dw; ++dx) {
+        int sx, edge, a0 = 2048, a1 = 0;
+        float fx;
+        higan__cv_xcoef(p, dx, sw, &sx, &fx, &edge);
+        if (!edge) { a0 = higan__ld_sat_short((1.f - fx) * 2048); a1 = higan__ld_sat_short(fx * 2048); }
+        for (dy = 0; dy < dh; ++dy) {
+            higan__cv_row c;
+            int b0, b1, h0, h1;
+            const uint8_t *S0, *S1;
+            if (dy < HIGAN__CV_YCACHE) c = cache[dy]; else higan__cv_ycoef(p, dy, sh, &c);
+            b0 = c.b0; b1 = c.b1;
+            S0 = src + (int64_t)c.r0 * ss;
+            S1 = src + (int64_t)c.r1 * ss;
+            if (edge) { h0 = S0[sx] * 2048; h1 = S1[sx] * 2048; }
+            else { h0 = S0[sx] * a0 + S0[sx + 1] * a1; h1 = S1[sx] * a0 + S1[sx + 1] * a1; }
+            dst[dy * dw + dx] = (uint8_t)((((b0 * (h0 >> 4)) >> 16) + ((b1 * (h1 >> 4)) >> 16) + 2) >> 2);
+        }
+    }
+}
+static void higan__cv_generic_f32(float *dst, int64_t dw, int64_t dh, const float *src, int64_t sw,
+                                  int64_t sh, int64_t ss, const higan__cv_plan *p) {
+    higan__cv_row cache[HIGAN__CV_YCACHE];
+    int64_t dy, dx;
+    for (dy = 0; dy < dh && dy < HIGAN__CV_YCACHE; ++dy) higan__cv_ycoef(p, dy, sh, &cache[dy]);
+    for (dx = 0; dx < dw; ++dx) {
+        int sx, edge;
+        float fx, a0 = 1.f, a1 = 0.f;
+        higan__cv_xcoef(p, dx, sw, &sx, &fx, &edge);
+        if (!edge) { a0 = 1.f - fx; a1 = fx; }
+        for (dy = 0; dy < dh; ++dy) {
+            higan__cv_row c;
+            float h0, h1;
+            const float *S0, *S1;
+            if (dy < HIGAN__CV_YCACHE) c = cache[dy]; else higan__cv_ycoef(p, dy, sh, &c);
+            S0 = src + (int64_t)c.r0 * ss;
+            S1 = src + (int64_t)c.r1 * ss;
+            if (edge) { h0 = S0[sx]; h1 = S1[sx]; }
+            else { h0 = S0[sx] * a0 + S0[sx + 1] * a1; h1 = S1[sx] * a0 + S1[sx + 1] * a1; }
+            dst[dy * dw + dx] = h0 * (1.f - c.fy) + h1 * c.fy;
+        }
+    }
+}
+
+/* Integer-factor shrinking (resizeAreaFast_): box sums; uint8 2x2 rounds (sum + 2) >> 2, other
+   factors sum * (1.f / area) rounded half to even; boxes cut by the border average what is in. */
+static void higan__cv_area_fast_u8(uint8_t *dst, int64_t dw, int64_t dh, const uint8_t *src, int64_t sw,
+                                   int64_t sh, int64_t ss, const higan__cv_plan *p) {
+    int kx = p->iscale_x, ky = p->iscale_y, area = kx * ky, i, j;
+    float scale = 1.f / (float)area;
+    int64_t dwidth1 = sw / kx, dy, dx;
+    for (dy = 0; dy < dh; ++dy) {
+        int64_t sy0 = dy * ky, full = sy0 + ky <= sh ? dwidth1 : 0;
+        uint8_t *D = dst + dy * dw;
+        if (sy0 >= sh) { for (dx = 0; dx < dw; ++dx) D[dx] = 0; continue; }
+        for (dx = 0; dx < dw; ++dx) {
+            int64_t sx0 = dx * kx;
+            if (dx < full) {
+                const uint8_t *S = src + sy0 * ss + sx0;
+                int sum = 0;
+                if (kx == 2 && ky == 2) { D[dx] = (uint8_t)((S[0] + S[1] + S[ss] + S[ss + 1] + 2) >> 2); continue; }
+                for (j = 0; j < ky; ++j) for (i = 0; i < kx; ++i) sum += S[j * ss + i];
+                D[dx] = higan__ld_sat_u8((float)sum * scale);
+            } else {
+                int sum = 0, count = 0;
+                for (j = 0; j < ky && sy0 + j < sh; ++j)
+                    for (i = 0; i < kx && sx0 + i < sw; ++i) { sum += src[(sy0 + j) * ss + sx0 + i]; ++count; }
+                D[dx] = count ? higan__ld_sat_u8((float)sum / (float)count) : 0;
+            }
+        }
+    }
+}
+static void higan__cv_area_fast_f32(float *dst, int64_t dw, int64_t dh, const float *src, int64_t sw,
+                                    int64_t sh, int64_t ss, const higan__cv_plan *p) {
+    int kx = p->iscale_x, ky = p->iscale_y, area = kx * ky, i, j;
+    float scale = 1.f / (float)area;
+    int64_t dwidth1 = sw / kx, dy, dx;
+    for (dy = 0; dy < dh; ++dy) {
+        int64_t sy0 = dy * ky, full = sy0 + ky <= sh ? dwidth1 : 0;
+        float *D = dst + dy * dw;
+        if (sy0 >= sh) { for (dx = 0; dx < dw; ++dx) D[dx] = 0; continue; }
+        for (dx = 0; dx < dw; ++dx) {
+            int64_t sx0 = dx * kx;
+            float sum = 0;
+            int count = 0;
+            if (dx < full) {
+                for (j = 0; j < ky; ++j) for (i = 0; i < kx; ++i) sum += src[(sy0 + j) * ss + sx0 + i];
+                D[dx] = sum * scale;
+            } else {
+                for (j = 0; j < ky && sy0 + j < sh; ++j)
+                    for (i = 0; i < kx && sx0 + i < sw; ++i) { sum += src[(sy0 + j) * ss + sx0 + i]; ++count; }
+                D[dx] = count ? sum / (float)count : 0;
+            }
+        }
+    }
+}
+
+/* computeResizeAreaTab for one output index: the source cells it covers with float weights, in
+   OpenCV's order (leading partial cell, whole cells, trailing partial cell). */
+typedef struct { int64_t s1, s2; int lead, tail; float a_lead, a_mid, a_tail; } higan__cv_cell;
+static void higan__cv_area_cell(higan__cv_cell *c, int64_t d, int64_t ssize, double scale) {
+    double fs1 = (double)d * scale, fs2 = fs1 + scale;
+    double cell = scale < (double)ssize - fs1 ? scale : (double)ssize - fs1;
+    int64_t s1 = higan__cv_ceil(fs1), s2 = higan__cv_floor(fs2);
+    double t;
+    if (s2 > ssize - 1) s2 = ssize - 1;
+    if (s1 > s2) s1 = s2;
+    c->s1 = s1; c->s2 = s2;
+    c->lead = (double)s1 - fs1 > 1e-3;
+    c->a_lead = (float)(((double)s1 - fs1) / cell);
+    c->a_mid = (float)(1.0 / cell);
+    t = fs2 - (double)s2;
+    c->tail = t > 1e-3;
+    t = t < 1.0 ? t : 1.0;
+    c->a_tail = (float)((t < cell ? t : cell) / cell);
+}
+/* Weighted sum of one source row over one output cell (buf[dx] += S[si] * alpha, from 0). */
+static float higan__cv_area_row_u8(const uint8_t *S, const higan__cv_cell *c) {
+    float buf = 0;
+    int64_t s;
+    if (c->lead) buf += S[c->s1 - 1] * c->a_lead;
+    for (s = c->s1; s < c->s2; ++s) buf += S[s] * c->a_mid;
+    if (c->tail) buf += S[c->s2] * c->a_tail;
+    return buf;
+}
+static float higan__cv_area_row_f32(const float *S, const higan__cv_cell *c) {
+    float buf = 0;
+    int64_t s;
+    if (c->lead) buf += S[c->s1 - 1] * c->a_lead;
+    for (s = c->s1; s < c->s2; ++s) buf += S[s] * c->a_mid;
+    if (c->tail) buf += S[c->s2] * c->a_tail;
+    return buf;
+}
+/* resizeArea_: sum over the output row's source rows of beta * (row sum), in float. */
+#define HIGAN__CV_AREA_BODY(ROWFN, STORE)                                                            \
+    higan__cv_cell cache[HIGAN__CV_YCACHE];                                                        \
+    int64_t dy, dx, s;                                                                             \
+    for (dy = 0; dy < dh && dy < HIGAN__CV_YCACHE; ++dy) higan__cv_area_cell(&cache[dy], dy, sh, p->scale_y); \
+    for (dx = 0; dx < dw; ++dx) {                                                                  \
+        higan__cv_cell cx;                                                                         \
+        higan__cv_area_cell(&cx, dx, sw, p->scale_x);                                              \
+        for (dy = 0; dy < dh; ++dy) {                                                              \
+            higan__cv_cell cy;                                                                     \
+            float sum = 0;                                                                         \
+            if (dy < HIGAN__CV_YCACHE) cy = cache[dy]; else higan__cv_area_cell(&cy, dy, sh, p->scale_y); \
+            if (cy.lead) sum += cy.a_lead * ROWFN(src + (cy.s1 - 1) * ss, &cx);                    \
+            for (s = cy.s1; s < cy.s2; ++s) sum += cy.a_mid * ROWFN(src + s * ss, &cx);            \
+            if (cy.tail) sum += cy.a_tail * ROWFN(src + cy.s2 * ss, &cx);                          \
+            STORE;                                                                                 \
+        }                                                                                          \
+    }
+static void higan__cv_area_u8(uint8_t *dst, int64_t dw, int64_t dh, const uint8_t *src, int64_t sw,
+                              int64_t sh, int64_t ss, const higan__cv_plan *p) {
+    HIGAN__CV_AREA_BODY(higan__cv_area_row_u8, dst[dy * dw + dx] = higan__ld_sat_u8(sum))
+}
+static void higan__cv_area_f32(float *dst, int64_t dw, int64_t dh, const float *src, int64_t sw,
+                               int64_t sh, int64_t ss, const higan__cv_plan *p) {
+    HIGAN__CV_AREA_BODY(higan__cv_area_row_f32, dst[dy * dw + dx] = sum)
+}
+#undef HIGAN__CV_AREA_BODY
+
+static void higan__cv_resize_u8(uint8_t *dst, int64_t dw, int64_t dh, const uint8_t *src, int64_t sw,
+                                int64_t sh, int64_t ss, int area) {
+    higan__cv_plan p;
+    int64_t y;
+    HIGAN_ASSERT(dst && src && dw > 0 && dh > 0 && sw > 0 && sh > 0 && ss >= sw);
+    higan__cv_plan_make(&p, dw, dh, sw, sh, area);
+    switch (p.path) {
+    case HIGAN__CV_COPY: for (y = 0; y < sh; ++y) memcpy(dst + y * dw, src + y * ss, (size_t)sw); break;
+    case HIGAN__CV_AREA_FAST: higan__cv_area_fast_u8(dst, dw, dh, src, sw, sh, ss, &p); break;
+    case HIGAN__CV_AREA: higan__cv_area_u8(dst, dw, dh, src, sw, sh, ss, &p); break;
+    default: higan__cv_generic_u8(dst, dw, dh, src, sw, sh, ss, &p); break;
+    }
+}
+static void higan__cv_resize_f32(float *dst, int64_t dw, int64_t dh, const float *src, int64_t sw,
+                                 int64_t sh, int64_t ss, int area) {
+    higan__cv_plan p;
+    int64_t y;
+    HIGAN_ASSERT(dst && src && dw > 0 && dh > 0 && sw > 0 && sh > 0 && ss >= sw);
+    higan__cv_plan_make(&p, dw, dh, sw, sh, area);
+    switch (p.path) {
+    case HIGAN__CV_COPY: for (y = 0; y < sh; ++y) memcpy(dst + y * dw, src + y * ss, sizeof(float) * (size_t)sw); break;
+    case HIGAN__CV_AREA_FAST: higan__cv_area_fast_f32(dst, dw, dh, src, sw, sh, ss, &p); break;
+    case HIGAN__CV_AREA: higan__cv_area_f32(dst, dw, dh, src, sw, sh, ss, &p); break;
+    default: higan__cv_generic_f32(dst, dw, dh, src, sw, sh, ss, &p); break;
+    }
+}
+HIGAN_DEF void higan_resize_area(uint8_t *dst, int64_t dw, int64_t dh,
+                                 const uint8_t *src, int64_t sw, int64_t sh, int64_t src_stride) {
+    higan__cv_resize_u8(dst, dw, dh, src, sw, sh, src_stride, 1);
+}
+HIGAN_DEF void higan_resize_area_f32(float *dst, int64_t dw, int64_t dh,
+                                     const float *src, int64_t sw, int64_t sh, int64_t src_stride) {
+    higan__cv_resize_f32(dst, dw, dh, src, sw, sh, src_stride, 1);
+}
+HIGAN_DEF void higan_resize_linear(uint8_t *dst, int64_t dw, int64_t dh,
+                                   const uint8_t *src, int64_t sw, int64_t sh, int64_t src_stride) {
+    higan__cv_resize_u8(dst, dw, dh, src, sw, sh, src_stride, 0);
+}
+HIGAN_DEF void higan_resize_linear_f32(float *dst, int64_t dw, int64_t dh,
+                                       const float *src, int64_t sw, int64_t sh, int64_t src_stride) {
+    higan__cv_resize_f32(dst, dw, dh, src, sw, sh, src_stride, 0);
+}
+
+/* ================================================================================================
+   PIL Image.resize (Pillow libImaging/Resample.c, ImagingResample with box (0, 0, w, h))
+   ================================================================================================ */
+#define HIGAN__PIL_PRECISION 22    /* PRECISION_BITS = 32 - 8 - 2 */
+static double higan__pil_filter(double x, higan_pil_filter f) {
+    if (f == HIGAN_PIL_BILINEAR) {
+        if (x < 0.0) x = -x;
+        return x < 1.0 ? 1.0 - x : 0.0;
+    }
+    if (-3.0 <= x && x < 3.0) {               /* lanczos: sinc(x) * sinc(x / 3) */
+        double a = x, b = x / 3, sa, sb;
+        if (a == 0.0) sa = 1.0; else { a *= 3.14159265358979323846; sa = sin(a) / a; }
+        if (b == 0.0) sb = 1.0; else { b *= 3.14159265358979323846; sb = sin(b) / b; }
+        return sa * sb;
+    }
+    return 0.0;
+}
+static int64_t higan__pil_ksize(int64_t in, int64_t out, higan_pil_filter f) {
+    double filterscale = (double)(float)in / (double)out;
+    if (filterscale < 1.0) filterscale = 1.0;
+    return (int64_t)ceil((f == HIGAN_PIL_BILINEAR ? 1.0 : 3.0) * filterscale) * 2 + 1;
+}
+static size_t higan__ld_align64(size_t n) { return (n + 63) & ~(size_t)63; }
+/* Bytes of one axis' tables: bounds (2 ints per output), double weights, int weights. */
+static size_t higan__pil_axis_bytes(int64_t in, int64_t out, higan_pil_filter f) {
+    int64_t k = higan__pil_ksize(in, out, f);
+    return higan__ld_align64(sizeof(int) * 2 * (size_t)out) + higan__ld_align64(sizeof(double) * (size_t)(out * k)) +
+           higan__ld_align64(sizeof(int32_t) * (size_t)(out * k));
+}
+HIGAN_DEF size_t higan_resize_pil_scratch_bytes(int64_t dw, int64_t dh, int64_t sw, int64_t sh,
+                                                higan_pil_filter filter) {
+    size_t n = 0;
+    int horiz = dw != sw, vert = dh != sh;
+    if (horiz) n += higan__pil_axis_bytes(sw, dw, filter);
+    if (vert) n += higan__pil_axis_bytes(sh, dh, filter);
+    if (horiz && vert) n += higan__ld_align64(sizeof(float) * (size_t)(sh * dw));   /* intermediate */
+    return n;
+}
+/* precompute_coeffs + normalize_coeffs_8bpc: per output, first input (bounds[2o]), count
+   (bounds[2o+1]) and ksize weights (double kk, fixed-point ik). */
+typedef struct { int *bounds; double *kk; int32_t *ik; int64_t ksize; } higan__pil_axis;
+static int higan__pil_coeffs(higan__pil_axis *a, int64_t in, int64_t out, higan_pil_filter f, higan_arena *ar) {
+    double support, scale, filterscale, center, ww, ss;
+    int64_t xx, x, xmin, xmax;
+    a->ksize = higan__pil_ksize(in, out, f);
+    a->bounds = (int *)higan_arena_alloc(ar, sizeof(int) * 2 * (size_t)out);
+    a->kk = (double *)higan_arena_alloc(ar, sizeof(double) * (size_t)(out * a->ksize));
+    a->ik = (int32_t *)higan_arena_alloc(ar, sizeof(int32_t) * (size_t)(out * a->ksize));
+    if (!a->bounds || !a->kk || !a->ik) return 0;
+    filterscale = scale = (double)(float)in / (double)out;    /* (in1 - in0) is a float in PIL */
+    if (filterscale < 1.0) filterscale = 1.0;
+    support = (f == HIGAN_PIL_BILINEAR ? 1.0 : 3.0) * filterscale;
+    for (xx = 0; xx < out; ++xx) {
+        double *k = a->kk + xx * a->ksize;
+        center = (xx + 0.5) * scale;
+        ww = 0.0;
+        ss = 1.0 / filterscale;
+        xmin = (int64_t)(center - support + 0.5);              /* C truncation, as PIL */
+        if (xmin < 0) xmin = 0;
+        xmax = (int64_t)(center + support + 0.5);
+        if (xmax > in) xmax = in;
+        xmax -= xmin;
+        for (x = 0; x < xmax; ++x) {
+            double w = higan__pil_filter((x + xmin - center + 0.5) * ss, f);
+            k[x] = w;
+            ww += w;
+        }
+        for (x = 0; x < xmax; ++x) if (ww != 0.0) k[x] /= ww;
+        for (; x < a->ksize; ++x) k[x] = 0;
+        a->bounds[xx * 2] = (int)xmin;
+        a->bounds[xx * 2 + 1] = (int)xmax;
+        for (x = 0; x < a->ksize; ++x)
+            a->ik[xx * a->ksize + x] = k[x] < 0 ? (int32_t)(-0.5 + k[x] * (1 << HIGAN__PIL_PRECISION))
+                                                : (int32_t)(0.5 + k[x] * (1 << HIGAN__PIL_PRECISION));
+    }
+    return 1;
+}
+static uint8_t higan__pil_clip8(int64_t ss) {
+    /* clip8: ss >> PRECISION_BITS (arithmetic), clamped to 0..255 */
+    int64_t v = ss >= 0 ? ss >> HIGAN__PIL_PRECISION : -((-ss + (1 << HIGAN__PIL_PRECISION) - 1) >> HIGAN__PIL_PRECISION);
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+/* Horizontal pass, rows [0, h): out [h, ow] <- in (stride is). */
+static void higan__pil_h_u8(uint8_t *out, int64_t ow, int64_t h, const uint8_t *in, int64_t is, const higan__pil_axis *a) {
+    int64_t yy, xx, x;
+    for (yy = 0; yy < h; ++yy)
+        for (xx = 0; xx < ow; ++xx) {
+            int xmin = a->bounds[xx * 2], xmax = a->bounds[xx * 2 + 1];
+            const int32_t *k = a->ik + xx * a->ksize;
+            const uint8_t *S = in + yy * is + xmin;
+            int64_t ss0 = 1 << (HIGAN__PIL_PRECISION - 1);
+            for (x = 0; x < xmax; ++x) ss0 += (int64_t)S[x] * k[x];
+            out[yy * ow + xx] = higan__pil_clip8(ss0);
+        }
+}
+/* Vertical pass: out [oh, w] <- in [.., w] (stride is). */
+static void higan__pil_v_u8(uint8_t *out, int64_t oh, int64_t w, const uint8_t *in, int64_t is, const higan__pil_axis *a) {
+    int64_t yy, xx, y;
+    for (yy = 0; yy < oh; ++yy) {
+        int ymin = a->bounds[yy * 2], ymax = a->bounds[yy * 2 + 1];
+        const int32_t *k = a->ik + yy * a->ksize;
+        for (xx = 0; xx < w; ++xx) {
+            int64_t ss0 = 1 << (HIGAN__PIL_PRECISION - 1);
+            for (y = 0; y < ymax; ++y) ss0 += (int64_t)in[(y + ymin) * is + xx] * k[y];
+            out[yy * w + xx] = higan__pil_clip8(ss0);
+        }
+    }
+}
+static void higan__pil_h_f32(float *out, int64_t ow, int64_t h, const float *in, int64_t is, const higan__pil_axis *a) {
+    int64_t yy, xx, x;
+    for (yy = 0; yy < h; ++yy)
+        for (xx = 0; xx < ow; ++xx) {
+            int xmin = a->bounds[xx * 2], xmax = a->bounds[xx * 2 + 1];
+            const double *k = a->kk + xx * a->ksize;
+            const float *S = in + yy * is + xmin;
+            double ss = 0.0;
+            for (x = 0; x < xmax; ++x) ss += S[x] * k[x];
+            out[yy * ow + xx] = (float)ss;
+        }
+}
+static void higan__pil_v_f32(float *out, int64_t oh, int64_t w, const float *in, int64_t is, const higan__pil_axis *a) {
+    int64_t yy, xx, y;
+    for (yy = 0; yy < oh; ++yy) {
+        int ymin = a->bounds[yy * 2], ymax = a->bounds[yy * 2 + 1];
+        const double *k = a->kk + yy * a->ksize;
+        for (xx = 0; xx < w; ++xx) {
+            double ss = 0.0;
+            for (y = 0; y < ymax; ++y) ss += in[(y + ymin) * is + xx] * k[y];
+            out[yy * w + xx] = (float)ss;
+        }
+    }
+}
+HIGAN_DEF higan_status higan_resize_pil(uint8_t *dst, int64_t dw, int64_t dh,
+                                        const uint8_t *src, int64_t sw, int64_t sh, int64_t src_stride,
+                                        higan_pil_filter filter, higan_arena *scratch) {
+    higan__pil_axis ax, ay;
+    int horiz = dw != sw, vert = dh != sh;
+    size_t mark;
+    int64_t y;
+    HIGAN_ASSERT(dst && src && dw > 0 && dh > 0 && sw > 0 && sh > 0 && src_stride >= sw);
+    HIGAN_ASSERT(filter == HIGAN_PIL_BILINEAR || filter == HIGAN_PIL_LANCZOS);
+    if (!horiz && !vert) {                                   /* PIL copies */
+        for (y = 0; y < sh; ++y) memcpy(dst + y * dw, src + y * src_stride, (size_t)sw);
+        return HIGAN_OK;
+    }
+    HIGAN_ASSERT(scratch);
+    mark = higan_arena_mark(scratch);
+    if ((horiz && !higan__pil_coeffs(&ax, sw, dw, filter, scratch)) ||
+        (vert && !higan__pil_coeffs(&ay, sh, dh, filter, scratch))) {
+        higan_arena_release(scratch, mark);
+        return higan__error(HIGAN_ERR_NOMEM, "resize_pil: scratch arena too small (needs %zu bytes)",
+                            higan_resize_pil_scratch_bytes(dw, dh, sw, sh, filter));
+    }
+    if (horiz && vert) {
+        uint8_t *tmp = (uint8_t *)higan_arena_alloc(scratch, sizeof(float) * (size_t)(sh * dw));
+        if (!tmp) {
+            higan_arena_release(scratch, mark);
+            return higan__error(HIGAN_ERR_NOMEM, "resize_pil: scratch arena too small (needs %zu bytes)",
+                                higan_resize_pil_scratch_bytes(dw, dh, sw, sh, filter));
+        }
+        higan__pil_h_u8(tmp, dw, sh, src, src_stride, &ax);
+        higan__pil_v_u8(dst, dh, dw, tmp, dw, &ay);
+    } else if (horiz) higan__pil_h_u8(dst, dw, sh, src, src_stride, &ax);
+    else higan__pil_v_u8(dst, dh, dw, src, src_stride, &ay);
+    higan_arena_release(scratch, mark);
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_resize_pil_f32(float *dst, int64_t dw, int64_t dh,
+                                            const float *src, int64_t sw, int64_t sh, int64_t src_stride,
+                                            higan_pil_filter filter, higan_arena *scratch) {
+    higan__pil_axis ax, ay;
+    int horiz = dw != sw, vert = dh != sh;
+    size_t mark;
+    int64_t y;
+    HIGAN_ASSERT(dst && src && dw > 0 && dh > 0 && sw > 0 && sh > 0 && src_stride >= sw);
+    HIGAN_ASSERT(filter == HIGAN_PIL_BILINEAR || filter == HIGAN_PIL_LANCZOS);
+    if (!horiz && !vert) {
+        for (y = 0; y < sh; ++y) memcpy(dst + y * dw, src + y * src_stride, sizeof(float) * (size_t)sw);
+        return HIGAN_OK;
+    }
+    HIGAN_ASSERT(scratch);
+    mark = higan_arena_mark(scratch);
+    if ((horiz && !higan__pil_coeffs(&ax, sw, dw, filter, scratch)) ||
+        (vert && !higan__pil_coeffs(&ay, sh, dh, filter, scratch))) {
+        higan_arena_release(scratch, mark);
+        return higan__error(HIGAN_ERR_NOMEM, "resize_pil: scratch arena too small (needs %zu bytes)",
+                            higan_resize_pil_scratch_bytes(dw, dh, sw, sh, filter));
+    }
+    if (horiz && vert) {
+        float *tmp = (float *)higan_arena_alloc(scratch, sizeof(float) * (size_t)(sh * dw));
+        if (!tmp) {
+            higan_arena_release(scratch, mark);
+            return higan__error(HIGAN_ERR_NOMEM, "resize_pil: scratch arena too small (needs %zu bytes)",
+                                higan_resize_pil_scratch_bytes(dw, dh, sw, sh, filter));
+        }
+        higan__pil_h_f32(tmp, dw, sh, src, src_stride, &ax);
+        higan__pil_v_f32(dst, dh, dw, tmp, dw, &ay);
+    } else if (horiz) higan__pil_h_f32(dst, dw, sh, src, src_stride, &ax);
+    else higan__pil_v_f32(dst, dh, dw, src, src_stride, &ay);
+    higan_arena_release(scratch, mark);
+    return HIGAN_OK;
+}
+
+HIGAN_DEF float higan_pixel_to_float(uint8_t v) {
+    /* ToTensor: float(v) / 255; Normalize: (x - 0.5) / 0.5, each step rounded to float */
+    float x = (float)v / 255.0f;
+    x = x - 0.5f;
+    return x / 0.5f;
+}
+
+/* ---- random integers ------------------------------------------------------------------------ */
+/* Uniform in [0, n), n >= 1, by rejection (unbiased). */
+static uint64_t higan__ld_rng_below(higan_rng *r, uint64_t n) {
+    uint64_t threshold = (0 - n) % n, x;
+    do x = higan_rng_u64(r); while (x < threshold);
+    return x % n;
+}
+/* Uniform double in [0, 1) with 53 bits (as numpy's random()). */
+static double higan__ld_rng_double(higan_rng *r) {
+    return (double)(higan_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* ================================================================================================
+   Batch loader
+   ================================================================================================ */
+typedef struct higan__loader_slot {
+    higan_batch b;
+    higan_status status;        /* HIGAN_OK, HIGAN_LOADER_EPOCH_END or < 0 */
+    char msg[512];
+    int ready;
+    float *imgs, *aug;
+    int *ints;                  /* img_lens, label_lens, wids, aug_lens [B each], labels [B, label_cap] */
+    int64_t *records;
+} higan__loader_slot;
+
+typedef struct higan__loader_priv {
+    higan_loader info;          /* copy of the public struct: the caller may move its own */
+    higan__loader_slot slot[2];
+    float lut[256];
+    /* producer state: touched only by the producer (the thread when there is one) */
+    higan_rng rng;
+    int64_t *included;          /* [n_records] record ids in dataset order */
+    int64_t *order;             /* [n_records] this epoch's order */
+    int64_t epoch, pos, batch_index;
+    int epoch_started;
+    uint8_t *codes;             /* [total_chars] alphabet index of every label character */
+    uint8_t *style_u8;          /* [64, width_cap] one style image */
+    uint8_t *aug_u8;            /* [B][64, aug_width_cap] the batch's aug images */
+    int *tmp;                   /* [3 B] widths, sort order, rank */
+    higan_arena scratch;        /* PIL coefficient tables */
+    int produce_next, consume_next, held;
+#ifdef HIGAN__LOADER_THREADS
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int running, stop;
+#endif
+} higan__loader_priv;
+
+HIGAN_DEF higan_loader_options higan_loader_default_options(void) {
+    higan_loader_options o;
+    memset(&o, 0, sizeof o);
+    o.batch_size = 8;
+    o.shuffle = 1;
+    o.drop_last = 1;
+    o.seed = 123456;
+    o.process_style = 1;
+    o.augment = 1;
+    o.max_width = 0;
+    o.threaded = 1;
+    o.n_writers = 0;
+    return o;
+}
+HIGAN_DEF int64_t higan_loader_style_width(const higan_dataset *ds, int64_t i, int process_style) {
+    HIGAN_ASSERT(ds && i >= 0 && i < ds->count);
+    return process_style ? 32 * (int64_t)ds->lb_lens[i] : (int64_t)ds->img_lens[i];
+}
+/* Largest aug width for a style width w: RandomClip keeps <= w, RandomScale's ratio < 0.4
+   gives int(w' * (1 + ratio)) <= floor(1.4 w'), rounded up to 32 (at least 32). */
+static int64_t higan__ld_aug_width_bound(int64_t w) {
+    int64_t b = higan__ld_ceil32(w * 14 / 10 + 1);
+    return b < 32 ? 32 : b;
+}
+static int64_t higan__ld_img_stride(const higan_dataset *ds) {
+    return ds->capacity_cols > ds->total_width ? ds->capacity_cols : ds->total_width;
+}
+
+/* RandomClip(min_clip_width = 128) then RandomScale(var = 0.4) on one style image [64, ws]
+   (packed): out [64, *nw] packed. draws (may be NULL) gets clip width, clip offset, ratio. */
+static higan_status higan__ld_augment(uint8_t *out, int64_t *nw_out, double *draws, const uint8_t *style, int64_t ws,
+                                   higan_rng *rng, higan_arena *scratch) {
+    int64_t cw = ws, off = 0, nw;
+    double ratio;
+    if (ws > 128) {                   /* np.random.randint(128, w), then randint(0, w - width) */
+        cw = 128 + (int64_t)higan__ld_rng_below(rng, (uint64_t)(ws - 128));
+        off = (int64_t)higan__ld_rng_below(rng, (uint64_t)(ws - cw));
+    }
+    ratio = (higan__ld_rng_double(rng) - 0.5) * 2 * 0.4;
+    nw = higan__ld_ceil32((int64_t)((double)cw * (1 + ratio)));   /* int() truncates, then up to 32 */
+    if (nw < 32) nw = 32;             /* the official would fail on width 0 (only for w' = 1) */
+    if (draws) { draws[0] = (double)cw; draws[1] = (double)off; draws[2] = ratio; }
+    *nw_out = nw;
+    return higan_resize_pil(out, nw, HIGAN_DATASET_HEIGHT, style + off, cw, HIGAN_DATASET_HEIGHT, ws,
+                            ratio > 0 ? HIGAN_PIL_BILINEAR : HIGAN_PIL_LANCZOS, scratch);
+}
+
+/* Builds one item into slot s: a batch or the epoch-end marker. Sequential RNG use. */
+static void higan__loader_produce(higan__loader_priv *P, higan__loader_slot *s) {
+    const higan_loader *L = &P->info;
+    const higan_dataset *ds = L->ds;
+    const int B = L->opt.batch_size;
+    const int64_t H = HIGAN_DATASET_HEIGHT, stride = higan__ld_img_stride(ds);
+    int *wid = P->tmp, *idx = P->tmp + B, *rank = P->tmp + 2 * B;
+    int64_t remaining, W, LW, WA = 0, i, y, x;
+    int nb, k, j;
+    higan_batch *b = &s->b;
+
+    s->status = HIGAN_OK;
+    s->msg[0] = 0;
+    if (!P->epoch_started) {                     /* epoch start: (re)shuffle with the loader RNG */
+        memcpy(P->order, P->included, sizeof(int64_t) * (size_t)L->n_records);
+        if (L->opt.shuffle)
+            for (i = L->n_records - 1; i > 0; --i) {
+                int64_t r = (int64_t)higan__ld_rng_below(&P->rng, (uint64_t)(i + 1)), t = P->order[i];
+                P->order[i] = P->order[r]; P->order[r] = t;
+            }
+        P->epoch_started = 1;
+        P->pos = 0;
+        P->batch_index = 0;
+    }
+    remaining = L->n_records - P->pos;
+    if (remaining <= 0 || (L->opt.drop_last && remaining < B)) {
+        b->B = 0;
+        b->epoch = P->epoch;
+        b->index = P->batch_index;
+        s->status = HIGAN_LOADER_EPOCH_END;
+        P->epoch++;
+        P->epoch_started = 0;
+        return;
+    }
+    nb = remaining < B ? (int)remaining : B;
+
+    /* widths in drawn order; order = numpy argsort (stable for small batches) reversed */
+    W = 0; LW = 0;
+    for (k = 0; k < nb; ++k) {
+        int64_t r = P->order[P->pos + k];
+        wid[k] = (int)higan_loader_style_width(ds, r, L->opt.process_style);
+        if (wid[k] > W) W = wid[k];
+        if (ds->lb_lens[r] > LW) LW = ds->lb_lens[r];
+        idx[k] = k;
+    }
+    for (k = 1; k < nb; ++k) {                   /* stable insertion sort, ascending */
+        int v = idx[k];
+        for (j = k - 1; j >= 0 && wid[idx[j]] > wid[v]; --j) idx[j + 1] = idx[j];
+        idx[j + 1] = v;
+    }
+    for (k = 0; k < nb; ++k) rank[idx[k]] = nb - 1 - k;   /* reversed: widest first */
+    W = higan__ld_ceil32(W);
+
+    b->B = nb;
+    b->width = W;
+    b->label_width = LW;
+    b->imgs = s->imgs;
+    b->img_lens = s->ints;
+    b->label_lens = s->ints + B;
+    b->wids = s->ints + 2 * B;
+    b->aug_lens = L->opt.augment ? s->ints + 3 * B : NULL;
+    b->labels = s->ints + 4 * B;
+    b->records = s->records;
+    b->aug_imgs = L->opt.augment ? s->aug : NULL;
+    b->epoch = P->epoch;
+    b->index = P->batch_index;
+
+    for (k = 0; k < nb; ++k) {                   /* drawn order: the RNG sequence is fixed */
+        int64_t r = P->order[P->pos + k], w0 = ds->img_lens[r], ws = wid[k];
+        int rk = rank[k], ll = ds->lb_lens[r];
+        const uint8_t *img = ds->imgs + ds->img_seek_idxs[r];
+        float *row;
+        /* style image: cv2 INTER_AREA when narrower than the stored image, else INTER_LINEAR */
+        if (ws < w0) higan_resize_area(P->style_u8, ws, H, img, w0, H, stride);
+        else higan_resize_linear(P->style_u8, ws, H, img, w0, H, stride);
+        for (y = 0; y < H; ++y) {
+            row = b->imgs + ((int64_t)rk * H + y) * W;
+            for (x = 0; x < ws; ++x) row[x] = P->lut[P->style_u8[y * ws + x]];
+            for (; x < W; ++x) row[x] = -1.0f;
+        }
+        b->img_lens[rk] = (int)ws;
+        b->label_lens[rk] = ll;
+        b->wids[rk] = (int)ds->wids[r] - L->wid_min;
+        b->records[rk] = r;
+        for (j = 0; j < ll; ++j) b->labels[(int64_t)rk * LW + j] = P->codes[ds->lb_seek_idxs[r] + j];
+        for (; j < LW; ++j) b->labels[(int64_t)rk * LW + j] = 0;
+
+        if (L->opt.augment) {
+            int64_t nw;
+            uint8_t *out = P->aug_u8 + (int64_t)k * H * L->aug_width_cap;
+            higan_status st = higan__ld_augment(out, &nw, NULL, P->style_u8, ws, &P->rng, &P->scratch);
+            if (st != HIGAN_OK) {
+                s->status = st;
+                snprintf(s->msg, sizeof s->msg, "loader: record %lld: %.400s", (long long)r, higan_last_error());
+                return;
+            }
+            HIGAN_ASSERT(nw <= L->aug_width_cap);
+            b->aug_lens[rk] = (int)nw;
+            if (nw > WA) WA = nw;
+        }
+    }
+    if (L->opt.augment) {
+        b->aug_width = WA;
+        for (k = 0; k < nb; ++k) {
+            int rk = rank[k];
+            int64_t nw = b->aug_lens[rk];
+            const uint8_t *a = P->aug_u8 + (int64_t)k * H * L->aug_width_cap;
+            for (y = 0; y < H; ++y) {
+                float *row = b->aug_imgs + ((int64_t)rk * H + y) * WA;
+                for (x = 0; x < nw; ++x) row[x] = P->lut[a[y * nw + x]];
+                for (; x < WA; ++x) row[x] = -1.0f;
+            }
+        }
+    } else b->aug_width = 0;
+    P->pos += nb;
+    P->batch_index++;
+}
+
+#ifdef HIGAN__LOADER_THREADS
+static void *higan__loader_thread(void *arg) {
+    higan__loader_priv *P = (higan__loader_priv *)arg;
+    for (;;) {
+        higan__loader_slot *s;
+        pthread_mutex_lock(&P->mu);
+        while (!P->stop && P->slot[P->produce_next].ready) pthread_cond_wait(&P->cv, &P->mu);
+        if (P->stop) { pthread_mutex_unlock(&P->mu); break; }
+        s = &P->slot[P->produce_next];
+        pthread_mutex_unlock(&P->mu);
+        higan__loader_produce(P, s);             /* the consumer never touches this slot now */
+        pthread_mutex_lock(&P->mu);
+        s->ready = 1;
+        P->produce_next ^= 1;
+        pthread_cond_broadcast(&P->cv);
+        pthread_mutex_unlock(&P->mu);
+    }
+    return NULL;
+}
+#endif
+
+static void higan__loader_release(higan_loader *L) {
+    higan__loader_priv *P = (higan__loader_priv *)L->priv;
+    int k;
+    if (!P) return;
+#ifdef HIGAN__LOADER_THREADS
+    if (P->running) {
+        pthread_mutex_lock(&P->mu);
+        P->stop = 1;
+        pthread_cond_broadcast(&P->cv);
+        pthread_mutex_unlock(&P->mu);
+        pthread_join(P->thread, NULL);
+        pthread_cond_destroy(&P->cv);
+        pthread_mutex_destroy(&P->mu);
+        P->running = 0;
+    }
+#endif
+    for (k = 0; k < 2; ++k) {
+        HIGAN_FREE(P->slot[k].imgs); HIGAN_FREE(P->slot[k].aug);
+        HIGAN_FREE(P->slot[k].ints); HIGAN_FREE(P->slot[k].records);
+    }
+    HIGAN_FREE(P->included); HIGAN_FREE(P->order); HIGAN_FREE(P->codes);
+    HIGAN_FREE(P->style_u8); HIGAN_FREE(P->aug_u8); HIGAN_FREE(P->tmp);
+    higan_arena_free(&P->scratch);
+    HIGAN_FREE(P);
+    L->priv = NULL;
+}
+HIGAN_DEF void higan_loader_free(higan_loader *L) {
+    if (!L) return;
+    higan__loader_release(L);
+    memset(L, 0, sizeof *L);
+}
+
+/* The record's label as UTF-8 for messages. */
+static const char *higan__loader_label(const higan_dataset *ds, int64_t i, char *buf, int cap) {
+    if (higan_dataset_label(ds, i, buf, cap) < 0) snprintf(buf, (size_t)cap, "?");
+    return buf;
+}
+
+HIGAN_DEF higan_status higan_loader_init(higan_loader *L, const higan_dataset *ds,
+                                         const higan_loader_options *opt) {
+    higan__loader_priv *P;
+    int64_t i, j, n = 0, wmax = 0, amax = 0, lmax = 0, B, scratch_bytes;
+    int wmin = 0, k;
+    char lab[128];
+    HIGAN_ASSERT(L);
+    memset(L, 0, sizeof *L);
+    L->opt = opt ? *opt : higan_loader_default_options();
+    L->ds = ds;
+    if (!ds || ds->count <= 0) return higan__error(HIGAN_ERR_ARG, "loader: empty dataset");
+    if (L->opt.batch_size < 1) return higan__error(HIGAN_ERR_ARG, "loader: batch_size %d < 1", L->opt.batch_size);
+    if (L->opt.max_width < 0) return higan__error(HIGAN_ERR_ARG, "loader: max_width %d < 0", L->opt.max_width);
+    B = L->opt.batch_size;
+
+    /* check every record; the writer-id minimum is over the whole dataset (as the official) */
+    for (i = 0; i < ds->count; ++i) {
+        int64_t seek = ds->img_seek_idxs[i], w = ds->img_lens[i], ls = ds->lb_seek_idxs[i], ll = ds->lb_lens[i];
+        if (w < 1 || seek < 0 || seek + w > ds->total_width)
+            return higan__error(HIGAN_ERR_FORMAT, "loader: record %lld: image columns [%lld, %lld) outside the "
+                                "dataset's %lld columns", (long long)i, (long long)seek, (long long)(seek + w),
+                                (long long)ds->total_width);
+        if (ll < 1 || ls < 0 || ls + ll > ds->total_chars)
+            return higan__error(HIGAN_ERR_FORMAT, "loader: record %lld: label characters [%lld, %lld) outside the "
+                                "dataset's %lld (an empty label cannot be trained)", (long long)i, (long long)ls,
+                                (long long)(ls + ll), (long long)ds->total_chars);
+        if (i == 0 || ds->wids[i] < wmin) wmin = ds->wids[i];
+    }
+    L->wid_min = wmin;
+    for (i = 0; i < ds->count; ++i) {
+        int64_t ws = higan_loader_style_width(ds, i, L->opt.process_style), pw = higan__ld_ceil32(ws);
+        if (L->opt.n_writers > 0 && ds->wids[i] - wmin >= L->opt.n_writers)
+            return higan__error(HIGAN_ERR_ARG, "loader: record %lld (label \"%s\"): writer id %d is %d after "
+                                "subtracting the dataset's minimum %d, outside the %d writers",
+                                (long long)i, higan__loader_label(ds, i, lab, sizeof lab), ds->wids[i],
+                                ds->wids[i] - wmin, wmin, L->opt.n_writers);
+        if (L->opt.max_width > 0 && pw > L->opt.max_width) { L->n_skipped++; continue; }
+        ++n;
+        if (pw > wmax) wmax = pw;
+        if (higan__ld_aug_width_bound(ws) > amax) amax = higan__ld_aug_width_bound(ws);
+        if (ds->lb_lens[i] > lmax) lmax = ds->lb_lens[i];
+    }
+    L->n_records = n;
+    L->n_batches = L->opt.drop_last ? n / B : (n + B - 1) / B;
+    if (L->n_batches == 0)
+        return higan__error(HIGAN_ERR_ARG, "loader: no batch: %lld words%s, batch size %d%s",
+                            (long long)n, L->n_skipped ? " within max_width" : "", L->opt.batch_size,
+                            L->opt.drop_last ? " with drop_last" : "");
+    L->width_cap = wmax;
+    L->aug_width_cap = L->opt.augment ? amax : 0;
+    L->label_cap = lmax;
+
+    P = (higan__loader_priv *)HIGAN_MALLOC(sizeof *P);
+    if (!P) return higan__error(HIGAN_ERR_NOMEM, "loader: out of memory");
+    memset(P, 0, sizeof *P);
+    L->priv = P;
+    P->held = -1;
+    for (k = 0; k < 256; ++k) P->lut[k] = higan_pixel_to_float((uint8_t)k);
+    higan_rng_seed(&P->rng, L->opt.seed);
+    P->codes = (uint8_t *)HIGAN_MALLOC((size_t)(ds->total_chars > 0 ? ds->total_chars : 1));
+    P->included = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (size_t)n);
+    P->order = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (size_t)n);
+    P->style_u8 = (uint8_t *)HIGAN_MALLOC((size_t)(HIGAN_DATASET_HEIGHT * wmax));
+    P->aug_u8 = (uint8_t *)HIGAN_MALLOC((size_t)(B * HIGAN_DATASET_HEIGHT * (amax > 0 ? amax : 1)));
+    P->tmp = (int *)HIGAN_MALLOC(sizeof(int) * 3 * (size_t)B);
+    if (!P->codes || !P->included || !P->order || !P->style_u8 || !P->aug_u8 || !P->tmp) goto nomem;
+    for (k = 0; k < 2; ++k) {
+        higan__loader_slot *s = &P->slot[k];
+        s->imgs = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(B * HIGAN_DATASET_HEIGHT * wmax));
+        s->aug = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(B * HIGAN_DATASET_HEIGHT * (amax > 0 ? amax : 1)));
+        s->ints = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)(B * (4 + lmax)));
+        s->records = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (size_t)B);
+        if (!s->imgs || !s->aug || !s->ints || !s->records) goto nomem;
+    }
+    /* PIL tables for the widest case: dw outputs times ksize <= max(6 sw / dw + 3, 7) weights,
+       so dw * ksize <= 6 sw + 7 dw; plus bounds and 64-byte alignment */
+    scratch_bytes = 4 * 64 + (int64_t)(sizeof(int) * 2) * amax +
+                    (int64_t)(sizeof(double) + sizeof(int32_t)) * (6 * wmax + 7 * amax + 64);
+    if (L->opt.augment && higan_arena_init(&P->scratch, (size_t)scratch_bytes) != HIGAN_OK) goto nomem;
+
+    /* labels: code points -> alphabet indices, every record checked */
+    for (i = 0, j = 0; i < ds->count; ++i) {
+        int64_t c;
+        for (c = 0; c < ds->lb_lens[i]; ++c) {
+            int64_t at = ds->lb_seek_idxs[i] + c;
+            int32_t cp = ds->lbs[at];
+            int label = cp > 0 && cp < 128 ? higan_char_label((int)cp) : -1;
+            if (label < 0) {
+                higan__loader_release(L);
+                return higan__error(HIGAN_ERR_FORMAT, "loader: record %lld (label \"%s\", writer %d): character "
+                                    "U+%04X at position %lld is not in the HiGAN+ alphabet%s",
+                                    (long long)i, higan__loader_label(ds, i, lab, sizeof lab), ds->wids[i],
+                                    (unsigned)cp, (long long)c, cp == '`' ? " (it is the CTC blank and padding symbol)" : "");
+            }
+            P->codes[at] = (uint8_t)label;
+        }
+        if (!(L->opt.max_width > 0 &&
+              higan__ld_ceil32(higan_loader_style_width(ds, i, L->opt.process_style)) > L->opt.max_width))
+            P->included[j++] = i;
+    }
+    P->info = *L;
+#ifdef HIGAN__LOADER_THREADS
+    if (L->opt.threaded) {
+        if (pthread_mutex_init(&P->mu, NULL) != 0) goto nothread;
+        if (pthread_cond_init(&P->cv, NULL) != 0) { pthread_mutex_destroy(&P->mu); goto nothread; }
+        if (pthread_create(&P->thread, NULL, higan__loader_thread, P) != 0) {
+            pthread_cond_destroy(&P->cv); pthread_mutex_destroy(&P->mu); goto nothread;
+        }
+        P->running = 1;
+    }
+nothread:
+    if (!P->running) L->opt.threaded = P->info.opt.threaded = 0;   /* synchronous fallback */
+#else
+    L->opt.threaded = P->info.opt.threaded = 0;
+#endif
+    return HIGAN_OK;
+nomem:
+    higan__loader_release(L);
+    return higan__error(HIGAN_ERR_NOMEM, "loader: out of memory for batch buffers (batch %lld, width %lld)",
+                        (long long)B, (long long)wmax);
+}
+
+HIGAN_DEF higan_status higan_loader_next(higan_loader *L, higan_batch *out) {
+    higan__loader_priv *P;
+    higan__loader_slot *s;
+    HIGAN_ASSERT(L && out);
+    P = (higan__loader_priv *)L->priv;
+    if (!P) return higan__error(HIGAN_ERR_ARG, "loader_next: loader not initialised");
+#ifdef HIGAN__LOADER_THREADS
+    if (P->running) {
+        pthread_mutex_lock(&P->mu);
+        if (P->held >= 0) {                      /* the caller is done with its previous batch */
+            P->slot[P->held].ready = 0;
+            P->held = -1;
+            pthread_cond_broadcast(&P->cv);
+        }
+        while (!P->slot[P->consume_next].ready) pthread_cond_wait(&P->cv, &P->mu);
+        P->held = P->consume_next;
+        P->consume_next ^= 1;
+        pthread_mutex_unlock(&P->mu);
+        s = &P->slot[P->held];
+    } else
+#endif
+    {
+        s = &P->slot[P->consume_next];
+        P->consume_next ^= 1;
+        higan__loader_produce(P, s);
+    }
+    *out = s->b;
+    if (s->status < 0) return higan__error(s->status, "%s", s->msg);
+    return s->status;
+}
+
+/* ================================================================================================
+   Lexicon
+   ================================================================================================ */
+HIGAN_DEF void higan_lexicon_init(higan_lexicon *lex) { memset(lex, 0, sizeof *lex); }
+HIGAN_DEF void higan_lexicon_free(higan_lexicon *lex) {
+    if (!lex) return;
+    HIGAN_FREE(lex->text);
+    HIGAN_FREE(lex->offsets);
+    memset(lex, 0, sizeof *lex);
+}
+HIGAN_DEF const char *higan_lexicon_word(const higan_lexicon *lex, int64_t i) {
+    HIGAN_ASSERT(lex && i >= 0 && i < lex->count);
+    return lex->text + lex->offsets[i];
+}
+/* Python's str.isspace() (what str.strip() removes). */
+static int higan__ld_py_space(uint32_t c) {
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
+           c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
+           c == 0x202F || c == 0x205F || c == 0x3000;
+}
+/* Strict UTF-8 decoding (Python's codec): returns the byte length, 0 if invalid. */
+static int higan__ld_utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
+    unsigned c = s[0], len, k;
+    uint32_t v, minimum;
+    if (c < 0x80) { *cp = c; return 1; }
+    if ((c & 0xE0) == 0xC0) { len = 2; v = c & 0x1F; minimum = 0x80; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; v = c & 0x0F; minimum = 0x800; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; v = c & 0x07; minimum = 0x10000; }
+    else return 0;
+    if (n < len) return 0;
+    for (k = 1; k < len; ++k) {
+        if ((s[k] & 0xC0) != 0x80) return 0;
+        v = (v << 6) | (s[k] & 0x3F);
+    }
+    if (v < minimum || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+    *cp = v;
+    return (int)len;
+}
+static higan_status higan__lexicon_push(higan_lexicon *lex, const char *w, int64_t n) {
+    if (lex->count == lex->capacity) {
+        int64_t cap = lex->capacity ? lex->capacity * 2 : 1024;
+        int64_t *o = (int64_t *)HIGAN_REALLOC(lex->offsets, sizeof(int64_t) * (size_t)cap);
+        if (!o) return higan__error(HIGAN_ERR_NOMEM, "lexicon: out of memory");
+        lex->offsets = o; lex->capacity = cap;
+    }
+    if (lex->text_bytes + n + 1 > lex->text_capacity) {
+        int64_t cap = lex->text_capacity ? lex->text_capacity * 2 : 16384;
+        char *t;
+        while (cap < lex->text_bytes + n + 1) cap *= 2;
+        t = (char *)HIGAN_REALLOC(lex->text, (size_t)cap);
+        if (!t) return higan__error(HIGAN_ERR_NOMEM, "lexicon: out of memory");
+        lex->text = t; lex->text_capacity = cap;
+    }
+    lex->offsets[lex->count++] = lex->text_bytes;
+    memcpy(lex->text + lex->text_bytes, w, (size_t)n);
+    lex->text[lex->text_bytes + n] = 0;
+    lex->text_bytes += n + 1;
+    return HIGAN_OK;
+}
+/* One line (without its terminator), bytes [0, n): get_lexicon's rules. */
+static higan_status higan__lexicon_line(higan_lexicon *lex, const unsigned char *s, size_t n, int64_t line_no) {
+    size_t a = 0, b = n, i;
+    int64_t chars = 0;
+    int ok = 1;
+    char word[HIGAN_LEXICON_MAX_LEN];
+    uint32_t cp;
+    /* validate UTF-8 and strip Python whitespace from both ends */
+    for (i = 0; i < n;) {
+        int len = higan__ld_utf8_next(s + i, n - i, &cp);
+        if (!len) return higan__error(HIGAN_ERR_FORMAT, "lexicon: line %lld: invalid UTF-8 at byte %zu",
+                                      (long long)line_no, i);
+        i += (size_t)len;
+    }
+    while (a < b) {
+        int len = higan__ld_utf8_next(s + a, b - a, &cp);
+        if (!higan__ld_py_space(cp)) break;
+        a += (size_t)len;
+    }
+    while (b > a) {                              /* step back over one UTF-8 character */
+        size_t k = b - 1;
+        while (k > a && (s[k] & 0xC0) == 0x80) --k;
+        higan__ld_utf8_next(s + k, b - k, &cp);
+        if (!higan__ld_py_space(cp)) break;
+        b = k;
+    }
+    for (i = a; i < b;) {                        /* count characters; keep only the alphabet */
+        int len = higan__ld_utf8_next(s + i, b - i, &cp);
+        if (len != 1 || higan_char_label((int)cp) < 0) ok = 0;
+        else if (chars < HIGAN_LEXICON_MAX_LEN) word[chars] = (char)(cp >= 'A' && cp <= 'Z' ? cp + 32 : cp);
+        ++chars;
+        i += (size_t)len;
+    }
+    if (chars < 2 || !ok || chars >= HIGAN_LEXICON_MAX_LEN) { lex->dropped++; return HIGAN_OK; }
+    return higan__lexicon_push(lex, word, chars);
+}
+HIGAN_DEF higan_status higan_lexicon_load_text(higan_lexicon *lex, const char *text, size_t n) {
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = 0, start = 0;
+    int64_t line_no = 0;
+    higan_status st;
+    HIGAN_ASSERT(lex && (text || n == 0));
+    lex->lines = 0;
+    lex->dropped = 0;
+    /* universal newlines: \n, \r\n and \r end a line; a last line without one counts */
+    while (i < n) {
+        if (s[i] == '\n' || s[i] == '\r') {
+            ++line_no;
+            if ((st = higan__lexicon_line(lex, s + start, i - start, line_no)) != HIGAN_OK) return st;
+            if (s[i] == '\r' && i + 1 < n && s[i + 1] == '\n') ++i;
+            start = ++i;
+        } else ++i;
+    }
+    if (start < n) {
+        ++line_no;
+        if ((st = higan__lexicon_line(lex, s + start, n - start, line_no)) != HIGAN_OK) return st;
+    }
+    lex->lines = line_no;
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_lexicon_load(higan_lexicon *lex, const char *path) {
+    FILE *f;
+    char *buf;
+    long size;
+    size_t got;
+    higan_status st;
+    HIGAN_ASSERT(lex && path);
+    f = fopen(path, "rb");
+    if (!f) return higan__error(HIGAN_ERR_IO, "lexicon: open %s: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return higan__error(HIGAN_ERR_IO, "lexicon: cannot size %s", path);
+    }
+    buf = (char *)HIGAN_MALLOC((size_t)size + 1);
+    if (!buf) { fclose(f); return higan__error(HIGAN_ERR_NOMEM, "lexicon: out of memory for %s", path); }
+    got = fread(buf, 1, (size_t)size, f);
+    fclose(f);
+    if (got != (size_t)size) { HIGAN_FREE(buf); return higan__error(HIGAN_ERR_IO, "lexicon: read %s failed", path); }
+    st = higan_lexicon_load_text(lex, buf, got);
+    HIGAN_FREE(buf);
+    if (st != HIGAN_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%.700s (file %.300s)", higan_last_error(), path);
+        return higan__error(st, "%s", msg);
+    }
+    return HIGAN_OK;
+}
+HIGAN_DEF int higan_lexicon_sample(const higan_lexicon *lex, higan_rng *rng, int n, int max_len,
+                                   int *labels, int64_t label_stride, int *lens) {
+    int i, j, longest = 0;
+    HIGAN_ASSERT(lex && rng && n >= 0 && (n == 0 || (labels && lens)));
+    HIGAN_ASSERT(label_stride >= (max_len >= 1 ? max_len : HIGAN_LEXICON_MAX_LEN - 1));
+    if (lex->count <= 0) return higan__error(HIGAN_ERR_ARG, "lexicon_sample: the lexicon is empty");
+    HIGAN_ASSERT(lex->count <= 2147483647);
+    for (i = 0; i < n; ++i) lens[i] = (int)higan__ld_rng_below(rng, (uint64_t)lex->count);   /* indices first */
+    for (i = 0; i < n; ++i) {
+        const char *w = higan_lexicon_word(lex, lens[i]);
+        int len = (int)strlen(w), pos = 0;
+        char first = w[0];
+        int *row = labels + (int64_t)i * label_stride;
+        if (higan__ld_rng_double(rng) < 0.5 && first >= 'a' && first <= 'z') first = (char)(first - 32);
+        if (max_len >= 1 && len > max_len) {
+            pos = (int)higan__ld_rng_below(rng, (uint64_t)(len - max_len));
+            len = max_len;
+        }
+        for (j = 0; j < len; ++j) row[j] = higan_char_label(pos + j == 0 ? first : w[pos + j]);
+        for (; j < label_stride; ++j) row[j] = 0;
+        lens[i] = len;
+    }
+    for (i = 1; i < n; ++i) {                    /* stable, by length descending */
+        for (j = i; j > 0 && lens[j - 1] < lens[j]; --j) {
+            int64_t c;
+            int t = lens[j]; lens[j] = lens[j - 1]; lens[j - 1] = t;
+            for (c = 0; c < label_stride; ++c) {
+                int *p = labels + (int64_t)j * label_stride + c, *q = p - label_stride;
+                t = *p; *p = *q; *q = t;
+            }
+        }
+    }
+    for (i = 0; i < n; ++i) if (lens[i] > longest) longest = lens[i];
+    return longest;
+}
+/* ==== BIGGAN-SIDE NETWORKS (implementation) ================================================
+   Pure composition of the tested tape ops (spectral norm, linear, conv2d, (conditional)
+   batch norm, embedding, upsample, avg pool, concat, permute, masked width sum) plus three
+   small ops of this part: the all-patches extractor (public) and two private helpers, the
+   generator's eval mask (columns beyond the text set to -1) and the division of D's pooled
+   features by the character counts. */
+
+/* "<prefix>.<suffix>", or "<suffix>" for an empty prefix. */
+static void higan__bg_name(char *buf, const char *prefix, const char *suffix) {
+    int n;
+    if (!prefix) prefix = "";
+    n = snprintf(buf, HIGAN_MAX_NAME, "%s%s%s", prefix, *prefix ? "." : "", suffix);
+    HIGAN_ASSERT(n > 0 && n < HIGAN_MAX_NAME && "parameter name too long");
+}
+
+/* ---- init helpers (N02 as networks/utils.py:init_weights, PyTorch default biases) -------- */
+static void higan__bg_fill(higan_params *p, int h, float v) {
+    float *d = higan_params_data(p, h);
+    int64_t i, n = p->entries[h].numel;
+    for (i = 0; i < n; ++i) d[i] = v;
+}
+static void higan__bg_normal(higan_params *p, int h, higan_rng *r, float std) {
+    higan_rng_fill_normal(r, higan_params_data(p, h), p->entries[h].numel, 0.0f, std);
+}
+/* weight N(0, 0.02); bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)); u0 N(0, 1); sv0 1 */
+static void higan__bg_sn_init(higan_params *p, int weight, int bias, int u0, int sv0,
+                              int64_t fan_in, higan_rng *r) {
+    higan__bg_normal(p, weight, r, 0.02f);
+    if (bias >= 0) {
+        float bound = (float)(1.0 / sqrt((double)fan_in));
+        higan_rng_fill_uniform(r, higan_params_data(p, bias), p->entries[bias].numel, -bound, bound);
+    }
+    higan__bg_normal(p, u0, r, 1.0f);
+    higan__bg_fill(p, sv0, 1.0f);
+}
+static void higan__bg_sn_linear_init(const higan_sn_linear *m, higan_rng *r) {
+    higan__bg_sn_init(m->p, m->weight, m->bias, m->u0, m->sv0, m->in, r);
+}
+static void higan__bg_sn_conv_init(const higan_sn_conv2d *m, higan_rng *r) {
+    higan__bg_sn_init(m->p, m->weight, m->bias, m->u0, m->sv0, m->in * m->k * m->k, r);
+}
+static void higan__bg_ccbn_init(const higan_ccbn *m, higan_rng *r) {
+    higan__bg_fill(m->p, m->stored_mean, 0.0f);
+    higan__bg_fill(m->p, m->stored_var, 1.0f);
+    higan__bg_sn_linear_init(&m->gain, r);
+    higan__bg_sn_linear_init(&m->bias, r);
+}
+
+/* ---- SNLinear / SNConv2d ------------------------------------------------------------------ */
+static void higan__bg_sn_buffers(higan_params *p, const char *prefix, int64_t out, int *u0, int *sv0) {
+    char name[HIGAN_MAX_NAME];
+    int64_t s[2];
+    s[0] = 1; s[1] = out;
+    higan__bg_name(name, prefix, "u0");
+    *u0 = higan_params_add(p, name, HIGAN_BUFFER, 2, s);
+    higan__bg_name(name, prefix, "sv0");
+    *sv0 = higan_params_add(p, name, HIGAN_BUFFER, 1, s);   /* [1] */
+}
+
+HIGAN_DEF void higan_sn_linear_register(higan_sn_linear *m, higan_params *p, const char *prefix,
+                                        int64_t in, int64_t out, int bias) {
+    char name[HIGAN_MAX_NAME];
+    int64_t s[2];
+    m->p = p; m->in = in; m->out = out; m->bias = -1;
+    s[0] = out; s[1] = in;
+    higan__bg_name(name, prefix, "weight");
+    m->weight = higan_params_add(p, name, HIGAN_PARAM, 2, s);
+    if (bias) {
+        higan__bg_name(name, prefix, "bias");
+        m->bias = higan_params_add(p, name, HIGAN_PARAM, 1, &out);
+    }
+    higan__bg_sn_buffers(p, prefix, out, &m->u0, &m->sv0);
+}
+
+/* The weight divided by sigma (one power step from u0; u0/sv0 updated when train). */
+static higan_var *higan__bg_sn_weight(higan_tape *t, higan_params *p, int weight, int u0, int sv0,
+                                      int64_t out, int train) {
+    return higan_spectral_norm(t, higan_param_var(t, p, weight), higan_params_data(p, u0),
+                               higan_params_data(p, sv0), out, train);
+}
+
+HIGAN_DEF higan_var *higan_sn_linear_forward(higan_tape *t, const higan_sn_linear *m,
+                                             higan_var *x, int train) {
+    higan_var *w, *b = NULL;
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->shape[x->ndim - 1] == m->in);
+    if (!(w = higan__bg_sn_weight(t, m->p, m->weight, m->u0, m->sv0, m->out, train))) return NULL;
+    if (m->bias >= 0 && !(b = higan_param_var(t, m->p, m->bias))) return NULL;
+    return higan_linear(t, x, w, b);
+}
+
+HIGAN_DEF void higan_sn_conv2d_register(higan_sn_conv2d *m, higan_params *p, const char *prefix,
+                                        int64_t in, int64_t out, int64_t k, int64_t pad, int bias) {
+    char name[HIGAN_MAX_NAME];
+    int64_t s[4];
+    m->p = p; m->in = in; m->out = out; m->k = k; m->pad = pad; m->bias = -1;
+    s[0] = out; s[1] = in; s[2] = k; s[3] = k;
+    higan__bg_name(name, prefix, "weight");
+    m->weight = higan_params_add(p, name, HIGAN_PARAM, 4, s);
+    if (bias) {
+        higan__bg_name(name, prefix, "bias");
+        m->bias = higan_params_add(p, name, HIGAN_PARAM, 1, &out);
+    }
+    higan__bg_sn_buffers(p, prefix, out, &m->u0, &m->sv0);
+}
+
+HIGAN_DEF higan_var *higan_sn_conv2d_forward(higan_tape *t, const higan_sn_conv2d *m,
+                                             higan_var *x, int train) {
+    higan_var *w, *b = NULL;
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->ndim == 4 && x->shape[1] == m->in);
+    if (!(w = higan__bg_sn_weight(t, m->p, m->weight, m->u0, m->sv0, m->out, train))) return NULL;
+    if (m->bias >= 0 && !(b = higan_param_var(t, m->p, m->bias))) return NULL;
+    return higan_conv2d(t, x, w, b, 1, 1, m->pad, m->pad, m->pad, m->pad);
+}
+
+/* ---- ccbn / bn ---------------------------------------------------------------------------- */
+HIGAN_DEF void higan_ccbn_register(higan_ccbn *m, higan_params *p, const char *prefix,
+                                   int64_t C, int64_t y_dim) {
+    char name[HIGAN_MAX_NAME];
+    m->p = p; m->C = C;
+    /* state_dict order: own buffers first, then the gain and bias children */
+    higan__bg_name(name, prefix, "stored_mean");
+    m->stored_mean = higan_params_add(p, name, HIGAN_BUFFER, 1, &C);
+    higan__bg_name(name, prefix, "stored_var");
+    m->stored_var = higan_params_add(p, name, HIGAN_BUFFER, 1, &C);
+    higan__bg_name(name, prefix, "gain");
+    higan_sn_linear_register(&m->gain, p, name, y_dim, C, 0);
+    higan__bg_name(name, prefix, "bias");
+    higan_sn_linear_register(&m->bias, p, name, y_dim, C, 0);
+}
+
+HIGAN_DEF higan_var *higan_ccbn_forward(higan_tape *t, const higan_ccbn *m, higan_var *x,
+                                        higan_var *y, int train) {
+    higan_var *gain, *bias;
+    if (!x || !y) return NULL;
+    HIGAN_ASSERT(x->ndim >= 2 && x->shape[1] == m->C && y->shape[0] == x->shape[0]);
+    gain = higan_sn_linear_forward(t, &m->gain, y, train);   /* the op adds the 1 */
+    bias = higan_sn_linear_forward(t, &m->bias, y, train);
+    return higan_cond_batch_norm(t, x, gain, bias, higan_params_data(m->p, m->stored_mean),
+                                 higan_params_data(m->p, m->stored_var), 0.1f, 1e-5f, train);
+}
+
+HIGAN_DEF void higan_bn_out_register(higan_bn_out *m, higan_params *p, const char *prefix, int64_t C) {
+    char name[HIGAN_MAX_NAME];
+    m->p = p; m->C = C;
+    higan__bg_name(name, prefix, "gain");
+    m->gain = higan_params_add(p, name, HIGAN_PARAM, 1, &C);
+    higan__bg_name(name, prefix, "bias");
+    m->bias = higan_params_add(p, name, HIGAN_PARAM, 1, &C);
+    higan__bg_name(name, prefix, "stored_mean");
+    m->stored_mean = higan_params_add(p, name, HIGAN_BUFFER, 1, &C);
+    higan__bg_name(name, prefix, "stored_var");
+    m->stored_var = higan_params_add(p, name, HIGAN_BUFFER, 1, &C);
+}
+
+HIGAN_DEF higan_var *higan_bn_out_forward(higan_tape *t, const higan_bn_out *m, higan_var *x,
+                                          int train) {
+    higan_var *gain, *bias;
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->ndim >= 2 && x->shape[1] == m->C);
+    if (!(gain = higan_param_var(t, m->p, m->gain)) || !(bias = higan_param_var(t, m->p, m->bias)))
+        return NULL;
+    return higan_batch_norm2d(t, x, gain, bias, higan_params_data(m->p, m->stored_mean),
+                              higan_params_data(m->p, m->stored_var), NULL, 0.1f, 1e-5f, train);
+}
+
+/* ---- GBlock / DBlock ---------------------------------------------------------------------- */
+HIGAN_DEF void higan_gblock_register(higan_gblock *b, higan_params *p, const char *prefix,
+                                     int64_t in, int64_t out, int up_h, int up_w, int64_t y_dim) {
+    char name[HIGAN_MAX_NAME];
+    b->up_h = up_h; b->up_w = up_w;
+    b->has_sc = in != out || up_h != 1 || up_w != 1;
+    /* state_dict order of BigGAN_layers.GBlock: conv1, conv2, conv_sc, bn1, bn2 */
+    higan__bg_name(name, prefix, "conv1");
+    higan_sn_conv2d_register(&b->conv1, p, name, in, out, 3, 1, 1);
+    higan__bg_name(name, prefix, "conv2");
+    higan_sn_conv2d_register(&b->conv2, p, name, out, out, 3, 1, 1);
+    if (b->has_sc) {
+        higan__bg_name(name, prefix, "conv_sc");
+        higan_sn_conv2d_register(&b->conv_sc, p, name, in, out, 1, 0, 1);
+    }
+    higan__bg_name(name, prefix, "bn1");
+    higan_ccbn_register(&b->bn1, p, name, in, y_dim);
+    higan__bg_name(name, prefix, "bn2");
+    higan_ccbn_register(&b->bn2, p, name, out, y_dim);
+}
+
+HIGAN_DEF higan_var *higan_gblock_forward(higan_tape *t, const higan_gblock *b, higan_var *x,
+                                          higan_var *y, int train) {
+    higan_var *h, *sc = x;
+    int up = b->up_h != 1 || b->up_w != 1;
+    h = higan_relu(t, higan_ccbn_forward(t, &b->bn1, x, y, train));
+    if (up) {
+        h = higan_upsample_nearest(t, h, b->up_h, b->up_w);
+        sc = higan_upsample_nearest(t, x, b->up_h, b->up_w);
+    }
+    h = higan_sn_conv2d_forward(t, &b->conv1, h, train);
+    h = higan_relu(t, higan_ccbn_forward(t, &b->bn2, h, y, train));
+    h = higan_sn_conv2d_forward(t, &b->conv2, h, train);
+    if (b->has_sc) sc = higan_sn_conv2d_forward(t, &b->conv_sc, sc, train);
+    return higan_add(t, h, sc);
+}
+
+HIGAN_DEF void higan_dblock_register(higan_dblock *b, higan_params *p, const char *prefix,
+                                     int64_t in, int64_t out, int preact, int down) {
+    char name[HIGAN_MAX_NAME];
+    b->preact = preact; b->down = down;
+    b->has_sc = in != out || down;
+    higan__bg_name(name, prefix, "conv1");
+    higan_sn_conv2d_register(&b->conv1, p, name, in, out, 3, 1, 1);   /* wide: hidden = out */
+    higan__bg_name(name, prefix, "conv2");
+    higan_sn_conv2d_register(&b->conv2, p, name, out, out, 3, 1, 1);
+    if (b->has_sc) {
+        higan__bg_name(name, prefix, "conv_sc");
+        higan_sn_conv2d_register(&b->conv_sc, p, name, in, out, 1, 0, 1);
+    }
+}
+
+HIGAN_DEF higan_var *higan_dblock_forward(higan_tape *t, const higan_dblock *b, higan_var *x,
+                                          int train) {
+    higan_var *h, *sc = x;
+    h = b->preact ? higan_relu(t, x) : x;
+    h = higan_sn_conv2d_forward(t, &b->conv1, h, train);
+    h = higan_sn_conv2d_forward(t, &b->conv2, higan_relu(t, h), train);
+    if (b->down) h = higan_avg_pool2(t, h);
+    if (b->preact) {   /* preactivated blocks: conv_sc, then pool; the first block: the reverse */
+        if (b->has_sc) sc = higan_sn_conv2d_forward(t, &b->conv_sc, sc, train);
+        if (b->down) sc = higan_avg_pool2(t, sc);
+    } else {
+        if (b->down) sc = higan_avg_pool2(t, sc);
+        if (b->has_sc) sc = higan_sn_conv2d_forward(t, &b->conv_sc, sc, train);
+    }
+    return higan_add(t, h, sc);
+}
+
+/* ---- private op: set columns w >= lens[n] to a constant (G's eval mask) -------------------
+   x, y [N, C, H, W]; lens [N]. y = x * mask + (mask - 1) with mask = (w < lens[n]), which
+   is x inside and -1 outside for value -1; gradient dy * mask. */
+static void higan__bg_mask_width_forward(float *y, const float *x, const int *lens, float value,
+                                         int64_t N, int64_t C, int64_t H, int64_t W) {
+    int64_t p;
+    HIGAN__PARALLEL_FOR_IF(N * C * H * W > ((int64_t)1 << 15))
+    for (p = 0; p < N * C * H; ++p) {
+        int64_t n = p / (C * H), w;
+        const float *xr = x + p * W;
+        float *yr = y + p * W;
+        for (w = 0; w < W; ++w) yr[w] = w < (int64_t)lens[n] ? xr[w] : value;
+    }
+}
+static void higan__bg_mask_width_backward(float *dx, const float *dy, const int *lens,
+                                          int64_t N, int64_t C, int64_t H, int64_t W) {
+    int64_t p;
+    HIGAN__PARALLEL_FOR_IF(N * C * H * W > ((int64_t)1 << 15))
+    for (p = 0; p < N * C * H; ++p) {
+        int64_t n = p / (C * H), w, wv = (int64_t)lens[n] < W ? (int64_t)lens[n] : W;
+        const float *dr = dy + p * W;
+        float *xr = dx + p * W;
+        for (w = 0; w < wv; ++w) xr[w] += dr[w];
+    }
+}
+typedef struct { higan_var *x, *y; int *lens; } higan__bg_lens_ctx;
+static void higan__bg_mask_width_backward_op(higan_tape *t, void *p) {
+    higan__bg_lens_ctx *c = (higan__bg_lens_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan__bg_mask_width_backward(dx, c->y->grad, c->lens, c->x->shape[0], c->x->shape[1],
+                                          c->x->shape[2], c->x->shape[3]);
+}
+static int *higan__bg_copy_lens(higan_tape *t, const int *lens, int64_t n) {
+    int *c = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(n ? n : 1));
+    if (c) memcpy(c, lens, sizeof(int) * (size_t)n);
+    return c;
+}
+static higan_var *higan__bg_mask_width(higan_tape *t, higan_var *x, const int *lens, float value) {
+    higan_var *y;
+    higan__bg_lens_ctx *c;
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->ndim == 4);
+    if (!(y = higan_op_output(t, 4, x->shape, &x, 1))) return NULL;
+    higan__bg_mask_width_forward(y->data, x->data, lens, value, x->shape[0], x->shape[1],
+                                 x->shape[2], x->shape[3]);
+    if (y->requires_grad) {
+        if (!(c = (higan__bg_lens_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        if (!(c->lens = higan__bg_copy_lens(t, lens, x->shape[0]))) return NULL;
+        c->x = x; c->y = y;
+        higan_tape_record(t, y, higan__bg_mask_width_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- private op: y [N, C] = x [N, C] / den[n] (true division, as h / y_lens) -------------- */
+static void higan__bg_div_rows_backward_op(higan_tape *t, void *p) {
+    higan__bg_lens_ctx *c = (higan__bg_lens_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    int64_t n, k, C = c->x->shape[1];
+    if (!dx) return;
+    for (n = 0; n < c->x->shape[0]; ++n)
+        for (k = 0; k < C; ++k) dx[n * C + k] += c->y->grad[n * C + k] / (float)c->lens[n];
+}
+static higan_var *higan__bg_div_rows(higan_tape *t, higan_var *x, const int *den) {
+    higan_var *y;
+    higan__bg_lens_ctx *c;
+    int64_t n, k, C;
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->ndim == 2);
+    C = x->shape[1];
+    if (!(y = higan_op_output(t, 2, x->shape, &x, 1))) return NULL;
+    for (n = 0; n < x->shape[0]; ++n)
+        for (k = 0; k < C; ++k) y->data[n * C + k] = x->data[n * C + k] / (float)den[n];
+    if (y->requires_grad) {
+        if (!(c = (higan__bg_lens_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        if (!(c->lens = higan__bg_copy_lens(t, den, x->shape[0]))) return NULL;
+        c->x = x; c->y = y;
+        higan_tape_record(t, y, higan__bg_div_rows_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- Generator ---------------------------------------------------------------------------- */
+HIGAN_DEF higan_generator_config higan_generator_default_config(void) {
+    higan_generator_config c;
+    c.ch = 64; c.style_dim = 32; c.embed_dim = 120; c.n_class = 80; c.bottom = 4; c.input_nc = 1;
+    return c;
+}
+
+HIGAN_DEF void higan_generator_register(higan_generator *g, higan_params *p, const char *prefix,
+                                        const higan_generator_config *cfg) {
+    static const int up_h[4] = {2, 2, 2, 2}, up_w[4] = {1, 2, 2, 2};
+    static const int in_mult[4] = {8, 4, 2, 1}, out_mult[4] = {4, 2, 1, 1};
+    char name[HIGAN_MAX_NAME], sub[HIGAN_MAX_NAME];
+    int64_t s[2], ch, zd;
+    int i;
+    g->cfg = cfg ? *cfg : higan_generator_default_config();
+    g->p = p;
+    ch = g->cfg.ch; zd = g->cfg.style_dim;
+    HIGAN_ASSERT(ch > 0 && zd > 0 && g->cfg.embed_dim > 0 && g->cfg.n_class > 0 && g->cfg.bottom > 0);
+    s[0] = g->cfg.n_class; s[1] = g->cfg.embed_dim;
+    higan__bg_name(name, prefix, "text_embedding.weight");
+    g->text_embedding = higan_params_add(p, name, HIGAN_PARAM, 2, s);
+    higan__bg_name(name, prefix, "filter_linear");
+    higan_sn_linear_register(&g->filter_linear, p, name, zd + g->cfg.embed_dim,
+                             8 * ch * g->cfg.bottom * g->cfg.bottom, 1);
+    higan__bg_name(name, prefix, "style_linear");
+    higan_sn_linear_register(&g->style_linear, p, name, zd, 4 * zd, 1);
+    for (i = 0; i < 4; ++i) {
+        snprintf(sub, sizeof sub, "blocks.%d.0", i);
+        higan__bg_name(name, prefix, sub);
+        higan_gblock_register(&g->blocks[i], p, name, in_mult[i] * ch, out_mult[i] * ch,
+                              up_h[i], up_w[i], zd);
+    }
+    higan__bg_name(name, prefix, "output_layer.0");
+    higan_bn_out_register(&g->out_bn, p, name, ch);
+    higan__bg_name(name, prefix, "output_layer.2");
+    higan_sn_conv2d_register(&g->out_conv, p, name, ch, g->cfg.input_nc, 3, 1, 1);
+}
+
+HIGAN_DEF void higan_generator_init(higan_generator *g, higan_rng *rng) {
+    int i;
+    higan__bg_normal(g->p, g->text_embedding, rng, 0.02f);   /* padding row too, as N02 did */
+    higan__bg_sn_linear_init(&g->filter_linear, rng);
+    higan__bg_sn_linear_init(&g->style_linear, rng);
+    for (i = 0; i < 4; ++i) {
+        const higan_gblock *b = &g->blocks[i];
+        higan__bg_sn_conv_init(&b->conv1, rng);
+        higan__bg_sn_conv_init(&b->conv2, rng);
+        if (b->has_sc) higan__bg_sn_conv_init(&b->conv_sc, rng);
+        higan__bg_ccbn_init(&b->bn1, rng);
+        higan__bg_ccbn_init(&b->bn2, rng);
+    }
+    higan__bg_fill(g->p, g->out_bn.gain, 1.0f);
+    higan__bg_fill(g->p, g->out_bn.bias, 0.0f);
+    higan__bg_fill(g->p, g->out_bn.stored_mean, 0.0f);
+    higan__bg_fill(g->p, g->out_bn.stored_var, 1.0f);
+    higan__bg_sn_conv_init(&g->out_conv, rng);
+}
+
+HIGAN_DEF higan_var *higan_generator_forward(higan_tape *t, const higan_generator *g, higan_var *z,
+                                             const int *labels, const int *lens, int64_t L,
+                                             int train) {
+    const higan_generator_config *cf = &g->cfg;
+    higan_var *ys[4], *emb, *zs, *cat[2], *h, **reps;
+    int64_t B, zd = cf->style_dim, E = cf->embed_dim, bt = cf->bottom, C0 = 8 * cf->ch;
+    int64_t s[4], sizes[4], i;
+    int perm[4];
+    if (!z) return NULL;
+    HIGAN_ASSERT(z->ndim == 2 && z->shape[1] == zd && L >= 1 && labels && lens);
+    B = z->shape[0];
+    /* ys = style_linear(z).split(style_dim): chunk i drives block i's bn1 and bn2 */
+    for (i = 0; i < 4; ++i) sizes[i] = zd;
+    if (higan_split(t, higan_sn_linear_forward(t, &g->style_linear, z, train), 1, 4, sizes, ys) != HIGAN_OK)
+        return NULL;
+    /* text embedding (max_norm 1: looked-up rows renormalised in place, padding row 0) */
+    emb = higan_embedding(t, higan_param_var(t, g->p, g->text_embedding), labels, B * L, 0, 1.0f);
+    s[0] = B; s[1] = L; s[2] = E;
+    emb = higan_reshape(t, emb, 3, s);
+    /* [z repeated per character || embedding] -> [B, L, zd + E] */
+    s[0] = B; s[1] = 1; s[2] = zd;
+    zs = higan_reshape(t, z, 3, s);
+    if (L > 1 && zs) {
+        if (!(reps = (higan_var **)higan_arena_alloc(t->arena, sizeof(higan_var *) * (size_t)L)))
+            return NULL;
+        for (i = 0; i < L; ++i) reps[i] = zs;
+        zs = higan_concat(t, reps, (int)L, 1);
+    }
+    cat[0] = zs; cat[1] = emb;
+    h = higan_sn_linear_forward(t, &g->filter_linear, higan_concat(t, cat, 2, 2), train);
+    /* view(B, L*bottom, bottom, C0).permute(0, 3, 2, 1) -> [B, C0, bottom, L*bottom] */
+    s[0] = B; s[1] = L * bt; s[2] = bt; s[3] = C0;
+    h = higan_reshape(t, h, 4, s);
+    perm[0] = 0; perm[1] = 3; perm[2] = 2; perm[3] = 1;
+    h = higan_permute(t, h, perm);
+    for (i = 0; i < 4; ++i) h = higan_gblock_forward(t, &g->blocks[i], h, ys[i], train);
+    h = higan_relu(t, higan_bn_out_forward(t, &g->out_bn, h, train));
+    h = higan_tanh(t, higan_sn_conv2d_forward(t, &g->out_conv, h, train));
+    if (!train && h) {   /* eval: background (-1) from column y_lens * H // 2 on */
+        int *cols = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)B);
+        if (!cols) return NULL;
+        for (i = 0; i < B; ++i) cols[i] = (int)((int64_t)lens[i] * h->shape[2] / 2);
+        h = higan__bg_mask_width(t, h, cols, -1.0f);
+    }
+    return h;
+}
+
+/* ---- Discriminator ------------------------------------------------------------------------ */
+HIGAN_DEF higan_discriminator_config higan_discriminator_default_config(int64_t resolution) {
+    higan_discriminator_config c;
+    c.ch = 64; c.resolution = resolution; c.input_nc = 1;
+    return c;
+}
+
+HIGAN_DEF void higan_discriminator_register(higan_discriminator *d, higan_params *p,
+                                            const char *prefix,
+                                            const higan_discriminator_config *cfg) {
+    char name[HIGAN_MAX_NAME], sub[HIGAN_MAX_NAME];
+    int64_t ch, in[4], out[4];
+    int i;
+    d->cfg = cfg ? *cfg : higan_discriminator_default_config(64);
+    d->p = p;
+    /* D_arch[64] and D_arch[32] are the same layers: resolution only names the use */
+    HIGAN_ASSERT(d->cfg.resolution == 64 || d->cfg.resolution == 32);
+    ch = d->cfg.ch;
+    in[0] = d->cfg.input_nc; in[1] = ch; in[2] = 2 * ch; in[3] = 4 * ch;
+    out[0] = ch; out[1] = 2 * ch; out[2] = 4 * ch; out[3] = 4 * ch;
+    for (i = 0; i < 4; ++i) {
+        snprintf(sub, sizeof sub, "blocks.%d.0", i);
+        higan__bg_name(name, prefix, sub);
+        higan_dblock_register(&d->blocks[i], p, name, in[i], out[i], i > 0, i < 3);
+    }
+    higan__bg_name(name, prefix, "linear");
+    higan_sn_linear_register(&d->linear, p, name, 4 * ch, 1, 1);
+}
+
+HIGAN_DEF void higan_discriminator_init(higan_discriminator *d, higan_rng *rng) {
+    int i;
+    for (i = 0; i < 4; ++i) {
+        const higan_dblock *b = &d->blocks[i];
+        higan__bg_sn_conv_init(&b->conv1, rng);
+        higan__bg_sn_conv_init(&b->conv2, rng);
+        if (b->has_sc) higan__bg_sn_conv_init(&b->conv_sc, rng);
+    }
+    higan__bg_sn_linear_init(&d->linear, rng);
+}
+
+HIGAN_DEF higan_var *higan_discriminator_forward(higan_tape *t, const higan_discriminator *d,
+                                                 higan_var *x, const int *x_lens,
+                                                 const int *y_lens, int train) {
+    higan_var *h = x;
+    int *cols;
+    int64_t B, Wh, i;
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->ndim == 4 && x->shape[1] == d->cfg.input_nc);
+    B = x->shape[0];
+    for (i = 0; i < 4; ++i) h = higan_dblock_forward(t, &d->blocks[i], h, train);
+    h = higan_relu(t, h);
+    if (!h) return NULL;
+    /* valid columns: h_lens = x_lens * W_h // W_x (all columns without lengths) */
+    Wh = h->shape[3];
+    if (!(cols = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)B))) return NULL;
+    for (i = 0; i < B; ++i) {
+        int64_t c = x_lens ? (int64_t)x_lens[i] * Wh / x->shape[3] : Wh;
+        cols[i] = (int)(c < 0 ? 0 : c);
+    }
+    h = higan_masked_sum_width(t, h, cols);
+    if (x_lens && y_lens) h = higan__bg_div_rows(t, h, y_lens);   /* per character */
+    return higan_sn_linear_forward(t, &d->linear, h, train);
+}
+
+/* ---- all patches -------------------------------------------------------------------------- */
+static int64_t higan__patch_cols(const int *lens, int64_t b, int64_t W, int64_t size, int64_t step) {
+    int64_t len = lens ? (int64_t)lens[b] : W;
+    if (len > W) len = W;
+    return len < size ? 0 : (len - size) / step + 1;   /* Python's floor for len < size: none */
+}
+
+HIGAN_DEF int64_t higan_extract_patches_count(const int *lens, int64_t B, int64_t H, int64_t W,
+                                              int64_t size, int64_t step) {
+    int64_t b, n = 0;
+    HIGAN_ASSERT(size > 0 && step > 0 && H >= size && (H - size) % step == 0);
+    for (b = 0; b < B; ++b) n += higan__patch_cols(lens, b, W, size, step);
+    return n * ((H - size) / step + 1);
+}
+
+/* y [P, C, size, size]; x [B, C, H, W]. Parallel over (image, patch row). */
+HIGAN_DEF void higan_extract_patches_forward(float *y, const float *x, const int *lens, int64_t B,
+                                             int64_t C, int64_t H, int64_t W, int64_t size,
+                                             int64_t step) {
+    int64_t rows = (H - size) / step + 1, q;
+    HIGAN_ASSERT(size > 0 && step > 0 && H >= size && (H - size) % step == 0);
+    HIGAN__PARALLEL_FOR_IF(B * rows > 1 && B * C * H * W > ((int64_t)1 << 15))
+    for (q = 0; q < B * rows; ++q) {
+        int64_t b = q / rows, r = q % rows, first = 0, bb, cols, c, k, i;
+        for (bb = 0; bb < b; ++bb) first += rows * higan__patch_cols(lens, bb, W, size, step);
+        cols = higan__patch_cols(lens, b, W, size, step);
+        for (c = 0; c < cols; ++c) {
+            float *yp = y + (first + r * cols + c) * C * size * size;
+            for (k = 0; k < C; ++k) {
+                const float *xs = x + ((b * C + k) * H + r * step) * W + c * step;
+                for (i = 0; i < size; ++i)
+                    memcpy(yp + (k * size + i) * size, xs + i * W, sizeof(float) * (size_t)size);
+            }
+        }
+    }
+}
+
+/* dx [B, C, H, W] += scatter of dy [P, C, size, size]; one (b, channel) plane per thread. */
+HIGAN_DEF void higan_extract_patches_backward(float *dx, const float *dy, const int *lens,
+                                              int64_t B, int64_t C, int64_t H, int64_t W,
+                                              int64_t size, int64_t step) {
+    int64_t rows = (H - size) / step + 1, q;
+    if (!dx) return;
+    HIGAN_ASSERT(size > 0 && step > 0 && H >= size && (H - size) % step == 0);
+    HIGAN__PARALLEL_FOR_IF(B * C > 1 && B * C * H * W > ((int64_t)1 << 15))
+    for (q = 0; q < B * C; ++q) {
+        int64_t b = q / C, k = q % C, first = 0, bb, cols, r, c, i, j;
+        float *dp = dx + q * H * W;
+        for (bb = 0; bb < b; ++bb) first += rows * higan__patch_cols(lens, bb, W, size, step);
+        cols = higan__patch_cols(lens, b, W, size, step);
+        for (r = 0; r < rows; ++r)
+            for (c = 0; c < cols; ++c) {
+                const float *gp = dy + ((first + r * cols + c) * C + k) * size * size;
+                float *d0 = dp + r * step * W + c * step;
+                for (i = 0; i < size; ++i)
+                    for (j = 0; j < size; ++j) d0[i * W + j] += gp[i * size + j];
+            }
+    }
+}
+
+typedef struct { higan_var *x, *y; int *lens; int64_t size, step; } higan__patches_ctx;
+static void higan__patches_backward_op(higan_tape *t, void *p) {
+    higan__patches_ctx *c = (higan__patches_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_extract_patches_backward(dx, c->y->grad, c->lens, c->x->shape[0], c->x->shape[1],
+                                           c->x->shape[2], c->x->shape[3], c->size, c->step);
+}
+HIGAN_DEF higan_var *higan_extract_patches(higan_tape *t, higan_var *x, const int *lens,
+                                           int64_t size, int64_t step) {
+    higan_var *y;
+    higan__patches_ctx *c;
+    int64_t s[4], P;
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->ndim == 4);
+    P = higan_extract_patches_count(lens, x->shape[0], x->shape[2], x->shape[3], size, step);
+    HIGAN_ASSERT(P > 0 && "extract_patches: no image is as wide as one patch");
+    s[0] = P; s[1] = x->shape[1]; s[2] = size; s[3] = size;
+    if (!(y = higan_op_output(t, 4, s, &x, 1))) return NULL;
+    higan_extract_patches_forward(y->data, x->data, lens, x->shape[0], x->shape[1], x->shape[2],
+                                  x->shape[3], size, step);
+    if (y->requires_grad) {
+        if (!(c = (higan__patches_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->lens = NULL;
+        if (lens && !(c->lens = higan__bg_copy_lens(t, lens, x->shape[0]))) return NULL;
+        c->x = x; c->y = y; c->size = size; c->step = step;
+        higan_tape_record(t, y, higan__patches_backward_op, c);
+    }
+    return y;
+}
+/* ==== MODEL implementation: networks in stores, checkpoints, generation, image input ====== */
+
+static const char *const higan__model_net_names[HIGAN_NET_COUNT] = {
+    "Generator", "StyleEncoder", "StyleBackbone", "Discriminator", "PatchDiscriminator",
+    "WriterIdentifier", "Recognizer"};
+static const int higan__model_net_stores[HIGAN_NET_COUNT] = {
+    HIGAN_STORE_GE, HIGAN_STORE_GE, HIGAN_STORE_BACKBONE, HIGAN_STORE_DP, HIGAN_STORE_DP,
+    HIGAN_STORE_WID, HIGAN_STORE_OCR};
+/* metadata names of the optimizer of each store (the official checkpoint's OPT.G / OPT.D) */
+static const char *const higan__model_store_names[HIGAN_STORE_COUNT] = {
+    "OPT.G", "OPT.D", "OPT.B", "OPT.W", "OPT.R"};
+
+HIGAN_DEF const char *higan_net_name(int net) {
+    return net >= 0 && net < HIGAN_NET_COUNT ? higan__model_net_names[net] : NULL;
+}
+HIGAN_DEF int higan_net_store(int net) {
+    HIGAN_ASSERT(net >= 0 && net < HIGAN_NET_COUNT);
+    return higan__model_net_stores[net];
+}
+static unsigned higan__model_store_nets(int s) {
+    unsigned mask = 0;
+    int n;
+    for (n = 0; n < HIGAN_NET_COUNT; ++n) if (higan__model_net_stores[n] == s) mask |= HIGAN_NET_BIT(n);
+    return mask;
+}
+/* "Generator, StyleBackbone" for a mask */
+static void higan__model_list(char *buf, size_t cap, unsigned nets) {
+    int n;
+    buf[0] = 0;
+    for (n = 0; n < HIGAN_NET_COUNT; ++n)
+        if (nets & HIGAN_NET_BIT(n))
+            snprintf(buf + strlen(buf), cap - strlen(buf), "%s%s", buf[0] ? ", " : "", higan__model_net_names[n]);
+    if (!buf[0]) snprintf(buf, cap, "none");
+}
+
+HIGAN_DEF higan_model_config higan_model_default_config(unsigned nets) {
+    higan_model_config c;
+    memset(&c, 0, sizeof c);
+    c.nets = nets;
+    c.G = higan_generator_default_config();
+    c.D = higan_discriminator_default_config(64);
+    c.P = higan_discriminator_default_config(32);
+    c.B = higan_backbone_default_config();
+    c.n_writer = 372;
+    c.R = higan_recognizer_default_config();
+    return c;
+}
+
+/* width of the backbone's output (c4 = min(16 r, max_dim)), the input of E and W */
+static int64_t higan__model_backbone_out(const higan_backbone_config *b) {
+    int64_t nf = b->resolution;
+    int i;
+    for (i = 0; i < 4; ++i) nf = 2 * nf < b->max_dim ? 2 * nf : b->max_dim;
+    return nf;
+}
+
+/* ---- configuration: validation and the key=value metadata ---------------------------------- */
+#define HIGAN__MODEL_RANGE(v, lo, hi, what)                                                        \
+    do { if ((int64_t)(v) < (int64_t)(lo) || (int64_t)(v) > (int64_t)(hi))                          \
+        return higan__error(HIGAN_ERR_ARG, "model config: %s = %lld is outside [%lld, %lld]", what,  \
+                            (long long)(v), (long long)(lo), (long long)(hi)); } while (0)
+static higan_status higan__model_check_backbone(const higan_backbone_config *b, const char *who) {
+    char what[64];
+    snprintf(what, sizeof what, "%s resolution", who); HIGAN__MODEL_RANGE(b->resolution, 1, 1024, what);
+    snprintf(what, sizeof what, "%s max_dim", who);    HIGAN__MODEL_RANGE(b->max_dim, 1, 4096, what);
+    snprintf(what, sizeof what, "%s in_channel", who); HIGAN__MODEL_RANGE(b->in_channel, 1, 4, what);
+    if (!(b->dropout >= 0.0f && b->dropout < 1.0f))
+        return higan__error(HIGAN_ERR_ARG, "model config: %s dropout = %g is outside [0, 1)", who, (double)b->dropout);
+    return HIGAN_OK;
+}
+static higan_status higan__model_check_config(const higan_model_config *c) {
+    higan_status st;
+    unsigned n = c->nets;
+    if (n == 0 || (n & ~HIGAN_NETS_ALL))
+        return higan__error(HIGAN_ERR_ARG, "model config: nets = 0x%x; use HIGAN_NETS_DEPLOY, HIGAN_NETS_ALL "
+                            "or HIGAN_NET_BIT(HIGAN_NET_...) values", n);
+    if (n & (HIGAN_NET_BIT(HIGAN_NET_GENERATOR) | HIGAN_NET_BIT(HIGAN_NET_STYLE_ENCODER)))
+        HIGAN__MODEL_RANGE(c->G.style_dim, 1, 4096, "G.style_dim");
+    if (n & HIGAN_NET_BIT(HIGAN_NET_GENERATOR)) {
+        HIGAN__MODEL_RANGE(c->G.ch, 1, 512, "G.ch");
+        HIGAN__MODEL_RANGE(c->G.embed_dim, 1, 4096, "G.embed_dim");
+        HIGAN__MODEL_RANGE(c->G.n_class, HIGAN_ALPHABET_SIZE, HIGAN_ALPHABET_SIZE, "G.n_class (the alphabet size)");
+        HIGAN__MODEL_RANGE(c->G.bottom, 1, 16, "G.bottom");
+        HIGAN__MODEL_RANGE(c->G.input_nc, 1, 4, "G.input_nc");
+    }
+    if (n & HIGAN_NET_BIT(HIGAN_NET_DISCRIMINATOR)) {
+        HIGAN__MODEL_RANGE(c->D.ch, 1, 512, "D.ch");
+        HIGAN__MODEL_RANGE(c->D.input_nc, 1, 4, "D.input_nc");
+        if (c->D.resolution != 64 && c->D.resolution != 32)
+            return higan__error(HIGAN_ERR_ARG, "model config: D.resolution = %lld; use 64 or 32", (long long)c->D.resolution);
+    }
+    if (n & HIGAN_NET_BIT(HIGAN_NET_PATCH_DISCRIMINATOR)) {
+        HIGAN__MODEL_RANGE(c->P.ch, 1, 512, "P.ch");
+        HIGAN__MODEL_RANGE(c->P.input_nc, 1, 4, "P.input_nc");
+        if (c->P.resolution != 64 && c->P.resolution != 32)
+            return higan__error(HIGAN_ERR_ARG, "model config: P.resolution = %lld; use 32 or 64", (long long)c->P.resolution);
+    }
+    if (n & (HIGAN_NET_BIT(HIGAN_NET_STYLE_BACKBONE) | HIGAN_NET_BIT(HIGAN_NET_STYLE_ENCODER) |
+             HIGAN_NET_BIT(HIGAN_NET_WRITER_IDENTIFIER)))
+        if ((st = higan__model_check_backbone(&c->B, "B")) != HIGAN_OK) return st;
+    if (n & HIGAN_NET_BIT(HIGAN_NET_WRITER_IDENTIFIER)) HIGAN__MODEL_RANGE(c->n_writer, 1, 1000000, "n_writer");
+    if (n & HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER)) {
+        if ((st = higan__model_check_backbone(&c->R.cnn, "R.cnn")) != HIGAN_OK) return st;
+        HIGAN__MODEL_RANGE(c->R.n_class, HIGAN_ALPHABET_SIZE, HIGAN_ALPHABET_SIZE, "R.n_class (the alphabet size)");
+        HIGAN__MODEL_RANGE(c->R.rnn_depth, 0, HIGAN_RECOGNIZER_MAX_DEPTH, "R.rnn_depth");
+        if (c->R.rnn_depth > 0 && higan__model_backbone_out(&c->R.cnn) < 2)
+            return higan__error(HIGAN_ERR_ARG, "model config: the Recognizer's LSTM needs a CNN output of at least 2 channels");
+    }
+    return HIGAN_OK;
+}
+
+/* The integer fields of a network's configuration, as written in "higan.config.<Network>".
+   StyleEncoder's fields (style_dim, in_dim) belong to G and B and are handled apart. */
+typedef struct { const char *key; int64_t *p64; int *p32; } higan__model_field;
+static int higan__model_fields(higan_model_config *c, int net, higan__model_field *f) {
+    int n = 0;
+#define HIGAN__F64(k, x) (f[n].key = (k), f[n].p64 = &(x), f[n].p32 = NULL, ++n)
+#define HIGAN__F32(k, x) (f[n].key = (k), f[n].p64 = NULL, f[n].p32 = &(x), ++n)
+    switch (net) {
+    case HIGAN_NET_GENERATOR:
+        HIGAN__F64("ch", c->G.ch); HIGAN__F64("style_dim", c->G.style_dim);
+        HIGAN__F64("embed_dim", c->G.embed_dim); HIGAN__F64("n_class", c->G.n_class);
+        HIGAN__F64("bottom", c->G.bottom); HIGAN__F64("input_nc", c->G.input_nc);
+        break;
+    case HIGAN_NET_STYLE_BACKBONE:
+        HIGAN__F32("resolution", c->B.resolution); HIGAN__F32("max_dim", c->B.max_dim);
+        HIGAN__F32("in_channel", c->B.in_channel);
+        break;
+    case HIGAN_NET_DISCRIMINATOR:
+        HIGAN__F64("ch", c->D.ch); HIGAN__F64("resolution", c->D.resolution); HIGAN__F64("input_nc", c->D.input_nc);
+        break;
+    case HIGAN_NET_PATCH_DISCRIMINATOR:
+        HIGAN__F64("ch", c->P.ch); HIGAN__F64("resolution", c->P.resolution); HIGAN__F64("input_nc", c->P.input_nc);
+        break;
+    case HIGAN_NET_WRITER_IDENTIFIER:
+        HIGAN__F64("n_writer", c->n_writer);
+        break;
+    case HIGAN_NET_RECOGNIZER:
+        HIGAN__F32("resolution", c->R.cnn.resolution); HIGAN__F32("max_dim", c->R.cnn.max_dim);
+        HIGAN__F32("in_channel", c->R.cnn.in_channel); HIGAN__F32("n_class", c->R.n_class);
+        HIGAN__F32("rnn_depth", c->R.rnn_depth);
+        break;
+    default: break;
+    }
+#undef HIGAN__F64
+#undef HIGAN__F32
+    return n;
+}
+static int64_t higan__model_field_get(const higan__model_field *f) { return f->p64 ? *f->p64 : (int64_t)*f->p32; }
+
+/* "ch=64 style_dim=32 ..." */
+static void higan__model_config_string(const higan_model_config *cfg, int net, char *buf, size_t cap) {
+    higan_model_config c = *cfg;
+    higan__model_field f[8];
+    int i, n = higan__model_fields(&c, net, f);
+    buf[0] = 0;
+    for (i = 0; i < n; ++i)
+        snprintf(buf + strlen(buf), cap - strlen(buf), "%s%s=%lld", i ? " " : "", f[i].key,
+                 (long long)higan__model_field_get(&f[i]));
+    if (net == HIGAN_NET_STYLE_ENCODER)
+        snprintf(buf, cap, "style_dim=%lld in_dim=%lld", (long long)c.G.style_dim,
+                 (long long)higan__model_backbone_out(&c.B));
+    else if (net == HIGAN_NET_WRITER_IDENTIFIER)
+        snprintf(buf + strlen(buf), cap - strlen(buf), " in_dim=%lld", (long long)higan__model_backbone_out(&c.B));
+    else if (net == HIGAN_NET_STYLE_BACKBONE)
+        snprintf(buf + strlen(buf), cap - strlen(buf), " dropout=%.9g", (double)c.B.dropout);
+    else if (net == HIGAN_NET_RECOGNIZER)
+        snprintf(buf + strlen(buf), cap - strlen(buf), " dropout=%.9g", (double)c.R.cnn.dropout);
+}
+/* Value of key in a "k=v k=v" list; 1 if found. */
+static int higan__model_kv(const char *s, const char *key, double *v) {
+    size_t kl = strlen(key);
+    while (*s) {
+        while (*s == ' ') ++s;
+        if (!strncmp(s, key, kl) && s[kl] == '=') {
+            char *end;
+            *v = strtod(s + kl + 1, &end);
+            return end != s + kl + 1 && (*end == ' ' || *end == 0);
+        }
+        while (*s && *s != ' ') ++s;
+    }
+    return 0;
+}
+static higan_status higan__model_kv_int(const char *s, const char *meta, const char *key, int64_t *out) {
+    double v;
+    if (!higan__model_kv(s, key, &v))
+        return higan__error(HIGAN_ERR_FORMAT, "metadata %s = '%.200s' has no number '%s='", meta, s, key);
+    if (!(v >= -1e9 && v <= 1e9) || v != floor(v))
+        return higan__error(HIGAN_ERR_FORMAT, "metadata %s: %s = %g is not an integer", meta, key, v);
+    *out = (int64_t)v;
+    return HIGAN_OK;
+}
+
+/* Configuration of the networks in want as the checkpoint's metadata gives it (the
+   official configuration where it is absent); has gets the networks that had metadata. */
+static higan_status higan__model_config_from_meta(const higan_safetensors *st, unsigned want,
+                                                  higan_model_config *fc, unsigned *has) {
+    char key[96];
+    int net, i, n;
+    double dv;
+    int64_t v;
+    higan_status rc;
+    *fc = higan_model_default_config(want);
+    *has = 0;
+    for (net = 0; net < HIGAN_NET_COUNT; ++net) {
+        higan__model_field f[8];
+        const char *s;
+        if (!(want & HIGAN_NET_BIT(net)) || net == HIGAN_NET_STYLE_ENCODER) continue;
+        snprintf(key, sizeof key, "higan.config.%s", higan__model_net_names[net]);
+        if (!(s = higan_safetensors_meta(st, key))) continue;
+        *has |= HIGAN_NET_BIT(net);
+        n = higan__model_fields(fc, net, f);
+        for (i = 0; i < n; ++i) {
+            if ((rc = higan__model_kv_int(s, key, f[i].key, &v)) != HIGAN_OK) return rc;
+            if (f[i].p64) *f[i].p64 = v; else *f[i].p32 = (int)v;
+        }
+        if (net == HIGAN_NET_STYLE_BACKBONE && higan__model_kv(s, "dropout", &dv)) fc->B.dropout = (float)dv;
+        if (net == HIGAN_NET_RECOGNIZER && higan__model_kv(s, "dropout", &dv)) fc->R.cnn.dropout = (float)dv;
+    }
+    /* StyleEncoder: its style_dim is G's, its in_dim the backbone's output */
+    if (want & HIGAN_NET_BIT(HIGAN_NET_STYLE_ENCODER)) {
+        const char *s = higan_safetensors_meta(st, "higan.config.StyleEncoder");
+        if (s) {
+            *has |= HIGAN_NET_BIT(HIGAN_NET_STYLE_ENCODER);
+            if ((rc = higan__model_kv_int(s, "higan.config.StyleEncoder", "style_dim", &v)) != HIGAN_OK) return rc;
+            if ((*has & HIGAN_NET_BIT(HIGAN_NET_GENERATOR)) && v != fc->G.style_dim)
+                return higan__error(HIGAN_ERR_FORMAT, "metadata disagrees: StyleEncoder style_dim %lld, Generator "
+                                    "style_dim %lld", (long long)v, (long long)fc->G.style_dim);
+            fc->G.style_dim = v;
+        }
+    }
+    for (i = 0; i < 2; ++i) {   /* StyleEncoder and WriterIdentifier read the backbone's output */
+        const char *s;
+        net = i == 0 ? HIGAN_NET_STYLE_ENCODER : HIGAN_NET_WRITER_IDENTIFIER;
+        snprintf(key, sizeof key, "higan.config.%s", higan__model_net_names[net]);
+        if (!(*has & HIGAN_NET_BIT(net)) || !(s = higan_safetensors_meta(st, key))) continue;
+        if ((rc = higan__model_kv_int(s, key, "in_dim", &v)) != HIGAN_OK) return rc;
+        if (v != higan__model_backbone_out(&fc->B))
+            return higan__error(HIGAN_ERR_FORMAT, "metadata disagrees: %s in_dim %lld, but the StyleBackbone "
+                                "configuration gives %lld", higan__model_net_names[net], (long long)v,
+                                (long long)higan__model_backbone_out(&fc->B));
+    }
+    return HIGAN_OK;
+}
+
+/* The file's configuration (networks in has) against an initialised model's. */
+static higan_status higan__model_config_compare(const higan_model *m, const higan_model_config *fc,
+                                                unsigned has, const char *label) {
+    higan_model_config a = *fc, b = m->cfg;
+    int net, i, n;
+    for (net = 0; net < HIGAN_NET_COUNT; ++net) {
+        higan__model_field fa[8], fb[8];
+        if (!(has & HIGAN_NET_BIT(net))) continue;
+        if (net == HIGAN_NET_STYLE_ENCODER) {
+            if (a.G.style_dim != b.G.style_dim)
+                return higan__error(HIGAN_ERR_FORMAT, "%s: StyleEncoder style_dim is %lld in the file but %lld in "
+                                    "the model", label, (long long)a.G.style_dim, (long long)b.G.style_dim);
+        }
+        if (net == HIGAN_NET_STYLE_ENCODER || net == HIGAN_NET_WRITER_IDENTIFIER) {
+            int64_t ia = higan__model_backbone_out(&a.B), ib = higan__model_backbone_out(&b.B);
+            if (ia != ib)
+                return higan__error(HIGAN_ERR_FORMAT, "%s: %s in_dim is %lld in the file but %lld in the model",
+                                    label, higan__model_net_names[net], (long long)ia, (long long)ib);
+        }
+        n = higan__model_fields(&a, net, fa);
+        higan__model_fields(&b, net, fb);
+        for (i = 0; i < n; ++i) {
+            int64_t va = higan__model_field_get(&fa[i]), vb = higan__model_field_get(&fb[i]);
+            if (va != vb)
+                return higan__error(HIGAN_ERR_FORMAT, "%s: %s %s is %lld in the file but %lld in the model "
+                                    "(initialise the model with the file's configuration, or load into a "
+                                    "zeroed model)", label, higan__model_net_names[net], fa[i].key,
+                                    (long long)va, (long long)vb);
+        }
+    }
+    return HIGAN_OK;
+}
+
+/* ---- building and initialising ---------------------------------------------------------------- */
+static higan_status higan__model_build(higan_model *m, const higan_model_config *cfg) {
+    higan_status st;
+    unsigned n = cfg->nets;
+    int64_t bout;
+    int s;
+    memset(m, 0, sizeof *m);
+    if ((st = higan__model_check_config(cfg)) != HIGAN_OK) return st;
+    m->cfg = *cfg;
+    for (s = 0; s < HIGAN_STORE_COUNT; ++s) higan_params_init(&m->store[s]);
+    bout = higan__model_backbone_out(&cfg->B);
+    if (n & HIGAN_NET_BIT(HIGAN_NET_GENERATOR))
+        higan_generator_register(&m->G, &m->store[HIGAN_STORE_GE], "Generator", &m->cfg.G);
+    if (n & HIGAN_NET_BIT(HIGAN_NET_STYLE_ENCODER))
+        higan_style_encoder_register(&m->E, &m->store[HIGAN_STORE_GE], "StyleEncoder", bout, cfg->G.style_dim);
+    if (n & HIGAN_NET_BIT(HIGAN_NET_STYLE_BACKBONE))
+        higan_style_backbone_register(&m->B, &m->store[HIGAN_STORE_BACKBONE], "StyleBackbone", &m->cfg.B);
+    if (n & HIGAN_NET_BIT(HIGAN_NET_DISCRIMINATOR))
+        higan_discriminator_register(&m->D, &m->store[HIGAN_STORE_DP], "Discriminator", &m->cfg.D);
+    if (n & HIGAN_NET_BIT(HIGAN_NET_PATCH_DISCRIMINATOR))
+        higan_discriminator_register(&m->P, &m->store[HIGAN_STORE_DP], "PatchDiscriminator", &m->cfg.P);
+    if (n & HIGAN_NET_BIT(HIGAN_NET_WRITER_IDENTIFIER))
+        higan_writer_identifier_register(&m->W, &m->store[HIGAN_STORE_WID], "WriterIdentifier", bout, cfg->n_writer);
+    if (n & HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER))
+        higan_recognizer_register(&m->R, &m->store[HIGAN_STORE_OCR], "Recognizer", &m->cfg.R);
+    for (s = 0; s < HIGAN_STORE_COUNT; ++s) {
+        if (m->store[s].count == 0) continue;
+        if ((st = higan_params_alloc(&m->store[s])) != HIGAN_OK) { higan_model_free(m); return st; }
+    }
+    /* pretrained beforehand and frozen during GAN training (gradients still flow through) */
+    m->store[HIGAN_STORE_BACKBONE].frozen = 1;
+    m->store[HIGAN_STORE_WID].frozen = 1;
+    m->store[HIGAN_STORE_OCR].frozen = 1;
+    m->initialised = 1;
+    return HIGAN_OK;
+}
+
+HIGAN_DEF higan_status higan_model_init(higan_model *m, const higan_model_config *cfg, uint64_t seed) {
+    higan_status st;
+    higan_rng r;
+    int net;
+    if (!m || !cfg) return higan__error(HIGAN_ERR_ARG, "model_init: NULL argument");
+    if ((st = higan__model_build(m, cfg)) != HIGAN_OK) return st;
+    for (net = 0; net < HIGAN_NET_COUNT; ++net) {
+        if (!(cfg->nets & HIGAN_NET_BIT(net))) continue;
+        /* one stream per network: a network's init does not depend on the others present */
+        higan_rng_seed(&r, seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(net + 1)));
+        switch (net) {
+        case HIGAN_NET_GENERATOR: higan_generator_init(&m->G, &r); break;
+        case HIGAN_NET_STYLE_ENCODER: higan_style_encoder_init(&m->E, &r, HIGAN_INIT_TORCH); break;
+        case HIGAN_NET_STYLE_BACKBONE: higan_style_backbone_init(&m->B, &r, HIGAN_INIT_N02); break;
+        case HIGAN_NET_DISCRIMINATOR: higan_discriminator_init(&m->D, &r); break;
+        case HIGAN_NET_PATCH_DISCRIMINATOR: higan_discriminator_init(&m->P, &r); break;
+        case HIGAN_NET_WRITER_IDENTIFIER: higan_writer_identifier_init(&m->W, &r, HIGAN_INIT_TORCH); break;
+        default: higan_recognizer_init(&m->R, &r, HIGAN_INIT_TORCH); break;
+        }
+    }
+    return HIGAN_OK;
+}
+
+HIGAN_DEF void higan_model_free(higan_model *m) {
+    int s;
+    if (!m) return;
+    for (s = 0; s < HIGAN_STORE_COUNT; ++s) higan_params_free(&m->store[s]);
+    memset(m, 0, sizeof *m);
+}
+
+HIGAN_DEF int64_t higan_model_num_params(const higan_model *m, int net) {
+    const higan_params *p;
+    size_t l;
+    int64_t total = 0;
+    int i;
+    if (!m || !m->initialised || net < 0 || net >= HIGAN_NET_COUNT || !(m->cfg.nets & HIGAN_NET_BIT(net))) return 0;
+    p = &m->store[higan__model_net_stores[net]];
+    l = strlen(higan__model_net_names[net]);
+    for (i = 0; i < p->count; ++i)
+        if (p->entries[i].kind == HIGAN_PARAM && !strncmp(p->entries[i].name, higan__model_net_names[net], l) &&
+            p->entries[i].name[l] == '.')
+            total += p->entries[i].numel;
+    return total;
+}
+
+/* ---- save ------------------------------------------------------------------------------------- */
+/* Renames metadata key from to to in a writer (params_add_to_writer writes "adam_step"). */
+static higan_status higan__model_meta_rename(higan_safetensors_writer *w, const char *from, const char *to) {
+    int i;
+    for (i = 0; i < w->meta_count; ++i)
+        if (!strcmp(w->meta_keys[i], from)) {
+            size_t n = strlen(to) + 1;
+            char *k = (char *)HIGAN_MALLOC(n);
+            if (!k) return higan__error(HIGAN_ERR_NOMEM, "model_save: out of memory");
+            memcpy(k, to, n);
+            HIGAN_FREE(w->meta_keys[i]);
+            w->meta_keys[i] = k;
+        }
+    return HIGAN_OK;
+}
+
+HIGAN_DEF higan_status higan_model_save(const higan_model *m, const char *path,
+                                        const higan_adam *const *opts) {
+    higan_safetensors_writer w;
+    higan_status st = HIGAN_OK;
+    char key[96], val[512];
+    unsigned cfg_nets;
+    int net, s;
+    if (!m || !path) return higan__error(HIGAN_ERR_ARG, "model_save: NULL argument");
+    if (!m->initialised) return higan__error(HIGAN_ERR_ARG, "model_save: the model is not initialised");
+    higan_safetensors_writer_init(&w);
+    higan__model_list(val, sizeof val, m->cfg.nets);
+    st = higan_safetensors_writer_meta(&w, "higan.version", HIGAN_VERSION_STRING);
+    if (st == HIGAN_OK) st = higan_safetensors_writer_meta(&w, "higan.networks", val);
+    if (st == HIGAN_OK) st = higan_safetensors_writer_meta(&w, "higan.alphabet", HIGAN_ALPHABET_STRING);
+    /* the backbone's configuration also fixes the input width of E and W */
+    cfg_nets = m->cfg.nets;
+    if (cfg_nets & (HIGAN_NET_BIT(HIGAN_NET_STYLE_ENCODER) | HIGAN_NET_BIT(HIGAN_NET_WRITER_IDENTIFIER)))
+        cfg_nets |= HIGAN_NET_BIT(HIGAN_NET_STYLE_BACKBONE);
+    for (net = 0; net < HIGAN_NET_COUNT && st == HIGAN_OK; ++net) {
+        if (!(cfg_nets & HIGAN_NET_BIT(net))) continue;
+        snprintf(key, sizeof key, "higan.config.%s", higan__model_net_names[net]);
+        higan__model_config_string(&m->cfg, net, val, sizeof val);
+        st = higan_safetensors_writer_meta(&w, key, val);
+    }
+    for (s = 0; s < HIGAN_STORE_COUNT && st == HIGAN_OK; ++s) {
+        const higan_adam *opt = opts ? opts[s] : NULL;
+        if (m->store[s].count == 0) continue;
+        st = higan_params_add_to_writer(&m->store[s], &w, "", opt);
+        if (st == HIGAN_OK && opt) {
+            snprintf(key, sizeof key, "%s.adam_step", higan__model_store_names[s]);
+            st = higan__model_meta_rename(&w, "adam_step", key);
+            snprintf(key, sizeof key, "%s.adam_hparams", higan__model_store_names[s]);
+            if (st == HIGAN_OK) st = higan__model_meta_rename(&w, "adam_hparams", key);
+        }
+    }
+    if (st == HIGAN_OK) st = higan_safetensors_writer_save(&w, path);
+    higan_safetensors_writer_free(&w);
+    return st;
+}
+
+/* ---- load ------------------------------------------------------------------------------------- */
+static int higan__model_has_prefix(const char *name, int net) {
+    size_t l = strlen(higan__model_net_names[net]);
+    return !strncmp(name, higan__model_net_names[net], l) && name[l] == '.';
+}
+
+/* Loads store s from the tensors of st that belong to the networks in nets (a view of st). */
+static higan_status higan__model_load_store(higan_model *m, const higan_safetensors *st, int s, unsigned nets,
+                                            higan_adam *opt, const char *label) {
+    higan_safetensors view;
+    char step_key[] = "adam_step", opt_key[64], *keys[1], *values[1];
+    const char *step;
+    higan_status rc;
+    int i, net;
+    memset(&view, 0, sizeof view);
+    view.data = st->data;
+    view.tensors = (higan_st_tensor *)HIGAN_MALLOC(sizeof(higan_st_tensor) * (size_t)(st->count > 0 ? st->count : 1));
+    if (!view.tensors) return higan__error(HIGAN_ERR_NOMEM, "model_load: out of memory");
+    for (i = 0; i < st->count; ++i)
+        for (net = 0; net < HIGAN_NET_COUNT; ++net)
+            if ((nets & HIGAN_NET_BIT(net)) && higan__model_has_prefix(st->tensors[i].name, net)) {
+                view.tensors[view.count++] = st->tensors[i];
+                break;
+            }
+    snprintf(opt_key, sizeof opt_key, "%s.adam_step", higan__model_store_names[s]);
+    step = opt ? higan_safetensors_meta(st, opt_key) : NULL;
+    if (step) {   /* higan_params_load reads the step as "adam_step" */
+        keys[0] = step_key;
+        values[0] = (char *)step;
+        view.meta_keys = keys;
+        view.meta_values = values;
+        view.meta_count = 1;
+    }
+    rc = higan_params_load(&m->store[s], &view, "", step ? opt : NULL);
+    HIGAN_FREE(view.tensors);
+    if (rc != HIGAN_OK) {
+        char msg[1024];
+        const char *e = higan_last_error(), *skip = "params_load (prefix ''): ";
+        if (!strncmp(e, skip, strlen(skip))) e += strlen(skip);
+        snprintf(msg, sizeof msg, "%s", e);
+        return higan__error(rc, "%s: %s", label, msg);
+    }
+    m->opt_loaded[s] = step != NULL;
+    return HIGAN_OK;
+}
+
+static higan_status higan__model_load(higan_model *m, const higan_safetensors *st, unsigned nets,
+                                      higan_adam *opts, const char *label) {
+    higan_model_config fc;
+    higan_status rc;
+    unsigned present = 0, want, has;
+    char list_a[256], list_b[256];
+    const char *alpha;
+    int i, net, s, built = 0;
+    if (nets & ~HIGAN_NETS_ALL) return higan__error(HIGAN_ERR_ARG, "model_load: nets = 0x%x is not a network mask", nets);
+    for (i = 0; i < st->count; ++i)
+        for (net = 0; net < HIGAN_NET_COUNT; ++net)
+            if (higan__model_has_prefix(st->tensors[i].name, net)) present |= HIGAN_NET_BIT(net);
+    higan__model_list(list_b, sizeof list_b, present);
+    if (m->initialised) {
+        want = nets ? nets : m->cfg.nets;
+        if (want & ~m->cfg.nets) {
+            higan__model_list(list_a, sizeof list_a, want & ~m->cfg.nets);
+            return higan__error(HIGAN_ERR_ARG, "%s: the model has no %s (initialise it with those networks)", label, list_a);
+        }
+        for (s = 0; s < HIGAN_STORE_COUNT; ++s) {
+            unsigned in_model = m->cfg.nets & higan__model_store_nets(s);
+            if ((want & in_model) && (want & in_model) != in_model) {
+                higan__model_list(list_a, sizeof list_a, in_model);
+                return higan__error(HIGAN_ERR_ARG, "%s: %s share one parameter store and load together", label, list_a);
+            }
+        }
+    } else {
+        want = nets ? nets : present;
+        if (!want)
+            return higan__error(HIGAN_ERR_FORMAT, "%s holds no HiGAN+ network (no tensor named Generator.*, "
+                                "StyleEncoder.*, StyleBackbone.*, Discriminator.*, PatchDiscriminator.*, "
+                                "WriterIdentifier.* or Recognizer.*)", label);
+    }
+    if (want & ~present) {
+        higan__model_list(list_a, sizeof list_a, want & ~present);
+        return higan__error(HIGAN_ERR_FORMAT, "%s has no %s (it holds: %s)", label, list_a, list_b);
+    }
+    alpha = higan_safetensors_meta(st, "higan.alphabet");
+    if (alpha && strcmp(alpha, HIGAN_ALPHABET_STRING) != 0)
+        return higan__error(HIGAN_ERR_FORMAT, "%s was trained with another alphabet ('%.100s'), not HiGAN+'s '%s'",
+                            label, alpha, HIGAN_ALPHABET_STRING);
+    if ((rc = higan__model_config_from_meta(st, want, &fc, &has)) != HIGAN_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", higan_last_error());
+        return higan__error(rc, "%s: %s", label, msg);
+    }
+    if (m->initialised) {
+        if ((rc = higan__model_config_compare(m, &fc, has, label)) != HIGAN_OK) return rc;
+    } else {
+        if ((rc = higan__model_build(m, &fc)) != HIGAN_OK) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", higan_last_error());
+            return higan__error(rc, "%s: %s", label, msg);
+        }
+        built = 1;
+    }
+    for (s = 0; s < HIGAN_STORE_COUNT; ++s) m->opt_loaded[s] = 0;
+    for (s = 0; s < HIGAN_STORE_COUNT; ++s) {
+        unsigned sn = want & higan__model_store_nets(s);
+        if (!sn) continue;
+        if ((rc = higan__model_load_store(m, st, s, sn, opts ? &opts[s] : NULL, label)) != HIGAN_OK) {
+            if (built) higan_model_free(m);
+            return rc;
+        }
+    }
+    return HIGAN_OK;
+}
+
+HIGAN_DEF higan_status higan_model_load_safetensors(higan_model *m, const higan_safetensors *st,
+                                                    unsigned nets, higan_adam *opts) {
+    if (!m || !st) return higan__error(HIGAN_ERR_ARG, "model_load: NULL argument");
+    return higan__model_load(m, st, nets, opts, "checkpoint");
+}
+
+HIGAN_DEF higan_status higan_model_load(higan_model *m, const char *path, unsigned nets, higan_adam *opts) {
+    higan_safetensors st;
+    higan_status rc;
+    char label[300];
+    if (!m || !path) return higan__error(HIGAN_ERR_ARG, "model_load: NULL argument");
+    if ((rc = higan_safetensors_load(&st, path)) != HIGAN_OK) return rc;
+    snprintf(label, sizeof label, "checkpoint '%.256s'", path);
+    rc = higan__model_load(m, &st, nets, opts, label);
+    higan_safetensors_free(&st);
+    return rc;
+}
+
+/* ---- image resampling (cv2.resize INTER_AREA / INTER_LINEAR, per axis) ------------------------ */
+typedef struct {
+    int64_t *first;   /* [dsize + 1]: taps of destination d are first[d] .. first[d+1]-1 */
+    int64_t *src;
+    float *w;
+} higan__taps;
+static void higan__taps_free(higan__taps *t) { HIGAN_FREE(t->first); HIGAN_FREE(t->src); HIGAN_FREE(t->w); }
+static higan_status higan__taps_make(higan__taps *t, int64_t ssize, int64_t dsize) {
+    double scale = (double)ssize / (double)dsize;
+    int64_t cap = ssize + 2 * dsize + 2, k = 0, d;
+    t->first = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (size_t)(dsize + 1));
+    t->src = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (size_t)cap);
+    t->w = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)cap);
+    if (!t->first || !t->src || !t->w) { higan__taps_free(t); return higan__error(HIGAN_ERR_NOMEM, "image_resize: out of memory"); }
+    for (d = 0; d < dsize; ++d) {
+        t->first[d] = k;
+        if (dsize < ssize) {   /* INTER_AREA: OpenCV's computeResizeAreaTab */
+            double fs1 = (double)d * scale, fs2 = fs1 + scale;
+            double cell = scale < (double)ssize - fs1 ? scale : (double)ssize - fs1;
+            int64_t s1 = (int64_t)ceil(fs1), s2 = (int64_t)floor(fs2), sx;
+            if (s2 > ssize - 1) s2 = ssize - 1;
+            if (s1 > s2) s1 = s2;
+            if ((double)s1 - fs1 > 1e-3) { t->src[k] = s1 - 1; t->w[k++] = (float)(((double)s1 - fs1) / cell); }
+            for (sx = s1; sx < s2; ++sx) { t->src[k] = sx; t->w[k++] = (float)(1.0 / cell); }
+            if (fs2 - (double)s2 > 1e-3) {
+                double part = fs2 - (double)s2 < 1.0 ? fs2 - (double)s2 : 1.0;
+                t->src[k] = s2; t->w[k++] = (float)((part < cell ? part : cell) / cell);
+            }
+        } else {               /* INTER_LINEAR: half-pixel centres, clamped at the edges */
+            float fx = (float)(((double)d + 0.5) * scale - 0.5);
+            int64_t sx = (int64_t)floor(fx);
+            fx -= (float)sx;
+            if (sx < 0) { fx = 0.0f; sx = 0; }
+            if (sx >= ssize - 1) { fx = 0.0f; sx = ssize - 1; }
+            t->src[k] = sx; t->w[k++] = 1.0f - fx;
+            if (fx != 0.0f) { t->src[k] = sx + 1; t->w[k++] = fx; }
+        }
+    }
+    t->first[dsize] = k;
+    return HIGAN_OK;
+}
+/* a source image: floats, or 8-bit pixels converted to gray on the fly */
+typedef struct { const float *f; const unsigned char *u8; int channels; int64_t stride; } higan__img_src;
+static double higan__img_at(const higan__img_src *s, int64_t y, int64_t x) {
+    const unsigned char *p;
+    double g, a;
+    if (s->f) return s->f[y * s->stride + x];
+    p = s->u8 + (y * s->stride + x) * s->channels;
+    switch (s->channels) {
+    case 1: return p[0];
+    case 2: a = p[1] / 255.0; return p[0] * a + 255.0 * (1.0 - a);          /* over white */
+    case 3: return 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+    default:
+        g = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+        a = p[3] / 255.0;
+        return g * a + 255.0 * (1.0 - a);
+    }
+}
+static higan_status higan__resize(float *y, int64_t out_h, int64_t out_w, const higan__img_src *x,
+                                  int64_t in_h, int64_t in_w) {
+    higan__taps ty, tx;
+    higan_status st;
+    int64_t dy, dx, i, j;
+    if (out_h < 1 || out_w < 1 || in_h < 1 || in_w < 1)
+        return higan__error(HIGAN_ERR_ARG, "image_resize: empty image (%lld x %lld to %lld x %lld)",
+                            (long long)in_h, (long long)in_w, (long long)out_h, (long long)out_w);
+    if ((st = higan__taps_make(&ty, in_h, out_h)) != HIGAN_OK) return st;
+    if ((st = higan__taps_make(&tx, in_w, out_w)) != HIGAN_OK) { higan__taps_free(&ty); return st; }
+    for (dy = 0; dy < out_h; ++dy)
+        for (dx = 0; dx < out_w; ++dx) {
+            double acc = 0.0;
+            for (i = ty.first[dy]; i < ty.first[dy + 1]; ++i) {
+                double row = 0.0;
+                for (j = tx.first[dx]; j < tx.first[dx + 1]; ++j)
+                    row += (double)tx.w[j] * higan__img_at(x, ty.src[i], tx.src[j]);
+                acc += (double)ty.w[i] * row;
+            }
+            y[dy * out_w + dx] = (float)acc;
+        }
+    higan__taps_free(&ty);
+    higan__taps_free(&tx);
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_image_resize(float *y, int64_t out_h, int64_t out_w, const float *x,
+                                          int64_t in_h, int64_t in_w) {
+    higan__img_src src;
+    if (!y || !x) return higan__error(HIGAN_ERR_ARG, "image_resize: NULL argument");
+    src.f = x; src.u8 = NULL; src.channels = 1; src.stride = in_w;
+    return higan__resize(y, out_h, out_w, &src, in_h, in_w);
+}
+
+HIGAN_DEF int higan_image_to_input(const unsigned char *pixels, int w, int h, int channels,
+                                   float *out, int64_t out_cap) {
+    higan__img_src src;
+    higan_status st;
+    int64_t W, i;
+    if (!pixels && out) return higan__error(HIGAN_ERR_ARG, "image_to_input: NULL pixels");
+    if (w < 1 || h < 1) return higan__error(HIGAN_ERR_ARG, "image_to_input: empty image (%d x %d pixels)", w, h);
+    if (w > 32768 || h > 32768)
+        return higan__error(HIGAN_ERR_ARG, "image_to_input: %d x %d pixels is too large (at most 32768 a side)", w, h);
+    if (channels < 1 || channels > 4)
+        return higan__error(HIGAN_ERR_ARG, "image_to_input: %d channels (use 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA)", channels);
+    /* official ImageDataset: new_w = int(w * (64 / h)) */
+    W = (int64_t)floor((double)w * ((double)HIGAN_IMAGE_HEIGHT / (double)h));
+    if (W < 1) W = 1;
+    if (W > HIGAN_MAX_IMAGE_WIDTH)
+        return higan__error(HIGAN_ERR_ARG, "image_to_input: a %d x %d image is %lld pixels wide at height 64 "
+                            "(at most %d): crop it to one word", w, h, (long long)W, HIGAN_MAX_IMAGE_WIDTH);
+    if (!out) return (int)W;
+    if (out_cap < HIGAN_IMAGE_HEIGHT * W)
+        return higan__error(HIGAN_ERR_ARG, "image_to_input: out has %lld floats, needs %lld (64 x %lld)",
+                            (long long)out_cap, (long long)(HIGAN_IMAGE_HEIGHT * W), (long long)W);
+    src.f = NULL; src.u8 = pixels; src.channels = channels; src.stride = w;
+    if ((st = higan__resize(out, HIGAN_IMAGE_HEIGHT, W, &src, h, w)) != HIGAN_OK) return st;
+    /* invert (ink bright) and ToTensor + Normalize(0.5, 0.5): (255 - g) / 127.5 - 1 */
+    for (i = 0; i < HIGAN_IMAGE_HEIGHT * W; ++i) out[i] = (float)(1.0 - (double)out[i] / 127.5);
+    return (int)W;
+}
+
+/* ---- generation ------------------------------------------------------------------------------- */
+HIGAN_DEF void higan_style_random(const higan_model *m, higan_rng *rng, float *style_out) {
+    HIGAN_ASSERT(m && m->initialised && rng && style_out);
+    higan_rng_fill_normal(rng, style_out, m->cfg.G.style_dim, 0.0f, 1.0f);
+}
+
+HIGAN_DEF int higan_generate_word(higan_model *m, higan_tape *t, const char *text, const float *style,
+                                  float *out, int64_t out_cap) {
+    int labels[HIGAN_MAX_WORD_LEN], n, lens[1];
+    int64_t H, W, C, zs[2];
+    size_t mark;
+    higan_var *z, *y;
+    higan_status rc = HIGAN_OK;
+    if (!m || !m->initialised || !(m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_GENERATOR)))
+        return higan__error(HIGAN_ERR_ARG, "generate_word: the model has no Generator");
+    if ((n = higan_text_encode(text, labels, HIGAN_MAX_WORD_LEN)) < 0) return n;
+    H = 16 * m->cfg.G.bottom;
+    W = 8 * m->cfg.G.bottom * n;
+    C = m->cfg.G.input_nc;
+    if (!out) return (int)W;
+    if (!t || !style) return higan__error(HIGAN_ERR_ARG, "generate_word: NULL tape or style");
+    if (out_cap < C * H * W)
+        return higan__error(HIGAN_ERR_ARG, "generate_word: out has %lld floats, '%s' needs %lld (%lld x %lld x %lld)",
+                            (long long)out_cap, text, (long long)(C * H * W), (long long)C, (long long)H, (long long)W);
+    mark = higan_arena_mark(t->arena);
+    higan_no_grad_begin(t);
+    zs[0] = 1; zs[1] = m->cfg.G.style_dim;
+    z = higan_var_new(t, 2, zs);
+    if (z) memcpy(z->data, style, sizeof(float) * (size_t)zs[1]);
+    lens[0] = n;
+    y = z ? higan_generator_forward(t, &m->G, z, labels, lens, n, 0) : NULL;
+    higan_no_grad_end(t);
+    if (y) memcpy(out, y->data, sizeof(float) * (size_t)(C * H * W));
+    else rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : HIGAN_ERR_ARG;   /* message already set */
+    higan_arena_release(t->arena, mark);
+    return rc != HIGAN_OK ? rc : (int)W;
+}
+
+HIGAN_DEF higan_status higan_style_from_image(higan_model *m, higan_tape *t, const float *img, int64_t W,
+                                              int n_chars, float *style_out) {
+    const unsigned need = HIGAN_NET_BIT(HIGAN_NET_STYLE_BACKBONE) | HIGAN_NET_BIT(HIGAN_NET_STYLE_ENCODER);
+    int64_t xs[4];
+    int lens[1];
+    size_t mark;
+    higan_var *x, *feat, *mu;
+    higan_status rc = HIGAN_OK;
+    if (!m || !m->initialised || (m->cfg.nets & need) != need)
+        return higan__error(HIGAN_ERR_ARG, "style_from_image: the model needs a StyleBackbone and a StyleEncoder");
+    if (m->cfg.B.in_channel != 1)
+        return higan__error(HIGAN_ERR_ARG, "style_from_image: the StyleBackbone takes %d channels, not 1", m->cfg.B.in_channel);
+    if (!t || !img || !style_out) return higan__error(HIGAN_ERR_ARG, "style_from_image: NULL argument");
+    if (W < 1 || W > HIGAN_MAX_IMAGE_WIDTH)
+        return higan__error(HIGAN_ERR_ARG, "style_from_image: image width %lld is outside 1..%d", (long long)W,
+                            HIGAN_MAX_IMAGE_WIDTH);
+    if (n_chars < 1 || n_chars > HIGAN_MAX_WORD_LEN)
+        return higan__error(HIGAN_ERR_ARG, "style_from_image: %d characters; the reference must show 1..%d",
+                            n_chars, HIGAN_MAX_WORD_LEN);
+    mark = higan_arena_mark(t->arena);
+    higan_no_grad_begin(t);
+    xs[0] = 1; xs[1] = 1; xs[2] = HIGAN_IMAGE_HEIGHT; xs[3] = (int64_t)HIGAN_CHAR_WIDTH * n_chars;
+    lens[0] = (int)xs[3];
+    x = higan_var_new(t, 4, xs);
+    /* process_style: 32 px per character, area when shrinking, linear otherwise */
+    if (x && (rc = higan_image_resize(x->data, HIGAN_IMAGE_HEIGHT, xs[3], img, HIGAN_IMAGE_HEIGHT, W)) != HIGAN_OK) x = NULL;
+    feat = x ? higan_style_backbone_forward(t, &m->B, x, 0, NULL, NULL) : NULL;
+    mu = feat ? higan_style_encoder_forward(t, &m->E, feat, lens, 0, NULL, NULL, NULL, NULL) : NULL;
+    higan_no_grad_end(t);
+    if (mu) memcpy(style_out, mu->data, sizeof(float) * (size_t)m->cfg.G.style_dim);
+    else if (rc == HIGAN_OK) rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : HIGAN_ERR_ARG;
+    higan_arena_release(t->arena, mark);
+    return rc;
+}
+
+/* ---- styles: average, interpolation, files ---------------------------------------------------- */
+HIGAN_DEF void higan_style_average(const float *styles, int n, int64_t dim, float *out) {
+    int64_t j;
+    int i;
+    HIGAN_ASSERT(styles && out && n >= 1 && dim >= 0);
+    for (j = 0; j < dim; ++j) {
+        double acc = 0.0;
+        for (i = 0; i < n; ++i) acc += styles[(int64_t)i * dim + j];
+        out[j] = (float)(acc / n);
+    }
+}
+
+HIGAN_DEF higan_status higan_style_from_images(higan_model *m, higan_tape *t, const float *const *imgs,
+                                               const int64_t *widths, const int *n_chars, int n,
+                                               float *style_out) {
+    float *all;
+    int64_t dim;
+    higan_status rc = HIGAN_OK;
+    int i;
+    if (n < 1) return higan__error(HIGAN_ERR_ARG, "style_from_images: %d references (give at least one)", n);
+    if (!m || !m->initialised || !imgs || !widths || !n_chars || !style_out)
+        return higan__error(HIGAN_ERR_ARG, "style_from_images: NULL argument or uninitialised model");
+    dim = m->cfg.G.style_dim;
+    all = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(dim * n));
+    if (!all) return higan__error(HIGAN_ERR_NOMEM, "style_from_images: out of memory");
+    for (i = 0; i < n && rc == HIGAN_OK; ++i) {
+        rc = higan_style_from_image(m, t, imgs[i], widths[i], n_chars[i], all + (int64_t)i * dim);
+        if (rc != HIGAN_OK) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", higan_last_error());
+            higan__error(rc, "reference %d: %s", i, msg);
+        }
+    }
+    if (rc == HIGAN_OK) higan_style_average(all, n, dim, style_out);
+    HIGAN_FREE(all);
+    return rc;
+}
+
+HIGAN_DEF void higan_style_lerp(const float *a, const float *b, int64_t dim, float w, float *out) {
+    int64_t j;
+    HIGAN_ASSERT(a && b && out && dim >= 0);
+    for (j = 0; j < dim; ++j) {   /* torch.lerp's two-sided formula: exact at both ends */
+        float d = b[j] - a[j];
+        out[j] = w < 0.5f ? a[j] + w * d : b[j] - d * (1.0f - w);
+    }
+}
+
+HIGAN_DEF higan_status higan_style_save(const char *path, const float *style, int64_t dim) {
+    higan_safetensors_writer w;
+    higan_status st;
+    char buf[32];
+    int64_t shape[1];
+    if (!path || !style || dim < 1) return higan__error(HIGAN_ERR_ARG, "style_save: NULL argument or empty style");
+    shape[0] = dim;
+    snprintf(buf, sizeof buf, "%lld", (long long)dim);
+    higan_safetensors_writer_init(&w);
+    st = higan_safetensors_writer_add(&w, "style", HIGAN_F32, 1, shape, style);
+    if (st == HIGAN_OK) st = higan_safetensors_writer_meta(&w, "higan.style_dim", buf);
+    if (st == HIGAN_OK) st = higan_safetensors_writer_meta(&w, "higan.version", HIGAN_VERSION_STRING);
+    if (st == HIGAN_OK) st = higan_safetensors_writer_save(&w, path);
+    higan_safetensors_writer_free(&w);
+    return st;
+}
+
+HIGAN_DEF int64_t higan_style_load(const char *path, float *style, int64_t cap) {
+    higan_safetensors st;
+    const higan_st_tensor *t;
+    higan_status rc;
+    int64_t dim;
+    if (!path) return higan__error(HIGAN_ERR_ARG, "style_load: NULL path");
+    if ((rc = higan_safetensors_load(&st, path)) != HIGAN_OK) return rc;
+    t = higan_safetensors_find(&st, "style");
+    if (!t || !(t->ndim == 1 || (t->ndim == 2 && t->shape[0] == 1)) || t->numel < 1) {
+        higan_safetensors_free(&st);
+        return higan__error(HIGAN_ERR_FORMAT, "style file '%.256s': %s", path,
+                            t ? "tensor 'style' is not [dim] or [1, dim]" : "no tensor 'style'");
+    }
+    dim = t->numel;
+    if (style || cap > 0) {
+        if (dim > cap) {
+            higan_safetensors_free(&st);
+            return higan__error(HIGAN_ERR_ARG, "style file '%.256s' holds %lld values, room for %lld (a model with "
+                                "another style_dim?)", path, (long long)dim, (long long)cap);
+        }
+        if (!style) { higan_safetensors_free(&st); return higan__error(HIGAN_ERR_ARG, "style_load: NULL style"); }
+        if ((rc = higan_safetensors_read_f32(&st, "style", style, dim)) != HIGAN_OK) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", higan_last_error());
+            higan_safetensors_free(&st);
+            return higan__error(rc, "style file '%.256s': %s", path, msg);
+        }
+    }
+    higan_safetensors_free(&st);
+    return dim;
+}
+
+/* ---- layout ----------------------------------------------------------------------------------- */
+HIGAN_DEF higan_layout_options higan_layout_default_options(void) {
+    higan_layout_options o;
+    o.max_width = 0;
+    o.word_gap = 16;
+    o.line_gap = 0;
+    o.margin = 8;
+    o.align_baseline = 1;
+    return o;
+}
+
+HIGAN_DEF int64_t higan_word_baseline(const float *img, int64_t H, int64_t W) {
+    double small[256], *p = small, pmax = 0.0, mean = 0.0, thr, best_mass = -1.0, mass = 0.0;
+    int64_t y, x, cnt = 0, best_end = -1, run_last = -1, gap = 0, fallback;
+    HIGAN_ASSERT(img && H >= 1 && W >= 1);
+    fallback = (5 * H) / 8 < 1 ? 1 : (5 * H) / 8;
+    if (H > 256 && !(p = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)H))) return fallback;
+    for (y = 0; y < H; ++y) {          /* ink row profile: brighter than mid-gray, by strength */
+        double acc = 0.0;
+        for (x = 0; x < W; ++x) {
+            float v = img[y * W + x];
+            acc += v > 1.0f ? 1.0 : v > 0.0f ? (double)v : 0.0;
+        }
+        p[y] = acc;
+        if (acc > pmax) pmax = acc;
+    }
+    if (!(pmax > 0.0)) { if (p != small) HIGAN_FREE(p); return fallback; }
+    for (y = 0; y < H; ++y) if (p[y] >= 0.1 * pmax) { mean += p[y]; ++cnt; }
+    thr = 0.5 * mean / (double)cnt;    /* half the mean density of the inked rows */
+    /* runs of rows at or above thr (gaps of up to 2 rows bridged); the run holding the most
+       ink is the core band, the row after its last dense row the baseline */
+    for (y = 0; y <= H; ++y) {
+        if (y < H && p[y] >= thr) {
+            if (run_last < 0) mass = 0.0;
+            else for (x = run_last + 1; x < y; ++x) mass += p[x];     /* a bridged gap */
+            mass += p[y];
+            run_last = y;
+            gap = 0;
+        } else if (run_last >= 0 && (y == H || ++gap > 2)) {
+            if (mass > best_mass) { best_mass = mass; best_end = run_last; }
+            run_last = -1;
+            gap = 0;
+        }
+    }
+    if (p != small) HIGAN_FREE(p);
+    return best_end >= 0 ? best_end + 1 : fallback;
+}
+
+HIGAN_DEF void higan_page_free(higan_page *page) {
+    if (!page) return;
+    HIGAN_FREE(page->pixels);
+    HIGAN_FREE(page->words);
+    memset(page, 0, sizeof *page);
+}
+
+HIGAN_DEF higan_status higan_layout_words(higan_page *page, const float *const *imgs, const int64_t *widths,
+                                          const int *breaks, int64_t n, int64_t H,
+                                          const higan_layout_options *opt) {
+    higan_layout_options o = opt ? *opt : higan_layout_default_options();
+    higan_page_word *wd;
+    int64_t i, j, avail, line, cx, max_line = 0, top, first, y, x;
+    if (!page) return higan__error(HIGAN_ERR_ARG, "layout_words: NULL page");
+    memset(page, 0, sizeof *page);
+    if (n < 1 || !imgs || !widths) return higan__error(HIGAN_ERR_ARG, "layout_words: no words");
+    if (H < 1 || H > 65536) return higan__error(HIGAN_ERR_ARG, "layout_words: image height %lld", (long long)H);
+    if (o.max_width < 0 || o.word_gap < 0 || o.line_gap < 0 || o.margin < 0 ||
+        o.max_width > 1000000 || o.word_gap > 100000 || o.line_gap > 100000 || o.margin > 100000)
+        return higan__error(HIGAN_ERR_ARG, "layout_words: options out of range (max_width %lld, word_gap %lld, "
+                            "line_gap %lld, margin %lld)", (long long)o.max_width, (long long)o.word_gap,
+                            (long long)o.line_gap, (long long)o.margin);
+    for (i = 0; i < n; ++i)
+        if (!imgs[i] || widths[i] < 1 || widths[i] > HIGAN_MAX_IMAGE_WIDTH)
+            return higan__error(HIGAN_ERR_ARG, "layout_words: word %lld has width %lld", (long long)i,
+                                (long long)widths[i]);
+    wd = (higan_page_word *)HIGAN_MALLOC(sizeof(higan_page_word) * (size_t)n);
+    if (!wd) return higan__error(HIGAN_ERR_NOMEM, "layout_words: out of memory");
+    /* greedy wrapping: the content x of every word and its line */
+    avail = o.max_width > 0 ? o.max_width - 2 * o.margin : -1;
+    line = 0; cx = 0;
+    for (i = 0; i < n; ++i) {
+        int64_t start = i == 0 ? 0 : cx + o.word_gap;
+        if (i > 0 && ((breaks && breaks[i]) || (avail >= 0 && start + widths[i] > avail))) { ++line; start = 0; }
+        wd[i].x = start;
+        wd[i].width = widths[i];
+        wd[i].line = line;
+        wd[i].baseline = o.align_baseline ? higan_word_baseline(imgs[i], H, widths[i]) : 0;
+        cx = start + widths[i];
+        if (cx > max_line) max_line = cx;
+    }
+    page->n_lines = line + 1;
+    page->width = (o.max_width > max_line + 2 * o.margin) ? o.max_width : max_line + 2 * o.margin;
+    /* lines top to bottom: each as tall as its largest ascent plus its largest descent */
+    top = o.margin;
+    for (first = 0; first < n; first = j) {
+        int64_t asc = 0, desc = 0;
+        for (j = first; j < n && wd[j].line == wd[first].line; ++j) {
+            if (wd[j].baseline > asc) asc = wd[j].baseline;
+            if (H - wd[j].baseline > desc) desc = H - wd[j].baseline;
+        }
+        for (i = first; i < j; ++i) { wd[i].x += o.margin; wd[i].y = top + asc - wd[i].baseline; }
+        top += asc + desc + (j < n ? o.line_gap : 0);
+    }
+    page->height = top + o.margin;
+    if (page->width * page->height > ((int64_t)1 << 31)) {
+        HIGAN_FREE(wd);
+        memset(page, 0, sizeof *page);
+        return higan__error(HIGAN_ERR_ARG, "layout_words: a %lld x %lld page is too large",
+                            (long long)page->width, (long long)page->height);
+    }
+    page->pixels = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(page->width * page->height));
+    if (!page->pixels) { HIGAN_FREE(wd); memset(page, 0, sizeof *page); return higan__error(HIGAN_ERR_NOMEM, "layout_words: out of memory"); }
+    for (i = 0; i < page->width * page->height; ++i) page->pixels[i] = -1.0f;
+    for (i = 0; i < n; ++i)            /* the brighter (inkier) value wins where images overlap */
+        for (y = 0; y < H; ++y) {
+            float *dst = page->pixels + (wd[i].y + y) * page->width + wd[i].x;
+            const float *src = imgs[i] + y * widths[i];
+            for (x = 0; x < widths[i]; ++x) if (src[x] > dst[x]) dst[x] = src[x];
+        }
+    page->words = wd;
+    page->n_words = n;
+    return HIGAN_OK;
+}
+
+HIGAN_DEF higan_status higan_generate_text(higan_model *m, higan_tape *t, const char *text, const float *style,
+                                           const higan_layout_options *opt, higan_page *page) {
+    char *copy = NULL, **word = NULL;
+    float **imgs = NULL;
+    int64_t *widths = NULL, n = 0, i, H, C;
+    int *breaks = NULL, brk = 0;
+    size_t len, k;
+    higan_status rc = HIGAN_OK;
+    if (!page) return higan__error(HIGAN_ERR_ARG, "generate_text: NULL page");
+    memset(page, 0, sizeof *page);
+    if (!m || !m->initialised || !(m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_GENERATOR)))
+        return higan__error(HIGAN_ERR_ARG, "generate_text: the model has no Generator");
+    if (!t || !text || !style) return higan__error(HIGAN_ERR_ARG, "generate_text: NULL argument");
+    len = strlen(text);
+    H = 16 * m->cfg.G.bottom;
+    C = m->cfg.G.input_nc;
+    copy = (char *)HIGAN_MALLOC(len + 1);
+    word = (char **)HIGAN_MALLOC(sizeof(char *) * (len / 2 + 1));
+    breaks = (int *)HIGAN_MALLOC(sizeof(int) * (len / 2 + 1));
+    widths = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (len / 2 + 1));
+    imgs = (float **)HIGAN_MALLOC(sizeof(float *) * (len / 2 + 1));
+    if (!copy || !word || !breaks || !widths || !imgs) { rc = higan__error(HIGAN_ERR_NOMEM, "generate_text: out of memory"); goto done; }
+    memcpy(copy, text, len + 1);
+    for (k = 0; k < len; ) {   /* words: runs of anything but ' ', '\t', '\r', '\n' */
+        char c = copy[k];
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n') { if (c == '\n') brk = 1; copy[k++] = 0; continue; }
+        word[n] = copy + k;
+        breaks[n] = brk;
+        imgs[n] = NULL;
+        brk = 0;
+        ++n;
+        while (k < len && copy[k] != ' ' && copy[k] != '\t' && copy[k] != '\r' && copy[k] != '\n') ++k;
+    }
+    if (n == 0) { rc = higan__error(HIGAN_ERR_ARG, "generate_text: the text has no words"); goto done; }
+    for (i = 0; i < n; ++i) {          /* check every word before running the network */
+        int W = higan_generate_word(m, t, word[i], NULL, NULL, 0);
+        if (W < 0) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", higan_last_error());
+            rc = higan__error(W, "generate_text: word %lld '%.100s': %s", (long long)(i + 1), word[i], msg);
+            n = i;
+            goto done;
+        }
+        widths[i] = W;
+    }
+    for (i = 0; i < n; ++i) {
+        int W;
+        if (!(imgs[i] = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(C * H * widths[i])))) {
+            rc = higan__error(HIGAN_ERR_NOMEM, "generate_text: out of memory");
+            break;
+        }
+        W = higan_generate_word(m, t, word[i], style, imgs[i], C * H * widths[i]);   /* channel 0 first */
+        if (W < 0) { rc = W; break; }
+    }
+    if (rc == HIGAN_OK) rc = higan_layout_words(page, (const float *const *)imgs, widths, breaks, n, H, opt);
+done:
+    if (imgs) for (i = 0; i < n; ++i) HIGAN_FREE(imgs[i]);
+    HIGAN_FREE(imgs); HIGAN_FREE(widths); HIGAN_FREE(breaks); HIGAN_FREE(word); HIGAN_FREE(copy);
+    return rc;
+}
+
+HIGAN_DEF void higan_image_to_pixels(const float *x, int64_t n, int transparent, unsigned char *out) {
+    int64_t i;
+    HIGAN_ASSERT(x && out && n >= 0);
+    for (i = 0; i < n; ++i) {
+        float v = x[i] < -1.0f ? -1.0f : x[i] > 1.0f ? 1.0f : x[i];
+        if (v != v) v = -1.0f;        /* NaN: background */
+        if (transparent) {
+            out[2 * i] = 0;
+            out[2 * i + 1] = (unsigned char)floor((v + 1.0f) * 127.5f + 0.5f);
+        } else {
+            out[i] = (unsigned char)floor((1.0f - v) * 127.5f + 0.5f);
+        }
+    }
+}
+
+#undef HIGAN__MODEL_RANGE
+/* ==== EVALUATION implementation ============================================================ */
+
+/* ---- edit distance, CER, WER -------------------------------------------------------------- */
+HIGAN_DEF int64_t higan_edit_distance(const int *a, int64_t na, const int *b, int64_t nb) {
+    int64_t small[256], *row = small, i, j, r;
+    if (na < 0 || nb < 0 || (na && !a) || (nb && !b))
+        return higan__error(HIGAN_ERR_ARG, "edit_distance: bad arguments");
+    if (nb + 1 > 256 && !(row = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (size_t)(nb + 1))))
+        return higan__error(HIGAN_ERR_NOMEM, "edit_distance: out of memory");
+    for (j = 0; j <= nb; ++j) row[j] = j;          /* distance from the empty prefix of a */
+    for (i = 1; i <= na; ++i) {
+        int64_t diag = row[0];                     /* D[i-1][j-1] */
+        row[0] = i;
+        for (j = 1; j <= nb; ++j) {
+            int64_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;              /* delete a[i-1] */
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;  /* insert b[j-1] */
+            diag = up;
+            row[j] = best;
+        }
+    }
+    r = row[nb];
+    if (row != small) HIGAN_FREE(row);
+    return r;
+}
+
+/* Code points of a UTF-8 string into out (NULL: count only). A byte that does not start a
+   valid sequence becomes 0x110000 + byte (never equal to a real code point). */
+static int64_t higan__eval_utf8(const char *str, int *out) {
+    const unsigned char *s = (const unsigned char *)str;
+    int64_t n = 0;
+    while (*s) {
+        unsigned c = *s, cp;
+        int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0, k;
+        cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
+        for (k = 1; k < len; ++k) {
+            if ((s[k] & 0xC0) != 0x80) { len = 0; break; }
+            cp = (cp << 6) | (s[k] & 0x3F);
+        }
+        if (len == 0) { cp = 0x110000u + c; len = 1; }
+        if (out) out[n] = (int)cp;
+        ++n;
+        s += len;
+    }
+    return n;
+}
+HIGAN_DEF int64_t higan_utf8_length(const char *s) { return s ? higan__eval_utf8(s, NULL) : 0; }
+
+HIGAN_DEF int64_t higan_edit_distance_utf8(const char *a, const char *b) {
+    int sa[128], sb[128], *ca = sa, *cb = sb;
+    int64_t na, nb, r;
+    if (!a || !b) return higan__error(HIGAN_ERR_ARG, "edit_distance_utf8: NULL string");
+    na = higan__eval_utf8(a, NULL);
+    nb = higan__eval_utf8(b, NULL);
+    if (na > 128) ca = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)na);
+    if (nb > 128) cb = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)nb);
+    if (!ca || !cb) r = higan__error(HIGAN_ERR_NOMEM, "edit_distance_utf8: out of memory");
+    else {
+        higan__eval_utf8(a, ca);
+        higan__eval_utf8(b, cb);
+        r = higan_edit_distance(ca, na, cb, nb);
+    }
+    if (ca && ca != sa) HIGAN_FREE(ca);
+    if (cb && cb != sb) HIGAN_FREE(cb);
+    return r;
+}
+
+HIGAN_DEF void higan_text_score_init(higan_text_score *s) { memset(s, 0, sizeof *s); }
+HIGAN_DEF higan_status higan_text_score_add(higan_text_score *s, const char *hyp, const char *ref) {
+    int64_t d;
+    if (!s || !hyp || !ref) return higan__error(HIGAN_ERR_ARG, "text_score_add: NULL argument");
+    if ((d = higan_edit_distance_utf8(hyp, ref)) < 0) return (higan_status)d;
+    s->edits += d;
+    s->ref_chars += higan_utf8_length(ref);
+    s->words += 1;
+    s->wrong_words += d > 0;
+    return HIGAN_OK;
+}
+HIGAN_DEF double higan_text_score_cer(const higan_text_score *s) {
+    return s && s->ref_chars > 0 ? (double)s->edits / (double)s->ref_chars : NAN;
+}
+HIGAN_DEF double higan_text_score_wer(const higan_text_score *s) {
+    return s && s->words > 0 ? (double)s->wrong_words / (double)s->words : NAN;
+}
+
+/* ---- writer identification ------------------------------------------------------------------ */
+HIGAN_DEF int64_t higan_argmax(const float *x, int64_t n) {
+    int64_t i, best = 0;
+    HIGAN_ASSERT(x && n >= 1);
+    for (i = 1; i < n; ++i) if (x[i] > x[best]) best = i;
+    return best;
+}
+HIGAN_DEF double higan_wier(const int *pred_real, const int *pred_fake, int64_t n) {
+    int64_t i, same = 0;
+    if (n <= 0 || !pred_real || !pred_fake) return NAN;
+    for (i = 0; i < n; ++i) same += pred_real[i] == pred_fake[i];
+    return 1.0 - (double)same / (double)n;
+}
+
+/* ---- symmetric eigen-decomposition (cyclic Jacobi) ------------------------------------------- */
+HIGAN_DEF higan_status higan_sym_eig(double *a, int64_t n, double *w, double *v) {
+    int64_t p, q, k;
+    int sweep;
+    if (!a || !w || n < 1) return higan__error(HIGAN_ERR_ARG, "sym_eig: bad arguments");
+    if (v) for (p = 0; p < n; ++p) for (q = 0; q < n; ++q) v[p * n + q] = p == q;
+    for (sweep = 0; sweep < 100; ++sweep) {
+        double off = 0.0, diag = 0.0;
+        for (p = 0; p < n; ++p) {
+            diag += a[p * n + p] * a[p * n + p];
+            for (q = p + 1; q < n; ++q) off += 2.0 * a[p * n + q] * a[p * n + q];
+        }
+        if (off == 0.0 || off <= 1e-30 * diag) break;
+        for (p = 0; p < n - 1; ++p)
+            for (q = p + 1; q < n; ++q) {
+                double apq = a[p * n + q], theta, t, c, s;
+                if (apq == 0.0) continue;
+                /* rotation J (c at pp and qq, s at pq, -s at qp) with (J^T A J)_pq = 0 */
+                theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                t = (theta >= 0.0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+                c = 1.0 / sqrt(t * t + 1.0);
+                s = t * c;
+                for (k = 0; k < n; ++k) {          /* A <- A J (columns p, q) */
+                    double akp = a[k * n + p], akq = a[k * n + q];
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for (k = 0; k < n; ++k) {          /* A <- J^T A (rows p, q) */
+                    double apk = a[p * n + k], aqk = a[q * n + k];
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+                a[p * n + q] = a[q * n + p] = 0.0;
+                if (v)
+                    for (k = 0; k < n; ++k) {      /* V <- V J */
+                        double vkp = v[k * n + p], vkq = v[k * n + q];
+                        v[k * n + p] = c * vkp - s * vkq;
+                        v[k * n + q] = s * vkp + c * vkq;
+                    }
+            }
+        if (sweep == 99) return higan__error(HIGAN_ERR_FORMAT, "sym_eig: Jacobi did not converge in 100 sweeps");
+    }
+    for (p = 0; p < n; ++p) w[p] = a[p * n + p];
+    return HIGAN_OK;
+}
+
+/* ---- FID ----------------------------------------------------------------------------------- */
+/* mean [d] and unbiased covariance [d, d] of x [n, d] (n >= 2), in double */
+static void higan__eval_gauss(const float *x, int64_t n, int64_t d, double *mean, double *cov, double *xc) {
+    int64_t i, j;
+    for (j = 0; j < d; ++j) {
+        double acc = 0.0;
+        for (i = 0; i < n; ++i) acc += x[i * d + j];
+        mean[j] = acc / (double)n;
+    }
+    for (i = 0; i < n; ++i) for (j = 0; j < d; ++j) xc[i * d + j] = (double)x[i * d + j] - mean[j];
+    HIGAN__PARALLEL_FOR
+    for (j = 0; j < d; ++j) {            /* row j of the upper triangle: independent outputs */
+        int64_t ii, k;
+        double *row = cov + j * d;
+        for (k = j; k < d; ++k) row[k] = 0.0;
+        for (ii = 0; ii < n; ++ii) {
+            double xj = xc[ii * d + j];
+            const double *xr = xc + ii * d;
+            for (k = j; k < d; ++k) row[k] += xj * xr[k];
+        }
+        for (k = j; k < d; ++k) row[k] /= (double)(n - 1);
+    }
+    for (j = 0; j < d; ++j) for (i = 0; i < j; ++i) cov[j * d + i] = cov[i * d + j];
+}
+/* c [d, d] = a b (all [d, d], double) */
+static void higan__eval_matmul(double *c, const double *a, const double *b, int64_t d) {
+    int64_t i;
+    HIGAN__PARALLEL_FOR
+    for (i = 0; i < d; ++i) {
+        int64_t j, k;
+        double *ci = c + i * d;
+        for (j = 0; j < d; ++j) ci[j] = 0.0;
+        for (k = 0; k < d; ++k) {
+            double aik = a[i * d + k];
+            const double *bk = b + k * d;
+            for (j = 0; j < d; ++j) ci[j] += aik * bk[j];
+        }
+    }
+}
+/* Eigenvalues of a positive semi-definite matrix that are below 1e-12 of the largest are
+   rounding noise of zero ones (singular covariances): set them to 0 before the square root. */
+static void higan__eval_clip_eig(double *w, int64_t d) {
+    double mx = 0.0;
+    int64_t j;
+    for (j = 0; j < d; ++j) if (w[j] > mx) mx = w[j];
+    for (j = 0; j < d; ++j) if (w[j] <= 1e-12 * mx) w[j] = 0.0;
+}
+HIGAN_DEF higan_status higan_fid(const float *a, int64_t na, const float *b, int64_t nb, int64_t d, double *fid) {
+    double *mu_a, *mu_b, *ca, *cb, *va, *wa, *sa, *tmp, *xc, diff = 0.0, tr_a = 0.0, tr_b = 0.0, tr_s = 0.0;
+    int64_t i, j, nmax = na > nb ? na : nb;
+    higan_status rc = HIGAN_OK;
+    if (!a || !b || !fid || na < 2 || nb < 2 || d < 1)
+        return higan__error(HIGAN_ERR_ARG, "fid: needs at least 2 feature vectors per set (got %lld and %lld) of "
+                            "dimension >= 1", (long long)na, (long long)nb);
+    mu_a = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)(2 * d));
+    ca = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)(5 * d * d));
+    wa = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)d);
+    xc = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)(nmax * d));
+    if (!mu_a || !ca || !wa || !xc) {
+        HIGAN_FREE(mu_a); HIGAN_FREE(ca); HIGAN_FREE(wa); HIGAN_FREE(xc);
+        return higan__error(HIGAN_ERR_NOMEM, "fid: out of memory (d = %lld)", (long long)d);
+    }
+    mu_b = mu_a + d;
+    cb = ca + d * d; va = cb + d * d; sa = va + d * d; tmp = sa + d * d;
+    higan__eval_gauss(a, na, d, mu_a, ca, xc);
+    higan__eval_gauss(b, nb, d, mu_b, cb, xc);
+    for (j = 0; j < d; ++j) {
+        diff += (mu_a[j] - mu_b[j]) * (mu_a[j] - mu_b[j]);
+        tr_a += ca[j * d + j];
+        tr_b += cb[j * d + j];
+    }
+    /* sqrt(C_a) = V diag(sqrt(max(w, 0))) V^T */
+    memcpy(tmp, ca, sizeof(double) * (size_t)(d * d));
+    rc = higan_sym_eig(tmp, d, wa, va);
+    if (rc == HIGAN_OK) {
+        higan__eval_clip_eig(wa, d);
+        for (j = 0; j < d; ++j) wa[j] = sqrt(wa[j]);
+        for (i = 0; i < d; ++i) for (j = 0; j < d; ++j) tmp[i * d + j] = va[i * d + j] * wa[j];
+        for (i = 0; i < d; ++i)
+            for (j = 0; j < d; ++j) {
+                double acc = 0.0;
+                int64_t k;
+                for (k = 0; k < d; ++k) acc += tmp[i * d + k] * va[j * d + k];
+                sa[i * d + j] = acc;
+            }
+        /* M = sqrt(C_a) C_b sqrt(C_a): symmetric, with the eigenvalues of C_a C_b */
+        higan__eval_matmul(tmp, sa, cb, d);
+        higan__eval_matmul(va, tmp, sa, d);
+        for (i = 0; i < d; ++i) for (j = 0; j < i; ++j) va[i * d + j] = va[j * d + i] = 0.5 * (va[i * d + j] + va[j * d + i]);
+        rc = higan_sym_eig(va, d, wa, NULL);
+    }
+    if (rc == HIGAN_OK) {
+        higan__eval_clip_eig(wa, d);
+        for (j = 0; j < d; ++j) tr_s += sqrt(wa[j]);
+        *fid = diff + tr_a + tr_b - 2.0 * tr_s;
+    }
+    HIGAN_FREE(mu_a); HIGAN_FREE(ca); HIGAN_FREE(wa); HIGAN_FREE(xc);
+    return rc;
+}
+
+/* ---- KID ------------------------------------------------------------------------------------- */
+/* Rows of a then b as one set of na + nb vectors; K (or NULL) holds every kernel value. */
+typedef struct {
+    const float *a, *b;
+    int64_t na, nb, d;
+    const double *K;
+} higan__kid_set;
+static double higan__kid_k(const higan__kid_set *S, int64_t u, int64_t v) {
+    const float *x, *y;
+    double dot = 0.0, k;
+    int64_t j;
+    if (S->K) return S->K[u * (S->na + S->nb) + v];
+    x = u < S->na ? S->a + u * S->d : S->b + (u - S->na) * S->d;
+    y = v < S->na ? S->a + v * S->d : S->b + (v - S->na) * S->d;
+    for (j = 0; j < S->d; ++j) dot += (double)x[j] * (double)y[j];
+    k = dot / (double)S->d + 1.0;       /* sklearn polynomial_kernel: gamma 1/d, coef0 1, degree 3 */
+    return k * k * k;
+}
+/* Unbiased MMD^2 between the rows ia[0..ma) of a and ib[0..mb) of b (indices into a and b).
+   rows: 2 ma + mb doubles of scratch holding per-row sums, added up in a fixed order so the
+   result does not depend on the thread count. */
+static double higan__kid_mmd2(const higan__kid_set *S, const int64_t *ia, int64_t ma, const int64_t *ib,
+                              int64_t mb, double *rows) {
+    int64_t i, total = ma + mb;
+    double sxx = 0.0, syy = 0.0, sxy = 0.0;
+    HIGAN__PARALLEL_FOR
+    for (i = 0; i < total; ++i) {
+        int64_t j;
+        if (i < ma) {                     /* sum_{j != i} k(a_i, a_j) and sum_j k(a_i, b_j) */
+            double xx = 0.0, xy = 0.0;
+            for (j = 0; j < ma; ++j) if (j != i) xx += higan__kid_k(S, ia[i], ia[j]);
+            for (j = 0; j < mb; ++j) xy += higan__kid_k(S, ia[i], S->na + ib[j]);
+            rows[i] = xx;
+            rows[total + i] = xy;
+        } else {                          /* sum_{j != i} k(b_i, b_j) */
+            double yy = 0.0;
+            int64_t bi = i - ma;
+            for (j = 0; j < mb; ++j) if (j != bi) yy += higan__kid_k(S, S->na + ib[bi], S->na + ib[j]);
+            rows[i] = yy;
+        }
+    }
+    for (i = 0; i < ma; ++i) { sxx += rows[i]; sxy += rows[total + i]; }
+    for (i = ma; i < total; ++i) syy += rows[i];
+    return sxx / ((double)ma * (double)(ma - 1)) + syy / ((double)mb * (double)(mb - 1)) -
+           2.0 * sxy / ((double)ma * (double)mb);
+}
+HIGAN_DEF higan_status higan_mmd2_poly(const float *a, int64_t na, const float *b, int64_t nb, int64_t d, double *mmd2) {
+    higan__kid_set S;
+    int64_t *idx, i, m = na > nb ? na : nb;
+    double *rows;
+    if (!a || !b || !mmd2 || na < 2 || nb < 2 || d < 1)
+        return higan__error(HIGAN_ERR_ARG, "mmd2_poly: needs at least 2 vectors per set (got %lld and %lld)",
+                            (long long)na, (long long)nb);
+    idx = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (size_t)m);
+    rows = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)(2 * na + nb));
+    if (!idx || !rows) { HIGAN_FREE(idx); HIGAN_FREE(rows); return higan__error(HIGAN_ERR_NOMEM, "mmd2_poly: out of memory"); }
+    for (i = 0; i < m; ++i) idx[i] = i;
+    S.a = a; S.b = b; S.na = na; S.nb = nb; S.d = d; S.K = NULL;
+    *mmd2 = higan__kid_mmd2(&S, idx, na, idx, nb, rows);
+    HIGAN_FREE(idx); HIGAN_FREE(rows);
+    return HIGAN_OK;
+}
+/* uniform integer in [0, n) without modulo bias */
+static int64_t higan__eval_randint(higan_rng *r, int64_t n) {
+    uint64_t un = (uint64_t)n, limit = UINT64_MAX - UINT64_MAX % un, x;
+    do x = higan_rng_u64(r); while (x >= limit);
+    return (int64_t)(x % un);
+}
+/* kernel matrices of sets up to this many vectors (a and b together) are computed once */
+#define HIGAN__KID_FULL_MAX 3072
+HIGAN_DEF higan_status higan_kid(const float *a, int64_t na, const float *b, int64_t nb, int64_t d,
+                                 int n_subsets, int64_t subset_size, higan_rng *rng, double *kid) {
+    higan__kid_set S;
+    int64_t m, nt = na + nb, *perm_a, *perm_b, i;
+    double *rows, *K = NULL, acc = 0.0;
+    int s;
+    if (!a || !b || !kid || !rng || na < 2 || nb < 2 || d < 1 || n_subsets < 1 || subset_size < 2)
+        return higan__error(HIGAN_ERR_ARG, "kid: needs at least 2 vectors per set (got %lld and %lld), subsets "
+                            "of 2 or more (%lld) and at least one subset (%d)", (long long)na, (long long)nb,
+                            (long long)subset_size, n_subsets);
+    m = subset_size < na ? subset_size : na;
+    if (nb < m) m = nb;
+    perm_a = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (size_t)na);
+    perm_b = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (size_t)nb);
+    rows = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)(3 * m));
+    if (nt <= HIGAN__KID_FULL_MAX) K = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)(nt * nt));
+    if (!perm_a || !perm_b || !rows || (nt <= HIGAN__KID_FULL_MAX && !K)) {
+        HIGAN_FREE(perm_a); HIGAN_FREE(perm_b); HIGAN_FREE(rows); HIGAN_FREE(K);
+        return higan__error(HIGAN_ERR_NOMEM, "kid: out of memory");
+    }
+    S.a = a; S.b = b; S.na = na; S.nb = nb; S.d = d; S.K = NULL;
+    if (K) {
+        HIGAN__PARALLEL_FOR
+        for (i = 0; i < nt; ++i) {
+            int64_t j;
+            for (j = i; j < nt; ++j) K[i * nt + j] = higan__kid_k(&S, i, j);
+        }
+        for (i = 0; i < nt; ++i) {
+            int64_t j;
+            for (j = 0; j < i; ++j) K[i * nt + j] = K[j * nt + i];
+        }
+        S.K = K;
+    }
+    for (s = 0; s < n_subsets; ++s) {
+        /* numpy choice(n, m, replace=False) in spirit: the first m of a partial shuffle */
+        for (i = 0; i < na; ++i) perm_a[i] = i;
+        for (i = 0; i < nb; ++i) perm_b[i] = i;
+        for (i = 0; i < m; ++i) {
+            int64_t j = i + higan__eval_randint(rng, na - i), t = perm_a[i];
+            perm_a[i] = perm_a[j]; perm_a[j] = t;
+        }
+        for (i = 0; i < m; ++i) {
+            int64_t j = i + higan__eval_randint(rng, nb - i), t = perm_b[i];
+            perm_b[i] = perm_b[j]; perm_b[j] = t;
+        }
+        acc += higan__kid_mmd2(&S, perm_a, m, perm_b, m, rows);
+    }
+    *kid = acc / n_subsets * 100.0;
+    HIGAN_FREE(perm_a); HIGAN_FREE(perm_b); HIGAN_FREE(rows); HIGAN_FREE(K);
+    return HIGAN_OK;
+}
+
+/* ---- PSNR and SSIM ------------------------------------------------------------------------------ */
+HIGAN_DEF double higan_psnr(const float *x, const float *y, int64_t n) {
+    double mse = 0.0;
+    int64_t i;
+    if (!x || !y || n < 1) return NAN;
+    for (i = 0; i < n; ++i) { double d = (double)x[i] - (double)y[i]; mse += d * d; }
+    mse /= (double)n;
+    return mse > 0.0 ? 10.0 * log10(1.0 / mse) : INFINITY;
+}
+
+HIGAN_DEF double higan_ssim(const float *x, const float *y, int64_t H, int64_t W) {
+    const double C1 = 0.01 * 0.01, C2 = 0.03 * 0.03, NP = 49.0, cov_norm = 49.0 / 48.0;
+    int64_t OW, r, c, k, q;
+    double *hs, total = 0.0;       /* horizontal 7-sums of x, y, xx, yy, xy: [5][H][OW] */
+    if (!x || !y || H < 7 || W < 7) return NAN;
+    OW = W - 6;
+    if (!(hs = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)(5 * H * OW)))) return NAN;
+    for (r = 0; r < H; ++r)
+        for (c = 0; c < OW; ++c) {
+            double s[5] = {0, 0, 0, 0, 0};
+            for (k = 0; k < 7; ++k) {
+                double a = x[r * W + c + k], b = y[r * W + c + k];
+                s[0] += a; s[1] += b; s[2] += a * a; s[3] += b * b; s[4] += a * b;
+            }
+            for (q = 0; q < 5; ++q) hs[(q * H + r) * OW + c] = s[q];
+        }
+    for (r = 0; r + 7 <= H; ++r)
+        for (c = 0; c < OW; ++c) {
+            double s[5] = {0, 0, 0, 0, 0}, ux, uy, vx, vy, vxy;
+            for (k = 0; k < 7; ++k) for (q = 0; q < 5; ++q) s[q] += hs[(q * H + r + k) * OW + c];
+            ux = s[0] / NP; uy = s[1] / NP;
+            vx = cov_norm * (s[2] / NP - ux * ux);
+            vy = cov_norm * (s[3] / NP - uy * uy);
+            vxy = cov_norm * (s[4] / NP - ux * uy);
+            total += ((2.0 * ux * uy + C1) * (2.0 * vxy + C2)) / ((ux * ux + uy * uy + C1) * (vx + vy + C2));
+        }
+    HIGAN_FREE(hs);
+    return total / (double)((H - 6) * OW);
+}
+
+/* ---- the official rescale_images (F.interpolate 'area' / 'bilinear') ------------------------- */
+HIGAN_DEF void higan_rescale_width(float *y, int64_t out_w, const float *x, int64_t H, int64_t in_w) {
+    int64_t r, j, k;
+    HIGAN_ASSERT(y && x && H >= 1 && in_w >= 1 && out_w >= 1);
+    if (out_w < in_w) {                  /* adaptive average pooling */
+        for (j = 0; j < out_w; ++j) {
+            int64_t s0 = (j * in_w) / out_w, s1 = ((j + 1) * in_w + out_w - 1) / out_w;
+            for (r = 0; r < H; ++r) {
+                float acc = 0.0f;
+                for (k = s0; k < s1; ++k) acc += x[r * in_w + k];
+                y[r * out_w + j] = acc / (float)(s1 - s0);
+            }
+        }
+    } else {                             /* bilinear, align_corners=False */
+        /* PyTorch (CPU, float): the scale in float, the source index in double (acc type),
+           lambda rounded to float, 1 - lambda in float */
+        float scale = (float)in_w / (float)out_w;
+        for (j = 0; j < out_w; ++j) {
+            double src = (double)scale * ((double)j + 0.5) - 0.5;
+            float l1, l0;
+            int64_t i0, i1;
+            if (src < 0.0) src = 0.0;
+            i0 = (int64_t)floor(src);
+            if (i0 > in_w - 1) i0 = in_w - 1;
+            l1 = (float)(src - (double)i0);
+            if (l1 < 0.0f) l1 = 0.0f;
+            if (l1 > 1.0f) l1 = 1.0f;
+            l0 = 1.0f - l1;
+            i1 = i0 + (i0 < in_w - 1 ? 1 : 0);
+            for (r = 0; r < H; ++r) y[r * out_w + j] = l0 * x[r * in_w + i0] + l1 * x[r * in_w + i1];
+        }
+    }
+}
+
+/* ---- backbone features ---------------------------------------------------------------------- */
+HIGAN_DEF higan_status higan_backbone_features(const higan_style_backbone *b, higan_tape *t, const float *img,
+                                               int64_t W, float *feat) {
+    int64_t xs[4], Wp, r, T, C, P, p, c;
+    size_t mark;
+    higan_var *x, *y;
+    higan_status rc = HIGAN_OK;
+    if (!b || !t || !img || !feat) return higan__error(HIGAN_ERR_ARG, "backbone_features: NULL argument");
+    if (b->cfg.in_channel != 1)
+        return higan__error(HIGAN_ERR_ARG, "backbone_features: the backbone takes %d channels, not 1", b->cfg.in_channel);
+    if (W < 1 || W > HIGAN_MAX_IMAGE_WIDTH)
+        return higan__error(HIGAN_ERR_ARG, "backbone_features: image width %lld", (long long)W);
+    Wp = (W + 31) / 32 * 32;
+    mark = higan_arena_mark(t->arena);
+    higan_no_grad_begin(t);
+    xs[0] = 1; xs[1] = 1; xs[2] = HIGAN_IMAGE_HEIGHT; xs[3] = Wp;
+    x = higan_var_new(t, 4, xs);
+    if (x)
+        for (r = 0; r < HIGAN_IMAGE_HEIGHT; ++r) {
+            memcpy(x->data + r * Wp, img + r * W, sizeof(float) * (size_t)W);
+            for (c = W; c < Wp; ++c) x->data[r * Wp + c] = -1.0f;
+        }
+    y = x ? higan_style_backbone_forward(t, b, x, 0, NULL, NULL) : NULL;
+    higan_no_grad_end(t);
+    if (!y) rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : HIGAN_ERR_ARG;
+    else {
+        C = y->shape[1]; T = y->shape[2];
+        P = (W + HIGAN_BACKBONE_LEN_SCALE - 1) / HIGAN_BACKBONE_LEN_SCALE;
+        if (P > T) P = T;
+        if (P < 1) P = 1;
+        for (c = 0; c < C; ++c) {
+            double acc = 0.0;
+            for (p = 0; p < P; ++p) acc += y->data[c * T + p];
+            feat[c] = (float)(acc / (double)P);
+        }
+    }
+    higan_arena_release(t->arena, mark);
+    return rc;
+}
+/* ---- the test-set evaluation ------------------------------------------------------------------ */
+HIGAN_DEF higan_eval_options higan_eval_default_options(void) {
+    higan_eval_options o;
+    memset(&o, 0, sizeof o);
+    o.kid_subsets = 50;
+    o.kid_subset_size = 1000;
+    o.wid_offset = -1;
+    return o;
+}
+
+typedef struct {
+    higan_arena arena;
+    higan_tape tape;
+} higan__eval_ws;
+static higan_status higan__eval_ws_init(higan__eval_ws *w, size_t bytes) {
+    higan_status st;
+    if ((st = higan_arena_init(&w->arena, bytes)) != HIGAN_OK) return st;
+    if ((st = higan_tape_init(&w->tape, &w->arena, 1024)) != HIGAN_OK) { higan_arena_free(&w->arena); return st; }
+    return HIGAN_OK;
+}
+static void higan__eval_ws_free(higan__eval_ws *w) { higan_tape_free(&w->tape); higan_arena_free(&w->arena); }
+/* After HIGAN_ERR_NOMEM: a bigger arena (needed is a lower bound: at least double). */
+static higan_status higan__eval_ws_grow(higan__eval_ws *w) {
+    size_t need = w->arena.needed + w->arena.needed / 4;
+    if (need < 2 * w->arena.capacity) need = 2 * w->arena.capacity;
+    if (need > ((size_t)1 << 36)) return higan__error(HIGAN_ERR_NOMEM, "evaluate: more than 64 GB of activations needed");
+    higan__eval_ws_free(w);
+    return higan__eval_ws_init(w, need);
+}
+
+/* [1, 1, 64, W rounded up to 32] var holding img [64, W], padded with -1 */
+static higan_var *higan__eval_input(higan_tape *t, const float *img, int64_t W) {
+    int64_t xs[4], Wp = (W + 31) / 32 * 32, r, c;
+    higan_var *x;
+    xs[0] = 1; xs[1] = 1; xs[2] = HIGAN_IMAGE_HEIGHT; xs[3] = Wp;
+    if (!(x = higan_var_new(t, 4, xs))) return NULL;
+    for (r = 0; r < HIGAN_IMAGE_HEIGHT; ++r) {
+        memcpy(x->data + r * Wp, img + r * W, sizeof(float) * (size_t)W);
+        for (c = W; c < Wp; ++c) x->data[r * Wp + c] = -1.0f;
+    }
+    return x;
+}
+/* The Recognizer's greedy reading of img [64, W] (eval mode). */
+static higan_status higan__eval_read(const higan_recognizer *R, higan_tape *t, const float *img, int64_t W,
+                                     char *text, int cap) {
+    size_t mark = higan_arena_mark(t->arena);
+    int lens[1], n;
+    higan_var *x, *y;
+    higan_status rc = HIGAN_OK;
+    lens[0] = (int)W;
+    higan_no_grad_begin(t);
+    x = higan__eval_input(t, img, W);
+    y = x ? higan_recognizer_forward(t, R, x, lens, 0, NULL) : NULL;
+    higan_no_grad_end(t);
+    if (!y) rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : HIGAN_ERR_ARG;
+    else if ((n = higan_recognizer_decode(y, 0, 0, lens[0], text, cap)) < 0) rc = n;
+    higan_arena_release(t->arena, mark);
+    return rc;
+}
+/* The WriterIdentifier's predicted writer of img [64, W]. */
+static higan_status higan__eval_writer(const higan_writer_identifier *Wn, const higan_style_backbone *B,
+                                       higan_tape *t, const float *img, int64_t W, int *pred) {
+    size_t mark = higan_arena_mark(t->arena);
+    int lens[1];
+    higan_var *x, *f, *y;
+    higan_status rc = HIGAN_OK;
+    lens[0] = (int)W;
+    higan_no_grad_begin(t);
+    x = higan__eval_input(t, img, W);
+    f = x ? higan_style_backbone_forward(t, B, x, 0, NULL, NULL) : NULL;
+    y = f ? higan_writer_identifier_forward(t, Wn, f, lens) : NULL;
+    higan_no_grad_end(t);
+    if (!y) rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : HIGAN_ERR_ARG;
+    else *pred = (int)higan_argmax(y->data, y->shape[1]);
+    higan_arena_release(t->arena, mark);
+    return rc;
+}
+
+/* per-record buffers of the evaluation */
+typedef struct {
+    uint8_t *u8, *style_u8;
+    float *real, *style, *fake, *fake_w, *real01, *fake01, *z;
+    char label[4 * HIGAN_MAX_WORD_LEN + 8], read_real[512], read_fake[512];
+    int pred_real, pred_fake;
+} higan__eval_buf;
+
+HIGAN_DEF higan_status higan_evaluate(higan_model *m, const higan_dataset *ds, const higan_eval_options *opt_in,
+                                      higan_eval_result *res) {
+    const unsigned need = HIGAN_NET_BIT(HIGAN_NET_GENERATOR) | HIGAN_NET_BIT(HIGAN_NET_STYLE_ENCODER) |
+                          HIGAN_NET_BIT(HIGAN_NET_STYLE_BACKBONE);
+    higan_eval_options opt = opt_in ? *opt_in : higan_eval_default_options();
+    const higan_recognizer *R;
+    const higan_writer_identifier *Wn;
+    const higan_style_backbone *WB, *FB;
+    higan__eval_ws ws;
+    higan__eval_buf bf;
+    higan_text_score sr, sf;
+    higan_rng rng;
+    float *feat_real = NULL, *feat_fake = NULL, lut[256];
+    int *pred_real = NULL, *pred_fake = NULL, wid_min = 0, wid_ok = 1;
+    int64_t n_total, i, D, max_w = 1, n = 0, acc_real = 0, acc_fake = 0, Gw, cap;
+    double psnr_sum = 0.0, ssim_sum = 0.0;
+    higan_status rc = HIGAN_OK;
+    if (!res) return higan__error(HIGAN_ERR_ARG, "evaluate: NULL result");
+    memset(res, 0, sizeof *res);
+    if (!m || !m->initialised || (m->cfg.nets & need) != need)
+        return higan__error(HIGAN_ERR_ARG, "evaluate: the model needs a Generator, a StyleEncoder and a StyleBackbone");
+    if (16 * m->cfg.G.bottom != HIGAN_IMAGE_HEIGHT)
+        return higan__error(HIGAN_ERR_ARG, "evaluate: the Generator makes %lld-pixel-high images, not 64",
+                            (long long)(16 * m->cfg.G.bottom));
+    if (!ds || ds->count < 1) return higan__error(HIGAN_ERR_ARG, "evaluate: empty dataset");
+    R = opt.R ? opt.R : (m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER)) ? &m->R : NULL;
+    Wn = opt.W ? opt.W : (m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_WRITER_IDENTIFIER)) ? &m->W : NULL;
+    WB = opt.W_backbone ? opt.W_backbone : &m->B;
+    FB = opt.feature_backbone ? opt.feature_backbone : &m->B;
+    if (Wn && Wn->in_dim != WB->out_dim)
+        return higan__error(HIGAN_ERR_ARG, "evaluate: the WriterIdentifier reads %lld features, its backbone gives %lld",
+                            (long long)Wn->in_dim, (long long)WB->out_dim);
+    if (FB->cfg.in_channel != 1 || WB->cfg.in_channel != 1 || (R && R->cfg.cnn.in_channel != 1))
+        return higan__error(HIGAN_ERR_ARG, "evaluate: every backbone must take 1 channel");
+    n_total = opt.limit > 0 && opt.limit < ds->count ? opt.limit : ds->count;
+    D = FB->out_dim;
+    for (i = 0; i < n_total; ++i) if (ds->img_lens[i] > max_w) max_w = ds->img_lens[i];
+    for (i = 0; i < ds->count; ++i) if (i == 0 || ds->wids[i] < wid_min) wid_min = ds->wids[i];
+    if (opt.wid_offset >= 0) wid_min = opt.wid_offset;
+    Gw = 8 * m->cfg.G.bottom * HIGAN_MAX_WORD_LEN;      /* widest generated word */
+    cap = max_w > Gw ? max_w : Gw;
+    memset(&bf, 0, sizeof bf);
+    bf.u8 = (uint8_t *)HIGAN_MALLOC((size_t)(HIGAN_IMAGE_HEIGHT * cap));
+    bf.style_u8 = (uint8_t *)HIGAN_MALLOC((size_t)(HIGAN_IMAGE_HEIGHT * cap));
+    bf.real = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(HIGAN_IMAGE_HEIGHT * cap));
+    bf.style = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(HIGAN_IMAGE_HEIGHT * cap));
+    bf.fake = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(m->cfg.G.input_nc * HIGAN_IMAGE_HEIGHT * cap));
+    bf.fake_w = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(HIGAN_IMAGE_HEIGHT * cap));
+    bf.real01 = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(HIGAN_IMAGE_HEIGHT * cap));
+    bf.fake01 = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(HIGAN_IMAGE_HEIGHT * cap));
+    bf.z = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)m->cfg.G.style_dim);
+    feat_real = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(n_total * D));
+    feat_fake = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(n_total * D));
+    pred_real = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)n_total);
+    pred_fake = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)n_total);
+    if (!bf.u8 || !bf.style_u8 || !bf.real || !bf.style || !bf.fake || !bf.fake_w || !bf.real01 || !bf.fake01 ||
+        !bf.z || !feat_real || !feat_fake || !pred_real || !pred_fake) {
+        rc = higan__error(HIGAN_ERR_NOMEM, "evaluate: out of memory");
+        goto done;
+    }
+    if ((rc = higan__eval_ws_init(&ws, opt.arena_bytes ? opt.arena_bytes : ((size_t)64 << 20))) != HIGAN_OK) goto done;
+    for (i = 0; i < 256; ++i) lut[i] = higan_pixel_to_float((uint8_t)i);
+    higan_text_score_init(&sr);
+    higan_text_score_init(&sf);
+    for (i = 0; i < n_total && rc == HIGAN_OK; ++i) {
+        int codes[HIGAN_MAX_WORD_LEN], len, Wg = 0;
+        int64_t w, ws_w, k;
+        higan_tape *t;
+        len = higan_dataset_label_codes(ds, i, codes, HIGAN_MAX_WORD_LEN);
+        if (len < 1) { ++res->n_skipped; continue; }         /* longer than a generated word can be */
+        higan_dataset_label(ds, i, bf.label, (int)sizeof bf.label);
+        w = higan_dataset_image(ds, i, bf.u8, HIGAN_IMAGE_HEIGHT * cap);
+        if (w < 1) { rc = (higan_status)w; break; }
+        /* the loader's process_style: 32 px per character (cv2 area when narrower, else linear) */
+        ws_w = (int64_t)HIGAN_CHAR_WIDTH * len;
+        if (ws_w < w) higan_resize_area(bf.style_u8, ws_w, HIGAN_IMAGE_HEIGHT, bf.u8, w, HIGAN_IMAGE_HEIGHT, w);
+        else higan_resize_linear(bf.style_u8, ws_w, HIGAN_IMAGE_HEIGHT, bf.u8, w, HIGAN_IMAGE_HEIGHT, w);
+        for (k = 0; k < HIGAN_IMAGE_HEIGHT * w; ++k) bf.real[k] = lut[bf.u8[k]];
+        for (k = 0; k < HIGAN_IMAGE_HEIGHT * ws_w; ++k) bf.style[k] = lut[bf.style_u8[k]];
+        for (;;) {                      /* one record; again with a bigger arena on overflow */
+            higan_tape_reset(&ws.tape);
+            t = &ws.tape;
+            rc = higan_style_from_image(m, t, bf.style, ws_w, len, bf.z);     /* E(B(style)): mu */
+            if (rc == HIGAN_OK) {
+                Wg = higan_generate_word(m, t, bf.label, bf.z, bf.fake, m->cfg.G.input_nc * HIGAN_IMAGE_HEIGHT * cap);
+                if (Wg < 0) rc = Wg;
+            }
+            if (rc == HIGAN_OK && R) rc = higan__eval_read(R, t, bf.style, ws_w, bf.read_real, (int)sizeof bf.read_real);
+            if (rc == HIGAN_OK && R) rc = higan__eval_read(R, t, bf.fake, Wg, bf.read_fake, (int)sizeof bf.read_fake);
+            if (rc == HIGAN_OK && Wn) rc = higan__eval_writer(Wn, WB, t, bf.style, ws_w, &bf.pred_real);
+            if (rc == HIGAN_OK && Wn) rc = higan__eval_writer(Wn, WB, t, bf.fake, Wg, &bf.pred_fake);
+            if (rc == HIGAN_OK) {
+                higan_rescale_width(bf.fake_w, w, bf.fake, HIGAN_IMAGE_HEIGHT, Wg);   /* channel 0 */
+                rc = higan_backbone_features(FB, t, bf.real, w, feat_real + n * D);
+            }
+            if (rc == HIGAN_OK) rc = higan_backbone_features(FB, t, bf.fake_w, w, feat_fake + n * D);
+            if (rc != HIGAN_ERR_NOMEM) break;
+            if ((rc = higan__eval_ws_grow(&ws)) != HIGAN_OK) break;
+        }
+        if (rc != HIGAN_OK) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", higan_last_error());
+            rc = higan__error(rc, "evaluate: record %lld ('%s'): %s", (long long)i, bf.label, msg);
+            break;
+        }
+        if (R) {
+            higan_text_score_add(&sr, bf.read_real, bf.label);
+            higan_text_score_add(&sf, bf.read_fake, bf.label);
+        } else bf.read_real[0] = bf.read_fake[0] = 0;
+        if (Wn) {
+            int truth = ds->wids[i] - wid_min;
+            pred_real[n] = bf.pred_real;
+            pred_fake[n] = bf.pred_fake;
+            if (truth < 0 || truth >= Wn->n_writer) wid_ok = 0;
+            acc_real += bf.pred_real == truth;
+            acc_fake += bf.pred_fake == truth;
+        }
+        for (k = 0; k < HIGAN_IMAGE_HEIGHT * w; ++k) {
+            bf.real01[k] = (bf.real[k] + 1.0f) / 2.0f;
+            bf.fake01[k] = (bf.fake_w[k] + 1.0f) / 2.0f;
+        }
+        psnr_sum += higan_psnr(bf.real01, bf.fake01, HIGAN_IMAGE_HEIGHT * w);
+        if (w >= 7) { ssim_sum += higan_ssim(bf.real01, bf.fake01, HIGAN_IMAGE_HEIGHT, w); ++res->n_ssim; }
+        if (opt.on_pair) opt.on_pair(opt.user, i, bf.real, bf.fake_w, w, bf.label, bf.read_real, bf.read_fake);
+        ++n;
+        if (opt.progress) opt.progress(opt.user, i + 1, n_total);
+    }
+    higan__eval_ws_free(&ws);
+    if (rc != HIGAN_OK) goto done;
+    res->n = n;
+    res->feature_dim = D;
+    res->cer_real = R ? higan_text_score_cer(&sr) : NAN;
+    res->wer_real = R ? higan_text_score_wer(&sr) : NAN;
+    res->cer_fake = R ? higan_text_score_cer(&sf) : NAN;
+    res->wer_fake = R ? higan_text_score_wer(&sf) : NAN;
+    res->wier = Wn ? higan_wier(pred_real, pred_fake, n) : NAN;
+    res->wid_acc_real = Wn && wid_ok && n > 0 ? (double)acc_real / (double)n : NAN;
+    res->wid_acc_fake = Wn && wid_ok && n > 0 ? (double)acc_fake / (double)n : NAN;
+    res->psnr = n > 0 ? psnr_sum / (double)n : NAN;
+    res->ssim = res->n_ssim > 0 ? ssim_sum / (double)res->n_ssim : NAN;
+    res->fid = res->kid = NAN;
+    if (n >= 2) {
+        higan_rng_seed(&rng, opt.seed);
+        if ((rc = higan_fid(feat_real, n, feat_fake, n, D, &res->fid)) == HIGAN_OK)
+            rc = higan_kid(feat_real, n, feat_fake, n, D, opt.kid_subsets, opt.kid_subset_size, &rng, &res->kid);
+    }
+done:
+    HIGAN_FREE(bf.u8); HIGAN_FREE(bf.style_u8); HIGAN_FREE(bf.real); HIGAN_FREE(bf.style); HIGAN_FREE(bf.fake);
+    HIGAN_FREE(bf.fake_w); HIGAN_FREE(bf.real01); HIGAN_FREE(bf.fake01); HIGAN_FREE(bf.z);
+    HIGAN_FREE(feat_real); HIGAN_FREE(feat_fake); HIGAN_FREE(pred_real); HIGAN_FREE(pred_fake);
+    return rc;
+}
 #endif
 #endif /* HIGAN_IMPLEMENTATION */
 

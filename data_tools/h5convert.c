@@ -10,12 +10,6 @@
    Needs a build with HDF5 support (make HDF5=1); otherwise it says so and exits with 1. */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#ifndef HIGAN_DATASET_API_INCLUDED
-#include "parts/dataset_api.h"
-#endif
-#ifndef HIGAN_DATASET_IMPL_INCLUDED
-#include "parts/dataset_impl.h"
-#endif
 #include <stdio.h>
 #include <string.h>
 

@@ -5,7 +5,7 @@
                   [--caps upper|skip] [--hdf5] [--threads N] [--grid out.png] [--quiet]
 
    Writes DIR/train.safetensors, DIR/test.safetensors (HiGAN+'s dataset layout, see
-   parts/dataset_api.h) and DIR/writers.tsv (each writer's font and traits). The files are
+   higan.h) and DIR/writers.tsv (each writer's font and traits). The files are
    byte-for-byte the same for the same seed, fonts and word list, whatever the thread count.
    Rendering: data_tools/synthetic.h. Fonts and licences: data_tools/README_synthetic.md.
 
@@ -16,8 +16,6 @@
 #include <sys/types.h>
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#include "parts/dataset_api.h"        /* guarded: harmless once higan.h includes them */
-#include "parts/dataset_impl.h"
 #include "data_tools/synthetic.h"
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION

@@ -9,7 +9,7 @@
      IAM_ROOT/ascii/forms.txt    "a01-000u 000 2 prt 7 5 52 36": form id, writer id, ...
      IAM_ROOT/words/a01/a01-000u/a01-000u-00-00.png
    Output (-o DIR, default .): trnval.safetensors and test.safetensors (HiGAN+'s
-   trnvalset/testset_words64_OrgSz layout; see parts/dataset_api.h), optionally
+   trnvalset/testset_words64_OrgSz layout; see higan.h), optionally
    train.safetensors and val.safetensors (--val). A name ending in .hdf5 is written with
    libhdf5 (builds with make HDF5=1).
 
@@ -47,12 +47,6 @@
 #define HIGAN_IMPLEMENTATION
 #endif
 #include "higan.h"
-#ifndef HIGAN_DATASET_API_INCLUDED
-#include "parts/dataset_api.h"
-#endif
-#ifndef HIGAN_DATASET_IMPL_INCLUDED
-#include "parts/dataset_impl.h"
-#endif
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>

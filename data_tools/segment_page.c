@@ -9,7 +9,7 @@
        a "line.word" label around every word found.
    segment_page --dataset OUTDIR/transcriptions.txt OUT.safetensors [--writer N]
        once the transcriptions are typed: the words (ink-bright, as HiGAN+ stores them) in
-       the dataset container of parts/dataset_api.h (.hdf5 with a HIGAN_HDF5 build). Lines
+       the dataset container of higan.h (.hdf5 with a HIGAN_HDF5 build). Lines
        left empty are skipped.
 
    Algorithms: data_tools/segment.h (background normalisation, Sauvola/Otsu, deskew by

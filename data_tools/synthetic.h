@@ -2,11 +2,9 @@
    with stb_truetype, written in HiGAN+'s dataset layout (higan_dataset: 64 px high word images,
    ink bright on 0). Used by data_tools/make_synthetic.c and tests/test_synthetic.c.
 
-   Include it after higan.h (with HIGAN_IMPLEMENTATION in that file) and the dataset parts:
+   Include it after higan.h (with HIGAN_IMPLEMENTATION in that file):
        #define HIGAN_IMPLEMENTATION
        #include "higan.h"
-       #include "parts/dataset_api.h"     (until the lead inlines them into higan.h)
-       #include "parts/dataset_impl.h"
        #include "data_tools/synthetic.h"
    Everything here is static (syn_ prefix). Needs <stb/stb_truetype.h> (Debian: libstb-dev).
 

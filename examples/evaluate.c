@@ -38,8 +38,6 @@
 #define _POSIX_C_SOURCE 200809L     /* clock_gettime */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#include "parts/eval_api.h"        /* until higan.h includes the eval part */
-#include "parts/eval_impl.h"
 
 #if defined(__GNUC__)
 #  pragma GCC diagnostic push

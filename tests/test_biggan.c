@@ -1,11 +1,9 @@
-/* Tests of the BigGAN-side networks (parts/biggan_*.h): Generator, Discriminator,
+/* Tests of the BigGAN-side networks (higan.h): Generator, Discriminator,
    PatchDiscriminator and the all-patches extractor, against tests/oracle/make_biggan.py
    (PyTorch 1.13, official module structure and state_dict keys, reduced widths), plus
    finite-difference checks, the official parameter counts and the load errors. */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#include "parts/biggan_api.h"
-#include "parts/biggan_impl.h"
 #include "check.h"
 
 /* fp32 against PyTorch: forward outputs and gradients */

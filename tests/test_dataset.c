@@ -1,12 +1,6 @@
 /* Dataset container: append/save/load round trips, validation of corrupt files, HDF5. */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#ifndef HIGAN_DATASET_API_INCLUDED
-#include "parts/dataset_api.h"
-#endif
-#ifndef HIGAN_DATASET_IMPL_INCLUDED
-#include "parts/dataset_impl.h"
-#endif
 #include "check.h"
 
 #define DIR "build/"

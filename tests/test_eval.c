@@ -1,11 +1,9 @@
-/* Tests of parts/eval_*.h: Levenshtein, CER/WER (the correct distance, not the official
+/* Tests of the eval section of higan.h: Levenshtein, CER/WER (the correct distance, not the official
    repeat-collapsing one), writer-ID error, symmetric eigenvalues, FID and KID (against
    scipy / the official metric code, tests/oracle/make_eval.py), PSNR and SSIM (against
    skimage), the official rescale_images (against F.interpolate), backbone features. */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#include "parts/eval_api.h"
-#include "parts/eval_impl.h"
 #include "check.h"
 
 static int close_d(double got, double ref, double atol, double rtol) {

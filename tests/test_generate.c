@@ -1,12 +1,10 @@
-/* Tests of the generation features (parts/model_*.h) and of the evaluation pipeline
-   (parts/eval_*.h): baseline estimation and line layout (wrapping at the width, common
+/* Tests of the generation features (higan.h) and of the evaluation pipeline
+   (higan.h): baseline estimation and line layout (wrapping at the width, common
    baselines) on synthetic word images, 8-bit output with transparency, averaged styles,
    interpolation, style files, text generation on a tiny random model, and higan_evaluate
    end to end on a tiny random model and a tiny dataset. Temporary files go to build/. */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#include "parts/eval_api.h"
-#include "parts/eval_impl.h"
 #include "check.h"
 
 #define TMP_STYLE "build/test_generate_style.safetensors"

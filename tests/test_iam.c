@@ -2,12 +2,6 @@
 #define _POSIX_C_SOURCE 200809L
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#ifndef HIGAN_DATASET_API_INCLUDED
-#include "parts/dataset_api.h"
-#endif
-#ifndef HIGAN_DATASET_IMPL_INCLUDED
-#include "parts/dataset_impl.h"
-#endif
 #include "check.h"
 #define PREPARE_IAM_NO_MAIN
 #include "data_tools/prepare_iam.c"

@@ -1,13 +1,9 @@
-/* Tests of the training data path (parts/loader_*.h): cv2 / PIL resampling kernels against
+/* Tests of the training data path (higan.h): cv2 / PIL resampling kernels against
    OpenCV and Pillow (tests/oracle/make_loader.py), the official style + augmentation pipeline
    of one word, the batch loader (shapes, padding, sorting, alignment, epochs, determinism,
    threaded == synchronous, augmentation rules, errors) and the lexicon (rules, sampling). */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#include "parts/dataset_api.h"
-#include "parts/loader_api.h"
-#include "parts/dataset_impl.h"
-#include "parts/loader_impl.h"
 #include "check.h"
 
 #define H HIGAN_DATASET_HEIGHT

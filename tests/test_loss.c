@@ -1,4 +1,4 @@
-/* Tests of the GAN losses: hinge, masked L1, KL, contextual (parts/loss_*.h).
+/* Tests of the GAN losses: hinge, masked L1, KL, contextual (higan.h).
    Finite-difference gradient checks through the tape ops and PyTorch oracle comparisons
    (tests/oracle/make_loss.py, a faithful torch copy of HiGAN+'s losses). */
 #define HIGAN_IMPLEMENTATION

@@ -1,12 +1,10 @@
-/* Tests of parts/model_*.h: the seven HiGAN+ networks in their parameter stores, checkpoint
+/* Tests of the model section of higan.h: the seven HiGAN+ networks in their parameter stores, checkpoint
    save/load (round trip, metadata, load errors, configuration checks), a torch.save .pth
    converted with data_tools/pth.h against tests/oracle/make_model.py, generation
    (determinism over runs, threads and CPU levels), style from a reference image, image input
    and bad input. Temporary files go to build/. */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#include "parts/model_api.h"
-#include "parts/model_impl.h"
 #include "check.h"
 #include "data_tools/pth.h"
 

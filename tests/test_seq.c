@@ -1,5 +1,5 @@
 /* Tests of the sequence ops and losses: LSTM (packed, variable lengths), CTC loss, greedy CTC
-   decoding, cross-entropy (parts/seq_*.h). Finite-difference gradient checks through the tape
+   decoding, cross-entropy (higan.h). Finite-difference gradient checks through the tape
    ops and PyTorch oracle comparisons (tests/oracle/make_seq.py). */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"

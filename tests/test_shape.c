@@ -1,4 +1,4 @@
-/* Shape, pooling, padding, activation and elementwise ops (parts/shape_*.h):
+/* Shape, pooling, padding, activation and elementwise ops (higan.h):
    finite-difference gradchecks of every tape op, PyTorch oracle comparisons of forward and
    backward (tests/oracle/make_shape.py), dropout statistics, thread-count independence. */
 #define HIGAN_IMPLEMENTATION

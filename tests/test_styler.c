@@ -1,12 +1,10 @@
-/* Tests of the style and recognition networks (parts/styler_*.h): StyleBackbone,
+/* Tests of the style and recognition networks (higan.h): StyleBackbone,
    StyleEncoder (VAE mode), WriterIdentifier, Recognizer, the alphabet and text encoding.
    Official key names and parameter counts; PyTorch oracle comparisons of the forward
    outputs, all gradients and the BN running statistics in train and eval mode
    (tests/oracle/make_styler.py); finite-difference checks of the blocks. */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#include "parts/styler_api.h"
-#include "parts/styler_impl.h"
 #include "check.h"
 
 #define ATOL 1e-5f

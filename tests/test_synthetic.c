@@ -6,8 +6,6 @@
 #include <sys/types.h>
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-#include "parts/dataset_api.h"
-#include "parts/dataset_impl.h"
 #include "check.h"
 #include "data_tools/synthetic.h"
 
