@@ -1231,7 +1231,7 @@ SEG_DEF int seg_write_outputs(const seg_result *r, const float *gray, const char
 }
 
 /* ---- transcriptions -> dataset (only when higan.h with the dataset API came first) -------- */
-#ifdef HIGAN_DATASET_API_INCLUDED
+#ifdef HIGAN_H   /* the dataset container of higan.h */
 /* Reads a transcriptions file ("IMAGE<TAB>WORD" per line; IMAGE relative to the file's
    folder; blank lines and lines starting with '#' ignored; lines whose WORD is empty are
    skipped and counted in *skipped) and appends each word image to ds with writer id wid.
