@@ -1836,6 +1836,448 @@ typedef struct higan_eval_result {
 HIGAN_DEF higan_status higan_evaluate(higan_model *m, const higan_dataset *ds, const higan_eval_options *opt,
                                       higan_eval_result *res);
 
+/* ==== TRAINING: configuration files, run bookkeeping, exact resume, recognizer and writer-
+   identifier pretraining =====================================================================
+   Shared by every training driver (examples/train_ocr.c, train_wid.c, train_gan.c). Needs
+   model_api.h (higan_model), loader_api.h (higan_loader, higan_batch), dataset_api.h.
+
+   A DRIVER'S LOOP (see examples/train_ocr.c):
+       higan_config c;  higan_config_load(&c, "configs/ocr_small.cfg");   // + higan_config_set
+       n = higan_config_int(&c, "training.batch_size", 128, 1, 4096);     // getters declare keys
+       ...; if (higan_config_finish(&c)) error;                           // unknown keys, bad values
+       higan_train_state s; higan_train_state_init(&s);
+       s.opt_stores = 1u << HIGAN_STORE_OCR; s.opt[HIGAN_STORE_OCR] = higan_adam_default(lr);
+       higan_train_state_add_rng(&s, "train", &rng);                      // every RNG the loop uses
+       if (resume) higan_checkpoint_load(path, &m, &s);                   // weights, Adam, RNGs, position
+       higan_train_catch_sigint();
+       while (s.epoch < epochs && !higan_train_interrupted()) {
+           higan_train_loader_open(&L, &ds, &lopt, s.epoch, s.batch);     // same batches as never stopped
+           while (higan_loader_next(&L, &b) == HIGAN_OK && !higan_train_interrupted()) {
+               step ...; higan_train_check_losses(s.step, n, names, losses);   // NaN/Inf: stop
+               s.step++; s.batch++;
+               higan_progress_update(...); higan_csv_write(...);
+               if (s.step % every == 0) higan_checkpoint_save(path, &m, &s);  // atomic
+           }
+           higan_loader_free(&L); if (epoch done) { s.epoch++; s.batch = 0; }
+       }
+       higan_checkpoint_save(path, &m, &s);                               // also after Ctrl-C
+
+   EXACT RESUME. A checkpoint holds every network's tensors (buffers included), Adam m, v and
+   step of each store in s.opt_stores, the state of every registered RNG, registered double
+   values, and the position (step, epoch, batch within the epoch). Because the loader keeps its
+   RNG private, each epoch has its own loader whose seed is derived from (seed, epoch)
+   (higan_train_loader_open); a resumed run re-creates the epoch's loader and draws the
+   batches already consumed again (fast-forward), so the run continues bit for bit as if it
+   had never stopped. Results never depend on the thread count, so a run may resume with
+   other HIGAN_THREADS. */
+
+/* ---- configuration files -------------------------------------------------------------------
+   A small YAML subset, one setting per line:
+       # comment                      (also after a value: "lr: 1e-3   # Adam")
+       seed: 123456                   key: value   (or key = value)
+       training:                      a section header: indented lines below it get the
+         batch_size: 128              dotted key "training.batch_size" (sections may nest)
+         lr = 1.0e-3
+       model.R.max_dim: 64            dotted keys may also be written out in full
+   Values may be quoted ('..' or ".."); "~", "null" and "" mean empty. Lists and multi-line
+   values are not supported (an error names the line). Duplicate keys are errors.
+   The driver declares the keys it knows by asking for them with the getters (each with a
+   default used when the key is absent); higan_config_finish then fails on the first value
+   that did not parse or was out of range, else on any key that no getter asked for, with a
+   message "file:line: ..." naming the key. */
+typedef struct higan_config {
+    char name[256];         /* file name used in messages */
+    int count, capacity;
+    char **keys, **values;
+    int *lines;             /* line of each key in the file; 0: set with higan_config_set */
+    unsigned char *used;    /* asked for by a getter */
+    char **known;           /* every key a getter asked for (for "did you mean") */
+    int n_known, known_capacity;
+    higan_status status;    /* first getter error (sticky), HIGAN_OK otherwise */
+    char error[768];
+} higan_config;
+HIGAN_DEF void higan_config_init(higan_config *c);
+/* Parses a file (appending to c). Syntax errors: HIGAN_ERR_FORMAT "file:line: ...". */
+HIGAN_DEF higan_status higan_config_load(higan_config *c, const char *path);
+/* The same on text in memory; name is used in messages. */
+HIGAN_DEF higan_status higan_config_parse(higan_config *c, const char *text, const char *name);
+/* A command-line override "key=value" (or "key: value"): replaces the key's value or adds
+   it (an unknown key is still reported by higan_config_finish, as "command line"). */
+HIGAN_DEF higan_status higan_config_set(higan_config *c, const char *assignment);
+HIGAN_DEF void higan_config_free(higan_config *c);
+/* The value of key (NULL if absent); does not mark the key as known. */
+HIGAN_DEF const char *higan_config_get(const higan_config *c, const char *key);
+/* Typed getters: the key's value, or def when the key is absent or empty. A value that does
+   not parse or lies outside [lo, hi] records an error (the first one is kept) and gives def. */
+HIGAN_DEF int64_t higan_config_int(higan_config *c, const char *key, int64_t def, int64_t lo, int64_t hi);
+HIGAN_DEF double higan_config_real(higan_config *c, const char *key, double def, double lo, double hi);
+/* true/false, yes/no, on/off, 1/0 (case-insensitive) */
+HIGAN_DEF int higan_config_bool(higan_config *c, const char *key, int def);
+/* The value (valid until higan_config_free), or def. */
+HIGAN_DEF const char *higan_config_str(higan_config *c, const char *key, const char *def);
+/* HIGAN_OK, or the first getter error, or an unknown key (HIGAN_ERR_ARG, file:line named). */
+HIGAN_DEF higan_status higan_config_finish(higan_config *c);
+/* Reads "model.*" keys for the networks in mc->nets into mc (its current values are the
+   defaults): model.G.{ch,style_dim,embed_dim,bottom}, model.D.ch, model.P.ch,
+   model.B.{resolution,max_dim,dropout}, model.n_writer, model.R.{resolution,max_dim,dropout,
+   rnn_depth}. */
+HIGAN_DEF void higan_config_model(higan_config *c, higan_model_config *mc);
+/* The whole configuration as "key: value" lines (for checkpoint metadata and logs); returns
+   the length (snprintf-like). */
+HIGAN_DEF int higan_config_dump(const higan_config *c, char *out, int cap);
+
+/* ---- training state and checkpoints ------------------------------------------------------ */
+#define HIGAN_TRAIN_MAX_RNG 8
+#define HIGAN_TRAIN_MAX_VALUES 16
+#define HIGAN_TRAIN_NAME 48
+typedef struct higan_train_state {
+    int64_t step;            /* optimizer iterations done */
+    int64_t epoch;           /* epoch of the next batch (0-based) */
+    int64_t batch;           /* batches of that epoch already consumed */
+    higan_adam opt[HIGAN_STORE_COUNT];   /* one optimizer per parameter store */
+    unsigned opt_stores;     /* bit s: opt[s] is in use (saved; required when loading) */
+    int n_rng;
+    char rng_name[HIGAN_TRAIN_MAX_RNG][HIGAN_TRAIN_NAME];
+    higan_rng *rng[HIGAN_TRAIN_MAX_RNG];
+    int n_value;
+    char value_name[HIGAN_TRAIN_MAX_VALUES][HIGAN_TRAIN_NAME];
+    double *value[HIGAN_TRAIN_MAX_VALUES];
+    const char *config_text; /* saved as metadata "train.config" when not NULL (not loaded) */
+} higan_train_state;
+HIGAN_DEF void higan_train_state_init(higan_train_state *s);
+/* Registers an RNG (kept by pointer) saved and restored by the checkpoint. */
+HIGAN_DEF void higan_train_state_add_rng(higan_train_state *s, const char *name, higan_rng *r);
+/* Registers a double (kept by pointer) saved exactly and restored (e.g. best CER). */
+HIGAN_DEF void higan_train_state_add_value(higan_train_state *s, const char *name, double *v);
+
+/* Writes path atomically (path.tmp, then rename: an interrupted save never damages the last
+   checkpoint): the model (higan_model_save's tensors and metadata, Adam state of the stores
+   in s->opt_stores) plus "train.*" metadata (step, epoch, batch, values as exact decimal)
+   and one I64 [4] tensor "train.rng.<name>" per RNG. Refuses (HIGAN_ERR_ARG, naming the
+   tensor) a model with a NaN or Inf parameter or buffer, so a bad state never replaces a good
+   checkpoint. The checkpoint is also an ordinary model file for higan_model_load. */
+HIGAN_DEF higan_status higan_checkpoint_save(const char *path, const higan_model *m,
+                                             const higan_train_state *s);
+/* Restores an initialised model (its configuration must agree with the file), the Adam
+   state of every store in s->opt_stores (an error if the file lacks one), every registered
+   RNG and value (an error naming a missing one) and the position. Hyper-parameters (lr,
+   betas) stay as the caller set them. */
+HIGAN_DEF higan_status higan_checkpoint_load(const char *path, higan_model *m, higan_train_state *s);
+/* HIGAN_OK, or HIGAN_ERR_ARG naming the first tensor of m with a NaN or Inf. */
+HIGAN_DEF higan_status higan_model_check_finite(const higan_model *m);
+
+/* The loader of epoch `epoch`, its RNG seeded from (opt->seed, epoch), with the first `skip`
+   batches drawn and dropped: the batches a never-interrupted run sees. skip may equal the
+   epoch's batch count (a checkpoint taken after its last batch: the next call of
+   higan_loader_next then ends the epoch); HIGAN_ERR_ARG when it is larger. */
+HIGAN_DEF higan_status higan_train_loader_open(higan_loader *L, const higan_dataset *ds,
+                                               const higan_loader_options *opt, int64_t epoch,
+                                               int64_t skip);
+/* The seed of epoch's loader. */
+HIGAN_DEF uint64_t higan_train_epoch_seed(uint64_t seed, int64_t epoch);
+
+/* ---- run bookkeeping ------------------------------------------------------------------- */
+/* Wall-clock seconds from an arbitrary origin (monotonic where the platform allows). */
+HIGAN_DEF double higan_time_seconds(void);
+/* Ctrl-C: the first SIGINT sets a flag the loop polls (it then saves and exits); a second
+   one ends the process as usual. */
+HIGAN_DEF void higan_train_catch_sigint(void);
+HIGAN_DEF int higan_train_interrupted(void);
+HIGAN_DEF void higan_train_set_interrupted(int on);     /* tests; also clears */
+/* HIGAN_OK when every loss is finite, else HIGAN_ERR_ARG with "step N: loss 'name' is nan
+   (or inf)" as the message. */
+HIGAN_DEF higan_status higan_train_check_losses(int64_t step, int n, const char *const *names,
+                                                const float *values);
+
+/* Progress line on stderr, at most one per interval seconds (and when forced):
+     step 1200/5000 epoch 3 | ctc 1.2345 | 85.3 img/s | ETA 0h12m
+   The losses shown are averages of the values passed since the previous line; images/s and
+   the ETA come from the time since higan_progress_init. */
+#define HIGAN_PROGRESS_MAX 16
+typedef struct higan_progress {
+    double t0, t_last, interval;
+    int64_t step0, total_steps, images, images_last;
+    double sum[HIGAN_PROGRESS_MAX];
+    int count;
+} higan_progress;
+HIGAN_DEF void higan_progress_init(higan_progress *p, int64_t step, int64_t total_steps, double interval);
+/* Adds one step (images processed in it, losses); prints when due or force. Returns 1 when
+   a line was printed. */
+HIGAN_DEF int higan_progress_update(higan_progress *p, int64_t step, int64_t epoch, int n,
+                                    const char *const *names, const float *values,
+                                    int64_t images, int force);
+
+/* CSV log: header "step,epoch,<names...>", one flushed row per write. resume_step < 0
+   starts a new file; >= 0 keeps the rows of an existing file (same header) with
+   step <= resume_step and appends after them (rows written after the checkpoint that is
+   resumed are dropped). NaN values are written as empty cells. */
+#define HIGAN_CSV_MAX 32
+typedef struct higan_csv { void *file; int n; } higan_csv;
+HIGAN_DEF higan_status higan_csv_open(higan_csv *c, const char *path, int n, const char *const *names,
+                                      int64_t resume_step);
+HIGAN_DEF higan_status higan_csv_write(higan_csv *c, int64_t step, int64_t epoch, const double *values);
+HIGAN_DEF void higan_csv_close(higan_csv *c);
+
+/* Loss plot of a CSV log into rgb [height][width][3]: one panel per column after step and
+   epoch, each value against the step (light: raw, dark: running mean), with its name and
+   y range written on it. Needs width >= 160, height >= 60 per panel. The driver writes it
+   as PNG (stb_image_write) so that this library stays free of image-file code. */
+HIGAN_DEF higan_status higan_plot_csv(const char *csv_path, unsigned char *rgb, int width, int height);
+/* Writes text into rgb with the built-in 3x5 font scaled by scale (ASCII; letters shown
+   in upper case). */
+HIGAN_DEF void higan_plot_text(unsigned char *rgb, int width, int height, int x, int y, const char *text,
+                               int scale, const unsigned char color[3]);
+
+/* ---- text metrics ------------------------------------------------------------------------ */
+/* Levenshtein distance between two strings (bytes: the alphabet is ASCII). */
+HIGAN_DEF int higan_levenshtein(const char *a, const char *b);
+/* CER = edits / reference characters; WER = words with any error / words (each sample is
+   one word). The official evaluation first collapses repeated letters of both strings; this
+   one compares the strings as they are. */
+typedef struct higan_text_stats { int64_t edits, chars, words, word_errors; } higan_text_stats;
+HIGAN_DEF void higan_text_stats_add(higan_text_stats *s, const char *pred, const char *ref);
+HIGAN_DEF double higan_text_stats_cer(const higan_text_stats *s);
+HIGAN_DEF double higan_text_stats_wer(const higan_text_stats *s);
+
+/* ---- augmentation for pretraining (lib/transforms.py) ---------------------------------------
+   The loader's augment option applies RandomClip and RandomScale together (the GAN's
+   pipeline); recognizer pretraining uses RandomScale only and writer-identifier pretraining
+   RandomClip only. These run on a batch made without the loader's augmentation (its style
+   images) and draw from the given RNG:
+     RandomClip (width > 128): width uniform in [128, w), offset uniform in [0, w - width);
+     the length given to the network is the width rounded up to 32 (official collate).
+     RandomScale: ratio uniform in [-0.4, 0.4), width int(w (1 + ratio)) rounded up to 32
+     (at least 32), PIL BILINEAR when ratio > 0 else LANCZOS, on the float image.
+   Images are padded with -1 to the widest length. */
+typedef struct higan_augmenter {
+    float *imgs;        /* [B, 1, 64, width] */
+    int *lens;          /* [B] */
+    int64_t width;
+    int B;
+    int64_t cap;        /* floats allocated for imgs */
+    int lens_cap;
+    float *tmp;         /* one image */
+    int64_t tmp_cap;
+    higan_arena scratch;
+} higan_augmenter;
+HIGAN_DEF void higan_augmenter_init(higan_augmenter *a);
+HIGAN_DEF higan_status higan_augment_batch(higan_augmenter *a, const higan_batch *b, int random_clip,
+                                           int random_scale, higan_rng *rng);
+HIGAN_DEF void higan_augmenter_free(higan_augmenter *a);
+
+/* ---- arena growth ------------------------------------------------------------------------ */
+/* After a step failed with an arena or tape-table overflow: grows the arena to 1.25 x what
+   was needed (and doubles the tape table when it overflowed), resets the tape, returns 1 so
+   the caller retries the step (restoring any state the failed attempt changed). Returns 0
+   when the failure was no overflow or the memory cannot be had. */
+HIGAN_DEF int higan_train_grow(higan_tape *t);
+
+/* ---- recognizer pretraining (RecognizeModel.train) ---------------------------------------
+   One Adam step of m's Recognizer (store HIGAN_STORE_OCR, which must not be frozen) on a
+   batch: train-mode forward on imgs [B, 1, 64, W] with widths img_lens, CTC (blank 0, mean,
+   zero_infinity) with input lengths img_len / 16, backward, Adam. labels [B, label_stride]
+   0-padded. *loss receives the loss. A non-finite loss leaves the weights untouched and
+   returns HIGAN_ERR_ARG ("loss 'ctc' is nan"). Arena overflows are handled (grown, retried
+   with the batch-norm buffers and rng restored). */
+HIGAN_DEF higan_status higan_ocr_train_step(higan_model *m, higan_tape *t, const float *imgs, int B,
+                                            int64_t W, const int *img_lens, const int *labels,
+                                            int64_t label_stride, const int *label_lens,
+                                            higan_adam *opt, higan_rng *rng, float *loss);
+/* Greedy-decoding CER/WER of m's Recognizer (eval mode) on the style images (32 px per
+   character) of ds, in batches: all words when max_words <= 0, else max_words words evenly
+   spread over ds (every count/max_words-th: a quick estimate that sees every writer).
+   on_word (may be NULL) sees every prediction with its record index in ds. */
+typedef void (*higan_word_callback)(void *user, int64_t record, const char *pred, const char *ref);
+HIGAN_DEF higan_status higan_ocr_evaluate(higan_model *m, higan_tape *t, const higan_dataset *ds,
+                                          int batch_size, int64_t max_words, higan_text_stats *out,
+                                          higan_word_callback on_word, void *user);
+
+/* ---- writer-identifier pretraining (WriterIdentifyModel.train) ----------------------------
+   Copies the Recognizer's CNN (Recognizer.cnn_backbone.*, Recognizer.cnn_ctc.*, buffers
+   included) of src into dst's StyleBackbone (StyleBackbone.*): both configurations must
+   have the same resolution, max_dim and in_channel. */
+HIGAN_DEF higan_status higan_backbone_from_recognizer(higan_model *dst, const higan_model *src);
+/* One Adam step of StyleBackbone + WriterIdentifier together (stores HIGAN_STORE_BACKBONE and
+   HIGAN_STORE_WID, not frozen; opt_b and opt_w hold the same hyper-parameters, as the
+   official single optimizer over both): cross-entropy of W(B(imgs), img_lens) against wids.
+   *loss gets the loss, *correct (may be NULL) the arg-max hits. */
+HIGAN_DEF higan_status higan_wid_train_step(higan_model *m, higan_tape *t, const float *imgs, int B,
+                                            int64_t W, const int *img_lens, const int *wids,
+                                            higan_adam *opt_b, higan_adam *opt_w, higan_rng *rng,
+                                            float *loss, int *correct);
+/* Writer-identification accuracy (eval mode) on the style images (32 px per character) of
+   ds: writer ids are taken relative to wid_offset (the training set's smallest id) and words
+   of writers outside the identifier's classes are skipped (held-out writers); max_words > 0
+   takes an evenly spread subset as higan_ocr_evaluate does. The official validation reads the stored
+   images (its validation set is the training split); style images are what the GAN's
+   writer loss sees. */
+HIGAN_DEF higan_status higan_wid_evaluate(higan_model *m, higan_tape *t, const higan_dataset *ds,
+                                          int wid_offset, int batch_size, int64_t max_words,
+                                          int64_t *correct, int64_t *total);
+/* ==== GAN TRAINING: HiGAN+'s GlobalLocalAdversarialModel.train as library calls ==============
+   (networks/model.py of ganji15/HiGANplus; spec section 5.) Needs model_api.h (the seven
+   networks), loader_api.h (higan_batch, higan_lexicon) and the ops and losses.
+
+       higan_gan_trainer tr;
+       higan_gan_options o = higan_gan_default_options();
+       higan_model_config mc = higan_model_default_config(HIGAN_NETS_ALL);
+       higan_gan_trainer_init(&tr, &mc, &o, &lexicon, 123456);
+       higan_model_load(&tr.model, "ocr.safetensors", HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER), NULL);
+       higan_model_load(&tr.model, "wid.safetensors", HIGAN_NET_BIT(HIGAN_NET_STYLE_BACKBONE) |
+                        HIGAN_NET_BIT(HIGAN_NET_WRITER_IDENTIFIER), NULL);
+       higan_gan_set_epoch(&tr, epoch);                     // LR decay, once per epoch
+       while (higan_loader_next(&loader, &batch) == HIGAN_OK) {
+           higan_gan_losses l;
+           if (higan_gan_iteration(&tr, &tape, &batch, &l) != HIGAN_OK) break;  // D (+ G) step
+       }
+       higan_gan_trainer_free(&tr);
+
+   ONE ITERATION (as the official loop body):
+   D step, every iteration. Under no_grad: words drawn from the lexicon (as idx_to_words:
+   cropped to the batch's label width, sorted by length), z ~ N(0, I), enc_z = E(B(real))
+   (VAE: mu + exp(logvar / 2) eps); fake = G(z, words), style = G(enc_z, words),
+   recn = G(enc_z, real labels); cat = [fake; style; recn] with lengths 32 * characters.
+     loss = mean relu(1 + D(cat)) + mean relu(1 + P(patches(cat)))
+          + (mean relu(1 - D(real)) + mean relu(1 - D(aug))) / 2
+          + mean relu(1 - P([patches(real); patches(aug)]))
+   (patches: every 32 x 32 window at stride 8 inside each image's width), backward, Adam on
+   D + P.
+   G step, when iter % num_critic_train == 0 (before iter is counted), with fresh words, z and
+   VAE noise; D and P are frozen (their store's frozen flag: no parameter gradients, the
+   gradient still reaches the images):
+     adv       = -mean D(cat),  adv_patch = -mean P(patches(cat))
+     ctc       = CTC(R(fake)) + CTC(R(recn)) + CTC(R(style)) (input lengths 2 per character,
+                 blank 0, mean over target lengths, zero_infinity), R frozen
+     info      = mean |E(B(fake)) - z| (E's mu)
+     recn      = masked L1(recn, real, real widths)
+     wid       = CE(W(B([style; recn])), [wids; wids]),  W and B frozen
+     ctx       = sum over B's feat2, feat3, feat4 of CX(real, style) + CX(real, recn): the real
+                 features from E's backbone pass, the fake ones from W's
+     kl        = KL(mu, logvar) of E's VAE pass (0 without vae_mode)
+     gp_x      = std(d adv / d cat) / (std(d L_x / d t_x) + 1e-8) + 1, detached, unbiased std,
+                 with t_x: R's log-probs of fake for the CTC of fake only, the fake images for
+                 info, W's logits for wid, enc_z for recn; gp_ctc <= 100, gp_wid <= 10
+     total     = adv + adv_patch + gp_ctc ctc + gp_info info + gp_wid wid + gp_recn recn
+                 + lambda_ctx ctx + lambda_kl kl
+   backward, Adam on G + E.
+   Every network runs in train mode, as upstream's set_mode('train'): G's batch norms use
+   batch statistics and update their stored statistics (also in the D step's no_grad
+   passes), every spectral norm advances u0 on every forward (D and P also in the G step).
+   The frozen R and B also normalise with batch statistics and update their running
+   statistics: that is the official behaviour (options.frozen_bn 0); frozen_bn 1 runs them in
+   eval mode (stored statistics, untouched), as upstream's unused frozen_bn() would.
+
+   RANDOMNESS. All draws come from tr->rng, per step in this order: the words
+   (higan_lexicon_sample with max_len = the batch's label width), z (B * style_dim normals),
+   the VAE noise (B * style_dim normals, when vae_mode). Tests can inject them instead
+   (tr->inject_d, tr->inject_g; nothing is drawn then).
+
+   MEMORY. The steps reset the tape (and its arena) first. When the arena or the tape table
+   overflows, a step restores what the failed attempt changed (batch-norm and spectral-norm
+   buffers, G's renormalised embedding, the RNG), grows the arena (and table) and runs again,
+   up to options.arena_max bytes (0: no limit); so a tape made with a small arena works. */
+
+typedef struct higan_gan_options {
+    double lr;                  /* 2e-4 (both optimizers) */
+    double beta1, beta2;        /* 0.5, 0.999 (eps 1e-8, no weight decay) */
+    int num_critic_train;       /* 4: a G step when iter % 4 == 0 */
+    int vae_mode;               /* 1 */
+    float lambda_ctx;           /* 2.0 */
+    float lambda_kl;            /* 1e-4 */
+    float gp_ctc_max;           /* 100 */
+    float gp_wid_max;           /* 10 */
+    int frozen_bn;              /* 0: official (R, B in train mode); 1: R, B batch norms in eval */
+    int start_decay_epoch;      /* 25 \  LR factor of 0-based epoch e: 1 - min(max(0, (e - 25) / */
+    int n_epochs_decay;         /* 46 /  (46 + 1)), 0.999), upstream's LambdaLR per epoch     */
+    size_t arena_max;           /* growth limit in bytes; 0: none */
+} higan_gan_options;
+/* The official values (configs/gan_iam.yml). */
+HIGAN_DEF higan_gan_options higan_gan_default_options(void);
+
+/* The random inputs of one step (tests inject them). L is the batch's label width. */
+typedef struct higan_gan_draws {
+    const int *labels;          /* [B, L] fake words, 0-padded, lengths descending */
+    const int *lens;            /* [B] characters, 1..L */
+    const float *z;             /* [B, style_dim] */
+    const float *eps;           /* [B, style_dim] VAE noise (unused without vae_mode) */
+} higan_gan_draws;
+
+/* Losses of an iteration, by index; the names are upstream's meters. */
+enum {
+    HIGAN_GAN_REAL_DISC = 0,    /* "real_disc_loss"       (D step) */
+    HIGAN_GAN_FAKE_DISC,        /* "fake_disc_loss" */
+    HIGAN_GAN_REAL_DISC_PATCH,  /* "real_disc_loss_patch" */
+    HIGAN_GAN_FAKE_DISC_PATCH,  /* "fake_disc_loss_patch" */
+    HIGAN_GAN_DISC,             /* "disc_loss"            the D step's total */
+    HIGAN_GAN_ADV,              /* "adv_loss"             (G step) */
+    HIGAN_GAN_ADV_PATCH,        /* "adv_loss_patch" */
+    HIGAN_GAN_CTC,              /* "fake_ctc_loss"        rand + recn + style */
+    HIGAN_GAN_CTC_RAND,         /* "fake_ctc_loss_rand" */
+    HIGAN_GAN_CTC_STYLE,        /* "fake_ctc_loss_style" */
+    HIGAN_GAN_CTC_RECN,         /* "fake_ctc_loss_recn" */
+    HIGAN_GAN_INFO,             /* "info_loss" */
+    HIGAN_GAN_RECN,             /* "recn_loss" */
+    HIGAN_GAN_WID,              /* "fake_wid_loss" */
+    HIGAN_GAN_CTX,              /* "ctx_loss" */
+    HIGAN_GAN_KL,               /* "kl_loss" */
+    HIGAN_GAN_GP_CTC,           /* "gp_ctc" */
+    HIGAN_GAN_GP_INFO,          /* "gp_info" */
+    HIGAN_GAN_GP_WID,           /* "gp_wid" */
+    HIGAN_GAN_GP_RECN,          /* "gp_recn" */
+    HIGAN_GAN_G,                /* "g_loss"               the G step's total */
+    HIGAN_GAN_N_LOSSES
+};
+typedef struct higan_gan_losses {
+    float v[HIGAN_GAN_N_LOSSES];    /* G-step entries are NaN when no G step ran */
+    int g_step;                     /* 1: this iteration ran a G step */
+    double std_adv, std_ctc, std_info, std_wid, std_recn;   /* the balancing stds (G step) */
+} higan_gan_losses;
+HIGAN_DEF const char *higan_gan_loss_name(int i);   /* NULL when out of range */
+
+typedef struct higan_gan_trainer {
+    higan_model model;          /* all seven networks (R, B, W frozen); do not move tr */
+    higan_adam opt_g, opt_d;    /* G + E (store HIGAN_STORE_GE), D + P (HIGAN_STORE_DP) */
+    higan_gan_options opt;
+    const higan_lexicon *lexicon;   /* random words (kept by pointer) */
+    higan_rng rng;              /* every random draw of the steps */
+    int64_t iter;               /* iterations done: upstream's iter_count */
+    int64_t epoch;              /* epoch whose LR factor is in use (-1: none set yet) */
+    const higan_gan_draws *inject_d, *inject_g;   /* NULL, or the draws of the next step */
+    void *priv;                 /* snapshot for retries */
+} higan_gan_trainer;
+
+/* Builds the model (cfg NULL: the official configuration; every network is required) with
+   higan_model_init(seed), the two Adams (lr, betas of opt; opt NULL: the defaults) and the
+   RNG (seeded with seed ^ a constant, so it differs from the networks' init streams). Load
+   pretrained R and W + B afterwards with higan_model_load on tr->model. lex may be NULL when
+   every step gets injected draws. HIGAN_ERR_ARG, HIGAN_ERR_NOMEM. */
+HIGAN_DEF higan_status higan_gan_trainer_init(higan_gan_trainer *tr, const higan_model_config *cfg,
+                                              const higan_gan_options *opt, const higan_lexicon *lex,
+                                              uint64_t seed);
+HIGAN_DEF void higan_gan_trainer_free(higan_gan_trainer *tr);   /* safe on a zeroed trainer */
+/* Sets both learning rates to lr * the linear-decay factor of the 0-based epoch: call it at the
+   start of every epoch (upstream steps its LambdaLR after each epoch, so epoch e trains with
+   the factor of e). Until it is called the factor of epoch 0 (1) is used. */
+HIGAN_DEF void higan_gan_set_epoch(higan_gan_trainer *tr, int64_t epoch);
+
+/* The D step and the G step on a batch of the official loader (process_style and augment on:
+   imgs 32 px per character, width 32 * label_width; aug_imgs). Results in *out (may be NULL;
+   a step fills its own entries). Neither step changes tr->iter. A non-finite loss or
+   parameter gradient skips the Adam update and returns HIGAN_GAN_NONFINITE with "loss 'name'
+   is nan" (or "the gradient of 'tensor' is inf") as the message; the buffers have moved on,
+   as the forward pass did. Other errors: HIGAN_ERR_ARG (a batch
+   that does not fit, no lexicon), HIGAN_ERR_NOMEM (arena limit, malloc). */
+#define HIGAN_GAN_NONFINITE 2
+HIGAN_DEF higan_status higan_gan_d_step(higan_gan_trainer *tr, higan_tape *t, const higan_batch *b,
+                                        higan_gan_losses *out);
+HIGAN_DEF higan_status higan_gan_g_step(higan_gan_trainer *tr, higan_tape *t, const higan_batch *b,
+                                        higan_gan_losses *out);
+/* One iteration: the D step, the G step when tr->iter % num_critic_train == 0, then
+   ++tr->iter. out->g_step tells whether G ran (the G entries of out are NaN otherwise). On an
+   error tr->iter is not advanced (but a finished D step stays applied). */
+HIGAN_DEF higan_status higan_gan_iteration(higan_gan_trainer *tr, higan_tape *t, const higan_batch *b,
+                                           higan_gan_losses *out);
+
 #endif /* HIGAN_H */
 
 /* ======================================================================== */
@@ -11530,6 +11972,2045 @@ done:
     HIGAN_FREE(bf.fake_w); HIGAN_FREE(bf.real01); HIGAN_FREE(bf.fake01); HIGAN_FREE(bf.z);
     HIGAN_FREE(feat_real); HIGAN_FREE(feat_fake); HIGAN_FREE(pred_real); HIGAN_FREE(pred_fake);
     return rc;
+}
+/* ==== TRAINING implementation: config files, checkpoints, run bookkeeping, pretraining ==== */
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ================================================================================================
+   Configuration files
+   ================================================================================================ */
+/* copies the last error message (it may be overwritten by the next error) */
+static void higan__tr_errcopy(char *dst, size_t cap) {
+    const char *e = higan_last_error();
+    size_t n = strlen(e);
+    if (n >= cap) n = cap - 1;
+    memcpy(dst, e, n);
+    dst[n] = 0;
+}
+static char *higan__tr_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = (char *)HIGAN_MALLOC(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+HIGAN_DEF void higan_config_init(higan_config *c) { memset(c, 0, sizeof *c); }
+HIGAN_DEF void higan_config_free(higan_config *c) {
+    int i;
+    if (!c) return;
+    for (i = 0; i < c->count; ++i) { HIGAN_FREE(c->keys[i]); HIGAN_FREE(c->values[i]); }
+    for (i = 0; i < c->n_known; ++i) HIGAN_FREE(c->known[i]);
+    HIGAN_FREE(c->known);
+    HIGAN_FREE(c->keys); HIGAN_FREE(c->values); HIGAN_FREE(c->lines); HIGAN_FREE(c->used);
+    memset(c, 0, sizeof *c);
+}
+static int higan__cfg_find(const higan_config *c, const char *key) {
+    int i;
+    for (i = 0; i < c->count; ++i) if (!strcmp(c->keys[i], key)) return i;
+    return -1;
+}
+static higan_status higan__cfg_add(higan_config *c, const char *key, const char *value, int line) {
+    if (c->count == c->capacity) {
+        int cap = c->capacity ? 2 * c->capacity : 32;
+        char **k = (char **)HIGAN_REALLOC(c->keys, sizeof(char *) * (size_t)cap);
+        char **v;
+        int *l;
+        unsigned char *u;
+        if (!k) return higan__error(HIGAN_ERR_NOMEM, "config: out of memory");
+        c->keys = k;
+        if (!(v = (char **)HIGAN_REALLOC(c->values, sizeof(char *) * (size_t)cap))) return higan__error(HIGAN_ERR_NOMEM, "config: out of memory");
+        c->values = v;
+        if (!(l = (int *)HIGAN_REALLOC(c->lines, sizeof(int) * (size_t)cap))) return higan__error(HIGAN_ERR_NOMEM, "config: out of memory");
+        c->lines = l;
+        if (!(u = (unsigned char *)HIGAN_REALLOC(c->used, (size_t)cap))) return higan__error(HIGAN_ERR_NOMEM, "config: out of memory");
+        c->used = u;
+        c->capacity = cap;
+    }
+    c->keys[c->count] = higan__tr_strdup(key);
+    c->values[c->count] = higan__tr_strdup(value);
+    if (!c->keys[c->count] || !c->values[c->count]) {
+        HIGAN_FREE(c->keys[c->count]); HIGAN_FREE(c->values[c->count]);
+        return higan__error(HIGAN_ERR_NOMEM, "config: out of memory");
+    }
+    c->lines[c->count] = line;
+    c->used[c->count] = 0;
+    c->count++;
+    return HIGAN_OK;
+}
+static int higan__cfg_keychar(int ch) { return isalnum(ch) || ch == '_' || ch == '.' || ch == '-'; }
+
+/* Value text after the separator: trims, strips a comment, unquotes. 0 on success; -1 with
+   *why set on a syntax error. *quoted tells whether the value was quoted. */
+static int higan__cfg_value(const char *s, char *out, size_t cap, int *quoted, const char **why) {
+    size_t n = 0;
+    *quoted = 0;
+    while (*s == ' ' || *s == '\t') ++s;
+    if (*s == '"' || *s == '\'') {
+        char q = *s++;
+        while (*s && *s != q) { if (n + 1 < cap) out[n++] = *s; ++s; }
+        if (*s != q) { *why = "unterminated quoted value"; return -1; }
+        ++s;
+        while (*s == ' ' || *s == '\t') ++s;
+        if (*s && *s != '#') { *why = "text after a quoted value"; return -1; }
+        out[n] = 0;
+        *quoted = 1;
+        return 0;
+    }
+    if (*s == '[' || *s == '{' || *s == '|' || *s == '>' || *s == '&' || *s == '*' || *s == '!') {
+        *why = "lists, mappings, anchors and multi-line values are not supported"; return -1;
+    }
+    {
+        const char *e = s;
+        while (*e && !(*e == '#' && (e == s || e[-1] == ' ' || e[-1] == '\t'))) ++e;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t')) --e;
+        n = (size_t)(e - s);
+        if (n >= cap) n = cap - 1;
+        memcpy(out, s, n);
+        out[n] = 0;
+    }
+    if (!strcmp(out, "~") || !strcmp(out, "null")) out[0] = 0;
+    return 0;
+}
+
+#define HIGAN__CFG_DEPTH 8
+HIGAN_DEF higan_status higan_config_parse(higan_config *c, const char *text, const char *name) {
+    int indent[HIGAN__CFG_DEPTH], depth = 0, line = 0;
+    char prefix[HIGAN__CFG_DEPTH][256];
+    char pending[256];          /* a "key:" header without children yet */
+    int pending_line = 0;
+    const char *p = text;
+    char buf[1024], key[256], full[512], value[768];
+    higan_status st;
+    if (!c || !text) return higan__error(HIGAN_ERR_ARG, "config_parse: NULL argument");
+    snprintf(c->name, sizeof c->name, "%s", name ? name : "config");
+    pending[0] = 0;
+    while (*p) {
+        const char *e = p, *s, *why = NULL;
+        size_t n, k;
+        int ind = 0, quoted, d, sep;
+        while (*e && *e != '\n') ++e;
+        n = (size_t)(e - p);
+        ++line;
+        if (n >= sizeof buf) return higan__error(HIGAN_ERR_FORMAT, "%s:%d: line longer than %d characters", c->name, line, (int)sizeof buf - 1);
+        memcpy(buf, p, n);
+        buf[n] = 0;
+        p = *e ? e + 1 : e;
+        if (n && buf[n - 1] == '\r') buf[--n] = 0;
+        for (s = buf; *s == ' ' || *s == '\t'; ++s) {
+            if (*s == '\t') return higan__error(HIGAN_ERR_FORMAT, "%s:%d: tab in the indentation (use spaces)", c->name, line);
+            ++ind;
+        }
+        if (!*s || *s == '#') continue;
+        if (!strncmp(s, "---", 3) && (s[3] == 0 || s[3] == ' ')) continue;   /* YAML document marker */
+        /* the key */
+        for (k = 0; higan__cfg_keychar((unsigned char)s[k]); ++k) {
+            if (k + 1 >= sizeof key) return higan__error(HIGAN_ERR_FORMAT, "%s:%d: key too long", c->name, line);
+            key[k] = s[k];
+        }
+        key[k] = 0;
+        if (k == 0) return higan__error(HIGAN_ERR_FORMAT, "%s:%d: expected 'key: value' or 'key = value', got '%.60s'", c->name, line, s);
+        s += k;
+        while (*s == ' ' || *s == '\t') ++s;
+        if (*s != ':' && *s != '=')
+            return higan__error(HIGAN_ERR_FORMAT, "%s:%d: expected ':' or '=' after the key '%s'", c->name, line, key);
+        sep = *s++;
+        if (sep == ':' && *s && *s != ' ' && *s != '\t')
+            return higan__error(HIGAN_ERR_FORMAT, "%s:%d: expected a space after '%s:'", c->name, line, key);
+        if (higan__cfg_value(s, value, sizeof value, &quoted, &why) != 0)
+            return higan__error(HIGAN_ERR_FORMAT, "%s:%d: key '%s': %s", c->name, line, key, why);
+        /* a pending header is a key with an empty value unless this line is indented below it */
+        if (pending[0] && !(depth > 0 && ind > indent[depth - 1] && !strcmp(prefix[depth - 1], pending))) {
+            if (higan__cfg_find(c, pending) >= 0)
+                return higan__error(HIGAN_ERR_FORMAT, "%s:%d: duplicate key '%s'", c->name, pending_line, pending);
+            if ((st = higan__cfg_add(c, pending, "", pending_line)) != HIGAN_OK) return st;
+        }
+        pending[0] = 0;
+        while (depth > 0 && indent[depth - 1] >= ind) --depth;
+        if (depth > 0) snprintf(full, sizeof full, "%s.%s", prefix[depth - 1], key);
+        else snprintf(full, sizeof full, "%s", key);
+        if (strlen(full) >= 256) return higan__error(HIGAN_ERR_FORMAT, "%s:%d: key '%.80s...' too long", c->name, line, full);
+        if (sep == ':' && !value[0] && !quoted) {      /* section header (or an empty value) */
+            if (depth == HIGAN__CFG_DEPTH) return higan__error(HIGAN_ERR_FORMAT, "%s:%d: sections nested too deep", c->name, line);
+            indent[depth] = ind;
+            memcpy(prefix[depth], full, strlen(full) + 1);   /* < 256: checked above */
+            ++depth;
+            memcpy(pending, full, strlen(full) + 1);
+            pending_line = line;
+            continue;
+        }
+        if ((d = higan__cfg_find(c, full)) >= 0)
+            return higan__error(HIGAN_ERR_FORMAT, "%s:%d: duplicate key '%s' (first set on line %d)", c->name, line, full, c->lines[d]);
+        if ((st = higan__cfg_add(c, full, value, line)) != HIGAN_OK) return st;
+    }
+    if (pending[0]) {
+        if (higan__cfg_find(c, pending) >= 0)
+            return higan__error(HIGAN_ERR_FORMAT, "%s:%d: duplicate key '%s'", c->name, pending_line, pending);
+        if ((st = higan__cfg_add(c, pending, "", pending_line)) != HIGAN_OK) return st;
+    }
+    return HIGAN_OK;
+}
+
+HIGAN_DEF higan_status higan_config_load(higan_config *c, const char *path) {
+    FILE *f;
+    char *text;
+    long size;
+    size_t got;
+    higan_status st;
+    if (!c || !path) return higan__error(HIGAN_ERR_ARG, "config_load: NULL argument");
+    if (!(f = fopen(path, "rb"))) return higan__error(HIGAN_ERR_IO, "config: cannot open '%s'", path);
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return higan__error(HIGAN_ERR_IO, "config: cannot read '%s'", path);
+    }
+    if (size > (1 << 20)) { fclose(f); return higan__error(HIGAN_ERR_FORMAT, "config: '%s' is larger than 1 MB", path); }
+    text = (char *)HIGAN_MALLOC((size_t)size + 1);
+    if (!text) { fclose(f); return higan__error(HIGAN_ERR_NOMEM, "config: out of memory"); }
+    got = fread(text, 1, (size_t)size, f);
+    fclose(f);
+    if (got != (size_t)size) { HIGAN_FREE(text); return higan__error(HIGAN_ERR_IO, "config: cannot read '%s'", path); }
+    text[size] = 0;
+    if (memchr(text, 0, (size_t)size)) { HIGAN_FREE(text); return higan__error(HIGAN_ERR_FORMAT, "config: '%s' is not a text file", path); }
+    st = higan_config_parse(c, text, path);
+    HIGAN_FREE(text);
+    return st;
+}
+
+HIGAN_DEF higan_status higan_config_set(higan_config *c, const char *assignment) {
+    char key[256], value[768];
+    const char *s = assignment, *why = NULL;
+    size_t k;
+    int quoted, i;
+    if (!c || !assignment) return higan__error(HIGAN_ERR_ARG, "config_set: NULL argument");
+    while (*s == ' ') ++s;
+    for (k = 0; higan__cfg_keychar((unsigned char)s[k]) && k + 1 < sizeof key; ++k) key[k] = s[k];
+    key[k] = 0;
+    s += k;
+    while (*s == ' ') ++s;
+    if (!k || (*s != '=' && *s != ':'))
+        return higan__error(HIGAN_ERR_ARG, "command line: expected key=value, got '%.100s'", assignment);
+    ++s;
+    if (higan__cfg_value(s, value, sizeof value, &quoted, &why) != 0)
+        return higan__error(HIGAN_ERR_ARG, "command line: key '%s': %s", key, why);
+    if ((i = higan__cfg_find(c, key)) >= 0) {
+        char *v = higan__tr_strdup(value);
+        if (!v) return higan__error(HIGAN_ERR_NOMEM, "config: out of memory");
+        HIGAN_FREE(c->values[i]);
+        c->values[i] = v;
+        c->lines[i] = 0;
+        return HIGAN_OK;
+    }
+    return higan__cfg_add(c, key, value, 0);
+}
+
+HIGAN_DEF const char *higan_config_get(const higan_config *c, const char *key) {
+    int i = c ? higan__cfg_find(c, key) : -1;
+    return i >= 0 ? c->values[i] : NULL;
+}
+/* "file:12" or "command line" */
+static void higan__cfg_where(const higan_config *c, int i, char *out, size_t cap) {
+    if (c->lines[i] > 0) snprintf(out, cap, "%s:%d", c->name, c->lines[i]);
+    else snprintf(out, cap, "command line");
+}
+static void higan__cfg_fail(higan_config *c, int i, const char *msg) {
+    char where[300];
+    if (c->status != HIGAN_OK) return;
+    higan__cfg_where(c, i, where, sizeof where);
+    c->status = HIGAN_ERR_ARG;
+    snprintf(c->error, sizeof c->error, "%s: %s: %s", where, c->keys[i], msg);
+}
+/* index of a present, non-empty key (marked as known), else -1 */
+static int higan__cfg_lookup(higan_config *c, const char *key) {
+    int i = higan__cfg_find(c, key), k;
+    for (k = 0; k < c->n_known && strcmp(c->known[k], key); ++k) {}
+    if (k == c->n_known) {                       /* remember it (best effort: only for hints) */
+        if (c->n_known == c->known_capacity) {
+            int cap = c->known_capacity ? 2 * c->known_capacity : 32;
+            char **nk = (char **)HIGAN_REALLOC(c->known, sizeof(char *) * (size_t)cap);
+            if (nk) { c->known = nk; c->known_capacity = cap; }
+        }
+        if (c->n_known < c->known_capacity && (c->known[c->n_known] = higan__tr_strdup(key)) != NULL) c->n_known++;
+    }
+    if (i < 0) return -1;
+    c->used[i] = 1;
+    return c->values[i][0] ? i : -1;
+}
+HIGAN_DEF int64_t higan_config_int(higan_config *c, const char *key, int64_t def, int64_t lo, int64_t hi) {
+    int i = higan__cfg_lookup(c, key);
+    char *end, msg[300];
+    double dv;
+    long long v;
+    if (i < 0) return def;
+    errno = 0;
+    v = strtoll(c->values[i], &end, 10);
+    if (*end == 'e' || *end == 'E' || *end == '.') {     /* 1e5 or 100.0 written for an integer */
+        dv = strtod(c->values[i], &end);
+        if (*end || dv != floor(dv) || fabs(dv) > 9e15) {
+            snprintf(msg, sizeof msg, "'%.200s' is not an integer", c->values[i]);
+            higan__cfg_fail(c, i, msg);
+            return def;
+        }
+        v = (long long)dv;
+    } else if (*end || end == c->values[i] || errno) {
+        snprintf(msg, sizeof msg, "'%.200s' is not an integer", c->values[i]);
+        higan__cfg_fail(c, i, msg);
+        return def;
+    }
+    if (v < lo || v > hi) {
+        snprintf(msg, sizeof msg, "%.200s is outside [%lld, %lld]", c->values[i], (long long)lo, (long long)hi);
+        higan__cfg_fail(c, i, msg);
+        return def;
+    }
+    return (int64_t)v;
+}
+HIGAN_DEF double higan_config_real(higan_config *c, const char *key, double def, double lo, double hi) {
+    int i = higan__cfg_lookup(c, key);
+    char *end, msg[300];
+    double v;
+    if (i < 0) return def;
+    v = strtod(c->values[i], &end);
+    if (*end || end == c->values[i] || v != v) {
+        snprintf(msg, sizeof msg, "'%.200s' is not a number", c->values[i]);
+        higan__cfg_fail(c, i, msg);
+        return def;
+    }
+    if (v < lo || v > hi) {
+        snprintf(msg, sizeof msg, "%.200s is outside [%g, %g]", c->values[i], lo, hi);
+        higan__cfg_fail(c, i, msg);
+        return def;
+    }
+    return v;
+}
+static int higan__cfg_ieq(const char *a, const char *b) {
+    for (; *a && *b; ++a, ++b) if (tolower((unsigned char)*a) != tolower((unsigned char)*b)) return 0;
+    return *a == *b;
+}
+HIGAN_DEF int higan_config_bool(higan_config *c, const char *key, int def) {
+    int i = higan__cfg_lookup(c, key);
+    const char *v;
+    char msg[300];
+    if (i < 0) return def;
+    v = c->values[i];
+    if (higan__cfg_ieq(v, "true") || higan__cfg_ieq(v, "yes") || higan__cfg_ieq(v, "on") || !strcmp(v, "1")) return 1;
+    if (higan__cfg_ieq(v, "false") || higan__cfg_ieq(v, "no") || higan__cfg_ieq(v, "off") || !strcmp(v, "0")) return 0;
+    snprintf(msg, sizeof msg, "'%.200s' is not a boolean (true/false)", v);
+    higan__cfg_fail(c, i, msg);
+    return def;
+}
+HIGAN_DEF const char *higan_config_str(higan_config *c, const char *key, const char *def) {
+    int i = higan__cfg_lookup(c, key);
+    return i < 0 ? def : c->values[i];
+}
+HIGAN_DEF higan_status higan_config_finish(higan_config *c) {
+    int i, j;
+    if (!c) return higan__error(HIGAN_ERR_ARG, "config_finish: NULL argument");
+    if (c->status != HIGAN_OK) return higan__error(c->status, "%s", c->error);
+    for (i = 0; i < c->count; ++i) {
+        char where[300], hint[320];
+        int best = -1, bd = 1 << 30;
+        if (c->used[i]) continue;
+        for (j = 0; j < c->n_known; ++j) {        /* a known key spelled nearly the same */
+            int d = higan_levenshtein(c->keys[i], c->known[j]);
+            if (d < bd) { bd = d; best = j; }
+        }
+        hint[0] = 0;
+        if (best >= 0 && bd <= 3) snprintf(hint, sizeof hint, " (did you mean '%.250s'?)", c->known[best]);
+        higan__cfg_where(c, i, where, sizeof where);
+        return higan__error(HIGAN_ERR_ARG, "%s: unknown key '%s'%s", where, c->keys[i], hint);
+    }
+    return HIGAN_OK;
+}
+HIGAN_DEF int higan_config_dump(const higan_config *c, char *out, int cap) {
+    int i, n = 0;
+    if (cap > 0) out[0] = 0;
+    for (i = 0; i < c->count; ++i) {
+        int k = snprintf(cap > n ? out + n : NULL, cap > n ? (size_t)(cap - n) : 0, "%s: %s\n", c->keys[i], c->values[i]);
+        if (k > 0) n += k;
+    }
+    return n;
+}
+HIGAN_DEF void higan_config_model(higan_config *c, higan_model_config *mc) {
+    unsigned n = mc->nets;
+    if (n & (HIGAN_NET_BIT(HIGAN_NET_GENERATOR) | HIGAN_NET_BIT(HIGAN_NET_STYLE_ENCODER)))
+        mc->G.style_dim = higan_config_int(c, "model.G.style_dim", mc->G.style_dim, 1, 4096);
+    if (n & HIGAN_NET_BIT(HIGAN_NET_GENERATOR)) {
+        mc->G.ch = higan_config_int(c, "model.G.ch", mc->G.ch, 1, 512);
+        mc->G.embed_dim = higan_config_int(c, "model.G.embed_dim", mc->G.embed_dim, 1, 4096);
+        mc->G.bottom = higan_config_int(c, "model.G.bottom", mc->G.bottom, 1, 16);
+    }
+    if (n & HIGAN_NET_BIT(HIGAN_NET_DISCRIMINATOR)) mc->D.ch = higan_config_int(c, "model.D.ch", mc->D.ch, 1, 512);
+    if (n & HIGAN_NET_BIT(HIGAN_NET_PATCH_DISCRIMINATOR)) mc->P.ch = higan_config_int(c, "model.P.ch", mc->P.ch, 1, 512);
+    if (n & (HIGAN_NET_BIT(HIGAN_NET_STYLE_BACKBONE) | HIGAN_NET_BIT(HIGAN_NET_STYLE_ENCODER) |
+             HIGAN_NET_BIT(HIGAN_NET_WRITER_IDENTIFIER))) {
+        mc->B.resolution = (int)higan_config_int(c, "model.B.resolution", mc->B.resolution, 1, 1024);
+        mc->B.max_dim = (int)higan_config_int(c, "model.B.max_dim", mc->B.max_dim, 1, 4096);
+        mc->B.dropout = (float)higan_config_real(c, "model.B.dropout", mc->B.dropout, 0.0, 0.99);
+    }
+    if (n & HIGAN_NET_BIT(HIGAN_NET_WRITER_IDENTIFIER))
+        mc->n_writer = higan_config_int(c, "model.n_writer", mc->n_writer, 1, 1000000);
+    if (n & HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER)) {
+        mc->R.cnn.resolution = (int)higan_config_int(c, "model.R.resolution", mc->R.cnn.resolution, 1, 1024);
+        mc->R.cnn.max_dim = (int)higan_config_int(c, "model.R.max_dim", mc->R.cnn.max_dim, 1, 4096);
+        mc->R.cnn.dropout = (float)higan_config_real(c, "model.R.dropout", mc->R.cnn.dropout, 0.0, 0.99);
+        mc->R.rnn_depth = (int)higan_config_int(c, "model.R.rnn_depth", mc->R.rnn_depth, 0, HIGAN_RECOGNIZER_MAX_DEPTH);
+    }
+}
+
+/* ================================================================================================
+   Training state, checkpoints
+   ================================================================================================ */
+HIGAN_DEF void higan_train_state_init(higan_train_state *s) {
+    int k;
+    memset(s, 0, sizeof *s);
+    for (k = 0; k < HIGAN_STORE_COUNT; ++k) s->opt[k] = higan_adam_default(1e-3);
+}
+HIGAN_DEF void higan_train_state_add_rng(higan_train_state *s, const char *name, higan_rng *r) {
+    HIGAN_ASSERT(s && name && r && s->n_rng < HIGAN_TRAIN_MAX_RNG && strlen(name) < HIGAN_TRAIN_NAME);
+    snprintf(s->rng_name[s->n_rng], HIGAN_TRAIN_NAME, "%s", name);
+    s->rng[s->n_rng++] = r;
+}
+HIGAN_DEF void higan_train_state_add_value(higan_train_state *s, const char *name, double *v) {
+    HIGAN_ASSERT(s && name && v && s->n_value < HIGAN_TRAIN_MAX_VALUES && strlen(name) < HIGAN_TRAIN_NAME);
+    snprintf(s->value_name[s->n_value], HIGAN_TRAIN_NAME, "%s", name);
+    s->value[s->n_value++] = v;
+}
+
+static int higan__tr_finite(float x) { return x == x && x - x == 0.0f; }
+HIGAN_DEF higan_status higan_model_check_finite(const higan_model *m) {
+    int s, i;
+    int64_t j;
+    if (!m || !m->initialised) return higan__error(HIGAN_ERR_ARG, "model_check_finite: the model is not initialised");
+    for (s = 0; s < HIGAN_STORE_COUNT; ++s) {
+        const higan_params *p = &m->store[s];
+        for (i = 0; i < p->count; ++i) {
+            const higan_param_entry *e = &p->entries[i];
+            const float *x;
+            if (e->kind == HIGAN_BUFFER_I64) continue;
+            x = (e->kind == HIGAN_PARAM ? p->value : p->buffer) + e->offset;
+            for (j = 0; j < e->numel; ++j)
+                if (!higan__tr_finite(x[j]))
+                    return higan__error(HIGAN_ERR_ARG, "%s[%lld] is %s", e->name, (long long)j, x[j] != x[j] ? "nan" : "inf");
+        }
+    }
+    return HIGAN_OK;
+}
+
+HIGAN_DEF higan_status higan_checkpoint_save(const char *path, const higan_model *m, const higan_train_state *s) {
+    const higan_adam *opts[HIGAN_STORE_COUNT];
+    higan_safetensors st;
+    higan_safetensors_writer w;
+    higan_status rc;
+    int64_t rng_data[HIGAN_TRAIN_MAX_RNG][4];
+    int64_t shape4[1] = {4};
+    char *tmp, key[128], val[64];
+    size_t plen;
+    int k, i;
+    if (!path || !m || !s) return higan__error(HIGAN_ERR_ARG, "checkpoint_save: NULL argument");
+    if ((rc = higan_model_check_finite(m)) != HIGAN_OK) {
+        char msg[600];
+        higan__tr_errcopy(msg, sizeof msg);
+        return higan__error(rc, "checkpoint '%s' not written: %s (the previous checkpoint is kept)", path, msg);
+    }
+    for (k = 0; k < HIGAN_STORE_COUNT; ++k)
+        opts[k] = (s->opt_stores & (1u << k)) && m->store[k].count ? &s->opt[k] : NULL;
+    plen = strlen(path);
+    tmp = (char *)HIGAN_MALLOC(plen + 16);
+    if (!tmp) return higan__error(HIGAN_ERR_NOMEM, "checkpoint_save: out of memory");
+    /* the model's own writer, then its tensors again with the training state added: one
+       file, renamed into place at the end (higan_safetensors_writer_save) */
+    snprintf(tmp, plen + 16, "%s.model.tmp", path);
+    if ((rc = higan_model_save(m, tmp, opts)) != HIGAN_OK) { HIGAN_FREE(tmp); return rc; }
+    rc = higan_safetensors_load(&st, tmp);
+    remove(tmp);
+    HIGAN_FREE(tmp);
+    if (rc != HIGAN_OK) return rc;
+    higan_safetensors_writer_init(&w);
+    for (i = 0; i < st.count && rc == HIGAN_OK; ++i) {
+        const higan_st_tensor *t = &st.tensors[i];
+        rc = higan_safetensors_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, st.data + t->begin);
+    }
+    for (i = 0; i < st.meta_count && rc == HIGAN_OK; ++i)
+        rc = higan_safetensors_writer_meta(&w, st.meta_keys[i], st.meta_values[i]);
+    for (k = 0; k < s->n_rng && rc == HIGAN_OK; ++k) {
+        memcpy(rng_data[k], s->rng[k]->s, sizeof rng_data[k]);
+        snprintf(key, sizeof key, "train.rng.%s", s->rng_name[k]);
+        rc = higan_safetensors_writer_add(&w, key, HIGAN_I64, 1, shape4, rng_data[k]);
+    }
+#define HIGAN__TR_META(name, fmt, v) \
+    if (rc == HIGAN_OK) { snprintf(val, sizeof val, fmt, v); rc = higan_safetensors_writer_meta(&w, name, val); }
+    HIGAN__TR_META("train.step", "%lld", (long long)s->step);
+    HIGAN__TR_META("train.epoch", "%lld", (long long)s->epoch);
+    HIGAN__TR_META("train.batch", "%lld", (long long)s->batch);
+    for (k = 0; k < s->n_value && rc == HIGAN_OK; ++k) {
+        snprintf(key, sizeof key, "train.value.%s", s->value_name[k]);
+        snprintf(val, sizeof val, "%.17g", *s->value[k]);     /* round-trips exactly */
+        rc = higan_safetensors_writer_meta(&w, key, val);
+    }
+#undef HIGAN__TR_META
+    if (rc == HIGAN_OK && s->config_text) rc = higan_safetensors_writer_meta(&w, "train.config", s->config_text);
+    if (rc == HIGAN_OK) rc = higan_safetensors_writer_save(&w, path);
+    higan_safetensors_writer_free(&w);
+    higan_safetensors_free(&st);
+    return rc;
+}
+
+static higan_status higan__tr_meta_i64(const higan_safetensors *st, const char *path, const char *key, int64_t *out) {
+    const char *v = higan_safetensors_meta(st, key);
+    char *end;
+    long long x;
+    if (!v) return higan__error(HIGAN_ERR_FORMAT, "checkpoint '%s' has no '%s': not a training checkpoint "
+                                "(a plain model file can initialise weights, not resume)", path, key);
+    x = strtoll(v, &end, 10);
+    if (*end || end == v || x < 0) return higan__error(HIGAN_ERR_FORMAT, "checkpoint '%s': %s = '%.40s' is not a count", path, key, v);
+    *out = (int64_t)x;
+    return HIGAN_OK;
+}
+static const char *const higan__tr_store_names[HIGAN_STORE_COUNT] = {
+    "Generator + StyleEncoder (OPT.G)", "Discriminator + PatchDiscriminator (OPT.D)", "StyleBackbone (OPT.B)",
+    "WriterIdentifier (OPT.W)", "Recognizer (OPT.R)"};
+HIGAN_DEF higan_status higan_checkpoint_load(const char *path, higan_model *m, higan_train_state *s) {
+    higan_safetensors st;
+    higan_adam opts[HIGAN_STORE_COUNT];
+    higan_status rc;
+    int64_t step = 0, epoch = 0, batch = 0, rd[4];
+    double values[HIGAN_TRAIN_MAX_VALUES];
+    char key[128];
+    int k;
+    if (!path || !m || !s) return higan__error(HIGAN_ERR_ARG, "checkpoint_load: NULL argument");
+    if (!m->initialised) return higan__error(HIGAN_ERR_ARG, "checkpoint_load: initialise the model first");
+    if ((rc = higan_safetensors_load(&st, path)) != HIGAN_OK) return rc;
+    /* everything is checked before anything is changed, except the model's own load */
+    rc = higan__tr_meta_i64(&st, path, "train.step", &step);
+    if (rc == HIGAN_OK) rc = higan__tr_meta_i64(&st, path, "train.epoch", &epoch);
+    if (rc == HIGAN_OK) rc = higan__tr_meta_i64(&st, path, "train.batch", &batch);
+    for (k = 0; k < s->n_rng && rc == HIGAN_OK; ++k) {
+        snprintf(key, sizeof key, "train.rng.%s", s->rng_name[k]);
+        if (!higan_safetensors_find(&st, key)) rc = higan__error(HIGAN_ERR_FORMAT, "checkpoint '%s' has no RNG state '%s'", path, key);
+        else if ((rc = higan_safetensors_read_i64(&st, key, rd, 4)) != HIGAN_OK) {
+            char msg[400];
+            higan__tr_errcopy(msg, sizeof msg);
+            rc = higan__error(rc, "checkpoint '%s': %s", path, msg);
+        }
+    }
+    for (k = 0; k < s->n_value && rc == HIGAN_OK; ++k) {
+        const char *v;
+        char *end;
+        snprintf(key, sizeof key, "train.value.%s", s->value_name[k]);
+        if (!(v = higan_safetensors_meta(&st, key))) rc = higan__error(HIGAN_ERR_FORMAT, "checkpoint '%s' has no '%s'", path, key);
+        else {
+            values[k] = strtod(v, &end);
+            if (*end || end == v) rc = higan__error(HIGAN_ERR_FORMAT, "checkpoint '%s': %s = '%.40s' is not a number", path, key, v);
+        }
+    }
+    if (rc == HIGAN_OK) {
+        memcpy(opts, s->opt, sizeof opts);
+        rc = higan_model_load_safetensors(m, &st, 0, opts);
+        if (rc != HIGAN_OK) {
+            char msg[800];
+            higan__tr_errcopy(msg, sizeof msg);
+            rc = higan__error(rc, "checkpoint '%s': %s", path, msg);
+        }
+    }
+    for (k = 0; k < HIGAN_STORE_COUNT && rc == HIGAN_OK; ++k)
+        if ((s->opt_stores & (1u << k)) && m->store[k].count && !m->opt_loaded[k])
+            rc = higan__error(HIGAN_ERR_FORMAT, "checkpoint '%s' has no optimizer state for %s (its networks "
+                              "were not being trained when it was saved)", path, higan__tr_store_names[k]);
+    if (rc == HIGAN_OK) {
+        for (k = 0; k < HIGAN_STORE_COUNT; ++k)
+            if (s->opt_stores & (1u << k)) s->opt[k].step = opts[k].step;
+        for (k = 0; k < s->n_rng; ++k) {
+            snprintf(key, sizeof key, "train.rng.%s", s->rng_name[k]);
+            higan_safetensors_read_i64(&st, key, rd, 4);
+            memcpy(s->rng[k]->s, rd, sizeof rd);
+        }
+        for (k = 0; k < s->n_value; ++k) *s->value[k] = values[k];
+        s->step = step;
+        s->epoch = epoch;
+        s->batch = batch;
+    }
+    higan_safetensors_free(&st);
+    return rc;
+}
+
+/* splitmix64: decorrelates seeds that differ in a few bits */
+static uint64_t higan__tr_mix(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+HIGAN_DEF uint64_t higan_train_epoch_seed(uint64_t seed, int64_t epoch) {
+    return higan__tr_mix(seed ^ higan__tr_mix((uint64_t)epoch + 1));
+}
+HIGAN_DEF higan_status higan_train_loader_open(higan_loader *L, const higan_dataset *ds,
+                                               const higan_loader_options *opt, int64_t epoch, int64_t skip) {
+    higan_loader_options o = opt ? *opt : higan_loader_default_options();
+    higan_status rc;
+    higan_batch b;
+    int64_t i;
+    o.seed = higan_train_epoch_seed(o.seed, epoch);
+    if ((rc = higan_loader_init(L, ds, &o)) != HIGAN_OK) return rc;
+    if (skip < 0 || skip > L->n_batches) {
+        int64_t nb = L->n_batches;
+        higan_loader_free(L);
+        return higan__error(HIGAN_ERR_ARG, "train_loader_open: cannot skip %lld of the epoch's %lld batches",
+                            (long long)skip, (long long)nb);
+    }
+    for (i = 0; i < skip; ++i)      /* the same RNG draws as the batches already trained on */
+        if ((rc = higan_loader_next(L, &b)) != HIGAN_OK) {
+            char msg[600];
+            if (rc < 0) higan__tr_errcopy(msg, sizeof msg);
+            else snprintf(msg, sizeof msg, "epoch ended early");
+            higan_loader_free(L);
+            return higan__error(rc < 0 ? rc : HIGAN_ERR_ARG, "train_loader_open: fast-forward: %s", msg);
+        }
+    return HIGAN_OK;
+}
+
+/* ================================================================================================
+   Run bookkeeping: time, Ctrl-C, NaN checks, progress line, CSV
+   ================================================================================================ */
+HIGAN_DEF double higan_time_seconds(void) {
+#if defined(_OPENMP)
+    return omp_get_wtime();
+#elif defined(CLOCK_MONOTONIC)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#else
+    return (double)time(NULL);    /* strict C99 without POSIX: 1 s resolution */
+#endif
+}
+
+static volatile sig_atomic_t higan__tr_stop_flag = 0;
+static void higan__tr_on_sigint(int sig) {
+    higan__tr_stop_flag = 1;
+    signal(sig, SIG_DFL);            /* a second Ctrl-C ends the process */
+}
+HIGAN_DEF void higan_train_catch_sigint(void) { signal(SIGINT, higan__tr_on_sigint); }
+HIGAN_DEF int higan_train_interrupted(void) { return higan__tr_stop_flag != 0; }
+HIGAN_DEF void higan_train_set_interrupted(int on) { higan__tr_stop_flag = on ? 1 : 0; }
+
+HIGAN_DEF higan_status higan_train_check_losses(int64_t step, int n, const char *const *names, const float *values) {
+    int i;
+    for (i = 0; i < n; ++i)
+        if (!higan__tr_finite(values[i]))
+            return higan__error(HIGAN_ERR_ARG, "step %lld: loss '%s' is %s", (long long)step, names[i],
+                                values[i] != values[i] ? "nan" : "inf");
+    return HIGAN_OK;
+}
+
+HIGAN_DEF void higan_progress_init(higan_progress *p, int64_t step, int64_t total_steps, double interval) {
+    memset(p, 0, sizeof *p);
+    p->t0 = p->t_last = higan_time_seconds();
+    p->step0 = step;
+    p->total_steps = total_steps;
+    p->interval = interval;
+}
+HIGAN_DEF int higan_progress_update(higan_progress *p, int64_t step, int64_t epoch, int n,
+                                    const char *const *names, const float *values, int64_t images, int force) {
+    double now = higan_time_seconds(), el, rate;
+    char line[1024];
+    size_t at = 0;
+    int i;
+    if (n > HIGAN_PROGRESS_MAX) n = HIGAN_PROGRESS_MAX;
+    for (i = 0; i < n; ++i) p->sum[i] += values[i];
+    p->count++;
+    p->images += images;
+    if (!force && now - p->t_last < p->interval) return 0;
+    el = now - p->t0;
+    rate = el > 0 ? (double)p->images / el : 0;
+    if (p->total_steps > 0)
+        at += (size_t)snprintf(line + at, sizeof line - at, "step %lld/%lld epoch %lld", (long long)step,
+                               (long long)p->total_steps, (long long)epoch);
+    else
+        at += (size_t)snprintf(line + at, sizeof line - at, "step %lld epoch %lld", (long long)step, (long long)epoch);
+    for (i = 0; i < n && at < sizeof line; ++i)
+        at += (size_t)snprintf(line + at, sizeof line - at, " | %s %.4g", names[i], p->sum[i] / (p->count ? p->count : 1));
+    if (at < sizeof line) at += (size_t)snprintf(line + at, sizeof line - at, " | %.1f img/s", rate);
+    if (p->total_steps > 0 && step > p->step0 && at < sizeof line) {
+        double eta = el / (double)(step - p->step0) * (double)(p->total_steps - step);
+        if (eta < 0) eta = 0;
+        at += (size_t)snprintf(line + at, sizeof line - at, " | ETA %dh%02dm%02ds", (int)(eta / 3600),
+                               (int)(eta / 60) % 60, (int)eta % 60);
+    }
+    fprintf(stderr, "%s\n", line);
+    fflush(stderr);
+    for (i = 0; i < HIGAN_PROGRESS_MAX; ++i) p->sum[i] = 0;
+    p->count = 0;
+    p->t_last = now;
+    return 1;
+}
+
+/* Reads a whole text file (NUL-terminated); NULL if it cannot be read. */
+static char *higan__tr_read_text(const char *path, size_t *size_out) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0, got;
+    if (!f) return NULL;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            char *nb;
+            cap = cap ? 2 * cap : 65536;
+            nb = (char *)HIGAN_REALLOC(buf, cap);
+            if (!nb) { HIGAN_FREE(buf); fclose(f); return NULL; }
+            buf = nb;
+        }
+        got = fread(buf + n, 1, 4096, f);
+        n += got;
+        if (got < 4096) break;
+    }
+    fclose(f);
+    buf[n] = 0;
+    if (size_out) *size_out = n;
+    return buf;
+}
+static void higan__csv_header(char *out, size_t cap, int n, const char *const *names) {
+    int i;
+    size_t at = (size_t)snprintf(out, cap, "step,epoch");
+    for (i = 0; i < n && at < cap; ++i) at += (size_t)snprintf(out + at, cap - at, ",%s", names[i]);
+}
+HIGAN_DEF higan_status higan_csv_open(higan_csv *c, const char *path, int n, const char *const *names,
+                                      int64_t resume_step) {
+    char header[2048];
+    FILE *f;
+    int i;
+    memset(c, 0, sizeof *c);
+    if (!path || n < 0 || n > HIGAN_CSV_MAX) return higan__error(HIGAN_ERR_ARG, "csv_open: bad arguments");
+    for (i = 0; i < n; ++i)
+        if (strchr(names[i], ',') || strchr(names[i], '\n'))
+            return higan__error(HIGAN_ERR_ARG, "csv_open: column name '%s' has a comma or newline", names[i]);
+    higan__csv_header(header, sizeof header, n, names);
+    if (resume_step >= 0) {
+        size_t size = 0, hl = strlen(header);
+        char *text = higan__tr_read_text(path, &size);
+        if (text) {
+            /* keep the header and the rows up to resume_step, rewritten atomically */
+            char *tmp = (char *)HIGAN_MALLOC(strlen(path) + 8);
+            const char *p;
+            if (!tmp) { HIGAN_FREE(text); return higan__error(HIGAN_ERR_NOMEM, "csv_open: out of memory"); }
+            if (strncmp(text, header, hl) != 0 || (text[hl] != '\n' && text[hl] != '\r')) {
+                HIGAN_FREE(text); HIGAN_FREE(tmp);
+                return higan__error(HIGAN_ERR_FORMAT, "csv log '%s' has other columns than '%s'; move it away or "
+                                    "start a new run", path, header);
+            }
+            sprintf(tmp, "%s.tmp", path);
+            if (!(f = fopen(tmp, "wb"))) { HIGAN_FREE(text); HIGAN_FREE(tmp); return higan__error(HIGAN_ERR_IO, "csv: cannot write '%s'", path); }
+            fprintf(f, "%s\n", header);
+            p = strchr(text, '\n');
+            p = p ? p + 1 : text + size;
+            while (*p) {
+                const char *e = strchr(p, '\n');
+                size_t len = e ? (size_t)(e - p) : strlen(p);
+                char *end;
+                long long st = strtoll(p, &end, 10);
+                if (end != p && *end == ',' && st <= resume_step && (e || len > 0)) {
+                    fwrite(p, 1, len, f);
+                    fputc('\n', f);
+                }
+                p += len + (e ? 1 : 0);
+            }
+            HIGAN_FREE(text);
+            if (fclose(f) != 0 || rename(tmp, path) != 0) {
+                remove(tmp); HIGAN_FREE(tmp);
+                return higan__error(HIGAN_ERR_IO, "csv: cannot rewrite '%s'", path);
+            }
+            HIGAN_FREE(tmp);
+            if (!(f = fopen(path, "ab"))) return higan__error(HIGAN_ERR_IO, "csv: cannot append to '%s'", path);
+            c->file = f;
+            c->n = n;
+            return HIGAN_OK;
+        }
+    }
+    if (!(f = fopen(path, "wb"))) return higan__error(HIGAN_ERR_IO, "csv: cannot create '%s'", path);
+    fprintf(f, "%s\n", header);
+    fflush(f);
+    c->file = f;
+    c->n = n;
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_csv_write(higan_csv *c, int64_t step, int64_t epoch, const double *values) {
+    FILE *f = (FILE *)c->file;
+    int i;
+    if (!f) return higan__error(HIGAN_ERR_ARG, "csv_write: log not open");
+    fprintf(f, "%lld,%lld", (long long)step, (long long)epoch);
+    for (i = 0; i < c->n; ++i) {
+        if (values[i] == values[i]) fprintf(f, ",%.8g", values[i]);
+        else fputc(',', f);
+    }
+    fputc('\n', f);
+    if (fflush(f) != 0 || ferror(f)) return higan__error(HIGAN_ERR_IO, "csv: write failed");
+    return HIGAN_OK;
+}
+HIGAN_DEF void higan_csv_close(higan_csv *c) {
+    if (c && c->file) fclose((FILE *)c->file);
+    if (c) memset(c, 0, sizeof *c);
+}
+
+/* ================================================================================================
+   Loss plot: a tiny rasteriser with a 3x5 font
+   ================================================================================================ */
+/* rows top to bottom, 3 bits each (4 = left column) */
+static const char higan__font_chars[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ.-+:/_%(),=|[]? ";
+static const unsigned char higan__font_rows[][5] = {
+    {7,5,5,5,7},{2,6,2,2,7},{7,1,7,4,7},{7,1,7,1,7},{5,5,7,1,1},{7,4,7,1,7},{7,4,7,5,7},{7,1,1,1,1},
+    {7,5,7,5,7},{7,5,7,1,7},
+    {2,5,7,5,5},{6,5,6,5,6},{3,4,4,4,3},{6,5,5,5,6},{7,4,6,4,7},{7,4,6,4,4},{3,4,5,5,3},{5,5,7,5,5},
+    {7,2,2,2,7},{1,1,1,5,2},{5,5,6,5,5},{4,4,4,4,7},{5,7,7,5,5},{6,5,5,5,5},{2,5,5,5,2},{6,5,6,4,4},
+    {2,5,5,6,3},{6,5,6,5,5},{3,4,2,1,6},{7,2,2,2,2},{5,5,5,5,7},{5,5,5,5,2},{5,5,7,7,5},{5,5,2,5,5},
+    {5,5,2,2,2},{7,1,2,4,7},
+    {0,0,0,0,2},{0,0,7,0,0},{0,2,7,2,0},{0,2,0,2,0},{1,1,2,4,4},{0,0,0,0,7},{5,1,2,4,5},{1,2,2,2,1},
+    {4,2,2,2,4},{0,0,0,2,4},{0,7,0,7,0},{2,2,2,2,2},{6,4,4,4,6},{3,1,1,1,3},{7,1,2,0,2},{0,0,0,0,0}};
+static void higan__plot_px(unsigned char *rgb, int W, int H, int x, int y, const unsigned char c[3]) {
+    if (x < 0 || y < 0 || x >= W || y >= H) return;
+    rgb[((size_t)y * (size_t)W + (size_t)x) * 3 + 0] = c[0];
+    rgb[((size_t)y * (size_t)W + (size_t)x) * 3 + 1] = c[1];
+    rgb[((size_t)y * (size_t)W + (size_t)x) * 3 + 2] = c[2];
+}
+HIGAN_DEF void higan_plot_text(unsigned char *rgb, int width, int height, int x, int y, const char *text,
+                               int scale, const unsigned char color[3]) {
+    int i, r, b, dx, dy;
+    for (i = 0; text[i]; ++i) {
+        int ch = toupper((unsigned char)text[i]);
+        const char *at = strchr(higan__font_chars, ch);
+        int g = at && ch ? (int)(at - higan__font_chars) : (int)(strchr(higan__font_chars, '?') - higan__font_chars);
+        for (r = 0; r < 5; ++r)
+            for (b = 0; b < 3; ++b)
+                if (higan__font_rows[g][r] & (4 >> b))
+                    for (dy = 0; dy < scale; ++dy)
+                        for (dx = 0; dx < scale; ++dx)
+                            higan__plot_px(rgb, width, height, x + (i * 4 + b) * scale + dx, y + r * scale + dy, color);
+    }
+}
+static void higan__plot_line(unsigned char *rgb, int W, int H, int x0, int y0, int x1, int y1, const unsigned char c[3]) {
+    int dx = abs(x1 - x0), dy = -abs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1, err = dx + dy;
+    for (;;) {                                   /* Bresenham */
+        int e2;
+        higan__plot_px(rgb, W, H, x0, y0, c);
+        if (x0 == x1 && y0 == y1) break;
+        e2 = 2 * err;
+        if (e2 >= dy) { err += dy; x0 += sx; }
+        if (e2 <= dx) { err += dx; y0 += sy; }
+    }
+}
+static int higan__plot_cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+/* one panel: series y over steps x (n points, NaN = missing) into the box [x0, x0+w) x [y0, y0+h) */
+static void higan__plot_panel(unsigned char *rgb, int W, int H, int px, int py, int pw, int ph, const char *name,
+                              const double *xs, const double *ys, int n, double *sorted, int *xsp, int *ems,
+                              int *idx) {
+    static const unsigned char black[3] = {0, 0, 0}, grey[3] = {200, 200, 200}, light[3] = {150, 190, 235},
+                               dark[3] = {20, 70, 160}, text[3] = {60, 60, 60};
+    int i, m = 0, left = px + 42, right = px + pw - 8, top = py + 16, bottom = py + ph - 16;
+    double lo, hi, xmin = 0, xmax = 1;
+    char buf[64];
+    int lastx = 0, lasty = 0, have_last = 0, half, k;
+    higan_plot_text(rgb, W, H, px + 4, py + 4, name, 2, black);
+    if (right - left < 20 || bottom - top < 20) return;
+    for (i = 0; i < n; ++i) if (ys[i] == ys[i]) sorted[m++] = ys[i];
+    /* frame */
+    higan__plot_line(rgb, W, H, left, top, left, bottom, grey);
+    higan__plot_line(rgb, W, H, left, bottom, right, bottom, grey);
+    higan__plot_line(rgb, W, H, right, top, right, bottom, grey);
+    higan__plot_line(rgb, W, H, left, top, right, top, grey);
+    if (m == 0) { higan_plot_text(rgb, W, H, left + 4, top + 4, "no data", 1, text); return; }
+    qsort(sorted, (size_t)m, sizeof(double), higan__plot_cmp);
+    /* y range: 1st to 99th percentile, so a few early spikes do not flatten the curve */
+    lo = sorted[(int)((m - 1) * 0.01)];
+    hi = sorted[(int)((m - 1) * 0.99 + 0.5)];
+    if (hi - lo < 1e-12 * (fabs(hi) + 1e-30)) { hi += 0.5 * (fabs(hi) + 1e-6); lo -= 0.5 * (fabs(lo) + 1e-6); }
+    { double pad = 0.05 * (hi - lo); hi += pad; lo -= pad; }
+    /* x range: every row's step, so that the panels line up */
+    for (i = 0; i < n; ++i) if (xs[i] == xs[i]) { xmin = xmax = xs[i]; break; }
+    for (i = 0; i < n; ++i) if (xs[i] == xs[i]) { if (xs[i] < xmin) xmin = xs[i]; if (xs[i] > xmax) xmax = xs[i]; }
+    if (xmax <= xmin) xmax = xmin + 1;
+    snprintf(buf, sizeof buf, "%.3g", hi); higan_plot_text(rgb, W, H, px + 2, top, buf, 1, text);
+    snprintf(buf, sizeof buf, "%.3g", lo); higan_plot_text(rgb, W, H, px + 2, bottom - 5, buf, 1, text);
+    snprintf(buf, sizeof buf, "%.0f", xmin); higan_plot_text(rgb, W, H, left, bottom + 4, buf, 1, text);
+    snprintf(buf, sizeof buf, "%.0f", xmax); higan_plot_text(rgb, W, H, right - 4 * (int)strlen(buf), bottom + 4, buf, 1, text);
+    /* raw values, light; a centred moving mean over about 4% of the points, dark; dots when
+       the points are few (a validation column) */
+    half = m / 50;
+    for (i = 0; i < n; ++i) {
+        double v = ys[i], yc;
+        if (v != v) continue;
+        xsp[i] = left + (int)((xs[i] - xmin) / (xmax - xmin) * (right - left) + 0.5);
+        yc = v < lo ? lo : v > hi ? hi : v;
+        ems[i] = bottom - (int)((yc - lo) / (hi - lo) * (bottom - top) + 0.5);
+        if (have_last) higan__plot_line(rgb, W, H, lastx, lasty, xsp[i], ems[i], light);
+        lastx = xsp[i]; lasty = ems[i];
+        have_last = 1;
+    }
+    if (m <= 60) {
+        for (i = 0; i < n; ++i) {
+            int dx, dy;
+            if (ys[i] != ys[i]) continue;
+            for (dy = -1; dy <= 1; ++dy)
+                for (dx = -1; dx <= 1; ++dx) higan__plot_px(rgb, W, H, xsp[i] + dx, ems[i] + dy, dark);
+        }
+        if (m > 1) {
+            have_last = 0;
+            for (i = 0; i < n; ++i) {
+                if (ys[i] != ys[i]) continue;
+                if (have_last) higan__plot_line(rgb, W, H, lastx, lasty, xsp[i], ems[i], dark);
+                lastx = xsp[i]; lasty = ems[i];
+                have_last = 1;
+            }
+        }
+        return;
+    }
+    /* finite values in order, their moving mean */
+    for (i = 0, k = 0; i < n; ++i) if (ys[i] == ys[i]) { sorted[k] = ys[i]; idx[k++] = i; }
+    have_last = 0;
+    for (k = 0; k < m; ++k) {
+        int a = k - half < 0 ? 0 : k - half, b = k + half >= m ? m - 1 : k + half, j, y;
+        double sum = 0, yc;
+        for (j = a; j <= b; ++j) sum += sorted[j];
+        yc = sum / (b - a + 1);
+        yc = yc < lo ? lo : yc > hi ? hi : yc;
+        y = bottom - (int)((yc - lo) / (hi - lo) * (bottom - top) + 0.5);
+        if (have_last) higan__plot_line(rgb, W, H, lastx, lasty, xsp[idx[k]], y, dark);
+        lastx = xsp[idx[k]]; lasty = y;
+        have_last = 1;
+    }
+}
+HIGAN_DEF higan_status higan_plot_csv(const char *csv_path, unsigned char *rgb, int width, int height) {
+    char *text, *p, *names[HIGAN_CSV_MAX + 2];
+    double *vals = NULL, *xs = NULL, *col = NULL, *sorted = NULL;
+    int *xsp = NULL, *ems = NULL, *idx = NULL;
+    int ncol = 0, nrow = 0, cap = 0, i, j, npanel, gx, gy;
+    higan_status rc = HIGAN_OK;
+    if (!csv_path || !rgb || width < 160 || height < 60) return higan__error(HIGAN_ERR_ARG, "plot_csv: bad arguments");
+    memset(rgb, 255, (size_t)width * (size_t)height * 3);
+    if (!(text = higan__tr_read_text(csv_path, NULL))) return higan__error(HIGAN_ERR_IO, "plot: cannot read '%s'", csv_path);
+    /* header */
+    p = text;
+    while (*p && *p != '\n' && ncol < HIGAN_CSV_MAX + 2) {
+        names[ncol++] = p;
+        while (*p && *p != ',' && *p != '\n' && *p != '\r') ++p;
+        if (*p == ',') *p++ = 0;
+        else if (*p == '\r') { *p++ = 0; }
+    }
+    if (*p == '\n') *p++ = 0;
+    if (ncol < 3) { HIGAN_FREE(text); return higan__error(HIGAN_ERR_FORMAT, "plot: '%s' has no value columns", csv_path); }
+    /* rows */
+    while (*p) {
+        char *e;
+        if (nrow == cap) {
+            double *nv;
+            cap = cap ? 2 * cap : 1024;
+            nv = (double *)HIGAN_REALLOC(vals, sizeof(double) * (size_t)cap * (size_t)ncol);
+            if (!nv) { rc = higan__error(HIGAN_ERR_NOMEM, "plot: out of memory"); goto done; }
+            vals = nv;
+        }
+        for (j = 0; j < ncol; ++j) {
+            double v = NAN;
+            if (*p && *p != ',' && *p != '\n' && *p != '\r') {
+                v = strtod(p, &e);
+                if (e == p) v = NAN;
+                p = e;
+            }
+            while (*p && *p != ',' && *p != '\n') ++p;
+            if (*p == ',') ++p;
+            vals[(size_t)nrow * (size_t)ncol + (size_t)j] = v;
+        }
+        while (*p && *p != '\n') ++p;
+        if (*p == '\n') ++p;
+        ++nrow;
+    }
+    npanel = ncol - 2;
+    gx = npanel <= 3 ? 1 : npanel <= 8 ? 2 : 3;
+    gy = (npanel + gx - 1) / gx;
+    xs = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)(nrow + 1));
+    col = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)(nrow + 1));
+    sorted = (double *)HIGAN_MALLOC(sizeof(double) * (size_t)(nrow + 1));
+    xsp = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)(nrow + 1));
+    ems = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)(nrow + 1));
+    idx = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)(nrow + 1));
+    if (!xs || !col || !sorted || !xsp || !ems || !idx) { rc = higan__error(HIGAN_ERR_NOMEM, "plot: out of memory"); goto done; }
+    for (i = 0; i < nrow; ++i) xs[i] = vals[(size_t)i * (size_t)ncol];
+    for (j = 0; j < npanel; ++j) {
+        int pw = width / gx, ph = height / gy;
+        for (i = 0; i < nrow; ++i) col[i] = vals[(size_t)i * (size_t)ncol + (size_t)j + 2];
+        higan__plot_panel(rgb, width, height, (j % gx) * pw, (j / gx) * ph, pw, ph, names[j + 2], xs, col, nrow, sorted, xsp, ems, idx);
+    }
+done:
+    HIGAN_FREE(vals); HIGAN_FREE(xs); HIGAN_FREE(col); HIGAN_FREE(sorted); HIGAN_FREE(xsp); HIGAN_FREE(ems); HIGAN_FREE(idx);
+    HIGAN_FREE(text);
+    return rc;
+}
+
+/* ================================================================================================
+   Text metrics
+   ================================================================================================ */
+HIGAN_DEF int higan_levenshtein(const char *a, const char *b) {
+    int na = (int)strlen(a), nb = (int)strlen(b), i, j, r;
+    int stack[2 * 257], *prev, *cur, *heap = NULL;
+    if (nb + 1 <= 257) prev = stack;
+    else {
+        heap = (int *)HIGAN_MALLOC(sizeof(int) * 2 * (size_t)(nb + 1));
+        if (!heap) return na > nb ? na : nb;    /* out of memory: an upper bound */
+        prev = heap;
+    }
+    cur = prev + nb + 1;
+    for (j = 0; j <= nb; ++j) prev[j] = j;
+    for (i = 1; i <= na; ++i) {
+        int *t;
+        cur[0] = i;
+        for (j = 1; j <= nb; ++j) {
+            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]), del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        t = prev; prev = cur; cur = t;
+    }
+    r = prev[nb];
+    HIGAN_FREE(heap);
+    return r;
+}
+HIGAN_DEF void higan_text_stats_add(higan_text_stats *s, const char *pred, const char *ref) {
+    int d = higan_levenshtein(pred, ref);
+    s->edits += d;
+    s->chars += (int64_t)strlen(ref);
+    s->words += 1;
+    s->word_errors += d > 0;
+}
+HIGAN_DEF double higan_text_stats_cer(const higan_text_stats *s) { return s->chars ? (double)s->edits / (double)s->chars : 0.0; }
+HIGAN_DEF double higan_text_stats_wer(const higan_text_stats *s) { return s->words ? (double)s->word_errors / (double)s->words : 0.0; }
+
+/* ================================================================================================
+   Augmentation (RandomClip / RandomScale on float images)
+   ================================================================================================ */
+static uint64_t higan__tr_below(higan_rng *r, uint64_t n) {        /* uniform in [0, n), unbiased */
+    uint64_t x, threshold = (0 - n) % n;
+    do x = higan_rng_u64(r); while (x < threshold);
+    return x % n;
+}
+static double higan__tr_unit(higan_rng *r) { return (double)(higan_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
+static int64_t higan__tr_ceil32(int64_t w) { return (w + 31) / 32 * 32; }
+
+HIGAN_DEF void higan_augmenter_init(higan_augmenter *a) { memset(a, 0, sizeof *a); }
+HIGAN_DEF void higan_augmenter_free(higan_augmenter *a) {
+    if (!a) return;
+    HIGAN_FREE(a->imgs); HIGAN_FREE(a->lens); HIGAN_FREE(a->tmp);
+    higan_arena_free(&a->scratch);
+    memset(a, 0, sizeof *a);
+}
+HIGAN_DEF higan_status higan_augment_batch(higan_augmenter *a, const higan_batch *b, int random_clip,
+                                           int random_scale, higan_rng *rng) {
+    const int64_t H = HIGAN_DATASET_HEIGHT;
+    int64_t WA = 0, need, y, x;
+    int k;
+    /* per sample: clip width, clip offset, content width after scaling, length, scale flag */
+    int64_t *plan;
+    if (!a || !b || !rng) return higan__error(HIGAN_ERR_ARG, "augment_batch: NULL argument");
+    if (b->B < 1) return higan__error(HIGAN_ERR_ARG, "augment_batch: empty batch");
+    plan = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * 5 * (size_t)b->B);
+    if (!plan) return higan__error(HIGAN_ERR_NOMEM, "augment_batch: out of memory");
+    for (k = 0; k < b->B; ++k) {                 /* draws in sample order: clip, then scale */
+        int64_t w = b->img_lens[k], cw = w, off = 0, nw = w, len;
+        double ratio = 0;
+        if (random_clip && w > 128) {
+            cw = 128 + (int64_t)higan__tr_below(rng, (uint64_t)(w - 128));
+            off = (int64_t)higan__tr_below(rng, (uint64_t)(w - cw));
+        }
+        nw = cw;
+        if (random_scale) {
+            ratio = (higan__tr_unit(rng) - 0.5) * 2 * 0.4;
+            nw = higan__tr_ceil32((int64_t)((double)cw * (1 + ratio)));
+            if (nw < 32) nw = 32;
+        }
+        len = higan__tr_ceil32(nw);
+        plan[5 * k + 0] = cw; plan[5 * k + 1] = off; plan[5 * k + 2] = nw; plan[5 * k + 3] = len;
+        plan[5 * k + 4] = random_scale ? (ratio > 0 ? 1 : 2) : 0;
+        if (len > WA) WA = len;
+    }
+    need = (int64_t)b->B * H * WA;
+    if (need > a->cap) {
+        HIGAN_FREE(a->imgs);
+        a->cap = 0;
+        if (!(a->imgs = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)need))) { HIGAN_FREE(plan); return higan__error(HIGAN_ERR_NOMEM, "augment_batch: out of memory"); }
+        a->cap = need;
+    }
+    if (b->B > a->lens_cap) {
+        HIGAN_FREE(a->lens);
+        a->lens_cap = 0;
+        if (!(a->lens = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)b->B))) { HIGAN_FREE(plan); return higan__error(HIGAN_ERR_NOMEM, "augment_batch: out of memory"); }
+        a->lens_cap = b->B;
+    }
+    a->B = b->B;
+    a->width = WA;
+    for (k = 0; k < b->B; ++k) {
+        int64_t cw = plan[5 * k], off = plan[5 * k + 1], nw = plan[5 * k + 2];
+        const float *src = b->imgs + (int64_t)k * H * b->width + off;
+        float *dst = a->imgs + (int64_t)k * H * WA;
+        a->lens[k] = (int)plan[5 * k + 3];
+        if (plan[5 * k + 4]) {                   /* resample into tmp [64, nw], then copy */
+            higan_pil_filter f = plan[5 * k + 4] == 1 ? HIGAN_PIL_BILINEAR : HIGAN_PIL_LANCZOS;
+            size_t sb = higan_resize_pil_scratch_bytes(nw, H, cw, H, f);
+            higan_status rc;
+            if (H * nw > a->tmp_cap) {
+                HIGAN_FREE(a->tmp);
+                a->tmp_cap = 0;
+                if (!(a->tmp = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(H * nw)))) { HIGAN_FREE(plan); return higan__error(HIGAN_ERR_NOMEM, "augment_batch: out of memory"); }
+                a->tmp_cap = H * nw;
+            }
+            if (sb > a->scratch.capacity) {
+                higan_arena_free(&a->scratch);
+                if (higan_arena_init(&a->scratch, sb * 2) != HIGAN_OK) { HIGAN_FREE(plan); return higan__error(HIGAN_ERR_NOMEM, "augment_batch: out of memory"); }
+            }
+            higan_arena_reset(&a->scratch);
+            rc = higan_resize_pil_f32(a->tmp, nw, H, src, cw, H, b->width, f, &a->scratch);
+            if (rc != HIGAN_OK) { HIGAN_FREE(plan); return rc; }
+            for (y = 0; y < H; ++y) {
+                for (x = 0; x < nw; ++x) {        /* the official resamples uint8: clip as it does */
+                    float v = a->tmp[y * nw + x];
+                    dst[y * WA + x] = v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v;
+                }
+                for (; x < WA; ++x) dst[y * WA + x] = -1.0f;
+            }
+        } else {
+            for (y = 0; y < H; ++y) {
+                memcpy(dst + y * WA, src + y * b->width, sizeof(float) * (size_t)cw);
+                for (x = cw; x < WA; ++x) dst[y * WA + x] = -1.0f;
+            }
+        }
+    }
+    HIGAN_FREE(plan);
+    return HIGAN_OK;
+}
+
+/* ================================================================================================
+   Arena growth and state snapshots for retried steps
+   ================================================================================================ */
+HIGAN_DEF int higan_train_grow(higan_tape *t) {
+    higan_arena *a = t->arena;
+    int grown = 0;
+    if (a->overflow) {
+        size_t cap = a->needed + a->needed / 4;
+        if (cap < 2 * a->capacity) cap = 2 * a->capacity;
+        if (cap < ((size_t)1 << 24)) cap = (size_t)1 << 24;
+        higan_arena_free(a);
+        if (higan_arena_init(a, cap) != HIGAN_OK) return 0;
+        grown = 1;
+    }
+    if (t->overflow) {
+        int cap = t->capacity * 2;
+        higan_tape_free(t);
+        if (higan_tape_init(t, a, cap) != HIGAN_OK) return 0;
+        grown = 1;
+    }
+    higan_tape_reset(t);
+    return grown;
+}
+
+/* Buffers (batch-norm statistics) of some stores and an RNG, restored when a step is retried. */
+typedef struct {
+    float *f[HIGAN_STORE_COUNT];
+    int64_t *i[HIGAN_STORE_COUNT];
+    higan_rng rng;
+} higan__tr_snap;
+static higan_status higan__tr_snap_take(higan__tr_snap *s, const higan_model *m, unsigned stores, const higan_rng *rng) {
+    int k;
+    memset(s, 0, sizeof *s);
+    if (rng) s->rng = *rng;
+    for (k = 0; k < HIGAN_STORE_COUNT; ++k) {
+        const higan_params *p = &m->store[k];
+        if (!(stores & (1u << k))) continue;
+        if (p->n_buffer) {
+            if (!(s->f[k] = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)p->n_buffer))) return higan__error(HIGAN_ERR_NOMEM, "train: out of memory");
+            memcpy(s->f[k], p->buffer, sizeof(float) * (size_t)p->n_buffer);
+        }
+        if (p->n_ibuffer) {
+            if (!(s->i[k] = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (size_t)p->n_ibuffer))) return higan__error(HIGAN_ERR_NOMEM, "train: out of memory");
+            memcpy(s->i[k], p->ibuffer, sizeof(int64_t) * (size_t)p->n_ibuffer);
+        }
+    }
+    return HIGAN_OK;
+}
+static void higan__tr_snap_restore(const higan__tr_snap *s, higan_model *m, higan_rng *rng) {
+    int k;
+    if (rng) *rng = s->rng;
+    for (k = 0; k < HIGAN_STORE_COUNT; ++k) {
+        higan_params *p = &m->store[k];
+        if (s->f[k]) memcpy(p->buffer, s->f[k], sizeof(float) * (size_t)p->n_buffer);
+        if (s->i[k]) memcpy(p->ibuffer, s->i[k], sizeof(int64_t) * (size_t)p->n_ibuffer);
+    }
+}
+static void higan__tr_snap_free(higan__tr_snap *s) {
+    int k;
+    for (k = 0; k < HIGAN_STORE_COUNT; ++k) { HIGAN_FREE(s->f[k]); HIGAN_FREE(s->i[k]); }
+}
+/* the status of a failed forward/backward: an overflow of the tape or its arena, or another error */
+static int higan__tr_overflowed(const higan_tape *t) { return t->overflow || t->arena->overflow; }
+
+/* ================================================================================================
+   Recognizer pretraining
+   ================================================================================================ */
+HIGAN_DEF higan_status higan_ocr_train_step(higan_model *m, higan_tape *t, const float *imgs, int B,
+                                            int64_t W, const int *img_lens, const int *labels,
+                                            int64_t label_stride, const int *label_lens,
+                                            higan_adam *opt, higan_rng *rng, float *loss) {
+    higan_params *store;
+    higan__tr_snap snap;
+    int *in_lens = NULL, *targets = NULL;
+    int64_t total = 0, shape[4];
+    higan_status rc = HIGAN_OK;
+    int b, j, attempt;
+    if (!m || !t || !imgs || !img_lens || !labels || !label_lens || !opt || !loss || B < 1)
+        return higan__error(HIGAN_ERR_ARG, "ocr_train_step: bad arguments");
+    if (!(m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER))) return higan__error(HIGAN_ERR_ARG, "ocr_train_step: the model has no Recognizer");
+    store = &m->store[HIGAN_STORE_OCR];
+    if (store->frozen) return higan__error(HIGAN_ERR_ARG, "ocr_train_step: the Recognizer's store is frozen (clear m->store[HIGAN_STORE_OCR].frozen)");
+    for (b = 0; b < B; ++b) total += label_lens[b];
+    in_lens = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)B);
+    targets = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)(total > 0 ? total : 1));
+    if (!in_lens || !targets) { HIGAN_FREE(in_lens); HIGAN_FREE(targets); return higan__error(HIGAN_ERR_NOMEM, "ocr_train_step: out of memory"); }
+    for (b = 0, total = 0; b < B; ++b) {
+        in_lens[b] = img_lens[b] / HIGAN_BACKBONE_LEN_SCALE;
+        for (j = 0; j < label_lens[b]; ++j) targets[total++] = labels[(int64_t)b * label_stride + j];
+    }
+    if ((rc = higan__tr_snap_take(&snap, m, 1u << HIGAN_STORE_OCR, rng)) != HIGAN_OK) goto out;
+    shape[0] = B; shape[1] = 1; shape[2] = HIGAN_IMAGE_HEIGHT; shape[3] = W;
+    for (attempt = 0; attempt < 12; ++attempt) {
+        higan_var *x, *lp, *L;
+        higan_tape_reset(t);
+        higan_params_zero_grad(store);
+        x = higan_var_wrap(t, (float *)imgs, 4, shape);
+        lp = higan_recognizer_forward(t, &m->R, x, img_lens, 1, rng);
+        L = higan_ctc_loss(t, lp, targets, in_lens, label_lens, 0, 1);
+        if (L) {
+            *loss = L->data[0];
+            if (!higan__tr_finite(*loss)) {
+                higan__tr_snap_restore(&snap, m, rng);
+                rc = higan__error(HIGAN_ERR_ARG, "loss 'ctc' is %s", *loss != *loss ? "nan" : "inf");
+                goto out;
+            }
+            rc = higan_tape_backward(t, L, NULL);
+            if (rc == HIGAN_OK && !higan__tr_overflowed(t)) {
+                higan_adam_step(opt, store);
+                goto out;
+            }
+        }
+        if (!higan__tr_overflowed(t) || !higan_train_grow(t)) { rc = higan_tape_status(t); if (rc == HIGAN_OK) rc = HIGAN_ERR_ARG; goto out; }
+        higan__tr_snap_restore(&snap, m, rng);
+    }
+    rc = higan__error(HIGAN_ERR_NOMEM, "ocr_train_step: the arena keeps overflowing");
+out:
+    higan__tr_snap_free(&snap);
+    HIGAN_FREE(in_lens);
+    HIGAN_FREE(targets);
+    return rc;
+}
+
+/* An evenly spread subset of max_words words of ds (every (count / max_words)-th word), so a
+   quick estimate sees every writer; *orig (malloc'd) maps its records back to ds. */
+static higan_status higan__tr_subset(const higan_dataset *ds, int64_t max_words, higan_dataset *out, int64_t **orig) {
+    int64_t n = max_words, k, i, maxw = 1;
+    uint8_t *img;
+    char label[HIGAN_DATASET_MAX_LABEL * 4 + 8];
+    higan_status rc = HIGAN_OK;
+    for (i = 0; i < ds->count; ++i) if (ds->img_lens[i] > maxw) maxw = ds->img_lens[i];
+    higan_dataset_init(out);
+    *orig = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (size_t)n);
+    img = (uint8_t *)HIGAN_MALLOC((size_t)(HIGAN_DATASET_HEIGHT * maxw));
+    if (!*orig || !img) { HIGAN_FREE(*orig); HIGAN_FREE(img); *orig = NULL; return higan__error(HIGAN_ERR_NOMEM, "evaluate: out of memory"); }
+    for (k = 0; k < n && rc == HIGAN_OK; ++k) {
+        int w;
+        i = k * ds->count / n;
+        (*orig)[k] = i;
+        w = higan_dataset_image(ds, i, img, HIGAN_DATASET_HEIGHT * maxw);
+        if (w < 0 || higan_dataset_label(ds, i, label, (int)sizeof label) < 0) { rc = HIGAN_ERR_ARG; break; }
+        rc = higan_dataset_append(out, img, w, label, ds->wids[i]);
+    }
+    HIGAN_FREE(img);
+    if (rc != HIGAN_OK) { higan_dataset_free(out); HIGAN_FREE(*orig); *orig = NULL; }
+    return rc;
+}
+
+/* An evaluation loader: every word in dataset order, style images, no augmentation. */
+static higan_status higan__tr_eval_loader(higan_loader *L, const higan_dataset *ds, int batch_size) {
+    higan_loader_options o = higan_loader_default_options();
+    o.batch_size = batch_size > 0 ? batch_size : 64;
+    o.shuffle = 0;
+    o.drop_last = 0;
+    o.augment = 0;
+    o.process_style = 1;
+    o.threaded = 0;
+    return higan_loader_init(L, ds, &o);
+}
+HIGAN_DEF higan_status higan_ocr_evaluate(higan_model *m, higan_tape *t, const higan_dataset *ds,
+                                          int batch_size, int64_t max_words, higan_text_stats *out,
+                                          higan_word_callback on_word, void *user) {
+    higan_loader L;
+    higan_batch b;
+    higan_status rc;
+    char pred[HIGAN_MAX_WORD_LEN * 4 + 8], ref[HIGAN_DATASET_MAX_LABEL + 8];
+    higan_dataset sub;
+    int64_t *orig = NULL;
+    if (!m || !t || !ds || !out) return higan__error(HIGAN_ERR_ARG, "ocr_evaluate: NULL argument");
+    if (!(m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER))) return higan__error(HIGAN_ERR_ARG, "ocr_evaluate: the model has no Recognizer");
+    memset(out, 0, sizeof *out);
+    if (max_words > 0 && max_words < ds->count) {
+        if ((rc = higan__tr_subset(ds, max_words, &sub, &orig)) != HIGAN_OK) return rc;
+        ds = &sub;
+    }
+    if ((rc = higan__tr_eval_loader(&L, ds, batch_size)) != HIGAN_OK) { if (orig) { higan_dataset_free(&sub); HIGAN_FREE(orig); } return rc; }
+    while ((rc = higan_loader_next(&L, &b)) == HIGAN_OK) {
+        int64_t shape[4];
+        higan_var *x, *logits = NULL;
+        int k, attempt;
+        shape[0] = b.B; shape[1] = 1; shape[2] = HIGAN_IMAGE_HEIGHT; shape[3] = b.width;
+        for (attempt = 0; attempt < 12; ++attempt) {
+            higan_tape_reset(t);
+            higan_no_grad_begin(t);
+            x = higan_var_wrap(t, b.imgs, 4, shape);
+            logits = higan_recognizer_forward(t, &m->R, x, b.img_lens, 0, NULL);
+            higan_no_grad_end(t);
+            if (logits || !higan__tr_overflowed(t) || !higan_train_grow(t)) break;
+        }
+        if (!logits) { rc = higan_tape_status(t); if (rc == HIGAN_OK) rc = HIGAN_ERR_ARG; break; }
+        for (k = 0; k < b.B; ++k) {
+            int n = higan_recognizer_decode(logits, 0, k, b.img_lens[k], pred, (int)sizeof pred);
+            if (n < 0) { rc = n; break; }
+            higan_text_decode(b.labels + (int64_t)k * b.label_width, b.label_lens[k], ref, (int)sizeof ref);
+            higan_text_stats_add(out, pred, ref);
+            if (on_word) on_word(user, orig ? orig[b.records[k]] : b.records[k], pred, ref);
+        }
+        if (rc < 0) break;
+    }
+    if (rc == HIGAN_LOADER_EPOCH_END) rc = HIGAN_OK;
+    higan_loader_free(&L);
+    higan_tape_reset(t);
+    if (orig) { higan_dataset_free(&sub); HIGAN_FREE(orig); }
+    return rc;
+}
+
+/* ================================================================================================
+   Writer-identifier pretraining
+   ================================================================================================ */
+HIGAN_DEF higan_status higan_backbone_from_recognizer(higan_model *dst, const higan_model *src) {
+    const higan_params *rp;
+    higan_params *bp;
+    int i;
+    if (!dst || !src || !dst->initialised || !src->initialised)
+        return higan__error(HIGAN_ERR_ARG, "backbone_from_recognizer: uninitialised model");
+    if (!(dst->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_STYLE_BACKBONE)))
+        return higan__error(HIGAN_ERR_ARG, "backbone_from_recognizer: the target model has no StyleBackbone");
+    if (!(src->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER)))
+        return higan__error(HIGAN_ERR_ARG, "backbone_from_recognizer: the source model has no Recognizer");
+    if (dst->cfg.B.resolution != src->cfg.R.cnn.resolution || dst->cfg.B.max_dim != src->cfg.R.cnn.max_dim ||
+        dst->cfg.B.in_channel != src->cfg.R.cnn.in_channel)
+        return higan__error(HIGAN_ERR_ARG, "backbone_from_recognizer: the StyleBackbone (resolution %d, max_dim %d) and the "
+                            "Recognizer's CNN (resolution %d, max_dim %d) differ", dst->cfg.B.resolution, dst->cfg.B.max_dim,
+                            src->cfg.R.cnn.resolution, src->cfg.R.cnn.max_dim);
+    bp = &dst->store[HIGAN_STORE_BACKBONE];
+    rp = &src->store[HIGAN_STORE_OCR];
+    for (i = 0; i < bp->count; ++i) {          /* check all first */
+        const higan_param_entry *e = &bp->entries[i];
+        char name[HIGAN_MAX_NAME + 16];
+        const char *rest = strchr(e->name, '.');
+        int h, d;
+        if (!rest) continue;
+        snprintf(name, sizeof name, "Recognizer%s", rest);
+        if ((h = higan_params_find(rp, name)) < 0)
+            return higan__error(HIGAN_ERR_FORMAT, "backbone_from_recognizer: the Recognizer has no %s", name);
+        if (rp->entries[h].kind != e->kind || rp->entries[h].ndim != e->ndim)
+            return higan__error(HIGAN_ERR_FORMAT, "backbone_from_recognizer: %s and %s differ", name, e->name);
+        for (d = 0; d < e->ndim; ++d)
+            if (rp->entries[h].shape[d] != e->shape[d])
+                return higan__error(HIGAN_ERR_FORMAT, "backbone_from_recognizer: %s and %s differ in shape", name, e->name);
+    }
+    for (i = 0; i < bp->count; ++i) {
+        const higan_param_entry *e = &bp->entries[i];
+        char name[HIGAN_MAX_NAME + 16];
+        const char *rest = strchr(e->name, '.');
+        int h;
+        if (!rest) continue;
+        snprintf(name, sizeof name, "Recognizer%s", rest);
+        h = higan_params_find(rp, name);
+        if (e->kind == HIGAN_BUFFER_I64)
+            memcpy(higan_params_idata(bp, i), higan_params_idata(rp, h), sizeof(int64_t) * (size_t)e->numel);
+        else
+            memcpy(higan_params_data(bp, i), higan_params_data(rp, h), sizeof(float) * (size_t)e->numel);
+    }
+    return HIGAN_OK;
+}
+
+static int higan__tr_argmax(const float *x, int64_t n) {
+    int64_t i, best = 0;
+    for (i = 1; i < n; ++i) if (x[i] > x[best]) best = i;
+    return (int)best;
+}
+HIGAN_DEF higan_status higan_wid_train_step(higan_model *m, higan_tape *t, const float *imgs, int B,
+                                            int64_t W, const int *img_lens, const int *wids,
+                                            higan_adam *opt_b, higan_adam *opt_w, higan_rng *rng,
+                                            float *loss, int *correct) {
+    higan_params *sb, *sw;
+    higan__tr_snap snap;
+    int64_t shape[4];
+    higan_status rc;
+    int b, attempt;
+    const unsigned need = HIGAN_NET_BIT(HIGAN_NET_STYLE_BACKBONE) | HIGAN_NET_BIT(HIGAN_NET_WRITER_IDENTIFIER);
+    if (!m || !t || !imgs || !img_lens || !wids || !opt_b || !opt_w || !loss || B < 1)
+        return higan__error(HIGAN_ERR_ARG, "wid_train_step: bad arguments");
+    if ((m->cfg.nets & need) != need) return higan__error(HIGAN_ERR_ARG, "wid_train_step: the model needs StyleBackbone and WriterIdentifier");
+    sb = &m->store[HIGAN_STORE_BACKBONE];
+    sw = &m->store[HIGAN_STORE_WID];
+    if (sb->frozen || sw->frozen) return higan__error(HIGAN_ERR_ARG, "wid_train_step: clear m->store[HIGAN_STORE_BACKBONE / _WID].frozen");
+    for (b = 0; b < B; ++b)
+        if (wids[b] < 0 || wids[b] >= m->cfg.n_writer)
+            return higan__error(HIGAN_ERR_ARG, "wid_train_step: writer %d outside the identifier's %lld classes", wids[b], (long long)m->cfg.n_writer);
+    if ((rc = higan__tr_snap_take(&snap, m, (1u << HIGAN_STORE_BACKBONE) | (1u << HIGAN_STORE_WID), rng)) != HIGAN_OK) {
+        higan__tr_snap_free(&snap);
+        return rc;
+    }
+    shape[0] = B; shape[1] = 1; shape[2] = HIGAN_IMAGE_HEIGHT; shape[3] = W;
+    for (attempt = 0; attempt < 12; ++attempt) {
+        higan_var *x, *feat, *logits, *L;
+        higan_tape_reset(t);
+        higan_params_zero_grad(sb);
+        higan_params_zero_grad(sw);
+        x = higan_var_wrap(t, (float *)imgs, 4, shape);
+        feat = higan_style_backbone_forward(t, &m->B, x, 1, rng, NULL);
+        logits = higan_writer_identifier_forward(t, &m->W, feat, img_lens);
+        L = higan_cross_entropy(t, logits, wids);
+        if (L) {
+            *loss = L->data[0];
+            if (!higan__tr_finite(*loss)) {
+                higan__tr_snap_restore(&snap, m, rng);
+                higan__tr_snap_free(&snap);
+                return higan__error(HIGAN_ERR_ARG, "loss 'wid' is %s", *loss != *loss ? "nan" : "inf");
+            }
+            if (correct) {
+                *correct = 0;
+                for (b = 0; b < B; ++b)
+                    *correct += higan__tr_argmax(logits->data + (int64_t)b * m->cfg.n_writer, m->cfg.n_writer) == wids[b];
+            }
+            rc = higan_tape_backward(t, L, NULL);
+            if (rc == HIGAN_OK && !higan__tr_overflowed(t)) {
+                higan_adam_step(opt_b, sb);
+                higan_adam_step(opt_w, sw);
+                higan__tr_snap_free(&snap);
+                return HIGAN_OK;
+            }
+        }
+        if (!higan__tr_overflowed(t) || !higan_train_grow(t)) {
+            higan__tr_snap_free(&snap);
+            rc = higan_tape_status(t);
+            return rc == HIGAN_OK ? HIGAN_ERR_ARG : rc;
+        }
+        higan__tr_snap_restore(&snap, m, rng);
+    }
+    higan__tr_snap_free(&snap);
+    return higan__error(HIGAN_ERR_NOMEM, "wid_train_step: the arena keeps overflowing");
+}
+
+HIGAN_DEF higan_status higan_wid_evaluate(higan_model *m, higan_tape *t, const higan_dataset *ds,
+                                          int wid_offset, int batch_size, int64_t max_words,
+                                          int64_t *correct, int64_t *total) {
+    higan_loader L;
+    higan_batch b;
+    higan_status rc;
+    const unsigned need = HIGAN_NET_BIT(HIGAN_NET_STYLE_BACKBONE) | HIGAN_NET_BIT(HIGAN_NET_WRITER_IDENTIFIER);
+    higan_dataset sub;
+    int64_t *orig = NULL;
+    if (!m || !t || !ds || !correct || !total) return higan__error(HIGAN_ERR_ARG, "wid_evaluate: NULL argument");
+    if ((m->cfg.nets & need) != need) return higan__error(HIGAN_ERR_ARG, "wid_evaluate: the model needs StyleBackbone and WriterIdentifier");
+    *correct = *total = 0;
+    if (max_words > 0 && max_words < ds->count) {
+        if ((rc = higan__tr_subset(ds, max_words, &sub, &orig)) != HIGAN_OK) return rc;
+        ds = &sub;
+    }
+    if ((rc = higan__tr_eval_loader(&L, ds, batch_size)) != HIGAN_OK) { if (orig) { higan_dataset_free(&sub); HIGAN_FREE(orig); } return rc; }
+    while ((rc = higan_loader_next(&L, &b)) == HIGAN_OK) {
+        int64_t shape[4];
+        higan_var *x, *feat, *logits = NULL;
+        int k, attempt;
+        shape[0] = b.B; shape[1] = 1; shape[2] = HIGAN_IMAGE_HEIGHT; shape[3] = b.width;
+        for (attempt = 0; attempt < 12; ++attempt) {
+            higan_tape_reset(t);
+            higan_no_grad_begin(t);
+            x = higan_var_wrap(t, b.imgs, 4, shape);
+            feat = higan_style_backbone_forward(t, &m->B, x, 0, NULL, NULL);
+            logits = higan_writer_identifier_forward(t, &m->W, feat, b.img_lens);
+            higan_no_grad_end(t);
+            if (logits || !higan__tr_overflowed(t) || !higan_train_grow(t)) break;
+        }
+        if (!logits) { rc = higan_tape_status(t); if (rc == HIGAN_OK) rc = HIGAN_ERR_ARG; break; }
+        for (k = 0; k < b.B; ++k) {
+            int truth = (int)ds->wids[b.records[k]] - wid_offset;
+            if (truth < 0 || truth >= m->cfg.n_writer) continue;     /* a writer it was not trained on */
+            *correct += higan__tr_argmax(logits->data + (int64_t)k * m->cfg.n_writer, m->cfg.n_writer) == truth;
+            *total += 1;
+        }
+    }
+    if (rc == HIGAN_LOADER_EPOCH_END) rc = HIGAN_OK;
+    higan_loader_free(&L);
+    higan_tape_reset(t);
+    if (orig) { higan_dataset_free(&sub); HIGAN_FREE(orig); }
+    return rc;
+}
+/* ==== GAN TRAINING implementation (networks/model.py GlobalLocalAdversarialModel.train) ==== */
+
+static const char *const higan__gan_loss_names[HIGAN_GAN_N_LOSSES] = {
+    "real_disc_loss", "fake_disc_loss", "real_disc_loss_patch", "fake_disc_loss_patch", "disc_loss",
+    "adv_loss", "adv_loss_patch", "fake_ctc_loss", "fake_ctc_loss_rand", "fake_ctc_loss_style",
+    "fake_ctc_loss_recn", "info_loss", "recn_loss", "fake_wid_loss", "ctx_loss", "kl_loss",
+    "gp_ctc", "gp_info", "gp_wid", "gp_recn", "g_loss"};
+
+HIGAN_DEF const char *higan_gan_loss_name(int i) {
+    return i >= 0 && i < HIGAN_GAN_N_LOSSES ? higan__gan_loss_names[i] : NULL;
+}
+
+HIGAN_DEF higan_gan_options higan_gan_default_options(void) {
+    higan_gan_options o;
+    memset(&o, 0, sizeof o);
+    o.lr = 2e-4;
+    o.beta1 = 0.5;
+    o.beta2 = 0.999;
+    o.num_critic_train = 4;
+    o.vae_mode = 1;
+    o.lambda_ctx = 2.0f;
+    o.lambda_kl = 1e-4f;
+    o.gp_ctc_max = 100.0f;
+    o.gp_wid_max = 10.0f;
+    o.frozen_bn = 0;
+    o.start_decay_epoch = 25;
+    o.n_epochs_decay = 46;
+    o.arena_max = 0;
+    return o;
+}
+
+/* What a step changes before its optimizer update, saved so that a step that ran out of
+   arena can be run again from the same state: every buffer of every store (batch-norm
+   statistics, spectral-norm u0/sv0, num_batches_tracked), G's embedding (renormalised in
+   place) and the RNG. */
+typedef struct higan__gan_priv {
+    float *buf[HIGAN_STORE_COUNT];
+    int64_t *ibuf[HIGAN_STORE_COUNT];
+    float *emb;
+    int64_t emb_n;
+    higan_rng rng;
+} higan__gan_priv;
+
+static void higan__gan_snapshot(higan_gan_trainer *tr, int restore) {
+    higan__gan_priv *p = (higan__gan_priv *)tr->priv;
+    float *emb = higan_params_data(&tr->model.store[HIGAN_STORE_GE], tr->model.G.text_embedding);
+    int s;
+    for (s = 0; s < HIGAN_STORE_COUNT; ++s) {
+        higan_params *st = &tr->model.store[s];
+        if (st->n_buffer) {
+            if (restore) memcpy(st->buffer, p->buf[s], sizeof(float) * (size_t)st->n_buffer);
+            else memcpy(p->buf[s], st->buffer, sizeof(float) * (size_t)st->n_buffer);
+        }
+        if (st->n_ibuffer) {
+            if (restore) memcpy(st->ibuffer, p->ibuf[s], sizeof(int64_t) * (size_t)st->n_ibuffer);
+            else memcpy(p->ibuf[s], st->ibuffer, sizeof(int64_t) * (size_t)st->n_ibuffer);
+        }
+    }
+    if (restore) { memcpy(emb, p->emb, sizeof(float) * (size_t)p->emb_n); tr->rng = p->rng; }
+    else { memcpy(p->emb, emb, sizeof(float) * (size_t)p->emb_n); p->rng = tr->rng; }
+}
+
+HIGAN_DEF void higan_gan_trainer_free(higan_gan_trainer *tr) {
+    higan__gan_priv *p;
+    int s;
+    if (!tr) return;
+    p = (higan__gan_priv *)tr->priv;
+    if (p) {
+        for (s = 0; s < HIGAN_STORE_COUNT; ++s) {
+            if (p->buf[s]) HIGAN_FREE(p->buf[s]);
+            if (p->ibuf[s]) HIGAN_FREE(p->ibuf[s]);
+        }
+        if (p->emb) HIGAN_FREE(p->emb);
+        HIGAN_FREE(p);
+    }
+    higan_model_free(&tr->model);
+    memset(tr, 0, sizeof *tr);
+}
+
+HIGAN_DEF higan_status higan_gan_trainer_init(higan_gan_trainer *tr, const higan_model_config *cfg,
+                                              const higan_gan_options *opt, const higan_lexicon *lex,
+                                              uint64_t seed) {
+    higan_model_config mc;
+    higan__gan_priv *p;
+    higan_status st;
+    int s;
+    if (!tr) return higan__error(HIGAN_ERR_ARG, "gan_trainer_init: NULL trainer");
+    memset(tr, 0, sizeof *tr);
+    mc = cfg ? *cfg : higan_model_default_config(HIGAN_NETS_ALL);
+    if ((mc.nets & HIGAN_NETS_ALL) != HIGAN_NETS_ALL)
+        return higan__error(HIGAN_ERR_ARG, "gan_trainer_init: GAN training needs all seven networks "
+                            "(config nets = 0x%x, need 0x%x)", mc.nets, HIGAN_NETS_ALL);
+    if (8 * mc.G.bottom * 2 != HIGAN_IMAGE_HEIGHT)
+        return higan__error(HIGAN_ERR_ARG, "gan_trainer_init: G.bottom = %lld makes %lld-pixel images; the "
+                            "data is %d pixels high (bottom 4)", (long long)mc.G.bottom,
+                            (long long)(16 * mc.G.bottom), HIGAN_IMAGE_HEIGHT);
+    tr->opt = opt ? *opt : higan_gan_default_options();
+    if (tr->opt.num_critic_train < 1)
+        return higan__error(HIGAN_ERR_ARG, "gan_trainer_init: num_critic_train = %d (must be >= 1)",
+                            tr->opt.num_critic_train);
+    if ((st = higan_model_init(&tr->model, &mc, seed)) != HIGAN_OK) { memset(tr, 0, sizeof *tr); return st; }
+    tr->opt_g = higan_adam_default(tr->opt.lr);
+    tr->opt_g.beta1 = tr->opt.beta1;
+    tr->opt_g.beta2 = tr->opt.beta2;
+    tr->opt_d = tr->opt_g;
+    tr->lexicon = lex;
+    higan_rng_seed(&tr->rng, seed ^ 0x6A09E667F3BCC909ull);
+    tr->epoch = -1;
+    p = (higan__gan_priv *)HIGAN_MALLOC(sizeof *p);
+    if (!p) { higan_gan_trainer_free(tr); return higan__error(HIGAN_ERR_NOMEM, "gan_trainer_init: out of memory"); }
+    memset(p, 0, sizeof *p);
+    tr->priv = p;
+    for (s = 0; s < HIGAN_STORE_COUNT; ++s) {
+        const higan_params *ps = &tr->model.store[s];
+        if (ps->n_buffer && !(p->buf[s] = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)ps->n_buffer))) break;
+        if (ps->n_ibuffer && !(p->ibuf[s] = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (size_t)ps->n_ibuffer))) break;
+    }
+    p->emb_n = mc.G.n_class * mc.G.embed_dim;
+    if (s < HIGAN_STORE_COUNT || !(p->emb = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)p->emb_n))) {
+        higan_gan_trainer_free(tr);
+        return higan__error(HIGAN_ERR_NOMEM, "gan_trainer_init: out of memory");
+    }
+    return HIGAN_OK;
+}
+
+HIGAN_DEF void higan_gan_set_epoch(higan_gan_trainer *tr, int64_t epoch) {
+    double f = higan_lr_linear_decay((int)epoch, tr->opt.start_decay_epoch, tr->opt.n_epochs_decay + 1);
+    tr->epoch = epoch;
+    tr->opt_g.lr = tr->opt.lr * f;
+    tr->opt_d.lr = tr->opt.lr * f;
+}
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+static int *higan__gan_ints(higan_tape *t, int64_t n) {
+    return (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(n > 0 ? n : 1));
+}
+/* images [B, 1, 64, W] of the batch as a leaf (no gradient) */
+static higan_var *higan__gan_images(higan_tape *t, float *x, int B, int64_t W) {
+    int64_t s[4];
+    s[0] = B; s[1] = 1; s[2] = HIGAN_IMAGE_HEIGHT; s[3] = W;
+    return higan_var_wrap(t, x, 4, s);
+}
+/* unbiased std of all values of v's gradient (torch.std), in double */
+static double higan__gan_std(const float *g, int64_t n) {
+    double mean = 0, ss = 0;
+    int64_t i;
+    if (n < 2) return 0.0;
+    for (i = 0; i < n; ++i) mean += g[i];
+    mean /= (double)n;
+    for (i = 0; i < n; ++i) ss += ((double)g[i] - mean) * ((double)g[i] - mean);
+    return sqrt(ss / (double)(n - 1));
+}
+/* the concatenated CTC targets of 0-padded rows */
+static int *higan__gan_targets(higan_tape *t, const int *labels, int64_t stride, const int *lens, int B) {
+    int64_t n = 0;
+    int b, j;
+    int *out;
+    for (b = 0; b < B; ++b) n += lens[b];
+    if (!(out = higan__gan_ints(t, n))) return NULL;
+    for (n = 0, b = 0; b < B; ++b)
+        for (j = 0; j < lens[b]; ++j) out[n++] = labels[(int64_t)b * stride + j];
+    return out;
+}
+
+typedef struct higan__gan_step_draws { int *labels, *lens; float *z, *eps; } higan__gan_step_draws;
+
+/* The words, z and VAE noise of one step, in the arena (injected or drawn, in that order). */
+static higan_status higan__gan_draw(higan_gan_trainer *tr, higan_tape *t, const higan_gan_draws *inj,
+                                    int B, int64_t L, higan__gan_step_draws *d) {
+    int64_t sd = tr->model.cfg.G.style_dim, i;
+    d->labels = higan__gan_ints(t, B * L);
+    d->lens = higan__gan_ints(t, B);
+    d->z = higan_arena_floats(t->arena, B * sd);
+    d->eps = higan_arena_floats(t->arena, B * sd);
+    if (!d->labels || !d->lens || !d->z || !d->eps) return higan_tape_status(t);
+    if (inj) {
+        memcpy(d->labels, inj->labels, sizeof(int) * (size_t)(B * L));
+        memcpy(d->lens, inj->lens, sizeof(int) * (size_t)B);
+        memcpy(d->z, inj->z, sizeof(float) * (size_t)(B * sd));
+        if (tr->opt.vae_mode) memcpy(d->eps, inj->eps, sizeof(float) * (size_t)(B * sd));
+    } else {
+        int n;
+        if (!tr->lexicon) return higan__error(HIGAN_ERR_ARG, "gan step: no lexicon for the random words");
+        if ((n = higan_lexicon_sample(tr->lexicon, &tr->rng, B, (int)L, d->labels, L, d->lens)) < 0) return n;
+        higan_rng_fill_normal(&tr->rng, d->z, B * sd, 0.0f, 1.0f);
+        if (tr->opt.vae_mode) higan_rng_fill_normal(&tr->rng, d->eps, B * sd, 0.0f, 1.0f);
+    }
+    for (i = 0; i < B; ++i)
+        if (d->lens[i] < 1 || d->lens[i] > L)
+            return higan__error(HIGAN_ERR_ARG, "gan step: random word %lld has %d characters (1..%lld)",
+                                (long long)i, d->lens[i], (long long)L);
+    return HIGAN_OK;
+}
+
+static higan_status higan__gan_check_batch(const higan_gan_trainer *tr, const higan_batch *b) {
+    int64_t cw = 8 * tr->model.cfg.G.bottom;
+    int i;
+    if (!b || b->B < 1 || !b->imgs || !b->img_lens || !b->labels || !b->label_lens || !b->wids)
+        return higan__error(HIGAN_ERR_ARG, "gan step: empty or incomplete batch");
+    if (!b->aug_imgs || !b->aug_lens)
+        return higan__error(HIGAN_ERR_ARG, "gan step: the batch has no augmented images (loader option augment)");
+    if (b->width != cw * b->label_width)
+        return higan__error(HIGAN_ERR_ARG, "gan step: images are %lld pixels wide, the generator makes %lld "
+                            "(%lld px x %lld characters): use the loader's process_style",
+                            (long long)b->width, (long long)(cw * b->label_width), (long long)cw,
+                            (long long)b->label_width);
+    for (i = 0; i < b->B; ++i) {
+        if (b->label_lens[i] < 1 || b->img_lens[i] < 32 || b->aug_lens[i] < 32 || b->img_lens[i] > b->width ||
+            b->aug_lens[i] > b->aug_width)
+            return higan__error(HIGAN_ERR_ARG, "gan step: sample %d has label length %d, width %d, aug width %d",
+                                i, b->label_lens[i], b->img_lens[i], b->aug_lens[i]);
+        if (b->wids[i] < 0 || b->wids[i] >= tr->model.cfg.n_writer)
+            return higan__error(HIGAN_ERR_ARG, "gan step: sample %d has writer id %d; the WriterIdentifier has "
+                                "%lld classes", i, b->wids[i], (long long)tr->model.cfg.n_writer);
+    }
+    return HIGAN_OK;
+}
+
+/* NULL from an op: the tape's overflow, or the op's own error */
+static higan_status higan__gan_fail(higan_tape *t) {
+    higan_status st = higan_tape_status(t);
+    if (st != HIGAN_OK) return st;
+    return higan_last_error()[0] ? HIGAN_ERR_ARG : higan__error(HIGAN_ERR_ARG, "gan step: an op failed");
+}
+
+static higan_status higan__gan_finite(const higan_gan_losses *o, int from, int to) {
+    int i;
+    for (i = from; i < to; ++i)
+        if (!(o->v[i] == o->v[i]) || o->v[i] > 3.4e38f || o->v[i] < -3.4e38f)
+            return higan__error(HIGAN_GAN_NONFINITE, "loss '%s' is %s", higan__gan_loss_names[i],
+                                o->v[i] == o->v[i] ? "inf" : "nan");
+    return HIGAN_OK;
+}
+
+/* A NaN can hide from the losses (a ReLU turns NaN scores into 0) and still reach the weights
+   through the parameter gradients: refuse to step then. */
+static higan_status higan__gan_grads_finite(const higan_params *p) {
+    int i;
+    int64_t k;
+    for (i = 0; i < p->count; ++i) {
+        const float *g = higan_params_grad(p, i);
+        if (!g) continue;
+        for (k = 0; k < p->entries[i].numel; ++k)
+            if (!(g[k] == g[k]) || g[k] > 3.4e38f || g[k] < -3.4e38f)
+                return higan__error(HIGAN_GAN_NONFINITE, "the gradient of '%s' is %s", p->entries[i].name,
+                                    g[k] == g[k] ? "inf" : "nan");
+    }
+    return HIGAN_OK;
+}
+
+/* The three fakes of both steps: fake = G(z, words), enc_z = E(B(real)), style = G(enc_z, words),
+   recn = G(enc_z, real labels). feats (G step) receives B's feat2..4 of the real images. */
+typedef struct higan__gan_fakes {
+    higan_var *z, *fake, *enc_z, *mu, *logvar, *style, *recn, *cat;
+    higan_var *real_feats[3];
+    int *cat_lb_lens, *cat_img_lens;   /* [3B] */
+} higan__gan_fakes;
+
+static higan_status higan__gan_make_fakes(higan_gan_trainer *tr, higan_tape *t, const higan_batch *b,
+                                          const higan__gan_step_draws *d, higan_var *real, int want_feats,
+                                          higan__gan_fakes *f) {
+    higan_model *m = &tr->model;
+    int B = b->B, i;
+    int64_t L = b->label_width, cw = 8 * m->cfg.G.bottom, zs[2];
+    int bn_train = !tr->opt.frozen_bn;
+    higan_var *feat, *parts[3];
+    memset(f, 0, sizeof *f);
+    zs[0] = B; zs[1] = m->cfg.G.style_dim;
+    if (!(f->z = higan_var_new(t, 2, zs))) return higan__gan_fail(t);
+    memcpy(f->z->data, d->z, sizeof(float) * (size_t)(zs[0] * zs[1]));
+    f->fake = higan_generator_forward(t, &m->G, f->z, d->labels, d->lens, L, 1);
+    feat = higan_style_backbone_forward(t, &m->B, real, bn_train, &tr->rng, want_feats ? f->real_feats : NULL);
+    f->enc_z = higan_style_encoder_forward(t, &m->E, feat, b->img_lens, tr->opt.vae_mode, &tr->rng, d->eps,
+                                           &f->mu, &f->logvar);
+    f->style = higan_generator_forward(t, &m->G, f->enc_z, d->labels, d->lens, L, 1);
+    f->recn = higan_generator_forward(t, &m->G, f->enc_z, b->labels, b->label_lens, L, 1);
+    parts[0] = f->fake; parts[1] = f->style; parts[2] = f->recn;
+    f->cat = higan_concat(t, parts, 3, 0);
+    f->cat_lb_lens = higan__gan_ints(t, 3 * B);
+    f->cat_img_lens = higan__gan_ints(t, 3 * B);
+    if (!f->cat || !f->cat_lb_lens || !f->cat_img_lens) return higan__gan_fail(t);
+    for (i = 0; i < B; ++i) {
+        f->cat_lb_lens[i] = d->lens[i];
+        f->cat_lb_lens[B + i] = d->lens[i];
+        f->cat_lb_lens[2 * B + i] = b->label_lens[i];
+    }
+    for (i = 0; i < 3 * B; ++i) f->cat_img_lens[i] = (int)(cw * f->cat_lb_lens[i]);
+    return HIGAN_OK;
+}
+
+/* ---- D step --------------------------------------------------------------------------------- */
+static higan_status higan__gan_d_once(higan_gan_trainer *tr, higan_tape *t, const higan_batch *b,
+                                      higan_gan_losses *o) {
+    higan_model *m = &tr->model;
+    higan__gan_step_draws d;
+    higan__gan_fakes f;
+    higan_var *real, *aug, *fd, *fp, *rd, *rda, *rp, *ap, *pp[2], *l_fake, *l_fake_p, *l_real, *l_real_p, *total;
+    higan_status st;
+    higan_tape_reset(t);
+    higan_params_zero_grad(&m->store[HIGAN_STORE_DP]);
+    if ((st = higan__gan_draw(tr, t, tr->inject_d, b->B, b->label_width, &d)) != HIGAN_OK) return st;
+    real = higan__gan_images(t, b->imgs, b->B, b->width);
+    aug = higan__gan_images(t, b->aug_imgs, b->B, b->aug_width);
+    if (!real || !aug) return higan__gan_fail(t);
+    higan_no_grad_begin(t);
+    st = higan__gan_make_fakes(tr, t, b, &d, real, 0, &f);
+    higan_no_grad_end(t);
+    if (st != HIGAN_OK) return st;
+    /* fake_disc_loss, then its patch term, then the real ones: the order of the u0 updates */
+    fd = higan_discriminator_forward(t, &m->D, f.cat, f.cat_img_lens, f.cat_lb_lens, 1);
+    l_fake = higan_hinge_d_fake(t, fd);
+    fp = higan_discriminator_forward(t, &m->P, higan_extract_patches(t, f.cat, f.cat_img_lens, 32, 8), NULL, NULL, 1);
+    l_fake_p = higan_hinge_d_fake(t, fp);
+    rd = higan_discriminator_forward(t, &m->D, real, b->img_lens, b->label_lens, 1);
+    rda = higan_discriminator_forward(t, &m->D, aug, b->aug_lens, b->label_lens, 1);
+    l_real = higan_scale(t, higan_add(t, higan_hinge_d_real(t, rd), higan_hinge_d_real(t, rda)), 0.5f);
+    pp[0] = rp = higan_extract_patches(t, real, b->img_lens, 32, 8);
+    pp[1] = ap = higan_extract_patches(t, aug, b->aug_lens, 32, 8);
+    l_real_p = (rp && ap) ? higan_hinge_d_real(t, higan_discriminator_forward(t, &m->P, higan_concat(t, pp, 2, 0),
+                                                                              NULL, NULL, 1)) : NULL;
+    total = higan_add(t, higan_add(t, higan_add(t, l_real, l_fake), l_real_p), l_fake_p);
+    if (!total) return higan__gan_fail(t);
+    o->v[HIGAN_GAN_REAL_DISC] = l_real->data[0];
+    o->v[HIGAN_GAN_FAKE_DISC] = l_fake->data[0];
+    o->v[HIGAN_GAN_REAL_DISC_PATCH] = l_real_p->data[0];
+    o->v[HIGAN_GAN_FAKE_DISC_PATCH] = l_fake_p->data[0];
+    o->v[HIGAN_GAN_DISC] = total->data[0];
+    if ((st = higan__gan_finite(o, HIGAN_GAN_REAL_DISC, HIGAN_GAN_DISC + 1)) != HIGAN_OK) return st;
+    if ((st = higan_tape_backward(t, total, NULL)) != HIGAN_OK) return st;
+    if ((st = higan__gan_grads_finite(&m->store[HIGAN_STORE_DP])) != HIGAN_OK) return st;
+    higan_adam_step(&tr->opt_d, &m->store[HIGAN_STORE_DP]);
+    return HIGAN_OK;
+}
+
+/* ---- G step --------------------------------------------------------------------------------- */
+/* d loss / d wrt, then its unbiased std */
+static higan_status higan__gan_probe(higan_tape *t, higan_var *loss, higan_var *wrt, double *std) {
+    higan_status st = higan_tape_grad_wrt(t, loss, wrt);
+    if (st != HIGAN_OK) return st;
+    *std = higan__gan_std(wrt->grad, higan_var_numel(wrt));
+    return HIGAN_OK;
+}
+
+static float higan__gan_gp(double std_adv, double std_x, float cap) {
+    float gp = (float)(std_adv / (std_x + 1e-8)) + 1.0f;
+    return cap > 0 && gp > cap ? cap : gp;
+}
+
+/* CTC of R(x) (log-probs [T, B, 80], input lengths img_len / 16) against 0-padded labels */
+static higan_var *higan__gan_ctc(higan_gan_trainer *tr, higan_tape *t, higan_var *x, const int *img_lens,
+                                 const int *labels, int64_t stride, const int *lens, int B, higan_var **lp_out) {
+    higan_var *lp;
+    int *targets = higan__gan_targets(t, labels, stride, lens, B), *in_lens = higan__gan_ints(t, B);
+    int i;
+    if (!targets || !in_lens) return NULL;
+    for (i = 0; i < B; ++i) in_lens[i] = img_lens[i] / 16;
+    if (!tr->opt.frozen_bn) {
+        lp = higan_recognizer_forward(t, &tr->model.R, x, img_lens, 1, &tr->rng);
+    } else {   /* batch norms in eval mode, the training output: log_softmax over [T, B, C] */
+        int perm[3];
+        perm[0] = 1; perm[1] = 0; perm[2] = 2;
+        lp = higan_log_softmax(t, higan_permute(t, higan_recognizer_forward(t, &tr->model.R, x, img_lens, 0, NULL),
+                                                perm));
+    }
+    if (lp_out) *lp_out = lp;
+    return lp ? higan_ctc_loss(t, lp, targets, in_lens, lens, 0, 1) : NULL;
+}
+
+static higan_status higan__gan_g_once(higan_gan_trainer *tr, higan_tape *t, const higan_batch *b,
+                                      higan_gan_losses *o) {
+    higan_model *m = &tr->model;
+    higan__gan_step_draws d;
+    higan__gan_fakes f;
+    int B = b->B, i, k;
+    int64_t L = b->label_width, cw = 8 * m->cfg.G.bottom, sd = m->cfg.G.style_dim;
+    int bn_train = !tr->opt.frozen_bn;
+    int *fake_img_lens, *real_lb_img_lens, *z_lens, *cs_lens, *wids2;
+    higan_var *real, *adv, *adv_p, *lp_rand = NULL, *ctc_rand, *ctc_style, *ctc_recn, *ctc, *styles, *info;
+    higan_var *recn, *cs_parts[2], *feat_w, *feats_w[3], *logits, *wid, *ctx = NULL, *kl = NULL, *total;
+    float gp_ctc, gp_info, gp_wid, gp_recn;
+    higan_status st;
+    higan_tape_reset(t);
+    higan_params_zero_grad(&m->store[HIGAN_STORE_GE]);
+    if ((st = higan__gan_draw(tr, t, tr->inject_g, B, L, &d)) != HIGAN_OK) return st;
+    if (!(real = higan__gan_images(t, b->imgs, B, b->width))) return higan__gan_fail(t);
+    if ((st = higan__gan_make_fakes(tr, t, b, &d, real, 1, &f)) != HIGAN_OK) return st;
+    /* adversarial terms */
+    adv = higan_hinge_g(t, higan_discriminator_forward(t, &m->D, f.cat, f.cat_img_lens, f.cat_lb_lens, 1));
+    adv_p = higan_hinge_g(t, higan_discriminator_forward(t, &m->P, higan_extract_patches(t, f.cat, f.cat_img_lens,
+                                                                                       32, 8), NULL, NULL, 1));
+    /* CTC through the frozen recognizer: rand, style, recn (upstream's order of the passes) */
+    fake_img_lens = higan__gan_ints(t, B);
+    real_lb_img_lens = higan__gan_ints(t, B);
+    z_lens = higan__gan_ints(t, B);
+    cs_lens = higan__gan_ints(t, 2 * B);
+    wids2 = higan__gan_ints(t, 2 * B);
+    if (!fake_img_lens || !real_lb_img_lens || !z_lens || !cs_lens || !wids2) return higan__gan_fail(t);
+    for (i = 0; i < B; ++i) {
+        fake_img_lens[i] = (int)(cw * d.lens[i]);
+        real_lb_img_lens[i] = (int)(cw * b->label_lens[i]);
+        z_lens[i] = (int)sd;
+        cs_lens[i] = fake_img_lens[i];
+        cs_lens[B + i] = real_lb_img_lens[i];
+        wids2[i] = wids2[B + i] = b->wids[i];
+    }
+    ctc_rand = higan__gan_ctc(tr, t, f.fake, fake_img_lens, d.labels, L, d.lens, B, &lp_rand);
+    ctc_style = higan__gan_ctc(tr, t, f.style, fake_img_lens, d.labels, L, d.lens, B, NULL);
+    ctc_recn = higan__gan_ctc(tr, t, f.recn, real_lb_img_lens, b->labels, L, b->label_lens, B, NULL);
+    ctc = higan_add(t, higan_add(t, ctc_rand, ctc_recn), ctc_style);
+    /* style reconstruction: E's mu of the random-style fakes against z (mean |.|) */
+    styles = higan_style_encoder_forward(t, &m->E, higan_style_backbone_forward(t, &m->B, f.fake, bn_train, &tr->rng,
+                                                                                 NULL),
+                                         fake_img_lens, 0, NULL, NULL, NULL, NULL);
+    info = higan_masked_l1(t, styles, f.z, z_lens);
+    /* content reconstruction */
+    recn = higan_masked_l1(t, f.recn, real, b->img_lens);
+    /* writer identification of [style; recn] against the real writers, twice */
+    cs_parts[0] = f.style; cs_parts[1] = f.recn;
+    feat_w = higan_style_backbone_forward(t, &m->B, higan_concat(t, cs_parts, 2, 0), bn_train, &tr->rng, feats_w);
+    logits = higan_writer_identifier_forward(t, &m->W, feat_w, cs_lens);
+    wid = higan_cross_entropy(t, logits, wids2);
+    /* contextual loss: real features (E's pass) against style and recn (W's pass) */
+    for (k = 0; k < 3 && feat_w; ++k) {
+        higan_var *fs = higan_slice(t, feats_w[k], 0, 0, B), *fr = higan_slice(t, feats_w[k], 0, B, B);
+        higan_var *c1 = higan_cx_loss(t, f.real_feats[k], fs, HIGAN_CX_SIGMA, HIGAN_CX_B);
+        higan_var *c2 = higan_cx_loss(t, f.real_feats[k], fr, HIGAN_CX_SIGMA, HIGAN_CX_B);
+        ctx = ctx ? higan_add(t, ctx, c1) : c1;
+        ctx = higan_add(t, ctx, c2);
+    }
+    if (tr->opt.vae_mode) kl = higan_kl_gaussian(t, f.mu, f.logvar);
+    if (!adv || !adv_p || !ctc || !info || !recn || !wid || !ctx || (tr->opt.vae_mode && !kl))
+        return higan__gan_fail(t);
+    /* adaptive balancing: each std w.r.t. upstream's tensor */
+    if ((st = higan__gan_probe(t, adv, f.cat, &o->std_adv)) != HIGAN_OK) return st;
+    if ((st = higan__gan_probe(t, ctc_rand, lp_rand, &o->std_ctc)) != HIGAN_OK) return st;
+    if ((st = higan__gan_probe(t, info, f.fake, &o->std_info)) != HIGAN_OK) return st;
+    if ((st = higan__gan_probe(t, wid, logits, &o->std_wid)) != HIGAN_OK) return st;
+    if ((st = higan__gan_probe(t, recn, f.enc_z, &o->std_recn)) != HIGAN_OK) return st;
+    gp_ctc = higan__gan_gp(o->std_adv, o->std_ctc, tr->opt.gp_ctc_max);
+    gp_info = higan__gan_gp(o->std_adv, o->std_info, 0);
+    gp_wid = higan__gan_gp(o->std_adv, o->std_wid, tr->opt.gp_wid_max);
+    gp_recn = higan__gan_gp(o->std_adv, o->std_recn, 0);
+    total = higan_add(t, adv, adv_p);
+    total = higan_add(t, total, higan_scale(t, ctc, gp_ctc));
+    total = higan_add(t, total, higan_scale(t, info, gp_info));
+    total = higan_add(t, total, higan_scale(t, wid, gp_wid));
+    total = higan_add(t, total, higan_scale(t, recn, gp_recn));
+    total = higan_add(t, total, higan_scale(t, ctx, tr->opt.lambda_ctx));
+    if (kl) total = higan_add(t, total, higan_scale(t, kl, tr->opt.lambda_kl));
+    if (!total) return higan__gan_fail(t);
+    o->v[HIGAN_GAN_ADV] = adv->data[0];
+    o->v[HIGAN_GAN_ADV_PATCH] = adv_p->data[0];
+    o->v[HIGAN_GAN_CTC] = ctc->data[0];
+    o->v[HIGAN_GAN_CTC_RAND] = ctc_rand->data[0];
+    o->v[HIGAN_GAN_CTC_STYLE] = ctc_style->data[0];
+    o->v[HIGAN_GAN_CTC_RECN] = ctc_recn->data[0];
+    o->v[HIGAN_GAN_INFO] = info->data[0];
+    o->v[HIGAN_GAN_RECN] = recn->data[0];
+    o->v[HIGAN_GAN_WID] = wid->data[0];
+    o->v[HIGAN_GAN_CTX] = ctx->data[0];
+    o->v[HIGAN_GAN_KL] = kl ? kl->data[0] : 0.0f;
+    o->v[HIGAN_GAN_GP_CTC] = gp_ctc;
+    o->v[HIGAN_GAN_GP_INFO] = gp_info;
+    o->v[HIGAN_GAN_GP_WID] = gp_wid;
+    o->v[HIGAN_GAN_GP_RECN] = gp_recn;
+    o->v[HIGAN_GAN_G] = total->data[0];
+    if ((st = higan__gan_finite(o, HIGAN_GAN_ADV, HIGAN_GAN_G + 1)) != HIGAN_OK) return st;
+    if ((st = higan_tape_backward(t, total, NULL)) != HIGAN_OK) return st;
+    if ((st = higan__gan_grads_finite(&m->store[HIGAN_STORE_GE])) != HIGAN_OK) return st;
+    higan_adam_step(&tr->opt_g, &m->store[HIGAN_STORE_GE]);
+    return HIGAN_OK;
+}
+
+/* ---- retry on arena overflow ----------------------------------------------------------------- */
+static int higan__gan_grow(const higan_gan_trainer *tr, higan_tape *t) {
+    higan_arena *a = t->arena;
+    if (t->overflow) {
+        int cap = t->capacity * 2;
+        higan_tape_entry *e;
+        if (cap <= t->capacity) return 0;
+        e = (higan_tape_entry *)HIGAN_REALLOC(t->entries, sizeof(higan_tape_entry) * (size_t)cap);
+        if (!e) return 0;
+        t->entries = e;
+        t->capacity = cap;
+    }
+    if (a->overflow) {
+        size_t cap = a->capacity * 2, need = a->needed + a->needed / 4;
+        if (need > cap) cap = need;
+        if (tr->opt.arena_max && cap > tr->opt.arena_max) {
+            if (a->capacity >= tr->opt.arena_max) return 0;
+            cap = tr->opt.arena_max;
+        }
+        higan_arena_free(a);
+        if (higan_arena_init(a, cap) != HIGAN_OK) return 0;
+    }
+    higan_tape_reset(t);
+    return 1;
+}
+
+static higan_status higan__gan_step(higan_gan_trainer *tr, higan_tape *t, const higan_batch *b,
+                                    higan_gan_losses *out, int g) {
+    higan_gan_losses tmp;
+    higan_gan_losses *o = out ? out : &tmp;
+    higan_status st;
+    int i;
+    if (!tr || !tr->priv || !t) return higan__error(HIGAN_ERR_ARG, "gan step: NULL or uninitialised trainer");
+    if ((st = higan__gan_check_batch(tr, b)) != HIGAN_OK) return st;
+    if (!out) for (i = 0; i < HIGAN_GAN_N_LOSSES; ++i) tmp.v[i] = NAN;
+    for (;;) {
+        int keep_frozen = tr->model.store[HIGAN_STORE_DP].frozen;
+        higan__gan_snapshot(tr, 0);
+        if (g) {
+            tr->model.store[HIGAN_STORE_DP].frozen = 1;     /* set_requires_grad([D, P], False) */
+            st = higan__gan_g_once(tr, t, b, o);
+            tr->model.store[HIGAN_STORE_DP].frozen = keep_frozen;
+        } else {
+            st = higan__gan_d_once(tr, t, b, o);
+        }
+        if (st == HIGAN_ERR_NOMEM && (t->overflow || t->arena->overflow)) {
+            size_t needed = t->arena->needed;
+            higan__gan_snapshot(tr, 1);
+            if (higan__gan_grow(tr, t)) continue;
+            return higan__error(HIGAN_ERR_NOMEM, "gan step: the arena needs more than %llu bytes (limit %llu) "
+                                "or memory ran out", (unsigned long long)needed,
+                                (unsigned long long)tr->opt.arena_max);
+        }
+        if (g) o->g_step = 1;
+        return st;
+    }
+}
+
+HIGAN_DEF higan_status higan_gan_d_step(higan_gan_trainer *tr, higan_tape *t, const higan_batch *b,
+                                        higan_gan_losses *out) {
+    return higan__gan_step(tr, t, b, out, 0);
+}
+HIGAN_DEF higan_status higan_gan_g_step(higan_gan_trainer *tr, higan_tape *t, const higan_batch *b,
+                                        higan_gan_losses *out) {
+    return higan__gan_step(tr, t, b, out, 1);
+}
+
+HIGAN_DEF higan_status higan_gan_iteration(higan_gan_trainer *tr, higan_tape *t, const higan_batch *b,
+                                           higan_gan_losses *out) {
+    higan_gan_losses tmp;
+    higan_gan_losses *o = out ? out : &tmp;
+    higan_status st;
+    int i;
+    if (!tr || !tr->priv) return higan__error(HIGAN_ERR_ARG, "gan_iteration: uninitialised trainer");
+    for (i = 0; i < HIGAN_GAN_N_LOSSES; ++i) o->v[i] = NAN;
+    o->g_step = 0;
+    o->std_adv = o->std_ctc = o->std_info = o->std_wid = o->std_recn = NAN;
+    if (tr->epoch < 0) higan_gan_set_epoch(tr, 0);
+    if ((st = higan_gan_d_step(tr, t, b, o)) != HIGAN_OK) return st;
+    if (tr->iter % tr->opt.num_critic_train == 0 && (st = higan_gan_g_step(tr, t, b, o)) != HIGAN_OK) return st;
+    ++tr->iter;
+    return HIGAN_OK;
 }
 #endif
 #endif /* HIGAN_IMPLEMENTATION */

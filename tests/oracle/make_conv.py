@@ -1,4 +1,4 @@
-"""PyTorch oracle for conv2d and linear of higan.h (parts/gemm_*.h, tests/test_conv.c).
+"""PyTorch oracle for conv2d and linear of higan.h (the gemm section of higan.h, tests/test_conv.c).
 
 Each fixture holds the float32 inputs x, w (and b when the layer has a bias), a random
 upstream gradient dy, the forward output y and the gradients dx, dw (, db). The references

@@ -1,4 +1,4 @@
-"""Oracle fixtures for parts/eval_*.h (tests/test_eval.c).
+"""Oracle fixtures for the eval section of higan.h (tests/test_eval.c).
 
 Reference implementations: the official HiGAN+ metric code (metric/fid_kid_is.py:
 calculate_frechet_distance with scipy.linalg.sqrtm, polynomial_mmd with sklearn's polynomial

@@ -1,4 +1,4 @@
-"""Oracle for parts/loader_*.h: image resampling (cv2 / PIL), the official style and
+"""Oracle for the loader section of higan.h: image resampling (cv2 / PIL), the official style and
 augmentation pipeline of one word, and the official lexicon rules.
 
 References (the libraries HiGAN+ itself calls):

@@ -1,4 +1,4 @@
-"""PyTorch oracle for the GAN losses of higan.h (parts/loss_*.h).
+"""PyTorch oracle for the GAN losses of higan.h (the loss section of higan.h).
 
 Re-implements, with the same torch operations, HiGAN+'s losses (networks/loss.py and
 networks/model.py of github.com/ganji15/HiGANplus):

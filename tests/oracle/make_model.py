@@ -1,4 +1,4 @@
-"""Oracle for parts/model_*.h (tests/test_model.c): a tiny deploy checkpoint written by
+"""Oracle for the model section of higan.h (tests/test_model.c): a tiny deploy checkpoint written by
 torch.save, and what the networks make of it.
 
 Writes

@@ -1,5 +1,5 @@
 """PyTorch oracle for the shape, pooling, padding, activation and elementwise ops of higan.h
-(parts/shape_*.h).
+(the shape section of higan.h).
 
 Each case stores the inputs, a random upstream gradient "dy*" (same shape as the output),
 the forward output and the autograd gradients of every float input. Odd tiny shapes.

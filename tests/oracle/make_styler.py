@@ -1,4 +1,4 @@
-"""PyTorch oracle for the style and recognition networks of higan.h (parts/styler_*.h):
+"""PyTorch oracle for the style and recognition networks of higan.h (the styler section of higan.h):
 StyleBackbone, StyleEncoder (VAE mode), WriterIdentifier and Recognizer, rebuilt here with
 the module structure of the official HiGAN+ code (networks/module.py, networks/block.py) so
 that the state_dict keys are the official ones. Small widths (resolution 2, max_dim 32: the
