@@ -158,17 +158,19 @@ static void read_config(higan_config *c, run_config *rc, higan_model_config *mc)
 
 /* ---- sample grid -------------------------------------------------------------------------- */
 typedef struct {
-    int n_texts, n_styles;
+    int n_texts, n_random, n_data;
     char texts[MAX_TEXTS][HIGAN_MAX_WORD_LEN + 1];
-    float *styles;          /* [n_styles, style_dim] */
+    float *random;                  /* [n_random, style_dim] fixed z */
+    float *ref[MAX_STYLES];         /* reference word images [64, ref_w] (ink bright, [-1, 1]) */
+    int64_t ref_w[MAX_STYLES];
+    int ref_chars[MAX_STYLES];
 } sampler;
 
-/* Fixed styles: random z from their own seed, then the styles of the first word of the first
-   writers of the training set (StyleBackbone + StyleEncoder, eval). */
-static void sampler_init(sampler *sp, const run_config *rc, higan_gan_trainer *tr, higan_tape *t,
-                         const higan_dataset *ds) {
+/* Fixed styles: random z from their own seed, and the first word of each of the first writers
+   of the training set, encoded with the current StyleEncoder at every sampling. */
+static void sampler_init(sampler *sp, const run_config *rc, const higan_gan_trainer *tr, const higan_dataset *ds) {
     int64_t sd = tr->model.cfg.G.style_dim, i;
-    int wids[MAX_STYLES], nw = 0, k;
+    int wids[MAX_STYLES], k;
     char buf[1024], *tok;
     higan_rng r;
     memset(sp, 0, sizeof *sp);
@@ -179,52 +181,67 @@ static void sampler_init(sampler *sp, const run_config *rc, higan_gan_trainer *t
         snprintf(sp->texts[sp->n_texts++], sizeof sp->texts[0], "%s", tok);
     }
     if (!sp->n_texts) { fprintf(stderr, "train_gan: sample.texts is empty\n"); exit(1); }
-    sp->styles = (float *)malloc(sizeof(float) * (size_t)(sd * (rc->random_styles + rc->data_styles)));
-    if (!sp->styles) { fprintf(stderr, "train_gan: out of memory\n"); exit(1); }
+    sp->random = (float *)malloc(sizeof(float) * (size_t)(sd * (rc->random_styles + 1)));
+    if (!sp->random) { fprintf(stderr, "train_gan: out of memory\n"); exit(1); }
     higan_rng_seed(&r, rc->seed + 1);
-    for (k = 0; k < rc->random_styles; ++k) higan_style_random(&tr->model, &r, sp->styles + (sp->n_styles++) * sd);
-    for (i = 0; i < ds->count && nw < rc->data_styles; ++i) {
+    for (k = 0; k < rc->random_styles; ++k) higan_style_random(&tr->model, &r, sp->random + (sp->n_random++) * sd);
+    for (i = 0; i < ds->count && sp->n_data < rc->data_styles; ++i) {
         int dup = 0, w = ds->wids[i];
         int64_t x, y, W = ds->img_lens[i];
         float *img;
-        higan_status st;
-        for (k = 0; k < nw; ++k) dup |= wids[k] == w;
+        for (k = 0; k < sp->n_data; ++k) dup |= wids[k] == w;
         if (dup || ds->lb_lens[i] < 1 || ds->lb_lens[i] > HIGAN_MAX_WORD_LEN) continue;
-        wids[nw++] = w;
-        img = (float *)malloc(sizeof(float) * (size_t)(64 * W));
+        if (!(img = (float *)malloc(sizeof(float) * (size_t)(64 * W)))) { fprintf(stderr, "train_gan: out of memory\n"); exit(1); }
         for (y = 0; y < 64; ++y)
             for (x = 0; x < W; ++x)
                 img[y * W + x] = higan_pixel_to_float(ds->imgs[y * ds->total_width + ds->img_seek_idxs[i] + x]);
-        while ((st = higan_style_from_image(&tr->model, t, img, W, ds->lb_lens[i], sp->styles + sp->n_styles * sd)) ==
-               HIGAN_ERR_NOMEM && higan_train_grow(t)) {}
-        free(img);
-        if (st != HIGAN_OK) die("sample style");
-        ++sp->n_styles;
+        wids[sp->n_data] = w;
+        sp->ref[sp->n_data] = img;
+        sp->ref_w[sp->n_data] = W;
+        sp->ref_chars[sp->n_data++] = ds->lb_lens[i];
     }
 }
 
+static void sampler_free(sampler *sp) {
+    int k;
+    free(sp->random);
+    for (k = 0; k < sp->n_data; ++k) free(sp->ref[k]);
+}
+
+/* The grid: texts (columns) x styles (rows), G and E in eval mode. Leaves the training state
+   as it was (G's embedding rows are renormalised by any forward: restored afterwards). */
 static void write_samples(const sampler *sp, higan_gan_trainer *tr, higan_tape *t, const char *path) {
     const int pad = 8, H = HIGAN_IMAGE_HEIGHT;
     int64_t sd = tr->model.cfg.G.style_dim, emb_n = tr->model.cfg.G.n_class * tr->model.cfg.G.embed_dim;
     float *emb = higan_params_data(&tr->model.store[HIGAN_STORE_GE], tr->model.G.text_embedding);
-    float *keep = (float *)malloc(sizeof(float) * (size_t)emb_n), *word;
-    int col_w[MAX_TEXTS], width = pad, height, r, c;
+    float *keep = (float *)malloc(sizeof(float) * (size_t)emb_n), *word, *style;
+    int col_w[MAX_TEXTS], width = pad, height, r, c, n_rows = sp->n_random + sp->n_data;
     unsigned char *png;
     for (c = 0; c < sp->n_texts; ++c) {
         col_w[c] = higan_generate_word(&tr->model, t, sp->texts[c], NULL, NULL, 0);
         width += col_w[c] + pad;
     }
-    height = pad + sp->n_styles * (H + pad);
+    height = pad + n_rows * (H + pad);
     png = (unsigned char *)malloc((size_t)width * (size_t)height);
     word = (float *)malloc(sizeof(float) * (size_t)(H * HIGAN_CHAR_WIDTH * HIGAN_MAX_WORD_LEN));
-    if (!keep || !png || !word) { fprintf(stderr, "train_gan: out of memory\n"); exit(1); }
-    memcpy(keep, emb, sizeof(float) * (size_t)emb_n);      /* sampling must not renormalise it */
+    style = (float *)malloc(sizeof(float) * (size_t)sd);
+    if (!keep || !png || !word || !style) { fprintf(stderr, "train_gan: out of memory\n"); exit(1); }
+    memcpy(keep, emb, sizeof(float) * (size_t)emb_n);
     memset(png, 255, (size_t)width * (size_t)height);
-    for (r = 0; r < sp->n_styles; ++r) {
+    for (r = 0; r < n_rows; ++r) {
         int x0 = pad;
+        if (r < sp->n_random) {
+            memcpy(style, sp->random + r * sd, sizeof(float) * (size_t)sd);
+        } else {
+            int k = r - sp->n_random;
+            higan_status st;
+            while ((st = higan_style_from_image(&tr->model, t, sp->ref[k], sp->ref_w[k], sp->ref_chars[k], style)) ==
+                   HIGAN_ERR_NOMEM && higan_train_grow(t)) {}
+            if (st != HIGAN_OK) die("sample style");
+        }
         for (c = 0; c < sp->n_texts; ++c) {
             int w, x, y;
-            while ((w = higan_generate_word(&tr->model, t, sp->texts[c], sp->styles + r * sd, word,
+            while ((w = higan_generate_word(&tr->model, t, sp->texts[c], style, word,
                                             H * HIGAN_CHAR_WIDTH * HIGAN_MAX_WORD_LEN)) == HIGAN_ERR_NOMEM &&
                    higan_train_grow(t)) {}
             if (w < 0) die("sample");
@@ -239,7 +256,7 @@ static void write_samples(const sampler *sp, higan_gan_trainer *tr, higan_tape *
     }
     memcpy(emb, keep, sizeof(float) * (size_t)emb_n);
     if (!stbi_write_png(path, width, height, 1, png, width)) fprintf(stderr, "train_gan: cannot write %s\n", path);
-    free(keep); free(png); free(word);
+    free(keep); free(png); free(word); free(style);
 }
 
 static void write_plot(const char *csv, const char *path) {
@@ -429,7 +446,7 @@ int main(int argc, char **argv) {
         if (!rc.pre_r[0]) fprintf(stderr, "train_gan: no pretrained recognizer: R starts random (and stays frozen)\n");
         if (!rc.pre_w[0]) fprintf(stderr, "train_gan: no pretrained writer identifier: B and W start random (frozen)\n");
     }
-    sampler_init(&sp, &rc, &tr, &tape, &ds);
+    sampler_init(&sp, &rc, &tr, &ds);
     for (i = 0; i < HIGAN_GAN_N_LOSSES; ++i) { names[i] = higan_gan_loss_name(i); last[i] = 0.0f; }
     if (higan_csv_open(&csv, csv_path, HIGAN_GAN_N_LOSSES, names, resume ? s.step : -1) != HIGAN_OK) die(csv_path);
     {
@@ -499,7 +516,7 @@ int main(int argc, char **argv) {
                 (long long)s.epoch, png_path, plot_path, higan_train_interrupted() ? "; continue with --resume " : "",
                 higan_train_interrupted() ? ckpt : "");
     }
-    free(sp.styles);
+    sampler_free(&sp);
     higan_gan_trainer_free(&tr);
     higan_lexicon_free(&lex);
     higan_dataset_free(&ds);
