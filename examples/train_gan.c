@@ -40,7 +40,6 @@
 #define _POSIX_C_SOURCE 200809L     /* mkdir, clock_gettime */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
-/* parts that higan.h may not include yet (their include guards make this harmless later) */
 
 #if defined(__GNUC__)
 #  pragma GCC diagnostic push
