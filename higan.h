@@ -356,6 +356,10 @@ HIGAN_DEF void higan_gemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, in
 /* higan_gemm keeps one packing buffer per calling thread (grown on demand, at most about
    6 MB); this frees the calling thread's buffer (call it before a worker thread ends). */
 HIGAN_DEF void higan_gemm_free_buffers(void);
+/* Multiply-add work done by every GEMM (higan_gemm, conv2d, linear, LSTM) since the last
+   reset, as 2*M*N*K summed: benchmarks divide it by time to get GFLOP/s. */
+HIGAN_DEF uint64_t higan_gemm_flops(void);
+HIGAN_DEF void higan_gemm_flops_reset(void);
 
 /* ---- conv2d (cross-correlation, as torch.nn.functional.conv2d, groups = 1, no dilation) ----
    x [N, IC, H, W], w [OC, IC, KH, KW], b [OC] (optional), y [N, OC, OH, OW] with
@@ -4414,6 +4418,30 @@ static void higan__pack_b_k(float *dst, int64_t pstride, const higan__src *B, co
    A block [mc x kc]; for each product of the group, jc over N blocks of nc: pack the B block
    [kc x nc], then the mr x nr tiles, parallel over tiles (each tile written by one thread).
    With M <= mc, every B is packed exactly once, and A once per group. */
+/* the GEMM work counter (relaxed atomic: callers may run GEMMs on several threads) */
+static uint64_t higan__gemm_flop_counter;
+static void higan__count_flops(uint64_t n) {
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_fetch_add(&higan__gemm_flop_counter, n, __ATOMIC_RELAXED);
+#else
+    higan__gemm_flop_counter += n;
+#endif
+}
+HIGAN_DEF uint64_t higan_gemm_flops(void) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __atomic_load_n(&higan__gemm_flop_counter, __ATOMIC_RELAXED);
+#else
+    return higan__gemm_flop_counter;
+#endif
+}
+HIGAN_DEF void higan_gemm_flops_reset(void) {
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_store_n(&higan__gemm_flop_counter, 0, __ATOMIC_RELAXED);
+#else
+    higan__gemm_flop_counter = 0;
+#endif
+}
+
 static void higan__gemm_driver(const higan__gemm_kernel *kr, int64_t M, int64_t N, int64_t K,
                                float alpha, const higan__src *A, const higan__src *B, float beta,
                                float *C, int64_t ldc, const higan__batch *bt) {
@@ -4423,6 +4451,7 @@ static void higan__gemm_driver(const higan__gemm_kernel *kr, int64_t M, int64_t 
     float *ap, *bp;
     if (!bt) { one.nb = 1; one.along_k = 0; one.a_step = one.b_step = one.c_step = 0; bt = &one; }
     if (M <= 0 || N <= 0 || bt->nb <= 0) return;
+    higan__count_flops((uint64_t)(2 * M * N * K * (bt->along_k ? 1 : bt->nb)));
     nbn = bt->along_k ? 1 : bt->nb;              /* products along N */
     kseg = bt->along_k ? K / bt->nb : K;          /* K of one segment */
     HIGAN_ASSERT(!bt->along_k || kseg * bt->nb == K);

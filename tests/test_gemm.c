@@ -102,5 +102,16 @@ int main(void) {
     }
     higan_cpu_set_level(best);
     higan_gemm_free_buffers();
+    {   /* the work counter the benchmarks use: 2*M*N*K per product */
+        static float A[7 * 5], B[5 * 3], C[7 * 3];
+        memset(A, 0, sizeof A); memset(B, 0, sizeof B);
+        higan_gemm_flops_reset();
+        higan_gemm(0, 0, 7, 3, 5, 1.0f, A, 5, B, 3, 0.0f, C, 3);
+        higan_gemm(1, 1, 3, 7, 5, 1.0f, B, 3, A, 5, 0.0f, C, 7);
+        CHECK(higan_gemm_flops() == 2u * 2 * 7 * 3 * 5, "flop counter: %llu after two 7x3x5 products",
+              (unsigned long long)higan_gemm_flops());
+        higan_gemm_flops_reset();
+        CHECK(higan_gemm_flops() == 0, "flop counter reset");
+    }
     return check_finish();
 }
