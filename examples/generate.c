@@ -12,6 +12,8 @@
                                       repeat the pair for several references: their style
                                       vectors are averaged
        --style-file FILE              a style vector saved with --save-style
+       --seeds N,N,...                one block of the text per seed, stacked (e.g. the
+                                      README's demo: three random styles)
    Options
        --interp-steps N               N rows: the text in styles interpolated (torch.lerp, as the
                                       official eval_interp) from STYLE to a second style given by
@@ -60,12 +62,14 @@
 #include <string.h>
 
 #define MAX_REFS 32
+#define MAX_ROWS 64
 
 static void usage(FILE *f) {
     fprintf(f,
         "usage: generate --checkpoint CKPT (--text TEXT | --text-file FILE) STYLE -o OUT.png [options]\n"
         "       generate --init-random CKPT [--seed N] [--all]\n"
         "STYLE: --seed N | --style-image IMG --style-text WORD (repeatable: averaged) | --style-file FILE\n"
+        "       | --seeds N,N,... (one block of the text per random style, stacked)\n"
         "  --checkpoint CKPT       higan safetensors checkpoint (Generator; StyleEncoder and\n"
         "                          StyleBackbone too for --style-image)\n"
         "  --text TEXT             words separated by spaces; a newline starts a new line\n"
@@ -212,7 +216,8 @@ static int make_style(higan_model *m, workspace *ws, const style_source *s, cons
 int main(int argc, char **argv) {
     const char *ckpt = NULL, *text = NULL, *text_file = NULL, *out_path = NULL, *init_path = NULL, *save_path = NULL;
     style_source s1, s2;
-    uint64_t v64, steps = 1;
+    uint64_t v64, steps = 1, seeds[MAX_ROWS];
+    int n_seeds = 0, plain_seed = 0;
     int transparent = 0, all = 0, i, rc = 1, n_rows = 0;
     higan_layout_options lo = higan_layout_default_options();
     higan_model m;
@@ -250,6 +255,20 @@ int main(int argc, char **argv) {
             style_source *s = a[6] == '2' ? &s2 : &s1;
             if (!parse_u64(v, &s->seed)) { fprintf(stderr, "generate: %s needs a non-negative integer\n", a); return 2; }
             s->have_seed = 1;
+            if (a[6] != '2') plain_seed = 1;
+        } else if (!strcmp(a, "--seeds")) {
+            const char *p = v;
+            n_seeds = 0;
+            while (p && *p) {
+                char *end;
+                if (*p < '0' || *p > '9' || n_seeds == MAX_ROWS) { n_seeds = -1; break; }
+                seeds[n_seeds++] = (uint64_t)strtoull(p, &end, 10);
+                p = *end == ',' ? end + 1 : end;
+                if (*end && *end != ',') { n_seeds = -1; break; }
+            }
+            if (n_seeds < 1) { fprintf(stderr, "generate: --seeds needs 1..%d comma-separated non-negative integers\n", MAX_ROWS); return 2; }
+            s1.have_seed = 1;
+            s1.seed = seeds[0];
         } else if (!strcmp(a, "--interp-steps")) {
             if (!parse_u64(v, &steps) || steps < 1 || steps > 64) { fprintf(stderr, "generate: --interp-steps needs 1..64\n"); return 2; }
         } else if (!strcmp(a, "--width") || !strcmp(a, "--gap") || !strcmp(a, "--line-gap") || !strcmp(a, "--margin")) {
@@ -286,6 +305,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "generate: give exactly one style: --seed N, --style-image IMG --style-text WORD, or --style-file FILE\n");
         return 2;
     }
+    if (n_seeds && (plain_seed || steps > 1 || source_given(&s1) != 1 || s1.file || s1.n_images)) {
+        fprintf(stderr, "generate: --seeds is a style source of its own (no --seed, --style-*, --interp-steps)\n");
+        return 2;
+    }
     if ((steps > 1) != (source_given(&s2) == 1) || source_given(&s2) > 1) {
         fprintf(stderr, "generate: --interp-steps N (N >= 2) goes with one second style: --seed2, --style2-file or --style2-image/--style2-text\n");
         return 2;
@@ -298,7 +321,7 @@ int main(int argc, char **argv) {
         free(text_buf);
         return 1;
     }
-    n_rows = (int)steps;
+    n_rows = n_seeds ? n_seeds : (int)steps;
     if (!workspace_init(&ws, (size_t)128 << 20)) { fprintf(stderr, "generate: %s\n", higan_last_error()); goto done; }
     style = (float *)malloc(sizeof(float) * (size_t)m.cfg.G.style_dim);
     style_b = (float *)malloc(sizeof(float) * (size_t)m.cfg.G.style_dim);
@@ -306,16 +329,20 @@ int main(int argc, char **argv) {
     pages = (higan_page *)calloc((size_t)n_rows, sizeof(higan_page));
     if (!style || !style_b || !row_style || !pages) { fprintf(stderr, "generate: out of memory\n"); goto done; }
     if (!make_style(&m, &ws, &s1, "style", style)) goto done;
-    if (n_rows > 1 && !make_style(&m, &ws, &s2, "second style", style_b)) goto done;
+    if (!n_seeds && n_rows > 1 && !make_style(&m, &ws, &s2, "second style", style_b)) goto done;
     if (save_path) {
         if (higan_style_save(save_path, style, m.cfg.G.style_dim) != HIGAN_OK) { fprintf(stderr, "generate: %s\n", higan_last_error()); goto done; }
         printf("wrote %s: the style vector (%lld values)\n", save_path, (long long)m.cfg.G.style_dim);
     }
 
-    /* one page per row (the rows of an interpolation), stacked */
+    /* one page per row (the rows of an interpolation, or one per seed), stacked */
     for (i = 0; i < n_rows; ++i) {
         higan_status st;
-        if (n_rows > 1) higan_style_lerp(style, style_b, m.cfg.G.style_dim, (float)i / (float)(n_rows - 1), row_style);
+        if (n_seeds) {
+            higan_rng r;
+            higan_rng_seed(&r, seeds[i]);
+            higan_style_random(&m, &r, row_style);
+        } else if (n_rows > 1) higan_style_lerp(style, style_b, m.cfg.G.style_dim, (float)i / (float)(n_rows - 1), row_style);
         else memcpy(row_style, style, sizeof(float) * (size_t)m.cfg.G.style_dim);
         st = higan_generate_text(&m, &ws.tape, text, row_style, &lo, &pages[i]);
         while (st == HIGAN_ERR_NOMEM && workspace_grow(&ws)) st = higan_generate_text(&m, &ws.tape, text, row_style, &lo, &pages[i]);
@@ -338,8 +365,9 @@ int main(int argc, char **argv) {
     printf("wrote %s: %lld x %lld, %lld word%s on %lld line%s", out_path, (long long)W, (long long)H,
            (long long)pages[0].n_words, pages[0].n_words > 1 ? "s" : "", (long long)pages[0].n_lines,
            pages[0].n_lines > 1 ? "s" : "");
-    if (n_rows > 1) printf(", %d interpolation rows", n_rows);
-    printf(", style from %s\n", s1.have_seed ? "a seed" : s1.file ? s1.file : s1.n_images > 1 ? "averaged reference images" : s1.images[0]);
+    if (n_seeds) printf(" per block, %d blocks", n_seeds);
+    else if (n_rows > 1) printf(", %d interpolation rows", n_rows);
+    printf(", style from %s\n", n_seeds ? "seeds" : s1.have_seed ? "a seed" : s1.file ? s1.file : s1.n_images > 1 ? "averaged reference images" : s1.images[0]);
     rc = 0;
 done:
     if (pages) for (i = 0; i < n_rows; ++i) higan_page_free(&pages[i]);
