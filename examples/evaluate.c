@@ -32,6 +32,8 @@
      --seed N             seed of the KID subsets (0)
      --kid-subsets N      (50)      --kid-subset-size N (1000)
      --wid-offset N       subtracted from the writer ids (default: the test set's smallest id)
+     --writers LO-HI      only the words of writers LO..HI (e.g. the writers the
+                          WriterIdentifier was trained on, for the writer-ID accuracy)
      --threads N          OpenMP threads (results do not depend on it)
      --quiet              no progress line
    Build: make (build/evaluate), or cc -std=c99 -O2 -I. examples/evaluate.c -o build/evaluate -lm */
@@ -66,7 +68,8 @@ static void usage(FILE *f) {
     fprintf(f,
         "usage: evaluate --checkpoint CKPT --dataset TEST.safetensors [--json OUT.json] [--samples OUT.png]\n"
         "                [--recognizer CKPT] [--writer-id CKPT] [--features CKPT] [--limit N] [--seed N]\n"
-        "                [--kid-subsets N] [--kid-subset-size N] [--wid-offset N] [--n-samples N]\n"
+        "                [--kid-subsets N] [--kid-subset-size N] [--wid-offset N] [--writers LO-HI]\n"
+        "                [--n-samples N]\n"
         "                [--threads N] [--quiet]\n");
 }
 
@@ -153,6 +156,30 @@ static void json_str(FILE *f, const char *key, const char *v) {
     fprintf(f, "\",\n");
 }
 
+/* The words of writers lo..hi of src, copied into dst (an initialised, empty dataset). */
+static int filter_writers(const higan_dataset *src, int lo, int hi, higan_dataset *dst) {
+    int64_t i, y, w, n = 0;
+    uint8_t *img = (uint8_t *)malloc((size_t)HIGAN_DATASET_HEIGHT * HIGAN_DATASET_MAX_WIDTH);
+    char label[4 * HIGAN_MAX_WORD_LEN + 64];
+    if (!img) { fprintf(stderr, "evaluate: out of memory\n"); return 0; }
+    for (i = 0; i < src->count; ++i) {
+        if (src->wids[i] < lo || src->wids[i] > hi) continue;
+        w = src->img_lens[i];
+        for (y = 0; y < HIGAN_DATASET_HEIGHT; ++y)
+            memcpy(img + y * w, src->imgs + y * src->total_width + src->img_seek_idxs[i], (size_t)w);
+        higan_dataset_label(src, i, label, (int)sizeof label);
+        if (higan_dataset_append(dst, img, (int)w, label, src->wids[i]) != HIGAN_OK) {
+            fprintf(stderr, "evaluate: --writers: %s\n", higan_last_error());
+            free(img);
+            return 0;
+        }
+        ++n;
+    }
+    free(img);
+    if (!n) { fprintf(stderr, "evaluate: --writers %d-%d: the dataset has no word of these writers\n", lo, hi); return 0; }
+    return 1;
+}
+
 static int load(higan_model *m, const char *path, unsigned nets, const char *what) {
     memset(m, 0, sizeof *m);
     if (higan_model_load(m, path, nets, NULL) != HIGAN_OK) {
@@ -172,7 +199,7 @@ int main(int argc, char **argv) {
     higan_safetensors st;
     char feat_desc[600];
     int64_t v;
-    int i, rc = 1, k;
+    int i, rc = 1, k, wlo = -1, whi = -1;
     double seconds;
     FILE *f;
 
@@ -190,6 +217,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--recognizer")) rec = val;
         else if (!strcmp(a, "--writer-id")) wid = val;
         else if (!strcmp(a, "--features")) feat = val;
+        else if (!strcmp(a, "--writers")) {
+            if (!val || sscanf(val, "%d-%d", &wlo, &whi) != 2 || wlo < 0 || whi < wlo) {
+                fprintf(stderr, "evaluate: --writers needs LO-HI (0 <= LO <= HI)\n");
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--quiet")) { rs.quiet = 1; takes = 0; }
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--limit") || !strcmp(a, "--seed") || !strcmp(a, "--kid-subsets") ||
@@ -212,6 +245,13 @@ int main(int argc, char **argv) {
 
     if (!load(&m, ckpt, 0, "checkpoint")) return 1;
     if (higan_dataset_load(&ds, data) != HIGAN_OK) { fprintf(stderr, "evaluate: %s\n", higan_last_error()); goto done; }
+    if (wlo >= 0) {
+        higan_dataset all = ds;
+        higan_dataset_init(&ds);
+        k = filter_writers(&all, wlo, whi, &ds);
+        higan_dataset_free(&all);
+        if (!k) goto done;
+    }
     if (rec) {
         if (!load(&mr, rec, HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER), "--recognizer")) goto done;
         opt.R = &mr.R;
@@ -235,7 +275,9 @@ int main(int argc, char **argv) {
     opt.progress = progress;
     opt.on_pair = samples ? on_pair : NULL;
     opt.user = &rs;
-    printf("evaluate %s on %s (%lld words%s)\n", ckpt, data, (long long)ds.count, opt.limit ? ", limited" : "");
+    printf("evaluate %s on %s (%lld words%s", ckpt, data, (long long)ds.count, opt.limit ? ", limited" : "");
+    if (wlo >= 0) printf(" of writers %d-%d", wlo, whi);
+    printf(")\n");
     rs.t0 = now();
     if (higan_evaluate(&m, &ds, &opt, &res) != HIGAN_OK) { fprintf(stderr, "\nevaluate: %s\n", higan_last_error()); goto done; }
     seconds = now() - rs.t0;
