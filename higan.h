@@ -2032,17 +2032,6 @@ HIGAN_DEF higan_status higan_plot_csv(const char *csv_path, unsigned char *rgb, 
 HIGAN_DEF void higan_plot_text(unsigned char *rgb, int width, int height, int x, int y, const char *text,
                                int scale, const unsigned char color[3]);
 
-/* ---- text metrics ------------------------------------------------------------------------ */
-/* Levenshtein distance between two strings (bytes: the alphabet is ASCII). */
-HIGAN_DEF int higan_levenshtein(const char *a, const char *b);
-/* CER = edits / reference characters; WER = words with any error / words (each sample is
-   one word). The official evaluation first collapses repeated letters of both strings; this
-   one compares the strings as they are. */
-typedef struct higan_text_stats { int64_t edits, chars, words, word_errors; } higan_text_stats;
-HIGAN_DEF void higan_text_stats_add(higan_text_stats *s, const char *pred, const char *ref);
-HIGAN_DEF double higan_text_stats_cer(const higan_text_stats *s);
-HIGAN_DEF double higan_text_stats_wer(const higan_text_stats *s);
-
 /* ---- augmentation for pretraining (lib/transforms.py) ---------------------------------------
    The loader's augment option applies RandomClip and RandomScale together (the GAN's
    pipeline); recognizer pretraining uses RandomScale only and writer-identifier pretraining
@@ -2093,7 +2082,7 @@ HIGAN_DEF higan_status higan_ocr_train_step(higan_model *m, higan_tape *t, const
    on_word (may be NULL) sees every prediction with its record index in ds. */
 typedef void (*higan_word_callback)(void *user, int64_t record, const char *pred, const char *ref);
 HIGAN_DEF higan_status higan_ocr_evaluate(higan_model *m, higan_tape *t, const higan_dataset *ds,
-                                          int batch_size, int64_t max_words, higan_text_stats *out,
+                                          int batch_size, int64_t max_words, higan_text_score *out,
                                           higan_word_callback on_word, void *user);
 
 /* ---- writer-identifier pretraining (WriterIdentifyModel.train) ----------------------------
@@ -12340,11 +12329,12 @@ HIGAN_DEF higan_status higan_config_finish(higan_config *c) {
     if (c->status != HIGAN_OK) return higan__error(c->status, "%s", c->error);
     for (i = 0; i < c->count; ++i) {
         char where[300], hint[320];
-        int best = -1, bd = 1 << 30;
+        int best = -1;
+        int64_t bd = 1 << 30;
         if (c->used[i]) continue;
         for (j = 0; j < c->n_known; ++j) {        /* a known key spelled nearly the same */
-            int d = higan_levenshtein(c->keys[i], c->known[j]);
-            if (d < bd) { bd = d; best = j; }
+            int64_t d = higan_edit_distance_utf8(c->keys[i], c->known[j]);
+            if (d >= 0 && d < bd) { bd = d; best = j; }
         }
         hint[0] = 0;
         if (best >= 0 && bd <= 3) snprintf(hint, sizeof hint, " (did you mean '%.250s'?)", c->known[best]);
@@ -12976,43 +12966,6 @@ done:
 }
 
 /* ================================================================================================
-   Text metrics
-   ================================================================================================ */
-HIGAN_DEF int higan_levenshtein(const char *a, const char *b) {
-    int na = (int)strlen(a), nb = (int)strlen(b), i, j, r;
-    int stack[2 * 257], *prev, *cur, *heap = NULL;
-    if (nb + 1 <= 257) prev = stack;
-    else {
-        heap = (int *)HIGAN_MALLOC(sizeof(int) * 2 * (size_t)(nb + 1));
-        if (!heap) return na > nb ? na : nb;    /* out of memory: an upper bound */
-        prev = heap;
-    }
-    cur = prev + nb + 1;
-    for (j = 0; j <= nb; ++j) prev[j] = j;
-    for (i = 1; i <= na; ++i) {
-        int *t;
-        cur[0] = i;
-        for (j = 1; j <= nb; ++j) {
-            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]), del = prev[j] + 1, ins = cur[j - 1] + 1;
-            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-        }
-        t = prev; prev = cur; cur = t;
-    }
-    r = prev[nb];
-    HIGAN_FREE(heap);
-    return r;
-}
-HIGAN_DEF void higan_text_stats_add(higan_text_stats *s, const char *pred, const char *ref) {
-    int d = higan_levenshtein(pred, ref);
-    s->edits += d;
-    s->chars += (int64_t)strlen(ref);
-    s->words += 1;
-    s->word_errors += d > 0;
-}
-HIGAN_DEF double higan_text_stats_cer(const higan_text_stats *s) { return s->chars ? (double)s->edits / (double)s->chars : 0.0; }
-HIGAN_DEF double higan_text_stats_wer(const higan_text_stats *s) { return s->words ? (double)s->word_errors / (double)s->words : 0.0; }
-
-/* ================================================================================================
    Augmentation (RandomClip / RandomScale on float images)
    ================================================================================================ */
 static uint64_t higan__tr_below(higan_rng *r, uint64_t n) {        /* uniform in [0, n), unbiased */
@@ -13274,7 +13227,7 @@ static higan_status higan__tr_eval_loader(higan_loader *L, const higan_dataset *
     return higan_loader_init(L, ds, &o);
 }
 HIGAN_DEF higan_status higan_ocr_evaluate(higan_model *m, higan_tape *t, const higan_dataset *ds,
-                                          int batch_size, int64_t max_words, higan_text_stats *out,
+                                          int batch_size, int64_t max_words, higan_text_score *out,
                                           higan_word_callback on_word, void *user) {
     higan_loader L;
     higan_batch b;
@@ -13284,7 +13237,7 @@ HIGAN_DEF higan_status higan_ocr_evaluate(higan_model *m, higan_tape *t, const h
     int64_t *orig = NULL;
     if (!m || !t || !ds || !out) return higan__error(HIGAN_ERR_ARG, "ocr_evaluate: NULL argument");
     if (!(m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER))) return higan__error(HIGAN_ERR_ARG, "ocr_evaluate: the model has no Recognizer");
-    memset(out, 0, sizeof *out);
+    higan_text_score_init(out);
     if (max_words > 0 && max_words < ds->count) {
         if ((rc = higan__tr_subset(ds, max_words, &sub, &orig)) != HIGAN_OK) return rc;
         ds = &sub;
@@ -13308,7 +13261,7 @@ HIGAN_DEF higan_status higan_ocr_evaluate(higan_model *m, higan_tape *t, const h
             int n = higan_recognizer_decode(logits, 0, k, b.img_lens[k], pred, (int)sizeof pred);
             if (n < 0) { rc = n; break; }
             higan_text_decode(b.labels + (int64_t)k * b.label_width, b.label_lens[k], ref, (int)sizeof ref);
-            higan_text_stats_add(out, pred, ref);
+            if ((rc = higan_text_score_add(out, pred, ref)) != HIGAN_OK) break;
             if (on_word) on_word(user, orig ? orig[b.records[k]] : b.records[k], pred, ref);
         }
         if (rc < 0) break;

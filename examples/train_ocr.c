@@ -238,11 +238,11 @@ int main(int argc, char **argv) {
             row[0] = s.opt[HIGAN_STORE_OCR].lr; row[1] = loss; row[2] = NAN; row[3] = NAN;
             if (o.valid_every_steps && s.step % o.valid_every_steps == 0) validate_now = 1;
             if (validate_now) {
-                higan_text_stats ts;
+                higan_text_score ts;
                 show_state sh;
                 sh.shown = 0; sh.max = o.valid_show;
                 if ((rc = higan_ocr_evaluate(&m, &tape, &test, o.valid_batch, o.valid_max_words, &ts, show_word, &sh)) != HIGAN_OK) break;
-                last_cer = higan_text_stats_cer(&ts); last_wer = higan_text_stats_wer(&ts);
+                last_cer = higan_text_score_cer(&ts); last_wer = higan_text_score_wer(&ts);
                 row[2] = last_cer; row[3] = last_wer;
                 fprintf(stderr, "step %lld: held-out CER %.4f WER %.4f (%lld words)%s\n", (long long)s.step, last_cer,
                         last_wer, (long long)ts.words, last_cer < best_cer ? ", best so far" : "");
@@ -265,14 +265,14 @@ int main(int argc, char **argv) {
             s.epoch++;
             s.batch = 0;
             if (o.valid_every_epochs && e >= o.valid_start_epoch && (e % o.valid_every_epochs == 0 || e == o.epochs)) {
-                higan_text_stats ts;
+                higan_text_score ts;
                 show_state sh;
                 double row[4];
                 sh.shown = 0; sh.max = o.valid_show;
                 if (higan_ocr_evaluate(&m, &tape, &test, o.valid_batch, o.valid_max_words, &ts, show_word, &sh) != HIGAN_OK) {
                     fprintf(stderr, "train_ocr: %s\n", higan_last_error()); code = 1; break;
                 }
-                last_cer = higan_text_stats_cer(&ts); last_wer = higan_text_stats_wer(&ts);
+                last_cer = higan_text_score_cer(&ts); last_wer = higan_text_score_wer(&ts);
                 fprintf(stderr, "epoch %d: held-out CER %.4f WER %.4f (%lld words)%s\n", e, last_cer, last_wer,
                         (long long)ts.words, last_cer < best_cer ? ", best so far" : "");
                 row[0] = s.opt[HIGAN_STORE_OCR].lr; row[1] = NAN; row[2] = last_cer; row[3] = last_wer;
