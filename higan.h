@@ -8926,8 +8926,13 @@ static uint8_t higan__pil_clip8(int64_t ss) {
     int64_t v = ss >= 0 ? ss >> HIGAN__PIL_PRECISION : -((-ss + (1 << HIGAN__PIL_PRECISION) - 1) >> HIGAN__PIL_PRECISION);
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
-/* Horizontal pass, rows [0, h): out [h, ow] <- in (stride is). */
-static void higan__pil_h_u8(uint8_t *out, int64_t ow, int64_t h, const uint8_t *in, int64_t is, const higan__pil_axis *a) {
+/* The passes take void pointers so that one driver (higan__resize_pil) serves both types.
+   Horizontal pass: out [h, ow] <- in [h, ..] (row stride is). */
+typedef void (*higan__pil_pass)(void *out, int64_t n_out, int64_t n_other, const void *in, int64_t is,
+                                const higan__pil_axis *a);
+static void higan__pil_h_u8(void *out_, int64_t ow, int64_t h, const void *in_, int64_t is, const higan__pil_axis *a) {
+    uint8_t *out = (uint8_t *)out_;
+    const uint8_t *in = (const uint8_t *)in_;
     int64_t yy, xx, x;
     for (yy = 0; yy < h; ++yy)
         for (xx = 0; xx < ow; ++xx) {
@@ -8940,7 +8945,9 @@ static void higan__pil_h_u8(uint8_t *out, int64_t ow, int64_t h, const uint8_t *
         }
 }
 /* Vertical pass: out [oh, w] <- in [.., w] (stride is). */
-static void higan__pil_v_u8(uint8_t *out, int64_t oh, int64_t w, const uint8_t *in, int64_t is, const higan__pil_axis *a) {
+static void higan__pil_v_u8(void *out_, int64_t oh, int64_t w, const void *in_, int64_t is, const higan__pil_axis *a) {
+    uint8_t *out = (uint8_t *)out_;
+    const uint8_t *in = (const uint8_t *)in_;
     int64_t yy, xx, y;
     for (yy = 0; yy < oh; ++yy) {
         int ymin = a->bounds[yy * 2], ymax = a->bounds[yy * 2 + 1];
@@ -8952,7 +8959,9 @@ static void higan__pil_v_u8(uint8_t *out, int64_t oh, int64_t w, const uint8_t *
         }
     }
 }
-static void higan__pil_h_f32(float *out, int64_t ow, int64_t h, const float *in, int64_t is, const higan__pil_axis *a) {
+static void higan__pil_h_f32(void *out_, int64_t ow, int64_t h, const void *in_, int64_t is, const higan__pil_axis *a) {
+    float *out = (float *)out_;
+    const float *in = (const float *)in_;
     int64_t yy, xx, x;
     for (yy = 0; yy < h; ++yy)
         for (xx = 0; xx < ow; ++xx) {
@@ -8964,7 +8973,9 @@ static void higan__pil_h_f32(float *out, int64_t ow, int64_t h, const float *in,
             out[yy * ow + xx] = (float)ss;
         }
 }
-static void higan__pil_v_f32(float *out, int64_t oh, int64_t w, const float *in, int64_t is, const higan__pil_axis *a) {
+static void higan__pil_v_f32(void *out_, int64_t oh, int64_t w, const void *in_, int64_t is, const higan__pil_axis *a) {
+    float *out = (float *)out_;
+    const float *in = (const float *)in_;
     int64_t yy, xx, y;
     for (yy = 0; yy < oh; ++yy) {
         int ymin = a->bounds[yy * 2], ymax = a->bounds[yy * 2 + 1];
@@ -8976,75 +8987,49 @@ static void higan__pil_v_f32(float *out, int64_t oh, int64_t w, const float *in,
         }
     }
 }
-HIGAN_DEF higan_status higan_resize_pil(uint8_t *dst, int64_t dw, int64_t dh,
-                                        const uint8_t *src, int64_t sw, int64_t sh, int64_t src_stride,
-                                        higan_pil_filter filter, higan_arena *scratch) {
+/* PIL's order: the horizontal pass first (into a [sh, dw] temporary), then the vertical one. */
+static higan_status higan__resize_pil(void *dst, int64_t dw, int64_t dh, const void *src, int64_t sw, int64_t sh,
+                                      int64_t src_stride, higan_pil_filter filter, higan_arena *scratch,
+                                      size_t elem, higan__pil_pass hpass, higan__pil_pass vpass) {
     higan__pil_axis ax, ay;
     int horiz = dw != sw, vert = dh != sh;
     size_t mark;
     int64_t y;
+    void *tmp = NULL;
     HIGAN_ASSERT(dst && src && dw > 0 && dh > 0 && sw > 0 && sh > 0 && src_stride >= sw);
     HIGAN_ASSERT(filter == HIGAN_PIL_BILINEAR || filter == HIGAN_PIL_LANCZOS);
     if (!horiz && !vert) {                                   /* PIL copies */
-        for (y = 0; y < sh; ++y) memcpy(dst + y * dw, src + y * src_stride, (size_t)sw);
+        for (y = 0; y < sh; ++y)
+            memcpy((char *)dst + (size_t)(y * dw) * elem, (const char *)src + (size_t)(y * src_stride) * elem, elem * (size_t)sw);
         return HIGAN_OK;
     }
     HIGAN_ASSERT(scratch);
     mark = higan_arena_mark(scratch);
     if ((horiz && !higan__pil_coeffs(&ax, sw, dw, filter, scratch)) ||
-        (vert && !higan__pil_coeffs(&ay, sh, dh, filter, scratch))) {
+        (vert && !higan__pil_coeffs(&ay, sh, dh, filter, scratch)) ||
+        (horiz && vert && !(tmp = higan_arena_alloc(scratch, sizeof(float) * (size_t)(sh * dw))))) {
         higan_arena_release(scratch, mark);
         return higan__error(HIGAN_ERR_NOMEM, "resize_pil: scratch arena too small (needs %zu bytes)",
                             higan_resize_pil_scratch_bytes(dw, dh, sw, sh, filter));
     }
     if (horiz && vert) {
-        uint8_t *tmp = (uint8_t *)higan_arena_alloc(scratch, sizeof(float) * (size_t)(sh * dw));
-        if (!tmp) {
-            higan_arena_release(scratch, mark);
-            return higan__error(HIGAN_ERR_NOMEM, "resize_pil: scratch arena too small (needs %zu bytes)",
-                                higan_resize_pil_scratch_bytes(dw, dh, sw, sh, filter));
-        }
-        higan__pil_h_u8(tmp, dw, sh, src, src_stride, &ax);
-        higan__pil_v_u8(dst, dh, dw, tmp, dw, &ay);
-    } else if (horiz) higan__pil_h_u8(dst, dw, sh, src, src_stride, &ax);
-    else higan__pil_v_u8(dst, dh, dw, src, src_stride, &ay);
+        hpass(tmp, dw, sh, src, src_stride, &ax);
+        vpass(dst, dh, dw, tmp, dw, &ay);
+    } else if (horiz) hpass(dst, dw, sh, src, src_stride, &ax);
+    else vpass(dst, dh, dw, src, src_stride, &ay);
     higan_arena_release(scratch, mark);
     return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_resize_pil(uint8_t *dst, int64_t dw, int64_t dh,
+                                        const uint8_t *src, int64_t sw, int64_t sh, int64_t src_stride,
+                                        higan_pil_filter filter, higan_arena *scratch) {
+    return higan__resize_pil(dst, dw, dh, src, sw, sh, src_stride, filter, scratch, 1, higan__pil_h_u8, higan__pil_v_u8);
 }
 HIGAN_DEF higan_status higan_resize_pil_f32(float *dst, int64_t dw, int64_t dh,
                                             const float *src, int64_t sw, int64_t sh, int64_t src_stride,
                                             higan_pil_filter filter, higan_arena *scratch) {
-    higan__pil_axis ax, ay;
-    int horiz = dw != sw, vert = dh != sh;
-    size_t mark;
-    int64_t y;
-    HIGAN_ASSERT(dst && src && dw > 0 && dh > 0 && sw > 0 && sh > 0 && src_stride >= sw);
-    HIGAN_ASSERT(filter == HIGAN_PIL_BILINEAR || filter == HIGAN_PIL_LANCZOS);
-    if (!horiz && !vert) {
-        for (y = 0; y < sh; ++y) memcpy(dst + y * dw, src + y * src_stride, sizeof(float) * (size_t)sw);
-        return HIGAN_OK;
-    }
-    HIGAN_ASSERT(scratch);
-    mark = higan_arena_mark(scratch);
-    if ((horiz && !higan__pil_coeffs(&ax, sw, dw, filter, scratch)) ||
-        (vert && !higan__pil_coeffs(&ay, sh, dh, filter, scratch))) {
-        higan_arena_release(scratch, mark);
-        return higan__error(HIGAN_ERR_NOMEM, "resize_pil: scratch arena too small (needs %zu bytes)",
-                            higan_resize_pil_scratch_bytes(dw, dh, sw, sh, filter));
-    }
-    if (horiz && vert) {
-        float *tmp = (float *)higan_arena_alloc(scratch, sizeof(float) * (size_t)(sh * dw));
-        if (!tmp) {
-            higan_arena_release(scratch, mark);
-            return higan__error(HIGAN_ERR_NOMEM, "resize_pil: scratch arena too small (needs %zu bytes)",
-                                higan_resize_pil_scratch_bytes(dw, dh, sw, sh, filter));
-        }
-        higan__pil_h_f32(tmp, dw, sh, src, src_stride, &ax);
-        higan__pil_v_f32(dst, dh, dw, tmp, dw, &ay);
-    } else if (horiz) higan__pil_h_f32(dst, dw, sh, src, src_stride, &ax);
-    else higan__pil_v_f32(dst, dh, dw, src, src_stride, &ay);
-    higan_arena_release(scratch, mark);
-    return HIGAN_OK;
+    return higan__resize_pil(dst, dw, dh, src, sw, sh, src_stride, filter, scratch, sizeof(float), higan__pil_h_f32,
+                             higan__pil_v_f32);
 }
 
 HIGAN_DEF float higan_pixel_to_float(uint8_t v) {
