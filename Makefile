@@ -56,7 +56,7 @@ ifeq ($(HAVE_STB),1)
 endif
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench_%,$(BENCH_SRCS))
-HEADERS := higan.h tests/check.h $(wildcard data_tools/*.h) $(FLAGS_STAMP)
+HEADERS := higan.h tests/check.h $(wildcard data_tools/*.h) $(wildcard examples/*.h) $(FLAGS_STAMP)
 TOOL_SRCS := $(wildcard data_tools/*.c)
 TOOL_BINS := $(patsubst data_tools/%.c,$(BUILD)/%,$(TOOL_SRCS))
 

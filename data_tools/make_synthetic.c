@@ -125,6 +125,14 @@ int main(int argc, char **argv) {
         if (n_fonts == 0) { fprintf(stderr, "make_synthetic: --fonts lists no files\n"); goto out; }
         o.fonts = font_list; o.n_fonts = n_fonts;
     }
+    {   /* the folder and its missing parents (mkdir -p) */
+        char *q, *dir = (char *)malloc(strlen(o.out_dir) + 1);
+        if (!dir) { fprintf(stderr, "make_synthetic: out of memory\n"); goto out; }
+        strcpy(dir, o.out_dir);
+        for (q = dir + 1; *q; ++q)
+            if (*q == '/') { *q = 0; mkdir(dir, 0777); *q = '/'; }
+        free(dir);
+    }
     if (mkdir(o.out_dir, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "make_synthetic: cannot create folder '%s': %s\n", o.out_dir, strerror(errno));
         goto out;

@@ -37,32 +37,12 @@
      --threads N          OpenMP threads (results do not depend on it)
      --quiet              no progress line
    Build: make (build/evaluate), or cc -std=c99 -O2 -I. examples/evaluate.c -o build/evaluate -lm */
-#define _POSIX_C_SOURCE 200809L     /* clock_gettime */
+#define _POSIX_C_SOURCE 200809L     /* mkdir (example_util.h) */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
 
-#if defined(__GNUC__)
-#  pragma GCC diagnostic push
-#  pragma GCC diagnostic ignored "-Wunused-function"
-#  pragma GCC diagnostic ignored "-Wsign-compare"
-#  pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#endif
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb/stb_image_write.h>
-#if defined(__GNUC__)
-#  pragma GCC diagnostic pop
-#endif
+#include "example_util.h"
 
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -94,7 +74,7 @@ typedef struct {
 } run_state;
 static void progress(void *user, int64_t done, int64_t total) {
     run_state *s = (run_state *)user;
-    double el = now() - s->t0;
+    double el = higan_time_seconds() - s->t0;
     if (s->quiet || (done % 10 && done != total)) return;
     fprintf(stderr, "\r  %lld / %lld words, %.1f words/s, ETA %.0f s   ", (long long)done, (long long)total,
             done / (el > 0 ? el : 1e-9), el / (double)done * (double)(total - done));
@@ -278,9 +258,9 @@ int main(int argc, char **argv) {
     printf("evaluate %s on %s (%lld words%s", ckpt, data, (long long)ds.count, opt.limit ? ", limited" : "");
     if (wlo >= 0) printf(" of writers %d-%d", wlo, whi);
     printf(")\n");
-    rs.t0 = now();
+    rs.t0 = higan_time_seconds();
     if (higan_evaluate(&m, &ds, &opt, &res) != HIGAN_OK) { fprintf(stderr, "\nevaluate: %s\n", higan_last_error()); goto done; }
-    seconds = now() - rs.t0;
+    seconds = higan_time_seconds() - rs.t0;
 
     printf("words evaluated      %lld (%lld skipped: label longer than %d)\n", (long long)res.n, (long long)res.n_skipped, HIGAN_MAX_WORD_LEN);
     printf("CER / WER real       %.4f / %.4f   (recognizer on the test images)\n", res.cer_real, res.wer_real);

@@ -39,27 +39,12 @@
    one gray level apart between levels. Build (from the repository root): make, or
        cc -std=c99 -O2 -I. examples/generate.c -o build/generate -lm     (+ -fopenmp)
    stb_image / stb_image_write come from Debian's libstb-dev (/usr/include/stb). */
+#define _POSIX_C_SOURCE 200809L     /* mkdir (example_util.h) */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
 
-#if defined(__GNUC__)
-#  pragma GCC diagnostic push
-#  pragma GCC diagnostic ignored "-Wunused-function"
-#  pragma GCC diagnostic ignored "-Wsign-compare"
-#  pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#endif
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_FAILURE_USERMSG
-#include <stb/stb_image.h>
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb/stb_image_write.h>
-#if defined(__GNUC__)
-#  pragma GCC diagnostic pop
-#endif
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#define EXAMPLE_READ_IMAGES           /* reference images */
+#include "example_util.h"
 
 #define MAX_REFS 32
 #define MAX_ROWS 64

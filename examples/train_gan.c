@@ -41,23 +41,7 @@
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
 
-#if defined(__GNUC__)
-#  pragma GCC diagnostic push
-#  pragma GCC diagnostic ignored "-Wunused-function"
-#  pragma GCC diagnostic ignored "-Wsign-compare"
-#  pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#endif
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb/stb_image_write.h>
-#if defined(__GNUC__)
-#  pragma GCC diagnostic pop
-#endif
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <sys/types.h>
+#include "example_util.h"
 
 #define MAX_SETS 64
 #define MAX_TEXTS 16
@@ -81,24 +65,6 @@ typedef struct {
 static void die(const char *what) {
     fprintf(stderr, "train_gan: %s: %s\n", what, higan_last_error());
     exit(1);
-}
-
-static int make_dir(const char *path) {
-    char buf[1024];
-    size_t i, n = strlen(path);
-    if (n == 0 || n >= sizeof buf) return -1;
-    memcpy(buf, path, n + 1);
-    for (i = 1; i <= n; ++i)
-        if (buf[i] == '/' || buf[i] == 0) {
-            char keep = buf[i];
-            buf[i] = 0;
-            mkdir(buf, 0777);
-            buf[i] = keep;
-        }
-    {
-        struct stat st;
-        return stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
-    }
 }
 
 static int file_exists(const char *path) {
@@ -258,18 +224,6 @@ static void write_samples(const sampler *sp, higan_gan_trainer *tr, higan_tape *
     free(keep); free(png); free(word); free(style);
 }
 
-static void write_plot(const char *csv, const char *path) {
-    const int W = 1200, H = 7 * 130;      /* 21 panels: 3 x 7 */
-    unsigned char *rgb = (unsigned char *)malloc((size_t)W * H * 3);
-    if (!rgb) return;
-    if (higan_plot_csv(csv, rgb, W, H) == HIGAN_OK) {
-        if (!stbi_write_png(path, W, H, 3, rgb, W * 3)) fprintf(stderr, "train_gan: cannot write %s\n", path);
-    } else {
-        fprintf(stderr, "train_gan: plot: %s\n", higan_last_error());
-    }
-    free(rgb);
-}
-
 /* ---- --bench: time iterations on random batches ----------------------------------------------- */
 static void bench(higan_gan_trainer *tr, higan_tape *t, const run_config *rc, int iters, int chars) {
     int B = rc->batch_size, b, i, j;
@@ -420,7 +374,7 @@ int main(int argc, char **argv) {
     lopt.seed = rc.seed;
     lopt.max_width = rc.max_width;
     lopt.n_writers = (int)tr.model.cfg.n_writer;
-    if (make_dir(rc.out_dir) != 0) { fprintf(stderr, "train_gan: cannot create %s\n", rc.out_dir); return 1; }
+    if (example_make_dirs(rc.out_dir, "train_gan") != 0) return 1;
 
     /* state: both Adams, the RNG, the position */
     higan_train_state_init(&s);
@@ -498,7 +452,7 @@ int main(int argc, char **argv) {
                 if (higan_checkpoint_save(ckpt, &tr.model, &s) != HIGAN_OK) die("checkpoint");
             }
             if (rc.sample_every && s.step % rc.sample_every == 0) write_samples(&sp, &tr, &tape, png_path);
-            if (rc.plot_every && s.step % rc.plot_every == 0) write_plot(csv_path, plot_path);
+            if (rc.plot_every && s.step % rc.plot_every == 0) example_write_plot(csv_path, plot_path, 1200, 7 * 130, "train_gan");   /* 21 panels: 3 x 7 */
         }
         higan_loader_free(&L);
         if (epoch_done) { s.epoch++; s.batch = 0; }
@@ -509,7 +463,7 @@ int main(int argc, char **argv) {
         s.opt[HIGAN_STORE_DP] = tr.opt_d;
         if (higan_checkpoint_save(ckpt, &tr.model, &s) != HIGAN_OK) die("checkpoint");
         write_samples(&sp, &tr, &tape, png_path);
-        write_plot(csv_path, plot_path);
+        example_write_plot(csv_path, plot_path, 1200, 7 * 130, "train_gan");   /* 21 panels: 3 x 7 */
         fprintf(stderr, "train_gan: %s %s at step %lld (epoch %lld); samples %s, losses %s%s%s\n",
                 higan_train_interrupted() ? "interrupted: saved" : "saved", ckpt, (long long)s.step,
                 (long long)s.epoch, png_path, plot_path, higan_train_interrupted() ? "; continue with --resume " : "",

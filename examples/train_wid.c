@@ -21,23 +21,7 @@
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
 
-#if defined(__GNUC__)
-#  pragma GCC diagnostic push
-#  pragma GCC diagnostic ignored "-Wunused-function"
-#  pragma GCC diagnostic ignored "-Wsign-compare"
-#  pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#endif
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb/stb_image_write.h>
-#if defined(__GNUC__)
-#  pragma GCC diagnostic pop
-#endif
-
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
+#include "example_util.h"
 
 typedef struct {
     uint64_t seed;
@@ -50,12 +34,6 @@ typedef struct {
     double print_every;
     size_t arena_mb;
 } options;
-
-static int make_dir(const char *path) {
-    if (mkdir(path, 0777) == 0 || errno == EEXIST) return 0;
-    fprintf(stderr, "train_wid: cannot create %s: %s\n", path, strerror(errno));
-    return -1;
-}
 
 static void read_config(higan_config *c, options *o, higan_model_config *mc) {
     o->seed = (uint64_t)higan_config_int(c, "seed", 123456, 0, INT64_MAX);
@@ -82,14 +60,6 @@ static void read_config(higan_config *c, options *o, higan_model_config *mc) {
     o->plot_w = (int)higan_config_int(c, "output.plot_width", 800, 160, 8192);
     o->plot_h = (int)higan_config_int(c, "output.plot_height", 600, 60, 8192);
     higan_config_model(c, mc);
-}
-
-static int write_plot(const char *csv, const char *png, int w, int h) {
-    unsigned char *rgb = (unsigned char *)malloc((size_t)w * (size_t)h * 3);
-    int ok = rgb && higan_plot_csv(csv, rgb, w, h) == HIGAN_OK && stbi_write_png(png, w, h, 3, rgb, w * 3);
-    if (!ok) fprintf(stderr, "train_wid: plot %s: %s\n", png, rgb ? higan_last_error() : "out of memory");
-    free(rgb);
-    return ok ? 0 : -1;
 }
 
 /* held-out accuracy; logs it and keeps the best checkpoint */
@@ -208,7 +178,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "StyleBackbone initialised from the Recognizer of %s\n", o.recognizer);
     } else fprintf(stderr, "train_wid: no training.recognizer: the StyleBackbone starts from random weights\n");
 
-    if (make_dir(o.out_dir) != 0) return 1;
+    if (example_make_dirs(o.out_dir, "train_wid") != 0) return 1;
     snprintf(last_path, sizeof last_path, "%s/last.safetensors", o.out_dir);
     snprintf(best_path, sizeof best_path, "%s/best.safetensors", o.out_dir);
     snprintf(csv_path, sizeof csv_path, "%s/log.csv", o.out_dir);
@@ -279,7 +249,7 @@ int main(int argc, char **argv) {
             }
             if ((rc = higan_csv_write(&csv, s.step, s.epoch, row)) != HIGAN_OK) break;
             if (o.ckpt_every && s.step % o.ckpt_every == 0 && (rc = higan_checkpoint_save(last_path, &m, &s)) != HIGAN_OK) break;
-            if (o.plot_every && s.step % o.plot_every == 0) write_plot(csv_path, png_path, o.plot_w, o.plot_h);
+            if (o.plot_every && s.step % o.plot_every == 0) example_write_plot(csv_path, png_path, o.plot_w, o.plot_h, "train_wid");
             if (higan_train_interrupted()) { stop = 1; break; }
         }
         higan_loader_free(&L);
@@ -309,7 +279,7 @@ int main(int argc, char **argv) {
                      last_acc, best_acc, last_path);
     }
     higan_csv_close(&csv);
-    write_plot(csv_path, png_path, o.plot_w, o.plot_h);
+    example_write_plot(csv_path, png_path, o.plot_w, o.plot_h, "train_wid");
     higan_augmenter_free(&aug);
     higan_tape_free(&tape);
     higan_arena_free(&arena);

@@ -1,0 +1,66 @@
+/* example_util.h - what the example programs share: PNG output through stb, folders, plots.
+
+   Not part of the library: each example program includes it right after higan.h (where it
+   defines HIGAN_IMPLEMENTATION), having defined _POSIX_C_SOURCE 200809L before any include
+   (mkdir). Define EXAMPLE_READ_IMAGES first to get stb_image (reading PNG/JPEG/BMP) too.
+   stb comes from Debian's libstb-dev (/usr/include/stb). */
+#ifndef HIGAN_EXAMPLE_UTIL_H
+#define HIGAN_EXAMPLE_UTIL_H
+
+/* stb compiles with warnings that -Wall -Wextra would show in every example */
+#if defined(__GNUC__)
+#  pragma GCC diagnostic push
+#  pragma GCC diagnostic ignored "-Wunused-function"
+#  pragma GCC diagnostic ignored "-Wsign-compare"
+#  pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#endif
+#ifdef EXAMPLE_READ_IMAGES
+#  define STB_IMAGE_IMPLEMENTATION
+#  define STBI_FAILURE_USERMSG
+#  include <stb/stb_image.h>
+#endif
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb/stb_image_write.h>
+#if defined(__GNUC__)
+#  pragma GCC diagnostic pop
+#endif
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+/* mkdir -p: creates path and its missing parents. 0, or -1 with a message naming prog. */
+static inline int example_make_dirs(const char *path, const char *prog) {
+    char buf[1024];
+    size_t i, n = strlen(path);
+    struct stat st;
+    if (n == 0 || n >= sizeof buf) { fprintf(stderr, "%s: bad folder name '%s'\n", prog, path); return -1; }
+    memcpy(buf, path, n + 1);
+    for (i = 1; i <= n; ++i)
+        if (buf[i] == '/' || buf[i] == 0) {
+            char keep = buf[i];
+            buf[i] = 0;
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
+                fprintf(stderr, "%s: cannot create %s: %s\n", prog, buf, strerror(errno));
+                return -1;
+            }
+            buf[i] = keep;
+        }
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) { fprintf(stderr, "%s: %s is not a folder\n", prog, path); return -1; }
+    return 0;
+}
+
+/* The training log (CSV of higan_csv_open) plotted into a w x h RGB PNG. 0, or -1 with a
+   message naming prog (a plot that cannot be written never stops a training run). */
+static inline int example_write_plot(const char *csv, const char *png, int w, int h, const char *prog) {
+    unsigned char *rgb = (unsigned char *)malloc((size_t)w * (size_t)h * 3);
+    int ok = rgb && higan_plot_csv(csv, rgb, w, h) == HIGAN_OK && stbi_write_png(png, w, h, 3, rgb, w * 3);
+    if (!ok) fprintf(stderr, "%s: plot %s: %s\n", prog, png, rgb ? higan_last_error() : "out of memory");
+    free(rgb);
+    return ok ? 0 : -1;
+}
+
+#endif /* HIGAN_EXAMPLE_UTIL_H */
