@@ -76,7 +76,7 @@
                    higan_ctc_decode_text
        model       higan_model_default_config, higan_model_init/free/save/load,
                    higan_model_num_params, higan_net_name
-       generation  higan_generate_word, higan_generate_text, higan_style_from_image(s),
+       generation  higan_generate_word(s), higan_generate_text, higan_style_from_image(s),
                    higan_style_random, higan_style_average, higan_style_lerp,
                    higan_style_save/load, higan_image_to_input, higan_image_resize
        data        higan_dataset_init/append/save/load/free/label/pixel/image,
@@ -1401,6 +1401,11 @@ typedef struct higan_generator {
     higan_gblock blocks[4];                /* up (2,1), (2,2), (2,2), (2,2) */
     higan_bn_out out_bn;                   /* output_layer.0 */
     higan_sn_conv2d out_conv;              /* output_layer.2: ch -> input_nc, 3x3 pad 1 */
+    int eval_full_width;                   /* 0 (set by register): eval forwards without
+                                              gradients compute each word at its own width
+                                              (see higan_generator_forward); 1: the whole
+                                              padded batch, as the official code (for
+                                              comparisons and benchmarks) */
 } higan_generator;
 /* cfg NULL: the official configuration. */
 HIGAN_DEF void higan_generator_register(higan_generator *g, higan_params *p, const char *prefix,
@@ -1412,10 +1417,25 @@ HIGAN_DEF void higan_generator_init(higan_generator *g, higan_rng *rng);
 /* z [B, style_dim]; labels [B, L] row-major, right-padded with 0; lens [B] characters.
    Returns the image [B, input_nc, 16*bottom, 8*bottom*L] after tanh (64 x 32L).
    The looked-up embedding rows are renormalised in place (max_norm 1) as PyTorch does.
-   eval (train 0): columns >= lens[b] * H / 2 (= 32 * len) are set to -1 (gradient 0). */
+   eval (train 0): columns >= lens[b] * H / 2 (= 32 * len) are set to -1 (gradient 0).
+   Less work in eval mode: when no gradient is recorded (under higan_no_grad_begin, or z
+   needs none and the store is frozen) and eval_full_width is 0, the words are not run at the
+   padded width L. Word b is computed at min(lens[b] + higan_generator_margin(g), L)
+   characters (its labels up to there, pad symbols included, as the padded batch has them),
+   words of the same width in one forward (about 32 characters per forward, the arena given
+   back in between, the normalised weights computed once), and inside the network only the
+   columns that the kept output columns depend on. The valid columns are bit for bit those
+   of the padded computation (the same GEMM sum for every output element;
+   tests/test_width.c checks it at every CPU level), the masked ones -1 as before; a word
+   with lens[b] <= 0 costs nothing. */
 HIGAN_DEF higan_var *higan_generator_forward(higan_tape *t, const higan_generator *g, higan_var *z,
                                              const int *labels, const int *lens, int64_t L,
                                              int train);
+/* Characters right of a word that its valid output columns depend on in eval mode (the
+   receptive field of the last valid column, in whole characters): 1 for the official
+   configuration (bottom 4), ceil(4 / bottom) in general. See the derivation at
+   higan__gen_needs. */
+HIGAN_DEF int64_t higan_generator_margin(const higan_generator *g);
 
 /* ---- Discriminator / PatchDiscriminator -------------------------------------------------- */
 typedef struct higan_discriminator_config {
@@ -1578,6 +1598,21 @@ HIGAN_DEF higan_status higan_model_load_safetensors(higan_model *m, const higan_
    embedding rows are renormalised in place (the first use changes them, later ones not). */
 HIGAN_DEF int higan_generate_word(higan_model *m, higan_tape *t, const char *text, const float *style,
                                   float *out, int64_t out_cap);
+/* Generates n words at once: word i (texts[i]) in the style styles + i * style_stride
+   (style_stride 0: one style for every word) into outs[i] [input_nc, 16*bottom,
+   8*bottom*len_i], caps[i] floats (widths as higan_generate_word returns them).
+   batch 0: each word exactly as higan_generate_word makes it (alone, nothing right of it);
+     words of the same length share a forward (about 32 characters per forward).
+   batch 1: each word as the official Generator renders it in one batch padded to the longest
+     word with the pad symbol (label 0): a shorter word's last columns then see its first pad
+     character. Computed at each word's own width plus the receptive-field margin, only its
+     valid columns (higan_generator_forward); with m->G.eval_full_width set, the official way
+     (the whole padded width, about 32 characters per forward), the same numbers.
+   Errors as higan_generate_word, naming the word; HIGAN_ERR_ARG for n < 1 or NULL arrays.
+   On HIGAN_ERR_NOMEM grow the arena and call again. */
+HIGAN_DEF higan_status higan_generate_words(higan_model *m, higan_tape *t, const char *const *texts, int64_t n,
+                                            const float *styles, int64_t style_stride, int batch,
+                                            float *const *outs, const int64_t *caps);
 /* Style of a reference word image img [64, W] (ink bright, in [-1, 1]) showing n_chars
    characters: resized to 32 * n_chars pixels wide (higan_image_resize: area when
    shrinking, linear when enlarging), StyleBackbone then StyleEncoder (eval, mu), into
@@ -1678,7 +1713,8 @@ HIGAN_DEF higan_status higan_layout_words(higan_page *page, const float *const *
 HIGAN_DEF void higan_page_free(higan_page *page);     /* safe on a zeroed page */
 /* Generates text in one style and lays it out (higan_layout_words): words are separated by
    spaces, tabs and carriage returns, and a newline ends a paragraph (the next word starts a
-   new line). Each word is one higan_generate_word call (channel 0 of the output). Errors as
+   new line). Each word is made as higan_generate_word makes it (channel 0 of the output; the
+   words go through higan_generate_words, batch 0: same-length words share a forward). Errors as
    higan_generate_word (naming the word), HIGAN_ERR_ARG for text without words. On
    HIGAN_ERR_NOMEM from the arena, nothing is kept: grow the arena and call again. */
 HIGAN_DEF higan_status higan_generate_text(higan_model *m, higan_tape *t, const char *text, const float *style,
@@ -9980,6 +10016,7 @@ HIGAN_DEF void higan_generator_register(higan_generator *g, higan_params *p, con
     int i;
     g->cfg = cfg ? *cfg : higan_generator_default_config();
     g->p = p;
+    g->eval_full_width = 0;
     ch = g->cfg.ch; zd = g->cfg.style_dim;
     HIGAN_ASSERT(ch > 0 && zd > 0 && g->cfg.embed_dim > 0 && g->cfg.n_class > 0 && g->cfg.bottom > 0);
     s[0] = g->cfg.n_class; s[1] = g->cfg.embed_dim;
@@ -10022,21 +10059,50 @@ HIGAN_DEF void higan_generator_init(higan_generator *g, higan_rng *rng) {
     higan__bg_sn_conv_init(&g->out_conv, rng);
 }
 
-HIGAN_DEF higan_var *higan_generator_forward(higan_tape *t, const higan_generator *g, higan_var *z,
-                                             const int *labels, const int *lens, int64_t L,
-                                             int train) {
+/* Spectrally normalised weights of an eval forward, computed once and shared by every
+   forward of one call (sigma depends only on the weight and u0, which eval leaves alone:
+   the same numbers each time, and in a 1-character forward the power iterations are about
+   a third of the time). */
+typedef struct { higan_var *w, *b; } higan__gen_lin;
+typedef struct higan__gen_weights {
+    higan__gen_lin style, filter, out;
+    higan__gen_lin conv1[4], conv2[4], conv_sc[4], bn1_gain[4], bn1_bias[4], bn2_gain[4], bn2_bias[4];
+} higan__gen_weights;
+static int higan__gen_lin_get(higan_tape *t, higan_params *p, int weight, int bias, int u0, int sv0,
+                              int64_t out, higan__gen_lin *l) {
+    l->w = higan__bg_sn_weight(t, p, weight, u0, sv0, out, 0);
+    l->b = bias >= 0 ? higan_param_var(t, p, bias) : NULL;
+    return l->w && (bias < 0 || l->b);
+}
+#define HIGAN__GEN_LIN(t, m, l) higan__gen_lin_get(t, (m)->p, (m)->weight, (m)->bias, (m)->u0, (m)->sv0, (m)->out, l)
+static int higan__gen_weights_eval(higan_tape *t, const higan_generator *g, higan__gen_weights *W) {
+    int i, ok = HIGAN__GEN_LIN(t, &g->style_linear, &W->style) && HIGAN__GEN_LIN(t, &g->filter_linear, &W->filter) &&
+                HIGAN__GEN_LIN(t, &g->out_conv, &W->out);
+    for (i = 0; i < 4 && ok; ++i) {
+        const higan_gblock *b = &g->blocks[i];
+        ok = HIGAN__GEN_LIN(t, &b->conv1, &W->conv1[i]) && HIGAN__GEN_LIN(t, &b->conv2, &W->conv2[i]) &&
+             (!b->has_sc || HIGAN__GEN_LIN(t, &b->conv_sc, &W->conv_sc[i])) &&
+             HIGAN__GEN_LIN(t, &b->bn1.gain, &W->bn1_gain[i]) && HIGAN__GEN_LIN(t, &b->bn1.bias, &W->bn1_bias[i]) &&
+             HIGAN__GEN_LIN(t, &b->bn2.gain, &W->bn2_gain[i]) && HIGAN__GEN_LIN(t, &b->bn2.bias, &W->bn2_bias[i]);
+    }
+    return ok;
+}
+
+/* The stem: ys[4] = style_linear(z) chunks, and h [B, 8ch, bottom, bottom*L] =
+   filter_linear([z per character || embedding]) laid out as the official view/permute.
+   W: cached eval weights (NULL: the modules compute theirs). */
+static higan_var *higan__gen_stem(higan_tape *t, const higan_generator *g, const higan__gen_weights *W,
+                                  higan_var *z, const int *labels, int64_t L, int train, higan_var **ys) {
     const higan_generator_config *cf = &g->cfg;
-    higan_var *ys[4], *emb, *zs, *cat[2], *h, **reps;
+    higan_var *emb, *zs, *cat[2], *h, **reps;
     int64_t B, zd = cf->style_dim, E = cf->embed_dim, bt = cf->bottom, C0 = 8 * cf->ch;
     int64_t s[4], sizes[4], i;
     int perm[4];
-    if (!z) return NULL;
-    HIGAN_ASSERT(z->ndim == 2 && z->shape[1] == zd && L >= 1 && labels && lens);
     B = z->shape[0];
     /* ys = style_linear(z).split(style_dim): chunk i drives block i's bn1 and bn2 */
     for (i = 0; i < 4; ++i) sizes[i] = zd;
-    if (higan_split(t, higan_sn_linear_forward(t, &g->style_linear, z, train), 1, 4, sizes, ys) != HIGAN_OK)
-        return NULL;
+    h = W ? higan_linear(t, z, W->style.w, W->style.b) : higan_sn_linear_forward(t, &g->style_linear, z, train);
+    if (higan_split(t, h, 1, 4, sizes, ys) != HIGAN_OK) return NULL;
     /* text embedding (max_norm 1: looked-up rows renormalised in place, padding row 0) */
     emb = higan_embedding(t, higan_param_var(t, g->p, g->text_embedding), labels, B * L, 0, 1.0f);
     s[0] = B; s[1] = L; s[2] = E;
@@ -10051,12 +10117,199 @@ HIGAN_DEF higan_var *higan_generator_forward(higan_tape *t, const higan_generato
         zs = higan_concat(t, reps, (int)L, 1);
     }
     cat[0] = zs; cat[1] = emb;
-    h = higan_sn_linear_forward(t, &g->filter_linear, higan_concat(t, cat, 2, 2), train);
+    h = higan_concat(t, cat, 2, 2);
+    h = W ? higan_linear(t, h, W->filter.w, W->filter.b) : higan_sn_linear_forward(t, &g->filter_linear, h, train);
     /* view(B, L*bottom, bottom, C0).permute(0, 3, 2, 1) -> [B, C0, bottom, L*bottom] */
     s[0] = B; s[1] = L * bt; s[2] = bt; s[3] = C0;
     h = higan_reshape(t, h, 4, s);
     perm[0] = 0; perm[1] = 3; perm[2] = 2; perm[3] = 1;
-    h = higan_permute(t, h, perm);
+    return higan_permute(t, h, perm);
+}
+
+/* ---- eval at a word's own width -----------------------------------------------------------
+   Receptive field, in columns, of the first n output columns (exact, stride-1 convs and
+   nearest upsampling only; eval BatchNorm, ReLU, tanh and the ccbn are per pixel, and
+   filter_linear maps character l to the bottom columns [bottom*l, bottom*(l+1)) alone):
+     a k x k conv with padding p reads, for output column j, input columns up to
+       j + k - 1 - p: n outputs need n + (k - 1 - p) inputs (3x3 pad 1: n + 1);
+     nearest upsampling by u: n outputs need ceil(n / u) inputs;
+     a GBlock: conv2(conv1(up(.))) needs ceil((n + 2) / u) input columns; its shortcut
+       conv_sc(up(x)) (1x1) only ceil(n / u) of them.
+   need[4] = columns of the output conv's input, need[i] = columns of block i's input.
+   Official configuration (bottom 4, up_w 1, 2, 2, 2), a word of len characters whose
+   32 * len output columns are kept:
+     output conv input   32 len + 1                 (32 px a character at the output)
+     block 3 input       ceil((32 len + 3) / 2) = 16 len + 2
+     block 2 input       ceil((16 len + 4) / 2) =  8 len + 2
+     block 1 input       ceil(( 8 len + 4) / 2) =  4 len + 2
+     block 0 input       4 len + 2 + 2          =  4 len + 4 = 4 (len + 1)
+   so the valid columns depend on the word's characters and exactly one more (the first pad
+   symbol, label 0): the margin is 1 character. In general block 0 needs bottom * len + 4
+   columns, a margin of ceil(4 / bottom) characters, for every len. Zero padding at the
+   right edge of a narrower computation is never read by the kept columns, so they equal the
+   padded batch's (the left edge is the same in both). */
+static void higan__gen_needs(const higan_generator *g, int64_t out_cols, int64_t need[5]) {
+    int64_t n = out_cols + g->out_conv.k - 1 - g->out_conv.pad;
+    int i;
+    need[4] = n;
+    for (i = 3; i >= 0; --i) {
+        const higan_gblock *b = &g->blocks[i];
+        n += (b->conv2.k - 1 - b->conv2.pad) + (b->conv1.k - 1 - b->conv1.pad);
+        n = (n + b->up_w - 1) / b->up_w;
+        need[i] = n;
+    }
+}
+HIGAN_DEF int64_t higan_generator_margin(const higan_generator *g) {
+    int64_t need[5], bt = g->cfg.bottom;
+    higan__gen_needs(g, 8 * bt, need);               /* one character; any length gives the same */
+    return (need[0] + bt - 1) / bt - 1;
+}
+/* x[..., :n] (a copy) when x is wider */
+static higan_var *higan__gen_crop(higan_tape *t, higan_var *x, int64_t n) {
+    if (!x || x->shape[3] <= n) return x;
+    return higan_slice(t, x, 3, 0, n);
+}
+/* SNConv2d (eval, weights l) on the first W columns of a tensor that is `full` columns wide
+   in the padded computation: zero padding on the right only at the true right edge
+   (W == full); elsewhere none, so the output has W - (k - 1 - pad) columns, each reading
+   real columns only (identical to the padded computation's). */
+static higan_var *higan__gen_conv(higan_tape *t, const higan_sn_conv2d *m, const higan__gen_lin *l,
+                                  higan_var *x, int64_t full) {
+    if (!x) return NULL;
+    return higan_conv2d(t, x, l->w, l->b, 1, 1, m->pad, m->pad, m->pad, x->shape[3] >= full ? m->pad : 0);
+}
+/* ccbn (eval) with cached gain / bias weights */
+static higan_var *higan__gen_ccbn(higan_tape *t, const higan_ccbn *m, const higan__gen_lin *gain,
+                                  const higan__gen_lin *bias, higan_var *x, higan_var *y) {
+    return higan_cond_batch_norm(t, x, higan_linear(t, y, gain->w, NULL), higan_linear(t, y, bias->w, NULL),
+                                 higan_params_data(m->p, m->stored_mean), higan_params_data(m->p, m->stored_var),
+                                 0.1f, 1e-5f, 0);
+}
+/* GBlock i (eval) on the first `need` columns of x, whose full width is full_in. The
+   shortcut applies its 1x1 conv before the upsampling: conv_sc(up(x)) and up(conv_sc(x)) are
+   the same numbers pixel for pixel (each output pixel is the same K-sum of the same input
+   pixel), for 1/u of the work. */
+static higan_var *higan__gen_block_eval(higan_tape *t, const higan_generator *g, const higan__gen_weights *W,
+                                        int i, higan_var *x, higan_var *y, int64_t need, int64_t full_in) {
+    const higan_gblock *b = &g->blocks[i];
+    const int64_t full = full_in * b->up_w;
+    int up = b->up_h != 1 || b->up_w != 1;
+    higan_var *h, *sc;
+    int64_t n;
+    if (!(x = higan__gen_crop(t, x, need))) return NULL;
+    h = higan_relu(t, higan__gen_ccbn(t, &b->bn1, &W->bn1_gain[i], &W->bn1_bias[i], x, y));
+    if (up) h = higan_upsample_nearest(t, h, b->up_h, b->up_w);
+    h = higan__gen_conv(t, &b->conv1, &W->conv1[i], h, full);
+    h = higan_relu(t, higan__gen_ccbn(t, &b->bn2, &W->bn2_gain[i], &W->bn2_bias[i], h, y));
+    if (!(h = higan__gen_conv(t, &b->conv2, &W->conv2[i], h, full))) return NULL;
+    n = h->shape[3];
+    sc = higan__gen_crop(t, x, (n + b->up_w - 1) / b->up_w);
+    if (b->has_sc) sc = higan__gen_conv(t, &b->conv_sc, &W->conv_sc[i], sc, 0);
+    if (up) sc = higan__gen_crop(t, higan_upsample_nearest(t, sc, b->up_h, b->up_w), n);
+    return higan_add(t, h, sc);
+}
+/* Eval forward of words computed Lg characters wide (labels [n, Lg]) whose padded batch is
+   L >= Lg characters wide: at least the first out_cols output columns, each equal to the
+   padded computation's (before the mask). */
+static higan_var *higan__gen_forward_cols(higan_tape *t, const higan_generator *g, const higan__gen_weights *W,
+                                          higan_var *z, const int *labels, int64_t Lg, int64_t L,
+                                          int64_t out_cols) {
+    higan_var *ys[4], *h, *gain, *bias;
+    int64_t need[5], full = g->cfg.bottom * L;
+    int i;
+    higan__gen_needs(g, out_cols, need);
+    h = higan__gen_stem(t, g, W, z, labels, Lg, 0, ys);
+    for (i = 0; i < 4; ++i) {
+        h = higan__gen_block_eval(t, g, W, i, h, ys[i], need[i], full);
+        full *= g->blocks[i].up_w;
+    }
+    /* block 3 gives need[4] columns here or one more (the ceil above): one column more
+       through the output layer is cheaper than a cropping copy */
+    gain = higan_param_var(t, g->p, g->out_bn.gain);
+    bias = higan_param_var(t, g->p, g->out_bn.bias);
+    h = higan_relu(t, higan_batch_norm2d(t, h, gain, bias, higan_params_data(g->p, g->out_bn.stored_mean),
+                                         higan_params_data(g->p, g->out_bn.stored_var), NULL, 0.1f, 1e-5f, 0));
+    return higan_tanh(t, higan__gen_conv(t, &g->out_conv, &W->out, h, full));
+}
+
+/* Words per forward: about this many characters. A forward's activations take about 7.8 MB
+   a character in the official configuration, and the GEMMs run per sample, so larger groups
+   gain nothing measurable (16, 64 and 256 characters timed the same within noise). */
+#ifndef HIGAN__GEN_GROUP_CHARS
+#  define HIGAN__GEN_GROUP_CHARS 32
+#endif
+/* The eval forward by width groups (see higan_generator_forward). Under no_grad. */
+static higan_var *higan__gen_forward_words(higan_tape *t, const higan_generator *g, higan_var *z,
+                                           const int *labels, const int *lens, int64_t L) {
+    const int64_t B = z->shape[0], zd = g->cfg.style_dim, bt = g->cfg.bottom, cpc = 8 * bt;
+    const int64_t C = g->cfg.input_nc, H = 16 * bt, W = cpc * L, plane = H * W;
+    int64_t s[4], i, j, k, r, c, wg, margin = higan_generator_margin(g);
+    int *width, *order;
+    higan__gen_weights gw;
+    higan_var *out;
+    s[0] = B; s[1] = C; s[2] = H; s[3] = W;
+    if (!(out = higan_var_new(t, 4, s)) || !higan__gen_weights_eval(t, g, &gw)) return NULL;
+    width = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(2 * B));
+    if (!width) return NULL;
+    order = width + B;
+    for (i = 0; i < B * C * plane; ++i) out->data[i] = -1.0f;      /* the masked background */
+    /* computed width of each word (0: nothing valid), and the words sorted by it */
+    for (i = 0; i < B; ++i) {
+        const int64_t len = lens[i] < 0 ? 0 : lens[i] > L ? L : lens[i];
+        width[i] = len == 0 ? 0 : (int)(len + margin < L ? len + margin : L);
+        order[i] = (int)i;
+    }
+    for (i = 1; i < B; ++i)     /* insertion sort by width, stable */
+        for (j = i; j > 0 && width[order[j - 1]] > width[order[j]]; --j) {
+            int tmp = order[j]; order[j] = order[j - 1]; order[j - 1] = tmp;
+        }
+    for (i = 0; i < B; i = j) {
+        int64_t per, e;
+        wg = width[order[i]];
+        for (j = i; j < B && width[order[j]] == wg; ++j) {}
+        if (wg == 0) continue;
+        per = HIGAN__GEN_GROUP_CHARS / wg < 1 ? 1 : HIGAN__GEN_GROUP_CHARS / wg;
+        for (e = i; e < j; e += per) {                 /* one forward per chunk of the group */
+            const int64_t n = j - e < per ? j - e : per;
+            size_t mark = higan_arena_mark(t->arena);
+            int64_t maxlen = 0, zs[2];
+            int *lab = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(n * wg));
+            higan_var *zg, *y;
+            zs[0] = n; zs[1] = zd;
+            if (!lab || !(zg = higan_var_new(t, 2, zs))) return NULL;
+            for (k = 0; k < n; ++k) {
+                const int64_t b = order[e + k], len = lens[b] > L ? L : lens[b];
+                memcpy(zg->data + k * zd, z->data + b * zd, sizeof(float) * (size_t)zd);
+                memcpy(lab + k * wg, labels + b * L, sizeof(int) * (size_t)wg);
+                if (len > maxlen) maxlen = len;
+            }
+            if (!(y = higan__gen_forward_cols(t, g, &gw, zg, lab, wg, L, cpc * maxlen))) return NULL;
+            for (k = 0; k < n; ++k) {                  /* the valid columns into place */
+                const int64_t b = order[e + k], len = lens[b] > L ? L : lens[b], Wy = y->shape[3];
+                for (c = 0; c < C; ++c)
+                    for (r = 0; r < H; ++r)
+                        memcpy(out->data + (b * C + c) * plane + r * W, y->data + ((k * C + c) * H + r) * Wy,
+                               sizeof(float) * (size_t)(cpc * len));
+            }
+            higan_arena_release(t->arena, mark);
+        }
+    }
+    return out;
+}
+
+HIGAN_DEF higan_var *higan_generator_forward(higan_tape *t, const higan_generator *g, higan_var *z,
+                                             const int *labels, const int *lens, int64_t L,
+                                             int train) {
+    higan_var *ys[4], *h;
+    int64_t B, i;
+    if (!z) return NULL;
+    HIGAN_ASSERT(z->ndim == 2 && z->shape[1] == g->cfg.style_dim && L >= 1 && labels && lens);
+    B = z->shape[0];
+    if (!train && !g->eval_full_width && (t->no_grad > 0 || (!z->requires_grad && g->p->frozen))) {
+        for (i = 0; i < B && lens[i] >= L; ++i) {}
+        if (i < B) return higan__gen_forward_words(t, g, z, labels, lens, L);   /* something to save */
+    }
+    h = higan__gen_stem(t, g, NULL, z, labels, L, train, ys);
     for (i = 0; i < 4; ++i) h = higan_gblock_forward(t, &g->blocks[i], h, ys[i], train);
     h = higan_relu(t, higan_bn_out_forward(t, &g->out_bn, h, train));
     h = higan_tanh(t, higan_sn_conv2d_forward(t, &g->out_conv, h, train));
@@ -10927,6 +11180,114 @@ HIGAN_DEF int higan_generate_word(higan_model *m, higan_tape *t, const char *tex
     return rc != HIGAN_OK ? rc : (int)W;
 }
 
+/* one forward of k words: z rows from the styles of idx[0..k), labels [k, L] (0-padded),
+   lens; the first 8*bottom*len columns of each word into its output */
+static higan_status higan__generate_run(higan_model *m, higan_tape *t, const higan__gen_weights *gw,
+                                        const int *codes, const int *lens, const int *idx, int64_t k,
+                                        int64_t L, const float *styles, int64_t style_stride,
+                                        float *const *outs) {
+    const int64_t zd = m->cfg.G.style_dim, C = m->cfg.G.input_nc, H = 16 * m->cfg.G.bottom;
+    const int64_t cpc = 8 * m->cfg.G.bottom;
+    size_t mark = higan_arena_mark(t->arena);
+    int *lab = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(k * L + k));
+    int *ln = lab ? lab + k * L : NULL;
+    int64_t zs[2], j, c, r;
+    higan_var *z = NULL, *y = NULL;
+    zs[0] = k; zs[1] = zd;
+    if (lab && (z = higan_var_new(t, 2, zs)) != NULL) {
+        for (j = 0; j < k; ++j) {
+            const int i = idx[j];
+            memcpy(z->data + j * zd, styles + i * style_stride, sizeof(float) * (size_t)zd);
+            memcpy(lab + j * L, codes + (int64_t)i * HIGAN_MAX_WORD_LEN, sizeof(int) * (size_t)lens[i]);
+            for (c = lens[i]; c < L; ++c) lab[j * L + c] = 0;
+            ln[j] = lens[i];
+        }
+        /* gw (words alone, all L long): the forward at exactly their width */
+        y = gw ? higan__gen_forward_cols(t, &m->G, gw, z, lab, L, L, cpc * L)
+               : higan_generator_forward(t, &m->G, z, lab, ln, L, 0);
+    }
+    if (y)
+        for (j = 0; j < k; ++j) {
+            const int64_t w = cpc * lens[idx[j]];
+            for (c = 0; c < C; ++c)
+                for (r = 0; r < H; ++r)
+                    memcpy(outs[idx[j]] + (c * H + r) * w, y->data + ((j * C + c) * H + r) * (cpc * L),
+                           sizeof(float) * (size_t)w);
+        }
+    higan_arena_release(t->arena, mark);
+    if (y) return HIGAN_OK;
+    return higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : higan__error(HIGAN_ERR_ARG, "generate_words: forward failed");
+}
+
+HIGAN_DEF higan_status higan_generate_words(higan_model *m, higan_tape *t, const char *const *texts, int64_t n,
+                                            const float *styles, int64_t style_stride, int batch,
+                                            float *const *outs, const int64_t *caps) {
+    int *codes = NULL, *lens = NULL, *idx = NULL;
+    int64_t i, j, e, L = 0, C, H, per;
+    higan__gen_weights gw;
+    size_t mark;
+    higan_status rc = HIGAN_OK;
+    if (!m || !m->initialised || !(m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_GENERATOR)))
+        return higan__error(HIGAN_ERR_ARG, "generate_words: the model has no Generator");
+    if (!t || !texts || !styles || !outs || !caps || n < 1 || style_stride < 0)
+        return higan__error(HIGAN_ERR_ARG, "generate_words: NULL argument, n %lld or style_stride %lld",
+                            (long long)n, (long long)style_stride);
+    C = m->cfg.G.input_nc;
+    H = 16 * m->cfg.G.bottom;
+    codes = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)(n * (HIGAN_MAX_WORD_LEN + 2)));
+    if (!codes) return higan__error(HIGAN_ERR_NOMEM, "generate_words: out of memory");
+    lens = codes + n * HIGAN_MAX_WORD_LEN;
+    idx = lens + n;
+    for (i = 0; i < n && rc == HIGAN_OK; ++i) {
+        int len = texts[i] ? higan_text_encode(texts[i], codes + i * HIGAN_MAX_WORD_LEN, HIGAN_MAX_WORD_LEN)
+                           : higan__error(HIGAN_ERR_ARG, "NULL text");
+        if (len >= 0 && (!outs[i] || caps[i] < C * H * 8 * m->cfg.G.bottom * len))
+            len = higan__error(HIGAN_ERR_ARG, "out has %lld floats, needs %lld", (long long)caps[i],
+                               (long long)(C * H * 8 * m->cfg.G.bottom * len));
+        if (len < 0) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", higan_last_error());
+            rc = higan__error((higan_status)len, "generate_words: word %lld '%.100s': %s", (long long)(i + 1),
+                              texts[i] ? texts[i] : "(null)", msg);
+        } else {
+            lens[i] = len;
+            if (len > L) L = len;
+        }
+    }
+    if (rc != HIGAN_OK) { HIGAN_FREE(codes); return rc; }
+    mark = higan_arena_mark(t->arena);
+    higan_no_grad_begin(t);
+    if (batch) {
+        /* one padded batch (the Generator runs it by width groups); chunks of the padded width
+           when it computes that width */
+        per = m->G.eval_full_width ? HIGAN__MAX(1, HIGAN__GEN_GROUP_CHARS / L) : n;
+        for (i = 0; i < n; ++i) idx[i] = (int)i;
+        for (e = 0; e < n && rc == HIGAN_OK; e += per)
+            rc = higan__generate_run(m, t, NULL, codes, lens, idx + e, HIGAN__MIN(per, n - e), L, styles,
+                                     style_stride, outs);
+    } else if (!higan__gen_weights_eval(t, &m->G, &gw)) {
+        rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : higan__error(HIGAN_ERR_ARG, "generate_words: weights");
+    } else {
+        /* alone: same-length words together, each forward exactly its words' width, the
+           normalised weights computed once */
+        for (i = 0; i < n; ++i) idx[i] = (int)i;
+        for (i = 1; i < n; ++i)    /* insertion sort by length, stable */
+            for (j = i; j > 0 && lens[idx[j - 1]] > lens[idx[j]]; --j) { int s = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = s; }
+        for (i = 0; i < n && rc == HIGAN_OK; i = j) {
+            const int64_t len = lens[idx[i]];
+            for (j = i; j < n && lens[idx[j]] == len; ++j) {}
+            per = HIGAN__MAX(1, HIGAN__GEN_GROUP_CHARS / len);
+            for (e = i; e < j && rc == HIGAN_OK; e += per)
+                rc = higan__generate_run(m, t, &gw, codes, lens, idx + e, HIGAN__MIN(per, j - e), len, styles,
+                                         style_stride, outs);
+        }
+    }
+    higan_no_grad_end(t);
+    higan_arena_release(t->arena, mark);
+    HIGAN_FREE(codes);
+    return rc;
+}
+
 HIGAN_DEF higan_status higan_style_from_image(higan_model *m, higan_tape *t, const float *img, int64_t W,
                                               int n_chars, float *style_out) {
     const unsigned need = HIGAN_NET_BIT(HIGAN_NET_STYLE_BACKBONE) | HIGAN_NET_BIT(HIGAN_NET_STYLE_ENCODER);
@@ -11185,7 +11546,7 @@ HIGAN_DEF higan_status higan_generate_text(higan_model *m, higan_tape *t, const 
                                            const higan_layout_options *opt, higan_page *page) {
     char *copy = NULL, **word = NULL;
     float **imgs = NULL;
-    int64_t *widths = NULL, n = 0, i, H, C;
+    int64_t *widths = NULL, *caps = NULL, n = 0, i, H, C;
     int *breaks = NULL, brk = 0;
     size_t len, k;
     higan_status rc = HIGAN_OK;
@@ -11201,8 +11562,9 @@ HIGAN_DEF higan_status higan_generate_text(higan_model *m, higan_tape *t, const 
     word = (char **)HIGAN_MALLOC(sizeof(char *) * (len / 2 + 1));
     breaks = (int *)HIGAN_MALLOC(sizeof(int) * (len / 2 + 1));
     widths = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (len / 2 + 1));
+    caps = (int64_t *)HIGAN_MALLOC(sizeof(int64_t) * (len / 2 + 1));
     imgs = (float **)HIGAN_MALLOC(sizeof(float *) * (len / 2 + 1));
-    if (!copy || !word || !breaks || !widths || !imgs) { rc = higan__error(HIGAN_ERR_NOMEM, "generate_text: out of memory"); goto done; }
+    if (!copy || !word || !breaks || !widths || !caps || !imgs) { rc = higan__error(HIGAN_ERR_NOMEM, "generate_text: out of memory"); goto done; }
     memcpy(copy, text, len + 1);
     for (k = 0; k < len; ) {   /* words: runs of anything but ' ', '\t', '\r', '\n' */
         char c = copy[k];
@@ -11227,18 +11589,18 @@ HIGAN_DEF higan_status higan_generate_text(higan_model *m, higan_tape *t, const 
         widths[i] = W;
     }
     for (i = 0; i < n; ++i) {
-        int W;
         if (!(imgs[i] = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)(C * H * widths[i])))) {
             rc = higan__error(HIGAN_ERR_NOMEM, "generate_text: out of memory");
             break;
         }
-        W = higan_generate_word(m, t, word[i], style, imgs[i], C * H * widths[i]);   /* channel 0 first */
-        if (W < 0) { rc = W; break; }
+        caps[i] = C * H * widths[i];
     }
+    /* every word alone, as higan_generate_word (channel 0 first) */
+    if (rc == HIGAN_OK) rc = higan_generate_words(m, t, (const char *const *)word, n, style, 0, 0, imgs, caps);
     if (rc == HIGAN_OK) rc = higan_layout_words(page, (const float *const *)imgs, widths, breaks, n, H, opt);
 done:
     if (imgs) for (i = 0; i < n; ++i) HIGAN_FREE(imgs[i]);
-    HIGAN_FREE(imgs); HIGAN_FREE(widths); HIGAN_FREE(breaks); HIGAN_FREE(word); HIGAN_FREE(copy);
+    HIGAN_FREE(imgs); HIGAN_FREE(widths); HIGAN_FREE(caps); HIGAN_FREE(breaks); HIGAN_FREE(word); HIGAN_FREE(copy);
     return rc;
 }
 

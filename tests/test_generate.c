@@ -213,7 +213,7 @@ static void test_generate_text(void) {
     higan_page page;
     higan_layout_options o = higan_layout_default_options();
     higan_rng r;
-    float style[8], *word = (float *)malloc(sizeof(float) * 64 * 64);
+    float style[8], *word = (float *)malloc(sizeof(float) * 64 * 64 * 2);
     int64_t y, x;
     int ok = 1;
     higan_arena_init(&arena, (size_t)32 << 20);
@@ -226,9 +226,27 @@ static void test_generate_text(void) {
           "3 words, the newline starts line 2");
     higan_generate_word(&m, &tape, "ab", style, word, 64 * 64);
     for (y = 0; y < 64; ++y)
-        for (x = 0; x < 64; ++x) ok &= page.pixels[(page.words[0].y + y) * page.width + page.words[0].x + x] == word[y * 64 + x];
+        for (x = 0; x < 64; ++x) ok &= fabsf(page.pixels[(page.words[0].y + y) * page.width + page.words[0].x + x] - word[y * 64 + x]) <= 1e-6f;
     CHECK(ok, "the first word on the page is higan_generate_word's image");
     higan_page_free(&page);
+    {   /* words of several lengths (same-length ones share a forward): each is generate_word's image */
+        static const char *words[5] = {"ab", "cde", "ab", "f", "ghij"};
+        int k, all = 1, same = 1;
+        CHECK(higan_generate_text(&m, &tape, "ab cde ab f ghij", style, &o, &page) == HIGAN_OK && page.n_words == 5,
+              "generate 'ab cde ab f ghij'");
+        for (k = 0; k < 5 && page.n_words == 5; ++k) {
+            int64_t W = higan_generate_word(&m, &tape, words[k], style, word, 64 * 64 * 2);
+            const higan_page_word *pw = &page.words[k];
+            for (y = 0; y < 64; ++y)
+                for (x = 0; x < W; ++x) {
+                    float v = page.pixels[(pw->y + y) * page.width + pw->x + x], w = word[y * W + x];
+                    all &= fabsf(v - w) <= 1e-6f;    /* same-length words share a forward: the */
+                    same &= v == w;                  /* same GEMM sums, bit for bit today */
+                }
+        }
+        CHECK(all, "every word on the page is higan_generate_word's image (%s)", same ? "bit for bit" : "within 1e-6");
+        higan_page_free(&page);
+    }
     o.max_width = 64 * 2 + 16 + 16;
     CHECK(higan_generate_text(&m, &tape, "ab ab ab ab ab", style, &o, &page) == HIGAN_OK && page.n_lines == 3 && page.width == 160,
           "5 words of 64 px at 160 px: 3 lines");
