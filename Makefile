@@ -4,6 +4,8 @@
 #   make oracle     regenerate tests/oracle/*.safetensors (needs python3 with torch)
 #   make bench      build bench/ programs
 #   make tools      build data_tools/ programs
+#   make demo       the main job: the shipped model writes examples/demo.txt in three styles
+#                   (out/demo.png)
 # Options: NO_OMP=1 (no OpenMP), CC=..., CXX=..., NVCC=..., NO_CUDA=1
 CC      ?= cc
 CXX     ?= c++
@@ -60,7 +62,7 @@ HEADERS := higan.h tests/check.h $(wildcard data_tools/*.h) $(wildcard examples/
 TOOL_SRCS := $(wildcard data_tools/*.c)
 TOOL_BINS := $(patsubst data_tools/%.c,$(BUILD)/%,$(TOOL_SRCS))
 
-.PHONY: all test bench tools oracle clean
+.PHONY: all test bench tools oracle clean demo
 all: $(TEST_BINS) $(BENCH_BINS) $(TOOL_BINS) $(EXAMPLE_BINS)
 tools: $(TOOL_BINS)
 
@@ -101,3 +103,10 @@ oracle:
 
 clean:
 	rm -rf $(BUILD)
+
+# The main job: the model that ships (trained on the synthetic set, see examples/models/README.md)
+# writes a few lines in three random styles. Builds only what it needs.
+DEMO_MODEL := examples/models/higan_small.safetensors
+demo: $(BUILD)/generate
+	@mkdir -p out
+	OMP_WAIT_POLICY=passive $(BUILD)/generate -c $(DEMO_MODEL) --text-file examples/demo.txt --seeds 3,7,12 -o out/demo.png
