@@ -1,6 +1,7 @@
 # higan - build the tests, benchmarks and examples with plain cc.
 #   make            build everything that can be built here
 #   make test       build and run the tests (ends with "N passed, N failed")
+#   make test-cuda  build and run tests/test_cuda.cu on the GPU (fails without one)
 #   make oracle     regenerate tests/oracle/*.safetensors (needs python3 with torch)
 #   make bench      build bench/ programs
 #   make tools      build data_tools/ programs
@@ -49,8 +50,12 @@ FLAGS_STAMP := $(BUILD)/flags-$(shell echo '$(CC) $(ALL_CFLAGS) $(LDLIBS)' | cks
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRCS)) $(BUILD)/test_compile_cpp
 ifeq ($(HAVE_NVCC),1)
-  TEST_BINS += $(BUILD)/test_compile_nvcc
+  TEST_BINS += $(BUILD)/test_compile_nvcc $(BUILD)/test_cuda $(BUILD)/test_cuda_emu
 endif
+# CUDA: SASS for sm_80 (A100) and sm_90 (H100/H200), PTX for newer GPUs (JIT-compiled once).
+NVCC_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+NVCC_FLAGS := -std=c++17 -O2 -I. -Xcompiler -Wall,-Wextra
 # examples/ use stb_image / stb_image_write from Debian's libstb-dev
 HAVE_STB := $(shell test -f /usr/include/stb/stb_image_write.h && echo 1)
 ifeq ($(HAVE_STB),1)
@@ -62,7 +67,7 @@ HEADERS := higan.h tests/check.h $(wildcard data_tools/*.h) $(wildcard examples/
 TOOL_SRCS := $(wildcard data_tools/*.c)
 TOOL_BINS := $(patsubst data_tools/%.c,$(BUILD)/%,$(TOOL_SRCS))
 
-.PHONY: all test bench tools oracle clean demo
+.PHONY: all test test-cuda bench tools oracle clean demo
 all: $(TEST_BINS) $(BENCH_BINS) $(TOOL_BINS) $(EXAMPLE_BINS)
 tools: $(TOOL_BINS)
 
@@ -82,6 +87,17 @@ $(BUILD)/test_compile_cpp: tests/compile_cpp.cpp $(HEADERS) | $(BUILD)
 # ... and through nvcc (host compile of a .cu translation unit), where nvcc exists.
 $(BUILD)/test_compile_nvcc: tests/compile_cpp.cpp $(HEADERS) | $(BUILD)
 	$(NVCC) -x cu -std=c++17 -O2 -I. -Xcompiler -Wall,-Wextra $< -o $@
+
+# higan_cuda.cuh against the CPU kernels: skips without a GPU (make test-cuda requires one) ...
+$(BUILD)/test_cuda: tests/test_cuda.cu higan_cuda.cuh $(HEADERS) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) $(NVCC_ARCH) $< -o $@ -lcublas
+
+# ... and the same tests through its host emulation (HIGAN_CUDA_EMULATE), run everywhere.
+$(BUILD)/test_cuda_emu: tests/test_cuda.cu higan_cuda.cuh $(HEADERS) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) -arch=sm_80 -DHIGAN_CUDA_EMULATE $< -o $@ -lcublas
+
+test-cuda: $(BUILD)/test_cuda
+	@HIGAN_REQUIRE_CUDA=1 sh tests/run_tests.sh $(BUILD)/test_cuda
 
 $(BUILD)/bench_%: bench/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -O3 $< -o $@ $(LDLIBS)

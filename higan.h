@@ -44,7 +44,7 @@
 
    API INDEX (each layer/op name is a tape op higan_<name>(tape, ...) over raw kernels
    higan_<name>_forward / higan_<name>_backward)
-       errors      higan_last_error, higan_set_abort_callback
+       errors      higan_last_error, higan_set_error, higan_set_abort_callback
        cpu         higan_cpu_detect, higan_cpu_level, higan_cpu_set_level, higan_cpu_level_name,
                    higan_set_num_threads, higan_get_num_threads
        memory      higan_arena_init/free/reset/alloc/floats/zeros/mark/release/status
@@ -134,10 +134,13 @@ enum {
     HIGAN_ERR_FORMAT = -2,    /* malformed or unexpected file content */
     HIGAN_ERR_NOMEM = -3,     /* malloc failed or arena overflow */
     HIGAN_ERR_ARG = -4,       /* invalid user input (text, sizes, names) */
-    HIGAN_ERR_UNSUPPORTED = -5 /* e.g. forcing a CPU level this CPU lacks */
+    HIGAN_ERR_UNSUPPORTED = -5, /* e.g. forcing a CPU level this CPU lacks */
+    HIGAN_ERR_DEVICE = -6      /* GPU runtime or library failure (higan_cuda.cuh) */
 };
 /* The message of the last error of this thread ("" if none). */
 HIGAN_DEF const char *higan_last_error(void);
+/* Sets that message (printf format) and returns status: for code built on higan (backends). */
+HIGAN_DEF higan_status higan_set_error(higan_status status, const char *fmt, ...);
 /* Called (with file, line and the failed expression) before abort() on HIGAN_ASSERT. */
 typedef void (*higan_abort_callback)(const char *file, int line, const char *expr);
 HIGAN_DEF void higan_set_abort_callback(higan_abort_callback cb);
@@ -2365,6 +2368,13 @@ HIGAN_DEF const char *higan_last_error(void) { return higan__error_message; }
 /* Sets the thread's error message and returns status, so callers write
    `return higan__error(HIGAN_ERR_IO, "open %s: %s", path, strerror(errno));` */
 static higan_status higan__error(higan_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(higan__error_message, sizeof higan__error_message, fmt, ap);
+    va_end(ap);
+    return status;
+}
+HIGAN_DEF higan_status higan_set_error(higan_status status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(higan__error_message, sizeof higan__error_message, fmt, ap);

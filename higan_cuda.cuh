@@ -1,0 +1,2806 @@
+/* higan_cuda.cuh - CUDA backend for higan.h: device memory and the raw ops as CUDA kernels
+   (cuBLAS for every GEMM) - MIT or public domain
+
+   STATUS: first layer of issue 6. Everything here compiles (nvcc 13, sm_80 + sm_90) but was
+   written on a machine without a GPU: none of it has run yet. tests/test_cuda.cu compares
+   every op with higan.h's CPU kernels; run `make test-cuda` on a GPU machine first.
+
+   USAGE
+   -----
+   In exactly one CUDA file (.cu, compiled by nvcc, linked with -lcublas):
+       #define HIGAN_IMPLEMENTATION          // here or in another (C or C++) file
+       #include "higan.h"
+       #define HIGAN_CUDA_IMPLEMENTATION
+       #include "higan_cuda.cuh"
+   Other files include higan.h then higan_cuda.cuh without the defines. Only the CUDA
+   Toolkit is needed (runtime API and cuBLAS). The header is CUDA C++: include it from .cu
+   files only. higan.h must come first (this header uses its types: higan_status,
+   higan_params, higan_adam, higan_conv2d_shape).
+
+   CONFIGURATION MACROS (before the implementation include)
+       HIGAN_CUDA_CONV_SCRATCH_FLOATS   conv2d im2col block, floats (default 1 << 24, 64 MB):
+                                        a smaller value makes conv work in more, smaller
+                                        groups of samples (tests use it to cover grouping)
+       HIGAN_CUDA_BLAS_WORKSPACE        bytes of cuBLAS workspace given to the handle at
+                                        init (default 32 MB), so cuBLAS allocates nothing later
+       HIGAN_CUDA_EMULATE               run everything on the host, for tests without a GPU:
+                                        "device" memory is host memory, every kernel functor
+                                        runs in host loops (blocks of one thread), GEMMs go
+                                        through a host model of cublasSgemm(StridedBatched)
+                                        with cuBLAS's argument checks. It checks index math,
+                                        launch sequences and GEMM arguments, not CUDA itself
+                                        (races, barriers, launch limits, cuBLAS numerics).
+
+   CONVENTIONS (the same as higan.h's raw kernels, plus a context)
+       - Every op is higan_cuda_<op>_forward / _backward(ctx, <the CPU kernel's arguments in
+         the CPU kernel's order>): outputs first, backward ACCUMULATES (+=) into every
+         gradient, a NULL gradient means "not needed" and that work is skipped. Shapes and
+         layouts are the CPU's (NCHW, row-major), so a test can run both on the same data.
+       - Every float / int array argument is a DEVICE pointer. Exceptions: arrays OF
+         pointers (concat's xs / dxs, the LSTM's weights / dweights) are host arrays holding
+         device pointers; shape structs and scalars are host values.
+       - Work is queued on ctx->stream and runs asynchronously. A function returns
+         HIGAN_OK, HIGAN_ERR_NOMEM (device arena overflow or cudaMalloc failure),
+         HIGAN_ERR_ARG (missing scratch, unsupported size) or HIGAN_ERR_DEVICE (launch or
+         cuBLAS failure), with higan_last_error() set. A fault inside a running kernel
+         surfaces at a later call, at latest at higan_cuda_sync().
+       - Programmer errors that the CPU kernels catch with HIGAN_ASSERT on shapes are
+         asserted on the host here too. Values inside device arrays (indices, labels,
+         lengths) cannot be asserted without a copy: out-of-range ones are clamped or give
+         NaN outputs (stated per op), never an out-of-bounds access.
+       - No cudaMalloc after setup: scratch comes from a device arena (higan_cuda_arena, one
+         allocation, mark/release like higan_arena). All users of an arena must use one
+         stream: a released block is reused by later work in stream order.
+       - Reductions are deterministic: fixed block trees in double, or serial loops in the
+         CPU kernel's order; no atomics. Results are not bit-identical to the CPU (FMA
+         contraction, other summation trees, CUDA's expf/tanhf/logf within 2 ulp) except
+         where stated (Adam, pooling, upsampling, copies): tests use stated tolerances.
+       - fp32 by default; higan_cuda_set_tf32(ctx, 1) lets cuBLAS use TF32 tensor cores.
+
+   DIFFERENCES FROM THE CPU SIGNATURES (all forced by the device)
+       - spectral norm: sigma is a device float [1] (forward writes it, backward reads it);
+         forward with y == NULL computes u, v, sigma only (higan_spectral_norm_sigma).
+       - embedding backward takes num (rows of dweight) after n_idx: the deterministic
+         kernel runs one thread per (row, column) of dweight.
+       - conv2d forward also needs scratch (im2col) unless the conv is 1x1/stride 1/no pad:
+         higan_cuda_conv2d_scratch_bytes(s) bytes (forward and backward alike).
+       - CTC backward takes max_target_length (>= every target length) instead of scratch:
+         it sizes the shared memory of the beta recursion.
+       - the LSTM runs T steps (the host does not know max(lengths)); padded steps are
+         skipped inside the kernels, so results are the same.
+       - sigmoid has no CPU raw kernel (it lives inside the CPU LSTM): same formula
+         1 / (1 + expf(-x)), backward from y.
+       - not here yet: contextual loss (cx_loss), dropout, greedy CTC decoding (download the
+         log-probs), the tape, the networks.
+
+   API INDEX
+       errors      HIGAN_CUDA_CHECK(call), HIGAN_CUDA_STATUS(call), higan_cuda_status,
+                   higan_cublas_status
+       device      higan_cuda_available, higan_cuda_device_name, higan_cuda_init/free/sync,
+                   higan_cuda_set_tf32
+       memory      higan_cuda_malloc/free_memory, higan_cuda_upload/download/copy/zero,
+                   higan_cuda_arena_init/free/reset/alloc/floats/zeros/mark/release/status
+       params      higan_cuda_params_init/free/upload/download/zero_grad, higan_cuda_params_data,
+                   higan_cuda_params_grad, higan_cuda_params_idata, higan_cuda_adam_step
+       gemm        higan_cuda_gemm (row-major, higan_gemm's contract)
+       layers      conv2d (+ _scratch_bytes), linear, spectral_norm, batch_norm_stats,
+                   batch_norm2d, cond_batch_norm, embedding (+ _renorm), lstm
+       shape       upsample_nearest, avg_pool2, max_pool3s2, pad, concat, slice, permute,
+                   masked_sum_width, masked_mean_width
+       elementwise relu, leaky_relu, tanh, sigmoid, log_softmax, add, sub, mul, scale, add_nc,
+                   sum_all, mean_all, exp
+       losses      hinge_d_real, hinge_d_fake, hinge_g, masked_l1, kl_gaussian, cross_entropy,
+                   ctc_loss
+
+   DESIGN NOTE: BACKEND SWITCHING (for the next session, which should have a GPU)
+       Goal: drivers take --device cuda and nothing else in the networks or trainers
+       changes. Every network builds its graph through tape ops (higan_conv2d(t, ...)),
+       and every tape op calls raw kernels directly on var->data; so the switch belongs in
+       the tape, as a function table:
+         1. higan.h gets `typedef struct higan_backend { void *ctx; <one pointer per raw
+            kernel, with the CPU signature plus a leading void *ctx>; alloc / zero / copy /
+            upload / download / sync; } higan_backend;` and a CPU instance whose entries
+            wrap today's kernels. higan_cuda.cuh fills a CUDA instance with the functions
+            below (ctx = higan_cuda *). Ops missing on one side fall back through
+            download -> CPU kernel -> upload, so the table is complete from day one.
+         2. higan_tape gets `const higan_backend *be` and a second arena: t->arena stays a
+            HOST arena for higan_var structs, op contexts and copied int arrays (the host
+            writes them), t->data is the device arena for every float buffer (var->data,
+            var->grad, caches, scratch). higan_var_new / higan_var_grad / higan_tape_ctx
+            choose the arena; higan_var_grad's memset becomes be->zero; higan__backward's
+            seed loop becomes be->upload + be->add (or be->fill for the default seed 1).
+         3. Each tape op replaces `higan_X_forward(...)` by `t->be->X_forward(t->be->ctx,
+            ...)`, same arguments; backward closures likewise. Int arrays the op copies
+            (embedding idx, masked lens, CE labels, CTC targets/lengths, LSTM lengths) are
+            also uploaded into t->data once, in the op; the CTC op passes the host-computed
+            max target length; the LSTM op passes host arrays of device weight pointers.
+         4. higan_params gets an optional device mirror (higan_cuda_params *, opaque in
+            higan.h): higan_param_var points data/grad into it when the tape's backend is
+            the device; higan_params_zero_grad and higan_adam_step dispatch to
+            higan_cuda_params_zero_grad / higan_cuda_adam_step. Buffers written by ops
+            then live on the device: BN running stats are updated in place by the CUDA
+            stats kernel; spectral norm's u0 update is the forward with u == u0, and sv0
+            gets a device copy of sigma (higan_cuda_copy); num_batches_tracked (int64) can
+            stay a host counter. Checkpoint save = params_download then the existing
+            writer; load = the existing reader then params_upload.
+         5. Host code that touches var->data / var->grad outside raw kernels must go
+            through the backend too (grep '->data\[' and '->grad\[' after the networks
+            section): the trainers' loss reads (o->v[...] = l->data[0] in the GAN trainer,
+            *loss = L->data[0] in pretraining) -> a higan_var_read(t, v, host, n); the GAN
+            trainer's gradient balancing (higan__gan_std over gradients, then scaling) ->
+            a device reduction + scale; private tape ops with their own loops
+            (higan__bg_mask_width, higan__bg_div_rows, extract_patches, the backbone's
+            input padding in higan_backbone_features, cx_loss) -> table entries. Batch
+            inputs enter through a new higan_var_upload(t, host, ndim, shape). Dropout
+            draws its mask on the host (same rng stream) and uploads it. Embedding
+            max_norm renorm runs on the device (higan_cuda_embedding_renorm).
+         6. Test: one GAN iteration with the CPU and the CUDA backend from the same
+            checkpoint, losses and updated parameters compared within tolerance; then
+            bench/ (iteration at batch 8 / 32, generation words/s at batch 1 / 256).
+*/
+#ifndef HIGAN_CUDA_CUH
+#define HIGAN_CUDA_CUH
+
+#ifndef HIGAN_H
+#  error "include higan.h before higan_cuda.cuh"
+#endif
+#ifndef __cplusplus
+#  error "higan_cuda.cuh is CUDA C++: compile it with nvcc (a .cu file)"
+#endif
+
+#include <cuda_runtime.h>
+#include <cublas_v2.h>
+
+/* ==== ERRORS ================================================================= */
+/* A readable message in higan_last_error() ("CUDA error cudaErrorX (text) in <expr> at
+   file:line") and the matching status: HIGAN_ERR_NOMEM for allocation failures,
+   HIGAN_ERR_UNSUPPORTED for no device / driver / architecture, HIGAN_ERR_DEVICE otherwise.
+   HIGAN_OK for cudaSuccess / CUBLAS_STATUS_SUCCESS (the message is left alone). */
+HIGAN_DEF higan_status higan_cuda_status(cudaError_t e, const char *expr, const char *file, int line);
+HIGAN_DEF higan_status higan_cublas_status(cublasStatus_t e, const char *expr, const char *file, int line);
+static inline higan_status higan__cuda_check(cudaError_t e, const char *expr, const char *file, int line) {
+    return higan_cuda_status(e, expr, file, line);
+}
+static inline higan_status higan__cuda_check(cublasStatus_t e, const char *expr, const char *file, int line) {
+    return higan_cublas_status(e, expr, file, line);
+}
+/* The status of a CUDA runtime or cuBLAS call, as an expression. */
+#define HIGAN_CUDA_STATUS(call) higan__cuda_check((call), #call, __FILE__, __LINE__)
+/* Returns the status from the enclosing function when the call failed. */
+#define HIGAN_CUDA_CHECK(call)                                                    \
+    do {                                                                          \
+        higan_status higan__cuda_st_ = HIGAN_CUDA_STATUS(call);                   \
+        if (higan__cuda_st_ != HIGAN_OK) return higan__cuda_st_;                  \
+    } while (0)
+
+/* ==== DEVICE AND CONTEXT ====================================================== */
+/* 1 when at least one CUDA device can be used; 0 without a device or driver (never fails). */
+HIGAN_DEF int higan_cuda_available(void);
+/* Name of a device ("NVIDIA H100 80GB HBM3"), for benchmark reports. */
+HIGAN_DEF higan_status higan_cuda_device_name(int device, char *buf, size_t size);
+
+typedef struct higan_cuda {
+    int device;
+    cudaStream_t stream;      /* every kernel and cuBLAS call of this context */
+    cublasHandle_t blas;
+    void *blas_workspace;     /* given to cuBLAS once (no allocation inside GEMMs) */
+    float *ws;                /* HIGAN_CUDA_WS_FLOATS device floats for op scalars */
+    int tf32;                 /* 1: cuBLAS may use TF32 tensor cores */
+} higan_cuda;
+#define HIGAN_CUDA_WS_FLOATS 64
+/* Selects the device, creates a non-blocking stream and a cuBLAS handle bound to it. */
+HIGAN_DEF higan_status higan_cuda_init(higan_cuda *ctx, int device);
+HIGAN_DEF void higan_cuda_free(higan_cuda *ctx);
+/* Waits for everything queued on ctx->stream; reports errors of kernels that ran. */
+HIGAN_DEF higan_status higan_cuda_sync(higan_cuda *ctx);
+/* on = 1: cuBLAS GEMMs (conv, linear, LSTM) may round inputs to TF32; 0 (default): fp32. */
+HIGAN_DEF higan_status higan_cuda_set_tf32(higan_cuda *ctx, int on);
+
+/* ==== MEMORY ================================================================== */
+/* Plain device allocations for setup (arenas and parameter stores use these once). */
+HIGAN_DEF higan_status higan_cuda_malloc(void **ptr, size_t bytes);
+HIGAN_DEF void higan_cuda_free_memory(void *ptr);
+/* Host -> device (the host buffer may be reused on return), device -> host (synchronous:
+   the host data is valid on return), device -> device, device zero fill; on ctx->stream. */
+HIGAN_DEF higan_status higan_cuda_upload(higan_cuda *ctx, void *dst, const void *src, size_t bytes);
+HIGAN_DEF higan_status higan_cuda_download(higan_cuda *ctx, void *dst, const void *src, size_t bytes);
+HIGAN_DEF higan_status higan_cuda_copy(higan_cuda *ctx, void *dst, const void *src, size_t bytes);
+HIGAN_DEF higan_status higan_cuda_zero(higan_cuda *ctx, void *dst, size_t bytes);
+
+/* Device arena: higan_arena's contract on device memory (one cudaMalloc, 256-byte aligned
+   blocks, sticky overflow reported with the size needed). Never pass it to higan_arena_*. */
+typedef struct higan_cuda_arena {
+    unsigned char *base;   /* device memory */
+    size_t capacity, used, needed, peak;
+    int overflow;
+} higan_cuda_arena;
+HIGAN_DEF higan_status higan_cuda_arena_init(higan_cuda_arena *a, size_t capacity);
+HIGAN_DEF void higan_cuda_arena_free(higan_cuda_arena *a);
+HIGAN_DEF void higan_cuda_arena_reset(higan_cuda_arena *a);
+HIGAN_DEF void *higan_cuda_arena_alloc(higan_cuda_arena *a, size_t bytes);     /* NULL on overflow */
+HIGAN_DEF float *higan_cuda_arena_floats(higan_cuda_arena *a, int64_t count);  /* uninitialised */
+HIGAN_DEF float *higan_cuda_arena_zeros(higan_cuda *ctx, higan_cuda_arena *a, int64_t count);
+HIGAN_DEF size_t higan_cuda_arena_mark(const higan_cuda_arena *a);
+HIGAN_DEF void higan_cuda_arena_release(higan_cuda_arena *a, size_t mark);
+HIGAN_DEF higan_status higan_cuda_arena_status(const higan_cuda_arena *a);
+
+/* ==== PARAMETER STORE MIRROR ==================================================== */
+/* The device copy of an allocated higan_params: the same offsets, one cudaMalloc for
+   values, gradients, Adam m and v, float buffers and int64 buffers. The host store keeps
+   the names and shapes; copies happen only at the edges (start, checkpoints). */
+typedef struct higan_cuda_params {
+    float *value, *grad, *adam_m, *adam_v;   /* n_param each */
+    float *buffer;                           /* n_buffer */
+    int64_t *ibuffer;                        /* n_ibuffer */
+    int64_t n_param, n_buffer, n_ibuffer;
+    void *block;                             /* the one allocation */
+} higan_cuda_params;
+enum {
+    HIGAN_CUDA_VALUES = 1,    /* trainable values */
+    HIGAN_CUDA_GRADS = 2,
+    HIGAN_CUDA_ADAM = 4,      /* Adam m and v */
+    HIGAN_CUDA_BUFFERS = 8,   /* float and int64 buffers (running stats, u0, counters) */
+    HIGAN_CUDA_ALL = 15
+};
+/* Allocates the mirror of p (p must be allocated), zero-filled. */
+HIGAN_DEF higan_status higan_cuda_params_init(higan_cuda *ctx, higan_cuda_params *d, const higan_params *p);
+HIGAN_DEF void higan_cuda_params_free(higan_cuda_params *d);
+/* what: a mix of HIGAN_CUDA_VALUES / _GRADS / _ADAM / _BUFFERS. Download is synchronous. */
+HIGAN_DEF higan_status higan_cuda_params_upload(higan_cuda *ctx, higan_cuda_params *d, const higan_params *p, int what);
+HIGAN_DEF higan_status higan_cuda_params_download(higan_cuda *ctx, const higan_cuda_params *d, higan_params *p, int what);
+/* Device pointers of tensor `handle` of p (as higan_params_data / _grad / _idata). */
+HIGAN_DEF float *higan_cuda_params_data(const higan_cuda_params *d, const higan_params *p, int handle);
+HIGAN_DEF float *higan_cuda_params_grad(const higan_cuda_params *d, const higan_params *p, int handle);
+HIGAN_DEF int64_t *higan_cuda_params_idata(const higan_cuda_params *d, const higan_params *p, int handle);
+HIGAN_DEF higan_status higan_cuda_params_zero_grad(higan_cuda *ctx, higan_cuda_params *d);
+/* higan_adam_step on the device: the same float math in the same order, without FMA
+   contraction (explicit _rn intrinsics), so the values match the CPU bit for bit. */
+HIGAN_DEF higan_status higan_cuda_adam_step(higan_cuda *ctx, higan_adam *opt, higan_cuda_params *d);
+
+/* ==== GEMM, CONV2D, LINEAR ====================================================== */
+/* higan_gemm's contract (row-major, C[M,N] = alpha op(A) op(B) + beta C, beta == 0: C not
+   read) through cublasSgemm on the transposed problem (C^T = op(B)^T op(A)^T in cuBLAS's
+   column-major view). Sizes and leading dimensions must fit in int. */
+HIGAN_DEF higan_status higan_cuda_gemm(higan_cuda *ctx, int trans_a, int trans_b, int64_t M, int64_t N,
+                                       int64_t K, float alpha, const float *A, int64_t lda,
+                                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* conv2d, higan_conv2d_shape as on the CPU. im2col into scratch for a group of samples
+   (ns = HIGAN_CUDA_CONV_SCRATCH_FLOATS / (KD*P), 1 <= ns <= N, KD = IC*KH*KW, P = OH*OW),
+   then one strided-batched GEMM y_n[OC,P] = w[OC,KD] col_n[KD,P] per group. Backward: db by
+   a per-channel reduction; dw += dy_n col_n^T (one GEMM per sample, beta 1); dx: dcol =
+   w^T dy_n (batched) then a gather col2im (one thread per dx element: no atomics).
+   1x1 / stride 1 / unpadded convs use x directly and need no scratch. */
+HIGAN_DEF size_t higan_cuda_conv2d_scratch_bytes(const higan_conv2d_shape *s);
+HIGAN_DEF higan_status higan_cuda_conv2d_forward(higan_cuda *ctx, float *y, const float *x, const float *w,
+                                                 const float *b, const higan_conv2d_shape *s,
+                                                 higan_cuda_arena *scratch);
+HIGAN_DEF higan_status higan_cuda_conv2d_backward(higan_cuda *ctx, float *dx, float *dw, float *db,
+                                                  const float *dy, const float *x, const float *w,
+                                                  const higan_conv2d_shape *s, higan_cuda_arena *scratch);
+/* y [N, OUT] = x [N, IN] w[OUT, IN]^T + b; dx += dy w; dw += dy^T x; db += column sums. */
+HIGAN_DEF higan_status higan_cuda_linear_forward(higan_cuda *ctx, float *y, const float *x, const float *w,
+                                                 const float *b, int64_t N, int64_t IN, int64_t OUT);
+HIGAN_DEF higan_status higan_cuda_linear_backward(higan_cuda *ctx, float *dx, float *dw, float *db,
+                                                  const float *dy, const float *x, const float *w,
+                                                  int64_t N, int64_t IN, int64_t OUT);
+
+/* ==== NORMALISATION OPS ========================================================== */
+/* Spectral norm (one power iteration). sigma: DEVICE float [1]. y may be NULL (sigma only);
+   u may alias u0. */
+HIGAN_DEF higan_status higan_cuda_spectral_norm_forward(higan_cuda *ctx, float *y, float *u, float *v,
+                                                        float *sigma, const float *w, const float *u0,
+                                                        int64_t out, int64_t in, float eps);
+HIGAN_DEF higan_status higan_cuda_spectral_norm_backward(higan_cuda *ctx, float *dw, const float *dy,
+                                                         const float *w, const float *u, const float *v,
+                                                         const float *sigma, int64_t out, int64_t in);
+/* Batch statistics, BatchNorm2d, conditional batch norm: x [N, C, HW]; the CPU's contract
+   (one block per channel, double accumulators, two-pass variance). */
+HIGAN_DEF higan_status higan_cuda_batch_norm_stats(higan_cuda *ctx, float *mean, float *rstd,
+                                                   float *running_mean, float *running_var,
+                                                   const float *x, float momentum, float eps,
+                                                   int batch_stats, int64_t N, int64_t C, int64_t HW);
+HIGAN_DEF higan_status higan_cuda_batch_norm2d_forward(higan_cuda *ctx, float *y, float *mean, float *rstd,
+                                                       const float *x, const float *weight, const float *bias,
+                                                       float *running_mean, float *running_var,
+                                                       float momentum, float eps, int batch_stats,
+                                                       int64_t N, int64_t C, int64_t HW);
+HIGAN_DEF higan_status higan_cuda_batch_norm2d_backward(higan_cuda *ctx, float *dx, float *dweight,
+                                                        float *dbias, const float *dy, const float *x,
+                                                        const float *mean, const float *rstd,
+                                                        const float *weight, int batch_stats,
+                                                        int64_t N, int64_t C, int64_t HW);
+HIGAN_DEF higan_status higan_cuda_cond_batch_norm_forward(higan_cuda *ctx, float *y, float *mean, float *rstd,
+                                                          const float *x, const float *gain,
+                                                          const float *bias, float *running_mean,
+                                                          float *running_var, float momentum, float eps,
+                                                          int batch_stats, int64_t N, int64_t C, int64_t HW);
+HIGAN_DEF higan_status higan_cuda_cond_batch_norm_backward(higan_cuda *ctx, float *dx, float *dgain,
+                                                           float *dbias, const float *dy, const float *x,
+                                                           const float *mean, const float *rstd,
+                                                           const float *gain, int batch_stats,
+                                                           int64_t N, int64_t C, int64_t HW);
+/* Embedding: weight [num, D], idx [n_idx] (device ints). An idx outside [0, num) gives a
+   NaN row in y and is skipped by renorm and backward. Backward takes num (see above);
+   cost O(num * D * n_idx), fine for HiGAN+'s alphabets and writer tables. */
+HIGAN_DEF higan_status higan_cuda_embedding_renorm(higan_cuda *ctx, float *weight, const int *idx,
+                                                   int64_t n_idx, int64_t num, int64_t D, float max_norm);
+HIGAN_DEF higan_status higan_cuda_embedding_forward(higan_cuda *ctx, float *y, const float *weight,
+                                                    const int *idx, int64_t n_idx, int64_t num, int64_t D);
+HIGAN_DEF higan_status higan_cuda_embedding_backward(higan_cuda *ctx, float *dweight, const float *dy,
+                                                     const int *idx, int64_t n_idx, int64_t num,
+                                                     int64_t D, int padding_idx);
+
+/* ==== SHAPE, POOLING, PADDING, ACTIVATION AND ELEMENTWISE OPS ====================== */
+HIGAN_DEF higan_status higan_cuda_upsample_nearest_forward(higan_cuda *ctx, float *y, const float *x,
+                                                           int64_t N, int64_t C, int64_t H, int64_t W,
+                                                           int sh, int sw);
+HIGAN_DEF higan_status higan_cuda_upsample_nearest_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                            int64_t N, int64_t C, int64_t H, int64_t W,
+                                                            int sh, int sw);
+HIGAN_DEF higan_status higan_cuda_avg_pool2_forward(higan_cuda *ctx, float *y, const float *x, int64_t N,
+                                                    int64_t C, int64_t H, int64_t W);
+HIGAN_DEF higan_status higan_cuda_avg_pool2_backward(higan_cuda *ctx, float *dx, const float *dy, int64_t N,
+                                                     int64_t C, int64_t H, int64_t W);
+/* argmax: device int32 [like y] or NULL. */
+HIGAN_DEF higan_status higan_cuda_max_pool3s2_forward(higan_cuda *ctx, float *y, int32_t *argmax,
+                                                      const float *x, int64_t N, int64_t C, int64_t H,
+                                                      int64_t W);
+HIGAN_DEF higan_status higan_cuda_max_pool3s2_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                       const int32_t *argmax, int64_t N, int64_t C,
+                                                       int64_t H, int64_t W);
+HIGAN_DEF higan_status higan_cuda_pad_forward(higan_cuda *ctx, float *y, const float *x, int64_t N, int64_t C,
+                                              int64_t H, int64_t W, int top, int bottom, int left,
+                                              int right, float value);
+HIGAN_DEF higan_status higan_cuda_pad_backward(higan_cuda *ctx, float *dx, const float *dy, int64_t N,
+                                               int64_t C, int64_t H, int64_t W, int top, int bottom,
+                                               int left, int right);
+HIGAN_DEF higan_status higan_cuda_relu_forward(higan_cuda *ctx, float *y, const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_relu_backward(higan_cuda *ctx, float *dx, const float *dy, const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_leaky_relu_forward(higan_cuda *ctx, float *y, const float *x, float slope,
+                                                     int64_t n);
+HIGAN_DEF higan_status higan_cuda_leaky_relu_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                      const float *x, float slope, int64_t n);
+HIGAN_DEF higan_status higan_cuda_tanh_forward(higan_cuda *ctx, float *y, const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_tanh_backward(higan_cuda *ctx, float *dx, const float *dy, const float *y,
+                                                int64_t n);   /* from y */
+HIGAN_DEF higan_status higan_cuda_sigmoid_forward(higan_cuda *ctx, float *y, const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_sigmoid_backward(higan_cuda *ctx, float *dx, const float *dy, const float *y,
+                                                   int64_t n);   /* from y: dx += dy y (1 - y) */
+/* xs / dxs: HOST arrays of n device pointers (dxs[i] may be NULL); sizes: host array. */
+HIGAN_DEF higan_status higan_cuda_concat_forward(higan_cuda *ctx, float *y, const float *const *xs,
+                                                 const int64_t *sizes, int n, int64_t outer, int64_t inner);
+HIGAN_DEF higan_status higan_cuda_concat_backward(higan_cuda *ctx, float *const *dxs, const float *dy,
+                                                  const int64_t *sizes, int n, int64_t outer, int64_t inner);
+HIGAN_DEF higan_status higan_cuda_slice_forward(higan_cuda *ctx, float *y, const float *x, int64_t outer,
+                                                int64_t size, int64_t inner, int64_t start, int64_t len);
+HIGAN_DEF higan_status higan_cuda_slice_backward(higan_cuda *ctx, float *dx, const float *dy, int64_t outer,
+                                                 int64_t size, int64_t inner, int64_t start, int64_t len);
+/* shape, perm: host arrays (ndim 1..4). */
+HIGAN_DEF higan_status higan_cuda_permute_forward(higan_cuda *ctx, float *y, const float *x, int ndim,
+                                                  const int64_t *shape, const int *perm);
+HIGAN_DEF higan_status higan_cuda_permute_backward(higan_cuda *ctx, float *dx, const float *dy, int ndim,
+                                                   const int64_t *shape, const int *perm);
+/* lens: device ints [N]; a negative length counts as 0 (the CPU asserts). */
+HIGAN_DEF higan_status higan_cuda_masked_sum_width_forward(higan_cuda *ctx, float *y, const float *x,
+                                                           const int *lens, int64_t N, int64_t C,
+                                                           int64_t H, int64_t W);
+HIGAN_DEF higan_status higan_cuda_masked_sum_width_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                            const int *lens, int64_t N, int64_t C,
+                                                            int64_t H, int64_t W);
+HIGAN_DEF higan_status higan_cuda_masked_mean_width_forward(higan_cuda *ctx, float *y, const float *x,
+                                                            const int *lens, int64_t N, int64_t C,
+                                                            int64_t H, int64_t W, float eps);
+HIGAN_DEF higan_status higan_cuda_masked_mean_width_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                             const int *lens, int64_t N, int64_t C,
+                                                             int64_t H, int64_t W, float eps);
+HIGAN_DEF higan_status higan_cuda_log_softmax_forward(higan_cuda *ctx, float *y, const float *x, int64_t rows,
+                                                      int64_t cols);
+HIGAN_DEF higan_status higan_cuda_log_softmax_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                       const float *y, int64_t rows, int64_t cols);
+HIGAN_DEF higan_status higan_cuda_add_forward(higan_cuda *ctx, float *y, const float *a, const float *b, int64_t n);
+HIGAN_DEF higan_status higan_cuda_add_backward(higan_cuda *ctx, float *da, float *db, const float *dy, int64_t n);
+HIGAN_DEF higan_status higan_cuda_sub_forward(higan_cuda *ctx, float *y, const float *a, const float *b, int64_t n);
+HIGAN_DEF higan_status higan_cuda_sub_backward(higan_cuda *ctx, float *da, float *db, const float *dy, int64_t n);
+HIGAN_DEF higan_status higan_cuda_mul_forward(higan_cuda *ctx, float *y, const float *a, const float *b, int64_t n);
+HIGAN_DEF higan_status higan_cuda_mul_backward(higan_cuda *ctx, float *da, float *db, const float *dy,
+                                               const float *a, const float *b, int64_t n);
+HIGAN_DEF higan_status higan_cuda_scale_forward(higan_cuda *ctx, float *y, const float *x, float s, int64_t n);
+HIGAN_DEF higan_status higan_cuda_scale_backward(higan_cuda *ctx, float *dx, const float *dy, float s, int64_t n);
+/* x [N,C,HW] + b [N,C] (bias broadcast over HW) */
+HIGAN_DEF higan_status higan_cuda_add_nc_forward(higan_cuda *ctx, float *y, const float *x, const float *b,
+                                                 int64_t N, int64_t C, int64_t HW);
+HIGAN_DEF higan_status higan_cuda_add_nc_backward(higan_cuda *ctx, float *dx, float *db, const float *dy,
+                                                  int64_t N, int64_t C, int64_t HW);
+/* y: device float [1]; dy: device float [1]. */
+HIGAN_DEF higan_status higan_cuda_sum_all_forward(higan_cuda *ctx, float *y, const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_sum_all_backward(higan_cuda *ctx, float *dx, const float *dy, int64_t n);
+HIGAN_DEF higan_status higan_cuda_mean_all_forward(higan_cuda *ctx, float *y, const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_mean_all_backward(higan_cuda *ctx, float *dx, const float *dy, int64_t n);
+HIGAN_DEF higan_status higan_cuda_exp_forward(higan_cuda *ctx, float *y, const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_exp_backward(higan_cuda *ctx, float *dx, const float *dy, const float *y,
+                                               int64_t n);
+
+/* ==== LOSSES =================================================================== */
+/* Scalars y and dy are device floats [1]; int arrays are device arrays. */
+HIGAN_DEF higan_status higan_cuda_hinge_d_real_forward(higan_cuda *ctx, float *y, const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_hinge_d_real_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                        const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_hinge_d_fake_forward(higan_cuda *ctx, float *y, const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_hinge_d_fake_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                        const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_hinge_g_forward(higan_cuda *ctx, float *y, const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_hinge_g_backward(higan_cuda *ctx, float *dx, const float *dy, int64_t n);
+HIGAN_DEF higan_status higan_cuda_masked_l1_forward(higan_cuda *ctx, float *y, const float *a, const float *b,
+                                                    const int *lens, int64_t N, int64_t M, int64_t W);
+HIGAN_DEF higan_status higan_cuda_masked_l1_backward(higan_cuda *ctx, float *da, float *db, const float *dy,
+                                                     const float *a, const float *b, const int *lens,
+                                                     int64_t N, int64_t M, int64_t W);
+HIGAN_DEF higan_status higan_cuda_kl_gaussian_forward(higan_cuda *ctx, float *y, const float *mu,
+                                                      const float *logvar, int64_t N, int64_t D);
+HIGAN_DEF higan_status higan_cuda_kl_gaussian_backward(higan_cuda *ctx, float *dmu, float *dlogvar,
+                                                       const float *dy, const float *mu,
+                                                       const float *logvar, int64_t N, int64_t D);
+/* lse [N] may be NULL in the forward. A label outside [0, C) makes y NaN. */
+HIGAN_DEF higan_status higan_cuda_cross_entropy_forward(higan_cuda *ctx, float *y, float *lse,
+                                                        const float *logits, const int *labels,
+                                                        int64_t N, int64_t C);
+HIGAN_DEF higan_status higan_cuda_cross_entropy_backward(higan_cuda *ctx, float *dlogits, const float *dy,
+                                                         const float *logits, const float *lse,
+                                                         const int *labels, int64_t N, int64_t C);
+/* CTC: the CPU's layout (log_probs [T,B,C], alpha higan_ctc_alpha_floats(T, B, target_lengths)
+   floats, per-sample offsets computed on the device). One block per sample; the recursion
+   over t runs inside the block (alpha in global memory, beta in shared memory). A target
+   outside [0, C) or an input length outside [0, T] makes that sample's nll NaN. Backward:
+   max_target_length >= every target length (host value; sizes shared memory, which must fit
+   in 45 KB: 2 (2 max_target_length + 1) floats); a longer target gets NaN gradients. */
+HIGAN_DEF higan_status higan_cuda_ctc_loss_forward(higan_cuda *ctx, float *y, float *nll, float *alpha,
+                                                   const float *log_probs, const int *targets,
+                                                   const int *input_lengths, const int *target_lengths,
+                                                   int64_t T, int64_t B, int64_t C, int blank,
+                                                   int zero_infinity);
+HIGAN_DEF higan_status higan_cuda_ctc_loss_backward(higan_cuda *ctx, float *dlog_probs, const float *dy,
+                                                    const float *log_probs, const float *nll,
+                                                    const float *alpha, const int *targets,
+                                                    const int *input_lengths, const int *target_lengths,
+                                                    int64_t T, int64_t B, int64_t C, int blank,
+                                                    int zero_infinity, int max_target_length);
+
+/* ==== LSTM ====================================================================== */
+/* higan_lstm_forward / _backward on the device: the same cache layout
+   (higan_lstm_cache_floats), the same weight order; weights / dweights are HOST arrays of
+   num_layers*D*4 device pointers. Per layer and direction: one GEMM for the input
+   projections of all steps, then per step a cuBLAS GEMM h W_hh^T and a pointwise kernel.
+   lengths: device ints, clamped to [0, T]. Scratch as on the CPU (device arena). */
+HIGAN_DEF higan_status higan_cuda_lstm_forward(higan_cuda *ctx, float *y, float *cache, const float *x,
+                                               const int *lengths, const float *const *weights,
+                                               int64_t B, int64_t T, int64_t IN, int64_t H,
+                                               int num_layers, int bidirectional,
+                                               higan_cuda_arena *scratch);
+HIGAN_DEF higan_status higan_cuda_lstm_backward(higan_cuda *ctx, float *dx, float *const *dweights,
+                                                const float *dy, const float *y, const float *cache,
+                                                const float *x, const int *lengths,
+                                                const float *const *weights, int64_t B, int64_t T,
+                                                int64_t IN, int64_t H, int num_layers,
+                                                int bidirectional, higan_cuda_arena *scratch);
+
+#endif /* HIGAN_CUDA_CUH */
+
+/* ======================================================================== */
+/*                             IMPLEMENTATION                               */
+/* ======================================================================== */
+#ifdef HIGAN_CUDA_IMPLEMENTATION
+#ifndef HIGAN_CUDA__IMPLEMENTED
+#define HIGAN_CUDA__IMPLEMENTED
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef HIGAN_CUDA_CONV_SCRATCH_FLOATS
+#  define HIGAN_CUDA_CONV_SCRATCH_FLOATS ((int64_t)1 << 24)
+#endif
+#ifndef HIGAN_CUDA_BLAS_WORKSPACE
+#  define HIGAN_CUDA_BLAS_WORKSPACE ((size_t)32 << 20)
+#endif
+
+/* higan.h's HIGAN_ASSERT exists only in the file with HIGAN_IMPLEMENTATION. */
+#ifdef HIGAN_ASSERT
+#  define HIGAN__CU_ASSERT(c) HIGAN_ASSERT(c)
+#else
+static void higan__cu_assert_fail(const char *file, int line, const char *expr) {
+    fprintf(stderr, "%s:%d: higan assertion failed: %s\n", file, line, expr);
+    abort();
+}
+#  define HIGAN__CU_ASSERT(c) ((c) ? (void)0 : higan__cu_assert_fail(__FILE__, __LINE__, #c))
+#endif
+
+/* ---- errors --------------------------------------------------------------------------- */
+HIGAN_DEF higan_status higan_cuda_status(cudaError_t e, const char *expr, const char *file, int line) {
+    higan_status st;
+    if (e == cudaSuccess) return HIGAN_OK;
+    (void)cudaGetLastError();   /* reset the runtime's last error, or the next launch check reports it */
+    st = e == cudaErrorMemoryAllocation ? HIGAN_ERR_NOMEM
+       : (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ||
+          e == cudaErrorNoKernelImageForDevice) ? HIGAN_ERR_UNSUPPORTED : HIGAN_ERR_DEVICE;
+    return higan_set_error(st, "CUDA error %s (%s) in %s at %s:%d", cudaGetErrorName(e),
+                           cudaGetErrorString(e), expr, file, line);
+}
+HIGAN_DEF higan_status higan_cublas_status(cublasStatus_t e, const char *expr, const char *file, int line) {
+    higan_status st;
+    if (e == CUBLAS_STATUS_SUCCESS) return HIGAN_OK;
+    st = e == CUBLAS_STATUS_ALLOC_FAILED ? HIGAN_ERR_NOMEM
+       : (e == CUBLAS_STATUS_NOT_SUPPORTED || e == CUBLAS_STATUS_ARCH_MISMATCH) ? HIGAN_ERR_UNSUPPORTED
+       : HIGAN_ERR_DEVICE;
+    return higan_set_error(st, "cuBLAS error %s (%s) in %s at %s:%d", cublasGetStatusName(e),
+                           cublasGetStatusString(e), expr, file, line);
+}
+/* Launch errors (bad configuration, no kernel image) of the kernel just queued. */
+static inline higan_status higan__cu_launched(const char *what, int line) {
+    cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? HIGAN_OK : higan_cuda_status(e, what, __FILE__, line);
+}
+#define HIGAN__CU_LAUNCHED(what) higan__cu_launched(what, __LINE__)
+#define HIGAN__CU_TRY(expr)                                                       \
+    do {                                                                          \
+        higan_status higan__cu_st_ = (expr);                                      \
+        if (higan__cu_st_ != HIGAN_OK) return higan__cu_st_;                      \
+    } while (0)
+
+/* ---- device and context ---------------------------------------------------------------- */
+#ifdef HIGAN_CUDA_EMULATE
+/* ---- host emulation of the device (tests without a GPU) ----------------------------------- */
+HIGAN_DEF int higan_cuda_available(void) { return 1; }
+HIGAN_DEF higan_status higan_cuda_device_name(int device, char *buf, size_t size) {
+    (void)device;
+    if (size) snprintf(buf, size, "host emulation (HIGAN_CUDA_EMULATE)");
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_init(higan_cuda *ctx, int device) {
+    memset(ctx, 0, sizeof *ctx);
+    ctx->device = device;
+    ctx->ws = (float *)malloc(HIGAN_CUDA_WS_FLOATS * sizeof(float));
+    return ctx->ws ? HIGAN_OK : higan_set_error(HIGAN_ERR_NOMEM, "emulated context: out of memory");
+}
+HIGAN_DEF void higan_cuda_free(higan_cuda *ctx) { free(ctx->ws); memset(ctx, 0, sizeof *ctx); }
+HIGAN_DEF higan_status higan_cuda_sync(higan_cuda *ctx) { (void)ctx; return HIGAN_OK; }
+HIGAN_DEF higan_status higan_cuda_set_tf32(higan_cuda *ctx, int on) { ctx->tf32 = on != 0; return HIGAN_OK; }
+HIGAN_DEF higan_status higan_cuda_malloc(void **ptr, size_t bytes) {
+    *ptr = aligned_alloc(256, ((bytes ? bytes : 1) + 255) & ~(size_t)255);
+    return *ptr ? HIGAN_OK : higan_set_error(HIGAN_ERR_NOMEM, "emulated cudaMalloc of %zu bytes failed", bytes);
+}
+HIGAN_DEF void higan_cuda_free_memory(void *ptr) { free(ptr); }
+HIGAN_DEF higan_status higan_cuda_upload(higan_cuda *ctx, void *dst, const void *src, size_t bytes) {
+    (void)ctx; if (bytes) memcpy(dst, src, bytes); return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_download(higan_cuda *ctx, void *dst, const void *src, size_t bytes) {
+    (void)ctx; if (bytes) memcpy(dst, src, bytes); return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_copy(higan_cuda *ctx, void *dst, const void *src, size_t bytes) {
+    (void)ctx; if (bytes) memmove(dst, src, bytes); return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_zero(higan_cuda *ctx, void *dst, size_t bytes) {
+    (void)ctx; if (bytes) memset(dst, 0, bytes); return HIGAN_OK;
+}
+/* cublasSgemmStridedBatched's contract on the host: column-major, op(A) [m,k], op(B) [k,n],
+   cuBLAS's leading-dimension rules, beta == 0: C not read; double accumulators. It is fed
+   exactly what the real call gets, so the row-major transpose trick is checked too. */
+static cublasStatus_t higan__emu_sgemm(cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
+                                       const float *alpha, const float *A, int lda, long long sa,
+                                       const float *B, int ldb, long long sb, const float *beta, float *C,
+                                       int ldc, long long sc, int batch) {
+    int64_t bi, i, j, p;
+    if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < (opa == CUBLAS_OP_N ? (m > 1 ? m : 1) : (k > 1 ? k : 1)) ||
+        ldb < (opb == CUBLAS_OP_N ? (k > 1 ? k : 1) : (n > 1 ? n : 1)) || ldc < (m > 1 ? m : 1))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    for (bi = 0; bi < batch; ++bi)
+        for (j = 0; j < n; ++j)
+            for (i = 0; i < m; ++i) {
+                const float *a = A + bi * sa, *b = B + bi * sb;
+                float *c = C + bi * sc + i + j * (int64_t)ldc;
+                double acc = 0.0;
+                for (p = 0; p < k; ++p)
+                    acc += (double)(opa == CUBLAS_OP_N ? a[i + p * lda] : a[p + i * lda]) *
+                           (double)(opb == CUBLAS_OP_N ? b[p + j * ldb] : b[j + p * ldb]);
+                *c = (float)((double)*alpha * acc + (*beta == 0.0f ? 0.0 : (double)*beta * (double)*c));
+            }
+    return CUBLAS_STATUS_SUCCESS;
+}
+#else
+HIGAN_DEF int higan_cuda_available(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();   /* clear it: "no driver" is an answer, not an error */
+        return 0;
+    }
+    return n > 0;
+}
+HIGAN_DEF higan_status higan_cuda_device_name(int device, char *buf, size_t size) {
+    cudaDeviceProp prop;
+    if (size) buf[0] = 0;
+    HIGAN_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    if (size) snprintf(buf, size, "%s", prop.name);
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_init(higan_cuda *ctx, int device) {
+    higan_status st;
+    memset(ctx, 0, sizeof *ctx);
+    ctx->device = device;
+    HIGAN_CUDA_CHECK(cudaSetDevice(device));
+    HIGAN_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
+    /* the workspace after the stream: cublasSetStream resets it to cuBLAS's default pool */
+    if ((st = HIGAN_CUDA_STATUS(cublasCreate(&ctx->blas))) != HIGAN_OK ||
+        (st = HIGAN_CUDA_STATUS(cublasSetStream(ctx->blas, ctx->stream))) != HIGAN_OK ||
+        (st = HIGAN_CUDA_STATUS(cublasSetPointerMode(ctx->blas, CUBLAS_POINTER_MODE_HOST))) != HIGAN_OK ||
+        (st = HIGAN_CUDA_STATUS(cublasSetMathMode(ctx->blas, CUBLAS_DEFAULT_MATH))) != HIGAN_OK ||
+        (st = HIGAN_CUDA_STATUS(cudaMalloc(&ctx->blas_workspace, HIGAN_CUDA_BLAS_WORKSPACE))) != HIGAN_OK ||
+        (st = HIGAN_CUDA_STATUS(cublasSetWorkspace(ctx->blas, ctx->blas_workspace,
+                                                   HIGAN_CUDA_BLAS_WORKSPACE))) != HIGAN_OK ||
+        (st = HIGAN_CUDA_STATUS(cudaMalloc((void **)&ctx->ws, HIGAN_CUDA_WS_FLOATS * sizeof(float)))) != HIGAN_OK) {
+        higan_cuda_free(ctx);
+        return st;
+    }
+    return HIGAN_OK;
+}
+HIGAN_DEF void higan_cuda_free(higan_cuda *ctx) {
+    if (ctx->stream) (void)cudaStreamSynchronize(ctx->stream);
+    if (ctx->blas) (void)cublasDestroy(ctx->blas);
+    if (ctx->blas_workspace) (void)cudaFree(ctx->blas_workspace);
+    if (ctx->ws) (void)cudaFree(ctx->ws);
+    if (ctx->stream) (void)cudaStreamDestroy(ctx->stream);
+    memset(ctx, 0, sizeof *ctx);
+}
+HIGAN_DEF higan_status higan_cuda_sync(higan_cuda *ctx) {
+    HIGAN_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_set_tf32(higan_cuda *ctx, int on) {
+    HIGAN_CUDA_CHECK(cublasSetMathMode(ctx->blas, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    ctx->tf32 = on != 0;
+    return HIGAN_OK;
+}
+
+/* ---- memory ------------------------------------------------------------------------------ */
+HIGAN_DEF higan_status higan_cuda_malloc(void **ptr, size_t bytes) {
+    *ptr = NULL;
+    HIGAN_CUDA_CHECK(cudaMalloc(ptr, bytes ? bytes : 1));
+    return HIGAN_OK;
+}
+HIGAN_DEF void higan_cuda_free_memory(void *ptr) { if (ptr) (void)cudaFree(ptr); }
+HIGAN_DEF higan_status higan_cuda_upload(higan_cuda *ctx, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return HIGAN_OK;
+    HIGAN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx->stream));
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_download(higan_cuda *ctx, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return HIGAN_OK;
+    HIGAN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, ctx->stream));
+    HIGAN_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_copy(higan_cuda *ctx, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return HIGAN_OK;
+    HIGAN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx->stream));
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_zero(higan_cuda *ctx, void *dst, size_t bytes) {
+    if (!bytes) return HIGAN_OK;
+    HIGAN_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, ctx->stream));
+    return HIGAN_OK;
+}
+#endif /* HIGAN_CUDA_EMULATE */
+
+/* ---- device arena: higan_arena's bookkeeping, 256-byte blocks --------------------------- */
+#define HIGAN__CU_ALIGN 256
+static size_t higan__cu_round(size_t n) { return (n + (HIGAN__CU_ALIGN - 1)) & ~(size_t)(HIGAN__CU_ALIGN - 1); }
+HIGAN_DEF higan_status higan_cuda_arena_init(higan_cuda_arena *a, size_t capacity) {
+    void *p = NULL;
+    memset(a, 0, sizeof *a);
+    capacity = higan__cu_round(capacity);
+    HIGAN__CU_TRY(higan_cuda_malloc(&p, capacity));   /* cudaMalloc aligns to >= 256 bytes */
+    a->base = (unsigned char *)p;
+    a->capacity = capacity;
+    return HIGAN_OK;
+}
+HIGAN_DEF void higan_cuda_arena_free(higan_cuda_arena *a) {
+    higan_cuda_free_memory(a->base);
+    memset(a, 0, sizeof *a);
+}
+HIGAN_DEF void higan_cuda_arena_reset(higan_cuda_arena *a) { a->used = 0; a->needed = 0; a->overflow = 0; }
+HIGAN_DEF void *higan_cuda_arena_alloc(higan_cuda_arena *a, size_t bytes) {
+    size_t n = higan__cu_round(bytes ? bytes : 1);
+    a->needed = (a->overflow ? a->needed : a->used) + n;
+    if (a->overflow || !a->base || a->used + n > a->capacity) {
+        if (!a->overflow)
+            higan_set_error(HIGAN_ERR_NOMEM, "device arena overflow: a request of %zu bytes does not "
+                            "fit (%zu of %zu used)", bytes, a->used, a->capacity);
+        a->overflow = 1;
+        return NULL;
+    }
+    {
+        void *p = a->base + a->used;
+        a->used += n;
+        if (a->used > a->peak) a->peak = a->used;
+        return p;
+    }
+}
+HIGAN_DEF float *higan_cuda_arena_floats(higan_cuda_arena *a, int64_t count) {
+    HIGAN__CU_ASSERT(count >= 0);
+    return (float *)higan_cuda_arena_alloc(a, (size_t)count * sizeof(float));
+}
+HIGAN_DEF float *higan_cuda_arena_zeros(higan_cuda *ctx, higan_cuda_arena *a, int64_t count) {
+    float *p = higan_cuda_arena_floats(a, count);
+    if (p && higan_cuda_zero(ctx, p, (size_t)count * sizeof(float)) != HIGAN_OK) return NULL;
+    return p;
+}
+HIGAN_DEF size_t higan_cuda_arena_mark(const higan_cuda_arena *a) { return a->used; }
+HIGAN_DEF void higan_cuda_arena_release(higan_cuda_arena *a, size_t mark) {
+    HIGAN__CU_ASSERT(mark <= a->used || a->overflow);
+    if (!a->overflow) a->used = mark;
+}
+HIGAN_DEF higan_status higan_cuda_arena_status(const higan_cuda_arena *a) {
+    if (!a->overflow) return HIGAN_OK;
+    return higan_set_error(HIGAN_ERR_NOMEM, "device arena overflow: this step needs at least %zu "
+                           "bytes but the arena has %zu; create it with a larger capacity",
+                           a->needed, a->capacity);
+}
+
+/* ---- parameter store mirror ------------------------------------------------------------- */
+/* Block layout (each part 256-byte aligned): value | grad | adam_m | adam_v | buffer | ibuffer */
+static size_t higan__cu_params_floats(int64_t n) { return higan__cu_round((size_t)(n > 0 ? n : 1) * sizeof(float)) / sizeof(float); }
+HIGAN_DEF higan_status higan_cuda_params_init(higan_cuda *ctx, higan_cuda_params *d, const higan_params *p) {
+    size_t np, nb, ni, bytes;
+    void *block = NULL;
+    float *f;
+    HIGAN__CU_ASSERT(p->allocated);
+    memset(d, 0, sizeof *d);
+    np = higan__cu_params_floats(p->n_param);
+    nb = higan__cu_params_floats(p->n_buffer);
+    ni = higan__cu_round((size_t)(p->n_ibuffer > 0 ? p->n_ibuffer : 1) * sizeof(int64_t));
+    bytes = (4 * np + nb) * sizeof(float) + ni;
+    HIGAN__CU_TRY(higan_cuda_malloc(&block, bytes));
+    f = (float *)block;
+    d->block = block;
+    d->value = f; d->grad = f + np; d->adam_m = f + 2 * np; d->adam_v = f + 3 * np;
+    d->buffer = f + 4 * np;
+    d->ibuffer = (int64_t *)(void *)(f + 4 * np + nb);
+    d->n_param = p->n_param; d->n_buffer = p->n_buffer; d->n_ibuffer = p->n_ibuffer;
+    {
+        higan_status st = higan_cuda_zero(ctx, block, bytes);
+        if (st != HIGAN_OK) { higan_cuda_params_free(d); return st; }
+    }
+    return HIGAN_OK;
+}
+HIGAN_DEF void higan_cuda_params_free(higan_cuda_params *d) {
+    higan_cuda_free_memory(d->block);
+    memset(d, 0, sizeof *d);
+}
+static void higan__cu_params_match(const higan_cuda_params *d, const higan_params *p) {
+    HIGAN__CU_ASSERT(p->allocated && d->block);
+    HIGAN__CU_ASSERT(d->n_param == p->n_param && d->n_buffer == p->n_buffer && d->n_ibuffer == p->n_ibuffer
+                     && "device mirror made from another store");
+}
+HIGAN_DEF higan_status higan_cuda_params_upload(higan_cuda *ctx, higan_cuda_params *d, const higan_params *p, int what) {
+    size_t fp = (size_t)p->n_param * sizeof(float);
+    higan__cu_params_match(d, p);
+    if (what & HIGAN_CUDA_VALUES) HIGAN__CU_TRY(higan_cuda_upload(ctx, d->value, p->value, fp));
+    if (what & HIGAN_CUDA_GRADS) HIGAN__CU_TRY(higan_cuda_upload(ctx, d->grad, p->grad, fp));
+    if (what & HIGAN_CUDA_ADAM) {
+        HIGAN__CU_TRY(higan_cuda_upload(ctx, d->adam_m, p->adam_m, fp));
+        HIGAN__CU_TRY(higan_cuda_upload(ctx, d->adam_v, p->adam_v, fp));
+    }
+    if (what & HIGAN_CUDA_BUFFERS) {
+        HIGAN__CU_TRY(higan_cuda_upload(ctx, d->buffer, p->buffer, (size_t)p->n_buffer * sizeof(float)));
+        HIGAN__CU_TRY(higan_cuda_upload(ctx, d->ibuffer, p->ibuffer, (size_t)p->n_ibuffer * sizeof(int64_t)));
+    }
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_params_download(higan_cuda *ctx, const higan_cuda_params *d, higan_params *p, int what) {
+    size_t fp = (size_t)p->n_param * sizeof(float);
+    higan__cu_params_match(d, p);
+    if (what & HIGAN_CUDA_VALUES) HIGAN__CU_TRY(higan_cuda_download(ctx, p->value, d->value, fp));
+    if (what & HIGAN_CUDA_GRADS) HIGAN__CU_TRY(higan_cuda_download(ctx, p->grad, d->grad, fp));
+    if (what & HIGAN_CUDA_ADAM) {
+        HIGAN__CU_TRY(higan_cuda_download(ctx, p->adam_m, d->adam_m, fp));
+        HIGAN__CU_TRY(higan_cuda_download(ctx, p->adam_v, d->adam_v, fp));
+    }
+    if (what & HIGAN_CUDA_BUFFERS) {
+        HIGAN__CU_TRY(higan_cuda_download(ctx, p->buffer, d->buffer, (size_t)p->n_buffer * sizeof(float)));
+        HIGAN__CU_TRY(higan_cuda_download(ctx, p->ibuffer, d->ibuffer, (size_t)p->n_ibuffer * sizeof(int64_t)));
+    }
+    return HIGAN_OK;
+}
+HIGAN_DEF float *higan_cuda_params_data(const higan_cuda_params *d, const higan_params *p, int h) {
+    higan__cu_params_match(d, p);
+    HIGAN__CU_ASSERT(h >= 0 && h < p->count);
+    if (p->entries[h].kind == HIGAN_PARAM) return d->value + p->entries[h].offset;
+    HIGAN__CU_ASSERT(p->entries[h].kind == HIGAN_BUFFER);
+    return d->buffer + p->entries[h].offset;
+}
+HIGAN_DEF float *higan_cuda_params_grad(const higan_cuda_params *d, const higan_params *p, int h) {
+    higan__cu_params_match(d, p);
+    HIGAN__CU_ASSERT(h >= 0 && h < p->count);
+    return p->entries[h].kind == HIGAN_PARAM ? d->grad + p->entries[h].offset : NULL;
+}
+HIGAN_DEF int64_t *higan_cuda_params_idata(const higan_cuda_params *d, const higan_params *p, int h) {
+    higan__cu_params_match(d, p);
+    HIGAN__CU_ASSERT(h >= 0 && h < p->count && p->entries[h].kind == HIGAN_BUFFER_I64);
+    return d->ibuffer + p->entries[h].offset;
+}
+HIGAN_DEF higan_status higan_cuda_params_zero_grad(higan_cuda *ctx, higan_cuda_params *d) {
+    return higan_cuda_zero(ctx, d->grad, (size_t)d->n_param * sizeof(float));
+}
+
+/* ---- launch helpers and block reductions ------------------------------------------------ */
+/* Kernels are written as functors whose methods are __host__ __device__, launched by three
+   templates: higan__cu_map (one call per element), higan__cu_rows (a double sum per row) and
+   higan__cu_blocks (one thread block per item, for the kernels that need __syncthreads).
+   Under HIGAN_CUDA_EMULATE the same functors run on the host (blocks of one thread), so
+   tests/test_cuda.cu can check the index math and launch sequences without a GPU. */
+#define HIGAN__CU_HD __host__ __device__
+/* Every kernel runs HIGAN__CU_BLOCK threads per block; reductions rely on it. */
+#define HIGAN__CU_BLOCK 256
+#define HIGAN__CU_MAX_GRID 65535
+/* Inside a block functor: this thread, the block's threads, a block barrier. The host pass
+   (emulation) is one thread per block, where the barrier is nothing. */
+#ifdef __CUDA_ARCH__
+#  define HIGAN__TID ((int64_t)threadIdx.x)
+#  define HIGAN__NTHR ((int64_t)HIGAN__CU_BLOCK)
+#  define HIGAN__SYNC() __syncthreads()
+#else
+#  define HIGAN__TID ((int64_t)0)
+#  define HIGAN__NTHR ((int64_t)1)
+#  define HIGAN__SYNC() ((void)0)
+#endif
+static inline unsigned higan__cu_grid(int64_t n) {
+    int64_t g = (n + HIGAN__CU_BLOCK - 1) / HIGAN__CU_BLOCK;
+    return (unsigned)(g < 1 ? 1 : g > HIGAN__CU_MAX_GRID ? HIGAN__CU_MAX_GRID : g);
+}
+static inline unsigned higan__cu_blocks_for(int64_t items) {
+    return (unsigned)(items < 1 ? 1 : items > HIGAN__CU_MAX_GRID ? HIGAN__CU_MAX_GRID : items);
+}
+
+/* Sum over the block in a fixed tree (deterministic); every thread gets the total. */
+static HIGAN__CU_HD double higan__block_sum(double v, double *sh) {
+#ifdef __CUDA_ARCH__
+    const int t = (int)threadIdx.x;
+    int s;
+    sh[t] = v;
+    __syncthreads();
+    for (s = HIGAN__CU_BLOCK / 2; s > 0; s >>= 1) {
+        if (t < s) sh[t] += sh[t + s];
+        __syncthreads();
+    }
+    v = sh[0];
+    __syncthreads();   /* sh may be reused at once */
+#else
+    (void)sh;
+#endif
+    return v;
+}
+static HIGAN__CU_HD float higan__block_max(float v, float *sh) {
+#ifdef __CUDA_ARCH__
+    const int t = (int)threadIdx.x;
+    int s;
+    sh[t] = v;
+    __syncthreads();
+    for (s = HIGAN__CU_BLOCK / 2; s > 0; s >>= 1) {
+        if (t < s && sh[t + s] > sh[t]) sh[t] = sh[t + s];
+        __syncthreads();
+    }
+    v = sh[0];
+    __syncthreads();
+#else
+    (void)sh;
+#endif
+    return v;
+}
+
+/* Elementwise: f(i) for every i in [0, n), each i by one thread (grid-stride loop). */
+template <class F> static __global__ void higan__k_map(int64_t n, F f) {
+    int64_t i;
+    for (i = (int64_t)blockIdx.x * HIGAN__CU_BLOCK + threadIdx.x; i < n; i += (int64_t)gridDim.x * HIGAN__CU_BLOCK)
+        f(i);
+}
+template <class F> static higan_status higan__cu_map(higan_cuda *ctx, int64_t n, const F &f, const char *what) {
+    if (n <= 0) return HIGAN_OK;
+#ifdef HIGAN_CUDA_EMULATE
+    {
+        int64_t i;
+        (void)ctx; (void)what;
+        for (i = 0; i < n; ++i) f(i);
+        return HIGAN_OK;
+    }
+#else
+    higan__k_map<F><<<higan__cu_grid(n), HIGAN__CU_BLOCK, 0, ctx->stream>>>(n, f);
+    return HIGAN__CU_LAUNCHED(what);
+#endif
+}
+
+/* Row reductions: for each row r in [0, rows), one block sums f.term(r, i) over i in [0, n)
+   in double and one thread calls f.finish(r, sum). rows == 1 is a whole-array reduction. */
+template <class F> static __global__ void higan__k_rows(int64_t rows, int64_t n, F f) {
+    __shared__ double sh[HIGAN__CU_BLOCK];
+    int64_t r, i;
+    for (r = blockIdx.x; r < rows; r += gridDim.x) {
+        double acc = 0.0;
+        for (i = threadIdx.x; i < n; i += HIGAN__CU_BLOCK) acc += f.term(r, i);
+        acc = higan__block_sum(acc, sh);
+        if (threadIdx.x == 0) f.finish(r, acc);
+    }
+}
+template <class F> static higan_status higan__cu_rows(higan_cuda *ctx, int64_t rows, int64_t n, const F &f,
+                                                      const char *what) {
+    if (rows <= 0) return HIGAN_OK;
+#ifdef HIGAN_CUDA_EMULATE
+    {
+        int64_t r, i;
+        (void)ctx; (void)what;
+        for (r = 0; r < rows; ++r) {
+            double acc = 0.0;
+            for (i = 0; i < n; ++i) acc += f.term(r, i);
+            f.finish(r, acc);
+        }
+        return HIGAN_OK;
+    }
+#else
+    higan__k_rows<F><<<higan__cu_blocks_for(rows), HIGAN__CU_BLOCK, 0, ctx->stream>>>(rows, n, f);
+    return HIGAN__CU_LAUNCHED(what);
+#endif
+}
+
+/* Block kernels: f(item, sh, shf, dyn) for every item in [0, items), one block per item, all
+   HIGAN__CU_BLOCK threads of the block calling it (uniform control flow around every
+   HIGAN__SYNC / block reduction). sh, shf: HIGAN__CU_BLOCK doubles / floats of shared
+   memory for the reductions; dyn: dyn_floats floats of dynamic shared memory. */
+template <class F> static __global__ void higan__k_blocks(int64_t items, F f) {
+    __shared__ double sh[HIGAN__CU_BLOCK];
+    __shared__ float shf[HIGAN__CU_BLOCK];
+    extern __shared__ float higan__dyn_sh[];
+    int64_t it;
+    for (it = blockIdx.x; it < items; it += gridDim.x) {
+        f(it, sh, shf, higan__dyn_sh);
+        __syncthreads();   /* the next item reuses the shared memory */
+    }
+}
+template <class F> static higan_status higan__cu_blocks(higan_cuda *ctx, int64_t items, const F &f,
+                                                        size_t dyn_floats, const char *what) {
+    if (items <= 0) return HIGAN_OK;
+    /* 48 KB per block without opting in, of which the static sh / shf take 3 KB */
+    if (dyn_floats * sizeof(float) + HIGAN__CU_BLOCK * (sizeof(double) + sizeof(float)) > 48 * 1024)
+        return higan_set_error(HIGAN_ERR_ARG, "%s: %zu floats of dynamic shared memory do not fit in 48 KB",
+                               what, dyn_floats);
+#ifdef HIGAN_CUDA_EMULATE
+    {
+        double sh[4];     /* one thread: block reductions use sh[0]; functors may use shf[0..3] */
+        float shf[4], *dyn = (float *)malloc((dyn_floats ? dyn_floats : 1) * sizeof(float));
+        int64_t it;
+        (void)ctx;
+        if (!dyn) return higan_set_error(HIGAN_ERR_NOMEM, "%s: emulation out of memory", what);
+        for (it = 0; it < items; ++it) f(it, sh, shf, dyn);
+        free(dyn);
+        return HIGAN_OK;
+    }
+#else
+    higan__k_blocks<F><<<higan__cu_blocks_for(items), HIGAN__CU_BLOCK, dyn_floats * sizeof(float), ctx->stream>>>(items, f);
+    return HIGAN__CU_LAUNCHED(what);
+#endif
+}
+
+/* ==== GEMM, CONV2D, LINEAR (implementation) ============================================== */
+/* C_i[M,N] = beta C_i for K == 0 (beta 0: zeros, C not read), i < batch, stride sc. */
+struct higan__f_scale_c {
+    float *C; int64_t N, ldc, sc, MN; float beta;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t b = i / MN, r = (i % MN) / N, c = i % N;
+        float *p = C + b * sc + r * ldc + c;
+        *p = beta == 0.0f ? 0.0f : beta * *p;
+    }
+};
+/* Row-major batched GEMM: C_i = alpha op(A_i) op(B_i) + beta C_i with A_i = A + i*sa etc.
+   (sa or sb may be 0: the same matrix for every i). cuBLAS is column-major: the row-major
+   C [M,N] is its C^T [N,M] = op(B)^T op(A)^T, so B goes first with op(B) = trans_b ? T : N. */
+static higan_status higan__cu_gemm_batched(higan_cuda *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                                           float alpha, const float *A, int64_t lda, int64_t sa,
+                                           const float *B, int64_t ldb, int64_t sb, float beta,
+                                           float *C, int64_t ldc, int64_t sc, int64_t batch) {
+    cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    HIGAN__CU_ASSERT(M >= 0 && N >= 0 && K >= 0 && batch >= 0);
+    if (M == 0 || N == 0 || batch == 0) return HIGAN_OK;
+    HIGAN__CU_ASSERT(C && ldc >= N);
+    if (K == 0) {
+        higan__f_scale_c f;
+        f.C = C; f.N = N; f.ldc = ldc; f.sc = sc; f.MN = M * N; f.beta = beta;
+        return higan__cu_map(ctx, batch * M * N, f, "gemm (K = 0)");
+    }
+    HIGAN__CU_ASSERT(A && B);
+    HIGAN__CU_ASSERT(lda >= (ta ? M : K) && ldb >= (tb ? K : N));
+    HIGAN__CU_ASSERT(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
+                     ldc <= INT_MAX && batch <= INT_MAX);
+#ifdef HIGAN_CUDA_EMULATE
+    HIGAN_CUDA_CHECK(higan__emu_sgemm(opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, (long long)sb, A,
+                                      (int)lda, (long long)sa, &beta, C, (int)ldc, (long long)sc, (int)batch));
+#else
+    if (batch == 1)
+        HIGAN_CUDA_CHECK(cublasSgemm(ctx->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb,
+                                     A, (int)lda, &beta, C, (int)ldc));
+    else
+        HIGAN_CUDA_CHECK(cublasSgemmStridedBatched(ctx->blas, opb, opa, (int)N, (int)M, (int)K, &alpha,
+                                                   B, (int)ldb, (long long)sb, A, (int)lda, (long long)sa,
+                                                   &beta, C, (int)ldc, (long long)sc, (int)batch));
+#endif
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_gemm(higan_cuda *ctx, int trans_a, int trans_b, int64_t M, int64_t N,
+                                       int64_t K, float alpha, const float *A, int64_t lda,
+                                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    return higan__cu_gemm_batched(ctx, trans_a, trans_b, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta,
+                                  C, ldc, 0, 1);
+}
+
+/* ---- conv2d ------------------------------------------------------------------------------ */
+static void higan__cu_conv_check(const higan_conv2d_shape *s) {
+    HIGAN__CU_ASSERT(s->N >= 0 && s->IC > 0 && s->H > 0 && s->W > 0 && s->OC > 0 && s->KH > 0 && s->KW > 0);
+    HIGAN__CU_ASSERT(s->stride_h > 0 && s->stride_w > 0);
+    HIGAN__CU_ASSERT(s->pad_top >= 0 && s->pad_bottom >= 0 && s->pad_left >= 0 && s->pad_right >= 0);
+    HIGAN__CU_ASSERT(s->H + s->pad_top + s->pad_bottom >= s->KH && s->W + s->pad_left + s->pad_right >= s->KW);
+}
+static int higan__cu_conv_pointwise(const higan_conv2d_shape *s) {
+    return s->KH == 1 && s->KW == 1 && s->stride_h == 1 && s->stride_w == 1 && s->pad_top == 0 &&
+           s->pad_bottom == 0 && s->pad_left == 0 && s->pad_right == 0;
+}
+/* Samples per im2col group: as many as fit in HIGAN_CUDA_CONV_SCRATCH_FLOATS, at least 1. */
+static int64_t higan__cu_conv_group(const higan_conv2d_shape *s) {
+    int64_t P = higan_conv2d_out_h(s) * higan_conv2d_out_w(s), KD = s->IC * s->KH * s->KW;
+    int64_t ns = HIGAN_CUDA_CONV_SCRATCH_FLOATS / (KD * P);
+    if (ns > s->N) ns = s->N;
+    return ns < 1 ? 1 : ns;
+}
+HIGAN_DEF size_t higan_cuda_conv2d_scratch_bytes(const higan_conv2d_shape *s) {
+    higan__cu_conv_check(s);
+    if (higan__cu_conv_pointwise(s)) return 0;
+    return (size_t)(higan__cu_conv_group(s) * s->IC * s->KH * s->KW * higan_conv2d_out_h(s) *
+                    higan_conv2d_out_w(s)) * sizeof(float) + HIGAN__CU_ALIGN;
+}
+/* col [nb][KD][P] from x [nb][IC][H][W]: col[n][(ic*KH + kh)*KW + kw][oh*OW + ow] =
+   x[n][ic][oh*sh - pad_top + kh][ow*sw - pad_left + kw], 0 outside. One thread per col value. */
+struct higan__f_im2col {
+    float *col; const float *x; higan_conv2d_shape s; int64_t OW, P, KD;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t n = i / (KD * P), r = i % (KD * P), kd = r / P, p = r % P;
+        int64_t ic = kd / (s.KH * s.KW), kk = kd % (s.KH * s.KW), kh = kk / s.KW, kw = kk % s.KW;
+        int64_t ih = (p / OW) * s.stride_h - s.pad_top + kh, iw = (p % OW) * s.stride_w - s.pad_left + kw;
+        col[i] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W)
+                     ? x[((n * s.IC + ic) * s.H + ih) * s.W + iw] : 0.0f;
+    }
+};
+/* dx [nb][IC][H][W] += col2im(dcol [nb][KD][P]): one thread per dx value gathers the
+   (kh, kw) taps that read it (output pixel (oh, ow) with oh*sh - pad_top + kh == h). */
+struct higan__f_col2im {
+    float *dx; const float *dcol; higan_conv2d_shape s; int64_t OH, OW, P, KD;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t w = i % s.W, h = (i / s.W) % s.H, ic = (i / (s.W * s.H)) % s.IC, n = i / (s.W * s.H * s.IC);
+        const float *dn = dcol + n * KD * P;
+        float acc = 0.0f;
+        int64_t kh, kw;
+        for (kh = 0; kh < s.KH; ++kh) {
+            int64_t th = h + s.pad_top - kh, oh;
+            if (th < 0 || th % s.stride_h) continue;
+            oh = th / s.stride_h;
+            if (oh >= OH) continue;
+            for (kw = 0; kw < s.KW; ++kw) {
+                int64_t tw = w + s.pad_left - kw, ow;
+                if (tw < 0 || tw % s.stride_w) continue;
+                ow = tw / s.stride_w;
+                if (ow >= OW) continue;
+                acc += dn[((ic * s.KH + kh) * s.KW + kw) * P + oh * OW + ow];
+            }
+        }
+        dx[i] += acc;
+    }
+};
+/* y [N, C, P] = b[c] */
+struct higan__f_fill_bias {
+    float *y; const float *b; int64_t C, P;
+    HIGAN__CU_HD void operator()(int64_t i) const { y[i] = b[(i / P) % C]; }
+};
+/* db[c] += sum over n, p of dy [N, C, P] (rows = C) */
+struct higan__r_bias_grad {
+    float *db; const float *dy; int64_t C, P;
+    HIGAN__CU_HD double term(int64_t c, int64_t i) const { return (double)dy[((i / P) * C + c) * P + i % P]; }
+    HIGAN__CU_HD void finish(int64_t c, double s) const { db[c] += (float)s; }
+};
+
+HIGAN_DEF higan_status higan_cuda_conv2d_forward(higan_cuda *ctx, float *y, const float *x, const float *w,
+                                                 const float *b, const higan_conv2d_shape *s,
+                                                 higan_cuda_arena *scratch) {
+    int64_t P, KD, CHW, ns, n0;
+    float beta = b ? 1.0f : 0.0f;
+    higan__cu_conv_check(s);
+    if (s->N == 0) return HIGAN_OK;
+    P = higan_conv2d_out_h(s) * higan_conv2d_out_w(s);
+    KD = s->IC * s->KH * s->KW;
+    CHW = s->IC * s->H * s->W;
+    if (b) {
+        higan__f_fill_bias f;
+        f.y = y; f.b = b; f.C = s->OC; f.P = P;
+        HIGAN__CU_TRY(higan__cu_map(ctx, s->N * s->OC * P, f, "conv2d bias"));
+    }
+    if (higan__cu_conv_pointwise(s))   /* y_n [OC, P] = w [OC, IC] x_n [IC, P] */
+        return higan__cu_gemm_batched(ctx, 0, 0, s->OC, P, KD, 1.0f, w, KD, 0, x, P, CHW, beta,
+                                      y, P, s->OC * P, s->N);
+    if (!scratch) return higan_set_error(HIGAN_ERR_ARG, "conv2d forward on the GPU needs a scratch arena");
+    ns = higan__cu_conv_group(s);
+    {
+        size_t mark = higan_cuda_arena_mark(scratch);
+        float *col = higan_cuda_arena_floats(scratch, ns * KD * P);
+        higan_status st = HIGAN_OK;
+        if (!col) return higan_cuda_arena_status(scratch);
+        for (n0 = 0; n0 < s->N && st == HIGAN_OK; n0 += ns) {
+            int64_t nb = s->N - n0 < ns ? s->N - n0 : ns;
+            higan__f_im2col f;
+            f.col = col; f.x = x + n0 * CHW; f.s = *s; f.OW = higan_conv2d_out_w(s); f.P = P; f.KD = KD;
+            st = higan__cu_map(ctx, nb * KD * P, f, "conv2d im2col");
+            if (st == HIGAN_OK)   /* y_n [OC, P] = w [OC, KD] col_n [KD, P] */
+                st = higan__cu_gemm_batched(ctx, 0, 0, s->OC, P, KD, 1.0f, w, KD, 0, col, P, KD * P, beta,
+                                            y + n0 * s->OC * P, P, s->OC * P, nb);
+        }
+        higan_cuda_arena_release(scratch, mark);
+        return st;
+    }
+}
+
+HIGAN_DEF higan_status higan_cuda_conv2d_backward(higan_cuda *ctx, float *dx, float *dw, float *db,
+                                                  const float *dy, const float *x, const float *w,
+                                                  const higan_conv2d_shape *s, higan_cuda_arena *scratch) {
+    int64_t P, KD, CHW, ns, n0, i;
+    size_t mark;
+    float *col;
+    higan_status st = HIGAN_OK;
+    higan__cu_conv_check(s);
+    if (s->N == 0) return HIGAN_OK;
+    P = higan_conv2d_out_h(s) * higan_conv2d_out_w(s);
+    KD = s->IC * s->KH * s->KW;
+    CHW = s->IC * s->H * s->W;
+    if (db) {
+        higan__r_bias_grad r;
+        r.db = db; r.dy = dy; r.C = s->OC; r.P = P;
+        HIGAN__CU_TRY(higan__cu_rows(ctx, s->OC, s->N * P, r, "conv2d db"));
+    }
+    if (!dw && !dx) return HIGAN_OK;
+    if (higan__cu_conv_pointwise(s)) {
+        /* dw [OC, IC] += dy_n [OC, P] x_n^T; dx_n [IC, P] += w^T [IC, OC] dy_n */
+        if (dw)
+            for (i = 0; i < s->N; ++i)
+                HIGAN__CU_TRY(higan__cu_gemm_batched(ctx, 0, 1, s->OC, KD, P, 1.0f, dy + i * s->OC * P, P, 0,
+                                                     x + i * CHW, P, 0, 1.0f, dw, KD, 0, 1));
+        if (dx)
+            HIGAN__CU_TRY(higan__cu_gemm_batched(ctx, 1, 0, KD, P, s->OC, 1.0f, w, KD, 0, dy, P, s->OC * P,
+                                                 1.0f, dx, P, CHW, s->N));
+        return HIGAN_OK;
+    }
+    if (!scratch) return higan_set_error(HIGAN_ERR_ARG, "conv2d backward on the GPU needs a scratch arena");
+    ns = higan__cu_conv_group(s);
+    mark = higan_cuda_arena_mark(scratch);
+    col = higan_cuda_arena_floats(scratch, ns * KD * P);
+    if (!col) return higan_cuda_arena_status(scratch);
+    /* dw [OC, KD] += dy_n [OC, P] col_n^T [P, KD], samples in order */
+    for (n0 = 0; dw && n0 < s->N && st == HIGAN_OK; n0 += ns) {
+        int64_t nb = s->N - n0 < ns ? s->N - n0 : ns;
+        higan__f_im2col f;
+        f.col = col; f.x = x + n0 * CHW; f.s = *s; f.OW = higan_conv2d_out_w(s); f.P = P; f.KD = KD;
+        st = higan__cu_map(ctx, nb * KD * P, f, "conv2d im2col");
+        for (i = 0; i < nb && st == HIGAN_OK; ++i)
+            st = higan__cu_gemm_batched(ctx, 0, 1, s->OC, KD, P, 1.0f, dy + (n0 + i) * s->OC * P, P, 0,
+                                        col + i * KD * P, P, 0, 1.0f, dw, KD, 0, 1);
+    }
+    /* dcol_n [KD, P] = w^T [KD, OC] dy_n [OC, P]; dx_n += col2im(dcol_n) */
+    for (n0 = 0; dx && n0 < s->N && st == HIGAN_OK; n0 += ns) {
+        int64_t nb = s->N - n0 < ns ? s->N - n0 : ns;
+        st = higan__cu_gemm_batched(ctx, 1, 0, KD, P, s->OC, 1.0f, w, KD, 0, dy + n0 * s->OC * P, P,
+                                    s->OC * P, 0.0f, col, P, KD * P, nb);
+        if (st == HIGAN_OK) {
+            higan__f_col2im f;
+            f.dx = dx + n0 * CHW; f.dcol = col; f.s = *s; f.OH = higan_conv2d_out_h(s);
+            f.OW = higan_conv2d_out_w(s); f.P = P; f.KD = KD;
+            st = higan__cu_map(ctx, nb * CHW, f, "conv2d col2im");
+        }
+    }
+    higan_cuda_arena_release(scratch, mark);
+    return st;
+}
+
+/* ---- linear --------------------------------------------------------------------------- */
+/* db[j] += sum over rows of dy [N, OUT], rows in order (the CPU's order), one thread per j */
+struct higan__f_col_sum {
+    float *db; const float *dy; int64_t N, OUT;
+    HIGAN__CU_HD void operator()(int64_t j) const {
+        float acc = db[j];
+        int64_t r;
+        for (r = 0; r < N; ++r) acc += dy[r * OUT + j];
+        db[j] = acc;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_linear_forward(higan_cuda *ctx, float *y, const float *x, const float *w,
+                                                 const float *b, int64_t N, int64_t IN, int64_t OUT) {
+    if (b) {   /* rows start as the bias, then beta = 1 */
+        higan__f_fill_bias f;
+        f.y = y; f.b = b; f.C = OUT; f.P = 1;
+        HIGAN__CU_TRY(higan__cu_map(ctx, N * OUT, f, "linear bias"));
+    }
+    return higan__cu_gemm_batched(ctx, 0, 1, N, OUT, IN, 1.0f, x, IN, 0, w, IN, 0, b ? 1.0f : 0.0f,
+                                  y, OUT, 0, 1);
+}
+HIGAN_DEF higan_status higan_cuda_linear_backward(higan_cuda *ctx, float *dx, float *dw, float *db,
+                                                  const float *dy, const float *x, const float *w,
+                                                  int64_t N, int64_t IN, int64_t OUT) {
+    if (dx) HIGAN__CU_TRY(higan_cuda_gemm(ctx, 0, 0, N, IN, OUT, 1.0f, dy, OUT, w, IN, 1.0f, dx, IN));
+    if (dw) HIGAN__CU_TRY(higan_cuda_gemm(ctx, 1, 0, OUT, IN, N, 1.0f, dy, OUT, x, IN, 1.0f, dw, IN));
+    if (db) {
+        higan__f_col_sum f;
+        f.db = db; f.dy = dy; f.N = N; f.OUT = OUT;
+        HIGAN__CU_TRY(higan__cu_map(ctx, OUT, f, "linear db"));
+    }
+    return HIGAN_OK;
+}
+
+/* ==== NORMALISATION OPS (implementation) =================================================== */
+/* ---- spectral norm: v = normalize(u0 W), u = normalize(W v), sigma = (W v) . u ------------ */
+/* v [in] = u0 [out] . W [out, in]: one thread per column j, rows in order, double. */
+struct higan__f_sn_v {
+    float *v; const float *w, *u0; int64_t out, in;
+    HIGAN__CU_HD void operator()(int64_t j) const {
+        double acc = 0.0;
+        int64_t i;
+        for (i = 0; i < out; ++i) acc += (double)u0[i] * (double)w[i * in + j];
+        v[j] = (float)acc;
+    }
+};
+/* v /= max(||v||, eps) (F.normalize), one block. */
+struct higan__b_sn_normalize {
+    float *v; int64_t in; float eps;
+    HIGAN__CU_HD void operator()(int64_t, double *sh, float *, float *) const {
+        double nv = 0.0;
+        float dv;
+        int64_t j;
+        for (j = HIGAN__TID; j < in; j += HIGAN__NTHR) nv += (double)v[j] * (double)v[j];
+        nv = sqrt(higan__block_sum(nv, sh));   /* each thread rescales only its own v[j] */
+        dv = (float)(nv > (double)eps ? nv : (double)eps);
+        for (j = HIGAN__TID; j < in; j += HIGAN__NTHR) v[j] = v[j] / dv;
+    }
+};
+/* t [out] = W v (into u), one block per row. */
+struct higan__r_sn_t {
+    float *u; const float *w, *v; int64_t in;
+    HIGAN__CU_HD double term(int64_t i, int64_t j) const { return (double)w[i * in + j] * (double)v[j]; }
+    HIGAN__CU_HD void finish(int64_t i, double s) const { u[i] = (float)s; }
+};
+/* u = t / max(||t||, eps); sigma = sum t * u (BigGAN's (v W^T) u^T), one block. */
+struct higan__b_sn_finish {
+    float *u, *sigma; int64_t out; float eps;
+    HIGAN__CU_HD void operator()(int64_t, double *sh, float *, float *) const {
+        double nt = 0.0, sg = 0.0;
+        float dt;
+        int64_t i;
+        for (i = HIGAN__TID; i < out; i += HIGAN__NTHR) nt += (double)u[i] * (double)u[i];
+        nt = sqrt(higan__block_sum(nt, sh));   /* every u[i] is read before any is written */
+        dt = (float)(nt > (double)eps ? nt : (double)eps);
+        for (i = HIGAN__TID; i < out; i += HIGAN__NTHR) {
+            float ui = u[i] / dt;
+            sg += (double)u[i] * (double)ui;
+            u[i] = ui;
+        }
+        sg = higan__block_sum(sg, sh);
+        if (HIGAN__TID == 0) sigma[0] = (float)sg;
+    }
+};
+struct higan__f_div_scalar {   /* y = w / s[0] */
+    float *y; const float *w, *s;
+    HIGAN__CU_HD void operator()(int64_t i) const { y[i] = w[i] / s[0]; }
+};
+HIGAN_DEF higan_status higan_cuda_spectral_norm_forward(higan_cuda *ctx, float *y, float *u, float *v,
+                                                        float *sigma, const float *w, const float *u0,
+                                                        int64_t out, int64_t in, float eps) {
+    higan__f_sn_v fv;
+    higan__r_sn_t rt;
+    higan__b_sn_normalize bn;
+    higan__b_sn_finish bf;
+    HIGAN__CU_ASSERT(out > 0 && in > 0 && u && v && sigma && w && u0);
+    fv.v = v; fv.w = w; fv.u0 = u0; fv.out = out; fv.in = in;
+    HIGAN__CU_TRY(higan__cu_map(ctx, in, fv, "spectral norm v"));
+    bn.v = v; bn.in = in; bn.eps = eps;
+    HIGAN__CU_TRY(higan__cu_blocks(ctx, 1, bn, 0, "spectral norm normalize v"));
+    rt.u = u; rt.w = w; rt.v = v; rt.in = in;   /* u may alias u0: u0 is no longer read */
+    HIGAN__CU_TRY(higan__cu_rows(ctx, out, in, rt, "spectral norm W v"));
+    bf.u = u; bf.sigma = sigma; bf.out = out; bf.eps = eps;
+    HIGAN__CU_TRY(higan__cu_blocks(ctx, 1, bf, 0, "spectral norm sigma"));
+    if (y) {
+        higan__f_div_scalar f;
+        f.y = y; f.w = w; f.s = sigma;
+        HIGAN__CU_TRY(higan__cu_map(ctx, out * in, f, "spectral norm W / sigma"));
+    }
+    return HIGAN_OK;
+}
+/* coef = sum(dy * w) / sigma^2 into ws[0] (rows == 1) */
+struct higan__r_sn_coef {
+    float *coef; const float *dy, *w, *sigma;
+    HIGAN__CU_HD double term(int64_t, int64_t k) const { return (double)dy[k] * (double)w[k]; }
+    HIGAN__CU_HD void finish(int64_t, double s) const { coef[0] = (float)(s / ((double)sigma[0] * (double)sigma[0])); }
+};
+/* dw += dy / sigma - coef * u[i] * v[j] */
+struct higan__f_sn_bwd {
+    float *dw; const float *dy, *u, *v, *sigma, *coef; int64_t in;
+    HIGAN__CU_HD void operator()(int64_t k) const {
+        float ci = coef[0] * u[k / in];
+        dw[k] += dy[k] / sigma[0] - ci * v[k % in];
+    }
+};
+HIGAN_DEF higan_status higan_cuda_spectral_norm_backward(higan_cuda *ctx, float *dw, const float *dy,
+                                                         const float *w, const float *u, const float *v,
+                                                         const float *sigma, int64_t out, int64_t in) {
+    higan__r_sn_coef r;
+    higan__f_sn_bwd f;
+    if (!dw) return HIGAN_OK;
+    r.coef = ctx->ws; r.dy = dy; r.w = w; r.sigma = sigma;
+    HIGAN__CU_TRY(higan__cu_rows(ctx, 1, out * in, r, "spectral norm backward dot"));
+    f.dw = dw; f.dy = dy; f.u = u; f.v = v; f.sigma = sigma; f.coef = ctx->ws; f.in = in;
+    return higan__cu_map(ctx, out * in, f, "spectral norm backward");
+}
+
+/* ---- batch statistics, batch norm, conditional batch norm --------------------------------- */
+/* One block per channel c: mean, biased variance in two passes (double), running update. */
+struct higan__b_bn_stats {
+    float *mean, *rstd, *running_mean, *running_var; const float *x; float momentum, eps; int64_t N, C, HW;
+    HIGAN__CU_HD void operator()(int64_t c, double *sh, float *, float *) const {
+        const int64_t M = N * HW;
+        double s = 0.0, q = 0.0, m;
+        int64_t i;
+        for (i = HIGAN__TID; i < M; i += HIGAN__NTHR) s += (double)x[((i / HW) * C + c) * HW + i % HW];
+        m = higan__block_sum(s, sh) / (double)M;
+        for (i = HIGAN__TID; i < M; i += HIGAN__NTHR) {
+            double d = (double)x[((i / HW) * C + c) * HW + i % HW] - m;
+            q += d * d;
+        }
+        q = higan__block_sum(q, sh);
+        if (HIGAN__TID == 0) {
+            mean[c] = (float)m;
+            rstd[c] = (float)(1.0 / sqrt(q / (double)M + (double)eps));
+            if (running_mean)
+                running_mean[c] = (float)((double)momentum * m + (1.0 - (double)momentum) * (double)running_mean[c]);
+            if (running_var)
+                running_var[c] = (float)((double)momentum * (q / (double)(M - 1)) +
+                                         (1.0 - (double)momentum) * (double)running_var[c]);
+        }
+    }
+};
+struct higan__f_bn_fixed {   /* eval: the running statistics */
+    float *mean, *rstd; const float *running_mean, *running_var; float eps;
+    HIGAN__CU_HD void operator()(int64_t c) const {
+        mean[c] = running_mean[c];
+        rstd[c] = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
+    }
+};
+HIGAN_DEF higan_status higan_cuda_batch_norm_stats(higan_cuda *ctx, float *mean, float *rstd,
+                                                   float *running_mean, float *running_var,
+                                                   const float *x, float momentum, float eps,
+                                                   int batch_stats, int64_t N, int64_t C, int64_t HW) {
+    if (!batch_stats) {
+        higan__f_bn_fixed f;
+        HIGAN__CU_ASSERT(running_mean != NULL && running_var != NULL);
+        f.mean = mean; f.rstd = rstd; f.running_mean = running_mean; f.running_var = running_var; f.eps = eps;
+        return higan__cu_map(ctx, C, f, "batch norm running stats");
+    }
+    HIGAN__CU_ASSERT(N * HW > 0);
+    HIGAN__CU_ASSERT(N * HW > 1 || running_var == NULL);   /* unbiased variance needs 2 values */
+    {
+        higan__b_bn_stats f;
+        f.mean = mean; f.rstd = rstd; f.running_mean = running_mean; f.running_var = running_var; f.x = x;
+        f.momentum = momentum; f.eps = eps; f.N = N; f.C = C; f.HW = HW;
+        return higan__cu_blocks(ctx, C, f, 0, "batch norm stats");
+    }
+}
+/* y = (x - mean) * rstd * g + b per plane p = (n, c): g = scale_c[c] | 1 + gain_nc[p] | 1,
+   b = shift_c[c] | shift_nc[p] | 0 (higan__norm_apply). */
+struct higan__f_norm_apply {
+    float *y; const float *x, *mean, *rstd, *scale_c, *shift_c, *gain_nc, *shift_nc; int64_t C, HW;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t p = i / HW, c = p % C;
+        float g = scale_c ? scale_c[c] : gain_nc ? 1.0f + gain_nc[p] : 1.0f;
+        float b = shift_c ? shift_c[c] : shift_nc ? shift_nc[p] : 0.0f;
+        y[i] = (x[i] - mean[c]) * rstd[c] * g + b;
+    }
+};
+static higan_status higan__cu_norm_apply(higan_cuda *ctx, float *y, const float *x, const float *mean,
+                                         const float *rstd, const float *scale_c, const float *shift_c,
+                                         const float *gain_nc, const float *shift_nc,
+                                         int64_t N, int64_t C, int64_t HW) {
+    higan__f_norm_apply f;
+    f.y = y; f.x = x; f.mean = mean; f.rstd = rstd; f.scale_c = scale_c; f.shift_c = shift_c;
+    f.gain_nc = gain_nc; f.shift_nc = shift_nc; f.C = C; f.HW = HW;
+    return higan__cu_map(ctx, N * C * HW, f, "norm apply");
+}
+/* Backward of the above (+ through the batch statistics when batch_stats), one block per
+   channel c, the CPU's math (higan__norm_backward):
+     per plane: s = sum dy, sx = sum dy * x_hat  (-> dgain_nc / dshift_nc [N, C])
+     dscale_c / dshift_c [C] += sum over planes; a = sum g s / M, b = sum g sx / M
+     dx += rstd * (dy * g - a - x_hat * b)          (a = b = 0 with fixed statistics) */
+struct higan__b_norm_backward {
+    float *dx, *dscale_c, *dshift_c, *dgain_nc, *dshift_nc;
+    const float *dy, *x, *mean, *rstd, *scale_c, *gain_nc;
+    int batch_stats; int64_t N, C, HW;
+    HIGAN__CU_HD void operator()(int64_t c, double *sh, float *ab, float *) const {
+        const double M = (double)(N * HW);
+        const float m = mean[c], r = rstd[c];
+        double sum_g_dy = 0, sum_g_dyxh = 0, all_dy = 0, all_dyxh = 0;   /* thread 0's */
+        int64_t nn, k;
+        for (nn = 0; nn < N; ++nn) {
+            const float *xp = x + (nn * C + c) * HW, *gp = dy + (nn * C + c) * HW;
+            double s = 0, sx = 0, g;
+            for (k = HIGAN__TID; k < HW; k += HIGAN__NTHR) {
+                float xh = (xp[k] - m) * r;
+                s += (double)gp[k];
+                sx += (double)gp[k] * (double)xh;
+            }
+            s = higan__block_sum(s, sh);
+            sx = higan__block_sum(sx, sh);
+            if (HIGAN__TID == 0) {
+                g = scale_c ? (double)scale_c[c] : gain_nc ? (double)(1.0f + gain_nc[nn * C + c]) : 1.0;
+                if (dgain_nc) dgain_nc[nn * C + c] += (float)sx;
+                if (dshift_nc) dshift_nc[nn * C + c] += (float)s;
+                all_dy += s; all_dyxh += sx;
+                sum_g_dy += g * s; sum_g_dyxh += g * sx;
+            }
+        }
+        if (HIGAN__TID == 0) {   /* a, b for every thread through shared memory */
+            if (dscale_c) dscale_c[c] += (float)all_dyxh;
+            if (dshift_c) dshift_c[c] += (float)all_dy;
+            ab[0] = batch_stats ? (float)(sum_g_dy / M) : 0.0f;
+            ab[1] = batch_stats ? (float)(sum_g_dyxh / M) : 0.0f;
+        }
+        HIGAN__SYNC();
+        if (dx) {
+            const float a = ab[0], b = ab[1];
+            for (k = HIGAN__TID; k < N * HW; k += HIGAN__NTHR) {
+                int64_t n = k / HW, o = (n * C + c) * HW + k % HW;
+                float g = scale_c ? scale_c[c] : gain_nc ? 1.0f + gain_nc[n * C + c] : 1.0f;
+                float xh = (x[o] - m) * r;
+                dx[o] += r * (dy[o] * g - a - xh * b);
+            }
+        }
+    }
+};
+static higan_status higan__cu_norm_backward(higan_cuda *ctx, float *dx, float *dscale_c, float *dshift_c,
+                                            float *dgain_nc, float *dshift_nc, const float *dy,
+                                            const float *x, const float *mean, const float *rstd,
+                                            const float *scale_c, const float *gain_nc, int batch_stats,
+                                            int64_t N, int64_t C, int64_t HW) {
+    higan__b_norm_backward f;
+    if (C <= 0 || N * HW <= 0) return HIGAN_OK;
+    f.dx = dx; f.dscale_c = dscale_c; f.dshift_c = dshift_c; f.dgain_nc = dgain_nc; f.dshift_nc = dshift_nc;
+    f.dy = dy; f.x = x; f.mean = mean; f.rstd = rstd; f.scale_c = scale_c; f.gain_nc = gain_nc;
+    f.batch_stats = batch_stats; f.N = N; f.C = C; f.HW = HW;
+    return higan__cu_blocks(ctx, C, f, 0, "norm backward");
+}
+HIGAN_DEF higan_status higan_cuda_batch_norm2d_forward(higan_cuda *ctx, float *y, float *mean, float *rstd,
+                                                       const float *x, const float *weight, const float *bias,
+                                                       float *running_mean, float *running_var,
+                                                       float momentum, float eps, int batch_stats,
+                                                       int64_t N, int64_t C, int64_t HW) {
+    HIGAN__CU_TRY(higan_cuda_batch_norm_stats(ctx, mean, rstd, running_mean, running_var, x, momentum, eps,
+                                              batch_stats, N, C, HW));
+    return higan__cu_norm_apply(ctx, y, x, mean, rstd, weight, bias, NULL, NULL, N, C, HW);
+}
+HIGAN_DEF higan_status higan_cuda_batch_norm2d_backward(higan_cuda *ctx, float *dx, float *dweight,
+                                                        float *dbias, const float *dy, const float *x,
+                                                        const float *mean, const float *rstd,
+                                                        const float *weight, int batch_stats,
+                                                        int64_t N, int64_t C, int64_t HW) {
+    if (!dx && !dweight && !dbias) return HIGAN_OK;
+    return higan__cu_norm_backward(ctx, dx, dweight, dbias, NULL, NULL, dy, x, mean, rstd, weight, NULL,
+                                   batch_stats, N, C, HW);
+}
+HIGAN_DEF higan_status higan_cuda_cond_batch_norm_forward(higan_cuda *ctx, float *y, float *mean, float *rstd,
+                                                          const float *x, const float *gain,
+                                                          const float *bias, float *running_mean,
+                                                          float *running_var, float momentum, float eps,
+                                                          int batch_stats, int64_t N, int64_t C, int64_t HW) {
+    HIGAN__CU_TRY(higan_cuda_batch_norm_stats(ctx, mean, rstd, running_mean, running_var, x, momentum, eps,
+                                              batch_stats, N, C, HW));
+    return higan__cu_norm_apply(ctx, y, x, mean, rstd, NULL, NULL, gain, bias, N, C, HW);
+}
+HIGAN_DEF higan_status higan_cuda_cond_batch_norm_backward(higan_cuda *ctx, float *dx, float *dgain,
+                                                           float *dbias, const float *dy, const float *x,
+                                                           const float *mean, const float *rstd,
+                                                           const float *gain, int batch_stats,
+                                                           int64_t N, int64_t C, int64_t HW) {
+    if (!dx && !dgain && !dbias) return HIGAN_OK;
+    return higan__cu_norm_backward(ctx, dx, NULL, NULL, dgain, dbias, dy, x, mean, rstd, NULL, gain,
+                                   batch_stats, N, C, HW);
+}
+
+/* ---- embedding -------------------------------------------------------------------------- */
+/* One block per looked-up position i; only the first occurrence of each row renormalises it
+   (PyTorch's unique rows), so no two blocks write one row. */
+struct higan__b_emb_renorm {
+    float *weight; const int *idx; int64_t num, D; float max_norm;
+    HIGAN__CU_HD void operator()(int64_t i, double *sh, float *, float *) const {
+        const int r = idx[i];
+        int first = r >= 0 && (int64_t)r < num;
+        double nrm = 0.0, normf;
+        float *row;
+        int64_t j, k;
+        for (j = 0; j < i && first; ++j) if (idx[j] == r) first = 0;
+        if (!first) return;   /* uniform over the block: no barrier is skipped by part of it */
+        row = weight + (int64_t)r * D;
+        for (k = HIGAN__TID; k < D; k += HIGAN__NTHR) nrm += (double)row[k] * (double)row[k];
+        nrm = higan__block_sum(nrm, sh);
+        normf = (double)(float)sqrt(nrm);   /* PyTorch takes the float norm as a double */
+        if (normf > (double)max_norm) {
+            float scale = (float)((double)max_norm / (normf + 1e-7));
+            for (k = HIGAN__TID; k < D; k += HIGAN__NTHR) row[k] *= scale;
+        }
+    }
+};
+HIGAN_DEF higan_status higan_cuda_embedding_renorm(higan_cuda *ctx, float *weight, const int *idx,
+                                                   int64_t n_idx, int64_t num, int64_t D, float max_norm) {
+    higan__b_emb_renorm f;
+    f.weight = weight; f.idx = idx; f.num = num; f.D = D; f.max_norm = max_norm;
+    return higan__cu_blocks(ctx, n_idx, f, 0, "embedding renorm");
+}
+struct higan__f_emb_fwd {   /* y [n_idx, D] = weight[idx[i]] (NaN for a bad index) */
+    float *y; const float *weight; const int *idx; int64_t num, D;
+    HIGAN__CU_HD void operator()(int64_t k) const {
+        int r = idx[k / D];
+        y[k] = (r >= 0 && (int64_t)r < num) ? weight[(int64_t)r * D + k % D] : NAN;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_embedding_forward(higan_cuda *ctx, float *y, const float *weight,
+                                                    const int *idx, int64_t n_idx, int64_t num, int64_t D) {
+    higan__f_emb_fwd f;
+    f.y = y; f.weight = weight; f.idx = idx; f.num = num; f.D = D;
+    return higan__cu_map(ctx, n_idx * D, f, "embedding forward");
+}
+/* dweight[r, k] += dy[i, k] for every i with idx[i] == r (i in order, as the CPU's serial
+   loop: the same float sums), one thread per (r, k); the padding row gets nothing. */
+struct higan__f_emb_bwd {
+    float *dweight; const float *dy; const int *idx; int64_t n_idx, D; int padding_idx;
+    HIGAN__CU_HD void operator()(int64_t q) const {
+        const int64_t r = q / D, k = q % D;
+        float acc;
+        int64_t i;
+        int hit = 0;
+        if (padding_idx >= 0 && r == (int64_t)padding_idx) return;
+        acc = dweight[q];
+        for (i = 0; i < n_idx; ++i)
+            if ((int64_t)idx[i] == r) { acc += dy[i * D + k]; hit = 1; }
+        if (hit) dweight[q] = acc;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_embedding_backward(higan_cuda *ctx, float *dweight, const float *dy,
+                                                     const int *idx, int64_t n_idx, int64_t num,
+                                                     int64_t D, int padding_idx) {
+    higan__f_emb_bwd f;
+    if (!dweight) return HIGAN_OK;
+    f.dweight = dweight; f.dy = dy; f.idx = idx; f.n_idx = n_idx; f.D = D; f.padding_idx = padding_idx;
+    return higan__cu_map(ctx, num * D, f, "embedding backward");
+}
+
+/* ==== SHAPE, POOLING, PADDING, ACTIVATION AND ELEMENTWISE OPS (implementation) ============= */
+/* One thread per output value; backward kernels gather (one thread per dx value) so that
+   nothing needs atomics and sums run in the CPU's order where it matters. */
+
+/* ---- nearest upsampling: x [N,C,H,W] -> y [N,C,H*sh,W*sw] ---- */
+struct higan__f_up_fwd {
+    float *y; const float *x; int64_t H, W; int sh, sw;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t Wo = W * sw, HWo = H * sh * Wo, p = i / HWo, r = i % HWo;
+        y[i] = x[p * H * W + (r / Wo / sh) * W + (r % Wo) / sw];
+    }
+};
+/* dx[h, w] += block sum of dy, rows a then columns b (the CPU's order) */
+struct higan__f_up_bwd {
+    float *dx; const float *dy; int64_t H, W; int sh, sw;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t p = i / (H * W), h = (i / W) % H, w = i % W, Wo = W * sw;
+        const float *gp = dy + p * H * sh * Wo;
+        float s = 0.0f;
+        int a, b;
+        for (a = 0; a < sh; ++a)
+            for (b = 0; b < sw; ++b) s += gp[(h * sh + a) * Wo + w * sw + b];
+        dx[i] += s;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_upsample_nearest_forward(higan_cuda *ctx, float *y, const float *x,
+                                                           int64_t N, int64_t C, int64_t H, int64_t W,
+                                                           int sh, int sw) {
+    higan__f_up_fwd f;
+    HIGAN__CU_ASSERT(sh >= 1 && sw >= 1);
+    f.y = y; f.x = x; f.H = H; f.W = W; f.sh = sh; f.sw = sw;
+    return higan__cu_map(ctx, N * C * H * sh * W * sw, f, "upsample forward");
+}
+HIGAN_DEF higan_status higan_cuda_upsample_nearest_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                            int64_t N, int64_t C, int64_t H, int64_t W,
+                                                            int sh, int sw) {
+    higan__f_up_bwd f;
+    if (!dx) return HIGAN_OK;
+    HIGAN__CU_ASSERT(sh >= 1 && sw >= 1);
+    f.dx = dx; f.dy = dy; f.H = H; f.W = W; f.sh = sh; f.sw = sw;
+    return higan__cu_map(ctx, N * C * H * W, f, "upsample backward");
+}
+
+/* ---- 2x2 average pooling, stride 2 ---- */
+struct higan__f_avg_fwd {
+    float *y; const float *x; int64_t H, W;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t Ho = H / 2, Wo = W / 2, p = i / (Ho * Wo), h = (i / Wo) % Ho, w = i % Wo;
+        const float *q = x + p * H * W + 2 * h * W + 2 * w;
+        y[i] = (((q[0] + q[1]) + q[W]) + q[W + 1]) / 4.0f;   /* PyTorch's order, as the CPU */
+    }
+};
+struct higan__f_avg_bwd {   /* windows do not overlap: each thread owns 4 dx values */
+    float *dx; const float *dy; int64_t H, W;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t Ho = H / 2, Wo = W / 2, p = i / (Ho * Wo), h = (i / Wo) % Ho, w = i % Wo;
+        float g = dy[i] / 4.0f;
+        float *q = dx + p * H * W + 2 * h * W + 2 * w;
+        q[0] += g; q[1] += g; q[W] += g; q[W + 1] += g;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_avg_pool2_forward(higan_cuda *ctx, float *y, const float *x, int64_t N,
+                                                    int64_t C, int64_t H, int64_t W) {
+    higan__f_avg_fwd f;
+    f.y = y; f.x = x; f.H = H; f.W = W;
+    return higan__cu_map(ctx, N * C * (H / 2) * (W / 2), f, "avg pool forward");
+}
+HIGAN_DEF higan_status higan_cuda_avg_pool2_backward(higan_cuda *ctx, float *dx, const float *dy, int64_t N,
+                                                     int64_t C, int64_t H, int64_t W) {
+    higan__f_avg_bwd f;
+    if (!dx) return HIGAN_OK;
+    f.dx = dx; f.dy = dy; f.H = H; f.W = W;
+    return higan__cu_map(ctx, N * C * (H / 2) * (W / 2), f, "avg pool backward");
+}
+
+/* ---- 3x3 max pooling, stride 2 ---- */
+struct higan__f_max_fwd {
+    float *y; int32_t *argmax; const float *x; int64_t H, W;
+    HIGAN__CU_HD void operator()(int64_t o) const {
+        int64_t Ho = (H - 3) / 2 + 1, Wo = (W - 3) / 2 + 1, p = o / (Ho * Wo), h = (o / Wo) % Ho, w = o % Wo;
+        const float *xp = x + p * H * W;
+        int64_t best = 2 * h * W + 2 * w, k;
+        float m = xp[best];
+        int i, j;
+        for (i = 0; i < 3; ++i)   /* PyTorch's scan: a strictly larger value or a NaN wins */
+            for (j = 0; j < 3; ++j) {
+                float v;
+                k = (2 * h + i) * W + 2 * w + j;
+                v = xp[k];
+                if (v > m || v != v) { m = v; best = k; }
+            }
+        y[o] = m;
+        if (argmax) argmax[o] = (int32_t)best;
+    }
+};
+/* dx[h, w] += dy of every window whose argmax is (h, w): the windows (oh, ow) covering it,
+   in increasing output order (the CPU's order), at most 2 x 2 of them. */
+struct higan__f_max_bwd {
+    float *dx; const float *dy; const int32_t *argmax; int64_t H, W;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t Ho = (H - 3) / 2 + 1, Wo = (W - 3) / 2 + 1, p = i / (H * W), q = i % (H * W);
+        int64_t h = q / W, w = q % W, oh, ow;
+        int64_t oh0 = h >= 2 ? (h - 1) / 2 : 0, ow0 = w >= 2 ? (w - 1) / 2 : 0;
+        int64_t oh1 = h / 2 < Ho - 1 ? h / 2 : Ho - 1, ow1 = w / 2 < Wo - 1 ? w / 2 : Wo - 1;
+        const float *gp = dy + p * Ho * Wo;
+        const int32_t *ap = argmax + p * Ho * Wo;
+        float acc = dx[i];
+        int hit = 0;
+        for (oh = oh0; oh <= oh1; ++oh)
+            for (ow = ow0; ow <= ow1; ++ow)
+                if ((int64_t)ap[oh * Wo + ow] == q) { acc += gp[oh * Wo + ow]; hit = 1; }
+        if (hit) dx[i] = acc;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_max_pool3s2_forward(higan_cuda *ctx, float *y, int32_t *argmax,
+                                                      const float *x, int64_t N, int64_t C, int64_t H,
+                                                      int64_t W) {
+    higan__f_max_fwd f;
+    HIGAN__CU_ASSERT(H >= 3 && W >= 3 && H * W <= INT32_MAX);
+    f.y = y; f.argmax = argmax; f.x = x; f.H = H; f.W = W;
+    return higan__cu_map(ctx, N * C * ((H - 3) / 2 + 1) * ((W - 3) / 2 + 1), f, "max pool forward");
+}
+HIGAN_DEF higan_status higan_cuda_max_pool3s2_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                       const int32_t *argmax, int64_t N, int64_t C,
+                                                       int64_t H, int64_t W) {
+    higan__f_max_bwd f;
+    if (!dx) return HIGAN_OK;
+    HIGAN__CU_ASSERT(H >= 3 && W >= 3);
+    f.dx = dx; f.dy = dy; f.argmax = argmax; f.H = H; f.W = W;
+    return higan__cu_map(ctx, N * C * H * W, f, "max pool backward");
+}
+
+/* ---- constant padding (top, bottom, left, right); negative amounts crop ---- */
+struct higan__f_pad_fwd {
+    float *y; const float *x; int64_t H, W, Ho, Wo; int top, left; float value;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t p = i / (Ho * Wo), h = (i / Wo) % Ho - top, w = i % Wo - left;
+        y[i] = (h >= 0 && h < H && w >= 0 && w < W) ? x[(p * H + h) * W + w] : value;
+    }
+};
+struct higan__f_pad_bwd {   /* dx[h, w] += dy[h + top, w + left] when that is inside dy */
+    float *dx; const float *dy; int64_t H, W, Ho, Wo; int top, left;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t p = i / (H * W), h = (i / W) % H + top, w = i % W + left;
+        if (h >= 0 && h < Ho && w >= 0 && w < Wo) dx[i] += dy[(p * Ho + h) * Wo + w];
+    }
+};
+HIGAN_DEF higan_status higan_cuda_pad_forward(higan_cuda *ctx, float *y, const float *x, int64_t N, int64_t C,
+                                              int64_t H, int64_t W, int top, int bottom, int left,
+                                              int right, float value) {
+    higan__f_pad_fwd f;
+    f.y = y; f.x = x; f.H = H; f.W = W; f.Ho = H + top + bottom; f.Wo = W + left + right;
+    f.top = top; f.left = left; f.value = value;
+    HIGAN__CU_ASSERT(f.Ho >= 0 && f.Wo >= 0);
+    return higan__cu_map(ctx, N * C * f.Ho * f.Wo, f, "pad forward");
+}
+HIGAN_DEF higan_status higan_cuda_pad_backward(higan_cuda *ctx, float *dx, const float *dy, int64_t N,
+                                               int64_t C, int64_t H, int64_t W, int top, int bottom,
+                                               int left, int right) {
+    higan__f_pad_bwd f;
+    if (!dx) return HIGAN_OK;
+    f.dx = dx; f.dy = dy; f.H = H; f.W = W; f.Ho = H + top + bottom; f.Wo = W + left + right;
+    f.top = top; f.left = left;
+    HIGAN__CU_ASSERT(f.Ho >= 0 && f.Wo >= 0);
+    return higan__cu_map(ctx, N * C * H * W, f, "pad backward");
+}
+
+/* ---- activations ---- */
+enum { HIGAN__ACT_RELU, HIGAN__ACT_LEAKY, HIGAN__ACT_TANH, HIGAN__ACT_SIGMOID, HIGAN__ACT_EXP };
+struct higan__f_act_fwd {
+    float *y; const float *x; float slope; int kind;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        float v = x[i];
+        switch (kind) {
+        case HIGAN__ACT_RELU: y[i] = v > 0.0f ? v : (v != v ? v : 0.0f); break;   /* NaN stays */
+        case HIGAN__ACT_LEAKY: y[i] = v > 0.0f ? v : v * slope; break;
+        case HIGAN__ACT_TANH: y[i] = tanhf(v); break;
+        case HIGAN__ACT_SIGMOID: y[i] = 1.0f / (1.0f + expf(-v)); break;
+        default: y[i] = expf(v); break;
+        }
+    }
+};
+/* relu / leaky take x; tanh / sigmoid / exp take y */
+struct higan__f_act_bwd {
+    float *dx; const float *dy, *xy; float slope; int kind;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        float v = xy[i], g = dy[i];
+        switch (kind) {
+        case HIGAN__ACT_RELU: if (v > 0.0f) dx[i] += g; break;
+        case HIGAN__ACT_LEAKY: dx[i] += v > 0.0f ? g : g * slope; break;
+        case HIGAN__ACT_TANH: dx[i] += g * (1.0f - v * v); break;
+        case HIGAN__ACT_SIGMOID: dx[i] += g * (v * (1.0f - v)); break;
+        default: dx[i] += g * v; break;
+        }
+    }
+};
+static higan_status higan__cu_act_fwd(higan_cuda *ctx, float *y, const float *x, float slope, int kind, int64_t n) {
+    higan__f_act_fwd f;
+    f.y = y; f.x = x; f.slope = slope; f.kind = kind;
+    return higan__cu_map(ctx, n, f, "activation forward");
+}
+static higan_status higan__cu_act_bwd(higan_cuda *ctx, float *dx, const float *dy, const float *xy, float slope,
+                                      int kind, int64_t n) {
+    higan__f_act_bwd f;
+    if (!dx) return HIGAN_OK;
+    f.dx = dx; f.dy = dy; f.xy = xy; f.slope = slope; f.kind = kind;
+    return higan__cu_map(ctx, n, f, "activation backward");
+}
+HIGAN_DEF higan_status higan_cuda_relu_forward(higan_cuda *ctx, float *y, const float *x, int64_t n) {
+    return higan__cu_act_fwd(ctx, y, x, 0.0f, HIGAN__ACT_RELU, n);
+}
+HIGAN_DEF higan_status higan_cuda_relu_backward(higan_cuda *ctx, float *dx, const float *dy, const float *x, int64_t n) {
+    return higan__cu_act_bwd(ctx, dx, dy, x, 0.0f, HIGAN__ACT_RELU, n);
+}
+HIGAN_DEF higan_status higan_cuda_leaky_relu_forward(higan_cuda *ctx, float *y, const float *x, float slope,
+                                                     int64_t n) {
+    return higan__cu_act_fwd(ctx, y, x, slope, HIGAN__ACT_LEAKY, n);
+}
+HIGAN_DEF higan_status higan_cuda_leaky_relu_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                      const float *x, float slope, int64_t n) {
+    return higan__cu_act_bwd(ctx, dx, dy, x, slope, HIGAN__ACT_LEAKY, n);
+}
+HIGAN_DEF higan_status higan_cuda_tanh_forward(higan_cuda *ctx, float *y, const float *x, int64_t n) {
+    return higan__cu_act_fwd(ctx, y, x, 0.0f, HIGAN__ACT_TANH, n);
+}
+HIGAN_DEF higan_status higan_cuda_tanh_backward(higan_cuda *ctx, float *dx, const float *dy, const float *y,
+                                                int64_t n) {
+    return higan__cu_act_bwd(ctx, dx, dy, y, 0.0f, HIGAN__ACT_TANH, n);
+}
+HIGAN_DEF higan_status higan_cuda_sigmoid_forward(higan_cuda *ctx, float *y, const float *x, int64_t n) {
+    return higan__cu_act_fwd(ctx, y, x, 0.0f, HIGAN__ACT_SIGMOID, n);
+}
+HIGAN_DEF higan_status higan_cuda_sigmoid_backward(higan_cuda *ctx, float *dx, const float *dy, const float *y,
+                                                   int64_t n) {
+    return higan__cu_act_bwd(ctx, dx, dy, y, 0.0f, HIGAN__ACT_SIGMOID, n);
+}
+HIGAN_DEF higan_status higan_cuda_exp_forward(higan_cuda *ctx, float *y, const float *x, int64_t n) {
+    return higan__cu_act_fwd(ctx, y, x, 0.0f, HIGAN__ACT_EXP, n);
+}
+HIGAN_DEF higan_status higan_cuda_exp_backward(higan_cuda *ctx, float *dx, const float *dy, const float *y,
+                                               int64_t n) {
+    return higan__cu_act_bwd(ctx, dx, dy, y, 0.0f, HIGAN__ACT_EXP, n);
+}
+
+/* ---- concat / slice: [outer, size, inner] views ---- */
+/* dst[o, dstart + k] (row length dsize*inner) op= src[o, sstart + k] (row length ssize*inner)
+   for k < len*inner: the one copy kernel behind concat, slice and their backwards. */
+struct higan__f_block_copy {
+    float *dst; const float *src; int64_t dsize, dstart, ssize, sstart, len, inner; int add;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t row = len * inner, o = i / row, k = i % row;
+        float v = src[(o * ssize + sstart) * inner + k];
+        float *d = dst + (o * dsize + dstart) * inner + k;
+        if (add) *d += v; else *d = v;
+    }
+};
+static higan_status higan__cu_block_copy(higan_cuda *ctx, float *dst, int64_t dsize, int64_t dstart,
+                                         const float *src, int64_t ssize, int64_t sstart, int64_t outer,
+                                         int64_t len, int64_t inner, int add) {
+    higan__f_block_copy f;
+    f.dst = dst; f.src = src; f.dsize = dsize; f.dstart = dstart; f.ssize = ssize; f.sstart = sstart;
+    f.len = len; f.inner = inner; f.add = add;
+    return higan__cu_map(ctx, outer * len * inner, f, "block copy");
+}
+HIGAN_DEF higan_status higan_cuda_concat_forward(higan_cuda *ctx, float *y, const float *const *xs,
+                                                 const int64_t *sizes, int n, int64_t outer, int64_t inner) {
+    int64_t S = 0, off = 0;
+    int i;
+    for (i = 0; i < n; ++i) S += sizes[i];
+    for (i = 0; i < n; ++i) {
+        HIGAN__CU_TRY(higan__cu_block_copy(ctx, y, S, off, xs[i], sizes[i], 0, outer, sizes[i], inner, 0));
+        off += sizes[i];
+    }
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_concat_backward(higan_cuda *ctx, float *const *dxs, const float *dy,
+                                                  const int64_t *sizes, int n, int64_t outer, int64_t inner) {
+    int64_t S = 0, off = 0;
+    int i;
+    for (i = 0; i < n; ++i) S += sizes[i];
+    for (i = 0; i < n; ++i) {
+        if (dxs[i]) HIGAN__CU_TRY(higan__cu_block_copy(ctx, dxs[i], sizes[i], 0, dy, S, off, outer, sizes[i], inner, 1));
+        off += sizes[i];
+    }
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_slice_forward(higan_cuda *ctx, float *y, const float *x, int64_t outer,
+                                                int64_t size, int64_t inner, int64_t start, int64_t len) {
+    HIGAN__CU_ASSERT(start >= 0 && len >= 0 && start + len <= size);
+    return higan__cu_block_copy(ctx, y, len, 0, x, size, start, outer, len, inner, 0);
+}
+HIGAN_DEF higan_status higan_cuda_slice_backward(higan_cuda *ctx, float *dx, const float *dy, int64_t outer,
+                                                 int64_t size, int64_t inner, int64_t start, int64_t len) {
+    if (!dx) return HIGAN_OK;
+    HIGAN__CU_ASSERT(start >= 0 && len >= 0 && start + len <= size);
+    return higan__cu_block_copy(ctx, dx, size, start, dy, len, 0, outer, len, inner, 1);
+}
+
+/* ---- permute (copy), up to 4 dims ---- */
+/* Output sizes ys and input strides xs per output dim, padded in front to 4 dims. */
+static void higan__cu_permute_setup(int ndim, const int64_t *shape, const int *perm, int64_t ys[4], int64_t xs[4]) {
+    int64_t st[4];
+    int d, seen = 0;
+    HIGAN__CU_ASSERT(ndim >= 1 && ndim <= 4);
+    st[ndim - 1] = 1;
+    for (d = ndim - 2; d >= 0; --d) st[d] = st[d + 1] * shape[d + 1];
+    for (d = 0; d < ndim; ++d) {
+        HIGAN__CU_ASSERT(perm[d] >= 0 && perm[d] < ndim && !(seen & (1 << perm[d])) && "not a permutation");
+        seen |= 1 << perm[d];
+    }
+    for (d = 0; d < 4; ++d) {
+        int k = d - (4 - ndim);
+        ys[d] = k < 0 ? 1 : shape[perm[k]];
+        xs[d] = k < 0 ? 0 : st[perm[k]];
+    }
+}
+struct higan__f_permute {   /* y[i] = x[...] or, backward, dx[...] += dy[i] (a bijection) */
+    float *dst; const float *src; int64_t ys[4], xs[4]; int backward;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t r = i, i3 = r % ys[3], i2, i1, i0, o;
+        r /= ys[3]; i2 = r % ys[2]; r /= ys[2]; i1 = r % ys[1]; i0 = r / ys[1];
+        o = i0 * xs[0] + i1 * xs[1] + i2 * xs[2] + i3 * xs[3];
+        if (backward) dst[o] += src[i]; else dst[i] = src[o];
+    }
+};
+static higan_status higan__cu_permute(higan_cuda *ctx, float *dst, const float *src, int ndim,
+                                      const int64_t *shape, const int *perm, int backward) {
+    higan__f_permute f;
+    int d;
+    higan__cu_permute_setup(ndim, shape, perm, f.ys, f.xs);
+    f.dst = dst; f.src = src; f.backward = backward;
+    {
+        int64_t n = 1;
+        for (d = 0; d < 4; ++d) n *= f.ys[d];
+        return higan__cu_map(ctx, n, f, "permute");
+    }
+}
+HIGAN_DEF higan_status higan_cuda_permute_forward(higan_cuda *ctx, float *y, const float *x, int ndim,
+                                                  const int64_t *shape, const int *perm) {
+    return higan__cu_permute(ctx, y, x, ndim, shape, perm, 0);
+}
+HIGAN_DEF higan_status higan_cuda_permute_backward(higan_cuda *ctx, float *dx, const float *dy, int ndim,
+                                                   const int64_t *shape, const int *perm) {
+    if (!dx) return HIGAN_OK;
+    return higan__cu_permute(ctx, dx, dy, ndim, shape, perm, 1);
+}
+
+/* ---- masked width reductions: x [N,C,H,W] -> y [N,C] over h and w < lens[n] ---- */
+static HIGAN__CU_HD int64_t higan__cu_valid_cols(int len, int64_t W) {
+    return len < 0 ? 0 : ((int64_t)len < W ? (int64_t)len : W);
+}
+struct higan__r_masked_width {   /* rows p = (n, c), terms over H*W */
+    float *y; const float *x; const int *lens; int64_t C, H, W; float eps; int mean;
+    HIGAN__CU_HD double term(int64_t p, int64_t i) const {
+        return (i % W) < higan__cu_valid_cols(lens[p / C], W) ? (double)x[p * H * W + i] : 0.0;
+    }
+    HIGAN__CU_HD void finish(int64_t p, double s) const {
+        int len = lens[p / C];
+        y[p] = mean ? (float)s / ((float)(H * (int64_t)len) + eps) : (float)s;
+    }
+};
+struct higan__f_masked_width_bwd {
+    float *dx; const float *dy; const int *lens; int64_t C, H, W; float eps; int mean;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t p = i / (H * W);
+        int len = lens[p / C];
+        if ((i % W) < higan__cu_valid_cols(len, W))
+            dx[i] += mean ? dy[p] / ((float)(H * (int64_t)len) + eps) : dy[p];
+    }
+};
+static higan_status higan__cu_masked_width(higan_cuda *ctx, float *y, const float *x, const int *lens,
+                                           int64_t N, int64_t C, int64_t H, int64_t W, float eps, int mean) {
+    higan__r_masked_width r;
+    r.y = y; r.x = x; r.lens = lens; r.C = C; r.H = H; r.W = W; r.eps = eps; r.mean = mean;
+    return higan__cu_rows(ctx, N * C, H * W, r, "masked width forward");
+}
+static higan_status higan__cu_masked_width_bwd(higan_cuda *ctx, float *dx, const float *dy, const int *lens,
+                                               int64_t N, int64_t C, int64_t H, int64_t W, float eps, int mean) {
+    higan__f_masked_width_bwd f;
+    if (!dx) return HIGAN_OK;
+    f.dx = dx; f.dy = dy; f.lens = lens; f.C = C; f.H = H; f.W = W; f.eps = eps; f.mean = mean;
+    return higan__cu_map(ctx, N * C * H * W, f, "masked width backward");
+}
+HIGAN_DEF higan_status higan_cuda_masked_sum_width_forward(higan_cuda *ctx, float *y, const float *x,
+                                                           const int *lens, int64_t N, int64_t C,
+                                                           int64_t H, int64_t W) {
+    return higan__cu_masked_width(ctx, y, x, lens, N, C, H, W, 0.0f, 0);
+}
+HIGAN_DEF higan_status higan_cuda_masked_sum_width_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                            const int *lens, int64_t N, int64_t C,
+                                                            int64_t H, int64_t W) {
+    return higan__cu_masked_width_bwd(ctx, dx, dy, lens, N, C, H, W, 0.0f, 0);
+}
+HIGAN_DEF higan_status higan_cuda_masked_mean_width_forward(higan_cuda *ctx, float *y, const float *x,
+                                                            const int *lens, int64_t N, int64_t C,
+                                                            int64_t H, int64_t W, float eps) {
+    return higan__cu_masked_width(ctx, y, x, lens, N, C, H, W, eps, 1);
+}
+HIGAN_DEF higan_status higan_cuda_masked_mean_width_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                             const int *lens, int64_t N, int64_t C,
+                                                             int64_t H, int64_t W, float eps) {
+    return higan__cu_masked_width_bwd(ctx, dx, dy, lens, N, C, H, W, eps, 1);
+}
+
+/* ---- log-softmax over the last dim: one block per row ---- */
+struct higan__b_log_softmax_fwd {
+    float *y; const float *x; int64_t cols;
+    HIGAN__CU_HD void operator()(int64_t r, double *sh, float *shf, float *) const {
+        const float *xr = x + r * cols;
+        float *yr = y + r * cols, m = -INFINITY, lse;
+        double s = 0.0;
+        int64_t j;
+        for (j = HIGAN__TID; j < cols; j += HIGAN__NTHR) if (xr[j] > m) m = xr[j];
+        m = higan__block_max(m, shf);
+        for (j = HIGAN__TID; j < cols; j += HIGAN__NTHR) s += exp((double)(xr[j] - m));
+        lse = (float)log(higan__block_sum(s, sh));
+        for (j = HIGAN__TID; j < cols; j += HIGAN__NTHR) yr[j] = xr[j] - m - lse;
+    }
+};
+/* dx += dy - exp(y) * sum(dy) per row */
+struct higan__b_log_softmax_bwd {
+    float *dx; const float *dy, *y; int64_t cols;
+    HIGAN__CU_HD void operator()(int64_t r, double *sh, float *, float *) const {
+        const float *gr = dy + r * cols, *yr = y + r * cols;
+        float *dr = dx + r * cols, gs;
+        double s = 0.0;
+        int64_t j;
+        for (j = HIGAN__TID; j < cols; j += HIGAN__NTHR) s += (double)gr[j];
+        gs = (float)higan__block_sum(s, sh);
+        for (j = HIGAN__TID; j < cols; j += HIGAN__NTHR) dr[j] += gr[j] - expf(yr[j]) * gs;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_log_softmax_forward(higan_cuda *ctx, float *y, const float *x, int64_t rows,
+                                                      int64_t cols) {
+    higan__b_log_softmax_fwd f;
+    HIGAN__CU_ASSERT(cols >= 1);
+    f.y = y; f.x = x; f.cols = cols;
+    return higan__cu_blocks(ctx, rows, f, 0, "log_softmax forward");
+}
+HIGAN_DEF higan_status higan_cuda_log_softmax_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                       const float *y, int64_t rows, int64_t cols) {
+    higan__b_log_softmax_bwd f;
+    if (!dx) return HIGAN_OK;
+    f.dx = dx; f.dy = dy; f.y = y; f.cols = cols;
+    return higan__cu_blocks(ctx, rows, f, 0, "log_softmax backward");
+}
+
+/* ---- elementwise helpers ---- */
+enum { HIGAN__BIN_ADD, HIGAN__BIN_SUB, HIGAN__BIN_MUL };
+struct higan__f_binary {
+    float *y; const float *a, *b; int op;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        y[i] = op == HIGAN__BIN_ADD ? a[i] + b[i] : op == HIGAN__BIN_SUB ? a[i] - b[i] : a[i] * b[i];
+    }
+};
+/* d += s * g  (s = +1 / -1: exact adds) or d += g * m[i] (m != NULL) */
+struct higan__f_axpy {
+    float *d; const float *g, *m; float s;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        if (m) d[i] += g[i] * m[i];
+        else if (s == 1.0f) d[i] += g[i];
+        else if (s == -1.0f) d[i] -= g[i];
+        else d[i] += g[i] * s;
+    }
+};
+static higan_status higan__cu_binary(higan_cuda *ctx, float *y, const float *a, const float *b, int op, int64_t n) {
+    higan__f_binary f;
+    f.y = y; f.a = a; f.b = b; f.op = op;
+    return higan__cu_map(ctx, n, f, "elementwise forward");
+}
+static higan_status higan__cu_axpy(higan_cuda *ctx, float *d, const float *g, const float *m, float s, int64_t n) {
+    higan__f_axpy f;
+    if (!d) return HIGAN_OK;
+    f.d = d; f.g = g; f.m = m; f.s = s;
+    return higan__cu_map(ctx, n, f, "elementwise backward");
+}
+HIGAN_DEF higan_status higan_cuda_add_forward(higan_cuda *ctx, float *y, const float *a, const float *b, int64_t n) {
+    return higan__cu_binary(ctx, y, a, b, HIGAN__BIN_ADD, n);
+}
+HIGAN_DEF higan_status higan_cuda_add_backward(higan_cuda *ctx, float *da, float *db, const float *dy, int64_t n) {
+    HIGAN__CU_TRY(higan__cu_axpy(ctx, da, dy, NULL, 1.0f, n));
+    return higan__cu_axpy(ctx, db, dy, NULL, 1.0f, n);
+}
+HIGAN_DEF higan_status higan_cuda_sub_forward(higan_cuda *ctx, float *y, const float *a, const float *b, int64_t n) {
+    return higan__cu_binary(ctx, y, a, b, HIGAN__BIN_SUB, n);
+}
+HIGAN_DEF higan_status higan_cuda_sub_backward(higan_cuda *ctx, float *da, float *db, const float *dy, int64_t n) {
+    HIGAN__CU_TRY(higan__cu_axpy(ctx, da, dy, NULL, 1.0f, n));
+    return higan__cu_axpy(ctx, db, dy, NULL, -1.0f, n);
+}
+HIGAN_DEF higan_status higan_cuda_mul_forward(higan_cuda *ctx, float *y, const float *a, const float *b, int64_t n) {
+    return higan__cu_binary(ctx, y, a, b, HIGAN__BIN_MUL, n);
+}
+HIGAN_DEF higan_status higan_cuda_mul_backward(higan_cuda *ctx, float *da, float *db, const float *dy,
+                                               const float *a, const float *b, int64_t n) {
+    HIGAN__CU_TRY(higan__cu_axpy(ctx, da, dy, b, 0.0f, n));
+    return higan__cu_axpy(ctx, db, dy, a, 0.0f, n);
+}
+struct higan__f_scale {
+    float *y; const float *x; float s;
+    HIGAN__CU_HD void operator()(int64_t i) const { y[i] = x[i] * s; }
+};
+HIGAN_DEF higan_status higan_cuda_scale_forward(higan_cuda *ctx, float *y, const float *x, float s, int64_t n) {
+    higan__f_scale f;
+    f.y = y; f.x = x; f.s = s;
+    return higan__cu_map(ctx, n, f, "scale forward");
+}
+HIGAN_DEF higan_status higan_cuda_scale_backward(higan_cuda *ctx, float *dx, const float *dy, float s, int64_t n) {
+    higan__f_axpy f;
+    if (!dx) return HIGAN_OK;
+    f.d = dx; f.g = dy; f.m = NULL; f.s = s;
+    /* the CPU computes dy * s even for s = +-1; identical values, so the axpy shortcut is fine */
+    return higan__cu_map(ctx, n, f, "scale backward");
+}
+struct higan__f_add_nc {   /* y [N*C, HW] = x + b[p] */
+    float *y; const float *x, *b; int64_t HW;
+    HIGAN__CU_HD void operator()(int64_t i) const { y[i] = x[i] + b[i / HW]; }
+};
+struct higan__r_plane_sum {   /* db[p] += sum of dy over the HW values of plane p */
+    float *db; const float *dy; int64_t HW;
+    HIGAN__CU_HD double term(int64_t p, int64_t k) const { return (double)dy[p * HW + k]; }
+    HIGAN__CU_HD void finish(int64_t p, double s) const { db[p] += (float)s; }
+};
+HIGAN_DEF higan_status higan_cuda_add_nc_forward(higan_cuda *ctx, float *y, const float *x, const float *b,
+                                                 int64_t N, int64_t C, int64_t HW) {
+    higan__f_add_nc f;
+    if (HW <= 0) return HIGAN_OK;
+    f.y = y; f.x = x; f.b = b; f.HW = HW;
+    return higan__cu_map(ctx, N * C * HW, f, "add_nc forward");
+}
+HIGAN_DEF higan_status higan_cuda_add_nc_backward(higan_cuda *ctx, float *dx, float *db, const float *dy,
+                                                  int64_t N, int64_t C, int64_t HW) {
+    if (dx) HIGAN__CU_TRY(higan__cu_axpy(ctx, dx, dy, NULL, 1.0f, N * C * HW));
+    if (db) {
+        higan__r_plane_sum r;
+        r.db = db; r.dy = dy; r.HW = HW;
+        HIGAN__CU_TRY(higan__cu_rows(ctx, N * C, HW, r, "add_nc db"));
+    }
+    return HIGAN_OK;
+}
+/* Whole-array sums into a device scalar; kind: 0 sum, 1 mean. */
+struct higan__r_sum_all {
+    float *y; const float *x; int64_t n; int mean;
+    HIGAN__CU_HD double term(int64_t, int64_t i) const { return (double)x[i]; }
+    HIGAN__CU_HD void finish(int64_t, double s) const {
+        y[0] = mean ? (float)(s / (double)(n > 0 ? n : 1)) : (float)s;
+    }
+};
+struct higan__f_fill_grad {   /* dx += dy[0] (sum) or dy[0] / (float)n (mean) */
+    float *dx; const float *dy; int64_t n; int mean;
+    HIGAN__CU_HD void operator()(int64_t i) const { dx[i] += mean ? dy[0] / (float)n : dy[0]; }
+};
+static higan_status higan__cu_sum_all(higan_cuda *ctx, float *y, const float *x, int64_t n, int mean) {
+    higan__r_sum_all r;
+    r.y = y; r.x = x; r.n = n; r.mean = mean;
+    return higan__cu_rows(ctx, 1, n, r, "sum_all");
+}
+static higan_status higan__cu_fill_grad(higan_cuda *ctx, float *dx, const float *dy, int64_t n, int mean) {
+    higan__f_fill_grad f;
+    if (!dx || n <= 0) return HIGAN_OK;
+    f.dx = dx; f.dy = dy; f.n = n; f.mean = mean;
+    return higan__cu_map(ctx, n, f, "sum_all backward");
+}
+HIGAN_DEF higan_status higan_cuda_sum_all_forward(higan_cuda *ctx, float *y, const float *x, int64_t n) {
+    return higan__cu_sum_all(ctx, y, x, n, 0);
+}
+HIGAN_DEF higan_status higan_cuda_sum_all_backward(higan_cuda *ctx, float *dx, const float *dy, int64_t n) {
+    return higan__cu_fill_grad(ctx, dx, dy, n, 0);
+}
+HIGAN_DEF higan_status higan_cuda_mean_all_forward(higan_cuda *ctx, float *y, const float *x, int64_t n) {
+    return higan__cu_sum_all(ctx, y, x, n, 1);
+}
+HIGAN_DEF higan_status higan_cuda_mean_all_backward(higan_cuda *ctx, float *dx, const float *dy, int64_t n) {
+    return higan__cu_fill_grad(ctx, dx, dy, n, 1);
+}
+
+/* ==== LOSSES (implementation) ============================================================= */
+/* ---- hinge: kind 0 d_real mean(relu(1 - x)), 1 d_fake mean(relu(1 + x)), 2 g -mean(x) ---- */
+struct higan__r_hinge {
+    float *y; const float *x; int64_t n; int kind;
+    HIGAN__CU_HD double term(int64_t, int64_t i) const {
+        float v;
+        if (kind == 2) return (double)x[i];
+        v = kind == 0 ? 1.0f - x[i] : 1.0f + x[i];
+        return v > 0 ? (double)v : 0.0;
+    }
+    HIGAN__CU_HD void finish(int64_t, double s) const { y[0] = (float)((kind == 2 ? -s : s) / (double)n); }
+};
+struct higan__f_hinge_bwd {
+    float *dx; const float *dy, *x; int64_t n; int kind;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        if (kind == 0) { if (1.0f - x[i] > 0) dx[i] += -dy[0] / (float)n; }
+        else if (kind == 1) { if (1.0f + x[i] > 0) dx[i] += dy[0] / (float)n; }
+        else dx[i] += -dy[0] / (float)n;
+    }
+};
+static higan_status higan__cu_hinge(higan_cuda *ctx, float *y, const float *x, int64_t n, int kind) {
+    higan__r_hinge r;
+    HIGAN__CU_ASSERT(n > 0);
+    r.y = y; r.x = x; r.n = n; r.kind = kind;
+    return higan__cu_rows(ctx, 1, n, r, "hinge forward");
+}
+static higan_status higan__cu_hinge_bwd(higan_cuda *ctx, float *dx, const float *dy, const float *x, int64_t n,
+                                        int kind) {
+    higan__f_hinge_bwd f;
+    if (!dx) return HIGAN_OK;
+    f.dx = dx; f.dy = dy; f.x = x; f.n = n; f.kind = kind;
+    return higan__cu_map(ctx, n, f, "hinge backward");
+}
+HIGAN_DEF higan_status higan_cuda_hinge_d_real_forward(higan_cuda *ctx, float *y, const float *x, int64_t n) {
+    return higan__cu_hinge(ctx, y, x, n, 0);
+}
+HIGAN_DEF higan_status higan_cuda_hinge_d_real_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                        const float *x, int64_t n) {
+    return higan__cu_hinge_bwd(ctx, dx, dy, x, n, 0);
+}
+HIGAN_DEF higan_status higan_cuda_hinge_d_fake_forward(higan_cuda *ctx, float *y, const float *x, int64_t n) {
+    return higan__cu_hinge(ctx, y, x, n, 1);
+}
+HIGAN_DEF higan_status higan_cuda_hinge_d_fake_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                        const float *x, int64_t n) {
+    return higan__cu_hinge_bwd(ctx, dx, dy, x, n, 1);
+}
+HIGAN_DEF higan_status higan_cuda_hinge_g_forward(higan_cuda *ctx, float *y, const float *x, int64_t n) {
+    return higan__cu_hinge(ctx, y, x, n, 2);
+}
+HIGAN_DEF higan_status higan_cuda_hinge_g_backward(higan_cuda *ctx, float *dx, const float *dy, int64_t n) {
+    return higan__cu_hinge_bwd(ctx, dx, dy, NULL, n, 2);
+}
+
+/* ---- masked L1: a, b [N, M, W], divisor M * sum_n lens[n] (lens as given) ---- */
+static HIGAN__CU_HD double higan__cu_l1_divisor(const int *lens, int64_t N, int64_t M) {
+    double s = 0;
+    int64_t n;
+    for (n = 0; n < N; ++n) s += (double)lens[n];
+    return (double)M * s;
+}
+struct higan__r_masked_l1 {
+    float *y; const float *a, *b; const int *lens; int64_t N, M, W;
+    HIGAN__CU_HD double term(int64_t, int64_t i) const {
+        int64_t n = i / (M * W), w = i % W;
+        return w < (int64_t)lens[n] ? (double)fabsf(a[i] - b[i]) : 0.0;
+    }
+    HIGAN__CU_HD void finish(int64_t, double s) const { y[0] = (float)(s / higan__cu_l1_divisor(lens, N, M)); }
+};
+/* g = dy / divisor into ws[0] (one reduction over lens), then elementwise. */
+struct higan__r_masked_l1_g {
+    float *g; const float *dy; const int *lens; int64_t M;
+    HIGAN__CU_HD double term(int64_t, int64_t n) const { return (double)lens[n]; }
+    HIGAN__CU_HD void finish(int64_t, double s) const { g[0] = (float)((double)dy[0] / ((double)M * s)); }
+};
+struct higan__f_masked_l1_bwd {
+    float *da, *db; const float *g, *a, *b; const int *lens; int64_t M, W;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t n = i / (M * W), w = i % W;
+        if (w < (int64_t)lens[n]) {
+            float d = a[i] - b[i], gg = g[0];
+            float s = d > 0 ? gg : (d < 0 ? -gg : 0.0f);   /* sign(0) = 0 like PyTorch */
+            if (da) da[i] += s;
+            if (db) db[i] -= s;
+        }
+    }
+};
+HIGAN_DEF higan_status higan_cuda_masked_l1_forward(higan_cuda *ctx, float *y, const float *a, const float *b,
+                                                    const int *lens, int64_t N, int64_t M, int64_t W) {
+    higan__r_masked_l1 r;
+    r.y = y; r.a = a; r.b = b; r.lens = lens; r.N = N; r.M = M; r.W = W;
+    return higan__cu_rows(ctx, 1, N * M * W, r, "masked l1 forward");
+}
+HIGAN_DEF higan_status higan_cuda_masked_l1_backward(higan_cuda *ctx, float *da, float *db, const float *dy,
+                                                     const float *a, const float *b, const int *lens,
+                                                     int64_t N, int64_t M, int64_t W) {
+    higan__r_masked_l1_g r;
+    higan__f_masked_l1_bwd f;
+    if ((!da && !db) || N * M * W <= 0) return HIGAN_OK;
+    r.g = ctx->ws; r.dy = dy; r.lens = lens; r.M = M;
+    HIGAN__CU_TRY(higan__cu_rows(ctx, 1, N, r, "masked l1 backward scale"));
+    f.da = da; f.db = db; f.g = ctx->ws; f.a = a; f.b = b; f.lens = lens; f.M = M; f.W = W;
+    return higan__cu_map(ctx, N * M * W, f, "masked l1 backward");
+}
+
+/* ---- KL of N(mu, exp(logvar)) from N(0, 1) ---- */
+struct higan__r_kl {
+    float *y; const float *mu, *logvar; int64_t N;
+    HIGAN__CU_HD double term(int64_t, int64_t i) const {
+        return (double)(1.0f + logvar[i] - mu[i] * mu[i] - expf(logvar[i]));
+    }
+    HIGAN__CU_HD void finish(int64_t, double s) const { y[0] = (float)(-0.5 * s / (double)N); }
+};
+struct higan__f_kl_bwd {
+    float *dmu, *dlogvar; const float *dy, *mu, *logvar; int64_t N;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        float g = dy[0] / (float)N;
+        if (dmu) dmu[i] += g * mu[i];
+        if (dlogvar) dlogvar[i] += 0.5f * g * (expf(logvar[i]) - 1.0f);
+    }
+};
+HIGAN_DEF higan_status higan_cuda_kl_gaussian_forward(higan_cuda *ctx, float *y, const float *mu,
+                                                      const float *logvar, int64_t N, int64_t D) {
+    higan__r_kl r;
+    r.y = y; r.mu = mu; r.logvar = logvar; r.N = N;
+    return higan__cu_rows(ctx, 1, N * D, r, "kl forward");
+}
+HIGAN_DEF higan_status higan_cuda_kl_gaussian_backward(higan_cuda *ctx, float *dmu, float *dlogvar,
+                                                       const float *dy, const float *mu,
+                                                       const float *logvar, int64_t N, int64_t D) {
+    higan__f_kl_bwd f;
+    if (!dmu && !dlogvar) return HIGAN_OK;
+    f.dmu = dmu; f.dlogvar = dlogvar; f.dy = dy; f.mu = mu; f.logvar = logvar; f.N = N;
+    return higan__cu_map(ctx, N * D, f, "kl backward");
+}
+
+/* ---- cross-entropy: one block walks the rows (N is a batch: small) ---- */
+struct higan__b_ce_fwd {
+    float *y, *lse; const float *logits; const int *labels; int64_t N, C;
+    HIGAN__CU_HD void operator()(int64_t, double *sh, float *shf, float *) const {
+        double total = 0.0;   /* thread 0's */
+        int64_t n, c;
+        for (n = 0; n < N; ++n) {
+            const float *x = logits + n * C;
+            float m = -INFINITY, l;
+            double e = 0.0;
+            for (c = HIGAN__TID; c < C; c += HIGAN__NTHR) if (x[c] > m) m = x[c];
+            m = higan__block_max(m, shf);
+            for (c = HIGAN__TID; c < C; c += HIGAN__NTHR) e += exp((double)(x[c] - m));
+            e = higan__block_sum(e, sh);
+            l = (float)log(e) + m;
+            if (HIGAN__TID == 0) {
+                int lab = labels[n];
+                if (lse) lse[n] = l;
+                total += (lab >= 0 && (int64_t)lab < C) ? (double)(l - x[lab]) : (double)NAN;
+            }
+        }
+        if (HIGAN__TID == 0) y[0] = (float)(total / (double)N);
+    }
+};
+struct higan__f_ce_bwd {   /* dlogits += dy/N * (softmax - onehot) */
+    float *dlogits; const float *dy, *logits, *lse; const int *labels; int64_t N, C;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t n = i / C, c = i % C;
+        float g = dy[0] / (float)N;
+        float p = expf(logits[i] - lse[n]);
+        dlogits[i] += g * (p - (c == (int64_t)labels[n] ? 1.0f : 0.0f));
+    }
+};
+HIGAN_DEF higan_status higan_cuda_cross_entropy_forward(higan_cuda *ctx, float *y, float *lse,
+                                                        const float *logits, const int *labels,
+                                                        int64_t N, int64_t C) {
+    higan__b_ce_fwd f;
+    HIGAN__CU_ASSERT(N > 0 && C > 0);
+    f.y = y; f.lse = lse; f.logits = logits; f.labels = labels; f.N = N; f.C = C;
+    return higan__cu_blocks(ctx, 1, f, 0, "cross entropy forward");
+}
+HIGAN_DEF higan_status higan_cuda_cross_entropy_backward(higan_cuda *ctx, float *dlogits, const float *dy,
+                                                         const float *logits, const float *lse,
+                                                         const int *labels, int64_t N, int64_t C) {
+    higan__f_ce_bwd f;
+    if (!dlogits) return HIGAN_OK;
+    f.dlogits = dlogits; f.dy = dy; f.logits = logits; f.lse = lse; f.labels = labels; f.N = N; f.C = C;
+    return higan__cu_map(ctx, N * C, f, "cross entropy backward");
+}
+
+/* ---- CTC loss ----------------------------------------------------------------------------- */
+static HIGAN__CU_HD int higan__cu_ctc_label(const int *tg, int64_t s, int blank) { return (s & 1) ? tg[s / 2] : blank; }
+/* log(exp(a) + exp(b) + exp(c)) as PyTorch's CPU kernel (and higan__lse3) */
+static HIGAN__CU_HD float higan__cu_lse3(float a, float b, float c) {
+    float m = a;
+    if (b > m) m = b;
+    if (c > m) m = c;
+    if (m == -INFINITY) m = 0.0f;
+    return logf(expf(a - m) + expf(b - m) + expf(c - m)) + m;
+}
+/* Offsets of sample b: alpha at sum_{i<b} T (2 L_i + 1), targets at sum_{i<b} L_i. */
+static HIGAN__CU_HD void higan__cu_ctc_offsets(const int *target_lengths, int64_t T, int64_t b, int64_t *aoff,
+                                             int64_t *toff) {
+    int64_t i, a = 0, t = 0;
+    for (i = 0; i < b; ++i) {
+        int64_t L = target_lengths[i] > 0 ? target_lengths[i] : 0;
+        a += T * (2 * L + 1);
+        t += L;
+    }
+    *aoff = a; *toff = t;
+}
+/* One block per sample b: alpha [T, S] (S = 2L + 1) recursion over t, threads over s (row t
+   reads row t-1 of the same block, in global memory, after a barrier). shf[0]: "bad input". */
+struct higan__b_ctc_alpha {
+    float *nll, *alpha; const float *log_probs; const int *targets, *input_lengths, *target_lengths;
+    int64_t T, B, C; int blank;
+    HIGAN__CU_HD void operator()(int64_t b, double *, float *shf, float *) const {
+        int64_t aoff, toff, Tb = input_lengths[b], L = target_lengths[b] > 0 ? target_lengths[b] : 0;
+        int64_t S = 2 * L + 1, s, t;
+        const int *tg;
+        const float *lp = log_probs + b * C;
+        float *la;
+        higan__cu_ctc_offsets(target_lengths, T, b, &aoff, &toff);
+        tg = targets + toff;
+        la = alpha + aoff;
+        if (HIGAN__TID == 0) {
+            int bad = Tb < 0 || Tb > T;
+            for (s = 0; s < L; ++s) if (tg[s] < 0 || (int64_t)tg[s] >= C) bad = 1;
+            shf[0] = bad ? 1.0f : 0.0f;
+        }
+        for (s = HIGAN__TID; s < T * S; s += HIGAN__NTHR) la[s] = -INFINITY;
+        HIGAN__SYNC();
+        if (shf[0] != 0.0f) { if (HIGAN__TID == 0) nll[b] = NAN; return; }
+        if (Tb == 0) { if (HIGAN__TID == 0) nll[b] = L == 0 ? 0.0f : INFINITY; return; }
+        if (HIGAN__TID == 0) {
+            la[0] = lp[blank];
+            if (L > 0) la[1] = lp[tg[0]];
+        }
+        HIGAN__SYNC();
+        for (t = 1; t < Tb; ++t) {
+            const float *prev = la + (t - 1) * S, *lpt = lp + t * B * C;
+            float *cur = la + t * S;
+            for (s = HIGAN__TID; s < S; s += HIGAN__NTHR) {
+                int l = higan__cu_ctc_label(tg, s, blank);
+                float a2 = s > 0 ? prev[s - 1] : -INFINITY;
+                float a3 = (s > 1 && higan__cu_ctc_label(tg, s - 2, blank) != l) ? prev[s - 2] : -INFINITY;
+                cur[s] = higan__cu_lse3(prev[s], a2, a3) + lpt[l];
+            }
+            HIGAN__SYNC();   /* row t is complete (global writes visible to the block) */
+        }
+        if (HIGAN__TID == 0) {
+            float v;
+            if (L == 0) v = -la[(Tb - 1) * S];
+            else {
+                float l1 = la[(Tb - 1) * S + 2 * L], l2 = la[(Tb - 1) * S + 2 * L - 1];
+                float m = l1 > l2 ? l1 : l2;
+                if (m == -INFINITY) m = 0.0f;
+                v = -(logf(expf(l1 - m) + expf(l2 - m)) + m);
+            }
+            nll[b] = v;
+        }
+    }
+};
+/* y = mean_b nll[b] / max(L_b, 1), serially in float in the CPU's order (one thread). */
+struct higan__f_ctc_mean {
+    float *y; const float *nll; const int *target_lengths; int64_t B; int zero_infinity;
+    HIGAN__CU_HD void operator()(int64_t) const {
+        float sum = 0.0f;
+        int64_t b;
+        for (b = 0; b < B; ++b) {
+            float v = nll[b];
+            if (zero_infinity && v == INFINITY) v = 0.0f;
+            sum += v / (float)(target_lengths[b] > 1 ? target_lengths[b] : 1);
+        }
+        y[0] = sum / (float)B;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_ctc_loss_forward(higan_cuda *ctx, float *y, float *nll, float *alpha,
+                                                   const float *log_probs, const int *targets,
+                                                   const int *input_lengths, const int *target_lengths,
+                                                   int64_t T, int64_t B, int64_t C, int blank,
+                                                   int zero_infinity) {
+    higan__b_ctc_alpha fa;
+    higan__f_ctc_mean fm;
+    HIGAN__CU_ASSERT(T > 0 && B > 0 && C > 0 && blank >= 0 && blank < C);
+    fa.nll = nll; fa.alpha = alpha; fa.log_probs = log_probs; fa.targets = targets;
+    fa.input_lengths = input_lengths; fa.target_lengths = target_lengths; fa.T = T; fa.B = B; fa.C = C;
+    fa.blank = blank;
+    HIGAN__CU_TRY(higan__cu_blocks(ctx, B, fa, 0, "ctc alpha"));
+    fm.y = y; fm.nll = nll; fm.target_lengths = target_lengths; fm.B = B; fm.zero_infinity = zero_infinity;
+    return higan__cu_map(ctx, 1, fm, "ctc mean");
+}
+/* One block per sample: beta recursion from t = Tb-1 down (two rows in shared memory, dyn),
+   then per class c the log-sum over positions s with label c (s descending, the CPU's order)
+   and dlog_probs[t, b, c] += g (exp(lp) - exp(lcab + nll - lp)). dyn: 2 Smax floats. */
+struct higan__b_ctc_beta {
+    float *dlog_probs; const float *dy, *log_probs, *nll, *alpha;
+    const int *targets, *input_lengths, *target_lengths;
+    int64_t T, B, C, Smax; int blank, zero_infinity;
+    HIGAN__CU_HD void operator()(int64_t b, double *, float *, float *dyn) const {
+        int64_t aoff, toff, Tb = input_lengths[b], L = target_lengths[b] > 0 ? target_lengths[b] : 0;
+        int64_t S = 2 * L + 1, t, s, c;
+        float *lb_next = dyn, *lb_cur = dyn + Smax;
+        const float v = nll[b];
+        const float gr = dy[0] / (float)B / (float)(L > 1 ? L : 1);
+        const int *tg;
+        const float *la, *lp = log_probs + b * C;
+        float *gb = dlog_probs + b * C;
+        higan__cu_ctc_offsets(target_lengths, T, b, &aoff, &toff);
+        tg = targets + toff;
+        la = alpha + aoff;
+        if (Tb <= 0 || Tb > T || (zero_infinity && v == INFINITY) || v != v) return;   /* zero gradient */
+        if (S > Smax) {   /* max_target_length was too small: make it visible */
+            for (t = 0; t < Tb; ++t)
+                for (c = HIGAN__TID; c < C; c += HIGAN__NTHR) gb[t * B * C + c] = NAN;
+            return;
+        }
+        for (t = Tb - 1; t >= 0; --t) {
+            const float *lpt = lp + t * B * C, *lat = la + t * S;
+            float *tmp;
+            if (t == Tb - 1) {   /* beta starts at the last two extended positions */
+                for (s = HIGAN__TID; s < S; s += HIGAN__NTHR) lb_cur[s] = -INFINITY;
+                HIGAN__SYNC();
+                if (HIGAN__TID == 0) {
+                    lb_cur[2 * L] = lpt[blank];
+                    if (L > 0) lb_cur[2 * L - 1] = lpt[higan__cu_ctc_label(tg, 2 * L - 1, blank)];
+                }
+            } else {
+                for (s = HIGAN__TID; s < S; s += HIGAN__NTHR) {
+                    int l = higan__cu_ctc_label(tg, s, blank);
+                    float b2 = s < 2 * L ? lb_next[s + 1] : -INFINITY;
+                    float b3 = (s < 2 * L - 1 && higan__cu_ctc_label(tg, s + 2, blank) != l) ? lb_next[s + 2] : -INFINITY;
+                    lb_cur[s] = higan__cu_lse3(lb_next[s], b2, b3) + lpt[l];
+                }
+            }
+            HIGAN__SYNC();
+            for (c = HIGAN__TID; c < C; c += HIGAN__NTHR) {
+                float acc = -INFINITY;
+                if (t == Tb - 1) {   /* the CPU assigns these two (the second may overwrite) */
+                    if (c == blank) acc = lat[2 * L] + lb_cur[2 * L];
+                    if (L > 0 && higan__cu_ctc_label(tg, 2 * L - 1, blank) == c) acc = lat[2 * L - 1] + lb_cur[2 * L - 1];
+                } else {
+                    for (s = 2 * L; s >= 0; --s) {
+                        float lab, m;
+                        if (higan__cu_ctc_label(tg, s, blank) != c) continue;
+                        lab = lat[s] + lb_cur[s];
+                        if (acc == -INFINITY) acc = lab;
+                        else {
+                            m = acc > lab ? acc : lab;
+                            acc = logf(expf(acc - m) + expf(lab - m)) + m;
+                        }
+                    }
+                }
+                gb[t * B * C + c] += (expf(lpt[c]) - expf(acc + v - lpt[c])) * gr;
+            }
+            HIGAN__SYNC();   /* lb_next is about to be overwritten */
+            tmp = lb_next; lb_next = lb_cur; lb_cur = tmp;
+        }
+    }
+};
+HIGAN_DEF higan_status higan_cuda_ctc_loss_backward(higan_cuda *ctx, float *dlog_probs, const float *dy,
+                                                    const float *log_probs, const float *nll,
+                                                    const float *alpha, const int *targets,
+                                                    const int *input_lengths, const int *target_lengths,
+                                                    int64_t T, int64_t B, int64_t C, int blank,
+                                                    int zero_infinity, int max_target_length) {
+    higan__b_ctc_beta f;
+    if (!dlog_probs) return HIGAN_OK;
+    HIGAN__CU_ASSERT(T > 0 && B > 0 && C > 0 && blank >= 0 && blank < C);
+    f.dlog_probs = dlog_probs; f.dy = dy; f.log_probs = log_probs; f.nll = nll; f.alpha = alpha;
+    f.targets = targets; f.input_lengths = input_lengths; f.target_lengths = target_lengths;
+    f.T = T; f.B = B; f.C = C; f.Smax = 2 * (int64_t)(max_target_length > 0 ? max_target_length : 0) + 1;
+    f.blank = blank; f.zero_infinity = zero_infinity;
+    return higan__cu_blocks(ctx, B, f, (size_t)(2 * f.Smax), "ctc backward");
+}
+
+/* ==== LSTM (implementation) ================================================================ */
+/* The CPU's cache layout: outputs of layers 0..L-2 [B,T,D*H], then per (layer, direction)
+   gate activations [B,T,4H] (i, f, g, o after sigmoid/tanh) and cell states [B,T,H]. */
+static int64_t higan__cu_lstm_out_off(int64_t B, int64_t T, int64_t DH, int l) { return (int64_t)l * B * T * DH; }
+static int64_t higan__cu_lstm_gates_off(int64_t B, int64_t T, int64_t H, int64_t D, int L, int l, int d) {
+    return (int64_t)(L - 1) * B * T * D * H + ((int64_t)l * D + d) * B * T * 5 * H;
+}
+static HIGAN__CU_HD int64_t higan__cu_len(const int *lengths, int64_t b, int64_t T) {
+    int64_t len = lengths[b];
+    return len < 0 ? 0 : len > T ? T : len;
+}
+static HIGAN__CU_HD float higan__cu_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* G [B*T, 4H] = b_ih + b_hh (either may be NULL) */
+struct higan__f_lstm_bias {
+    float *G; const float *b_ih, *b_hh; int64_t H4;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t k = i % H4;
+        G[i] = (b_ih ? b_ih[k] : 0.0f) + (b_hh ? b_hh[k] : 0.0f);
+    }
+};
+/* Step s of direction d, one thread per (b, k) of [B, H]: gates from G + R (R = h_prev W_hh^T),
+   new c and h; samples with lengths[b] <= s are done (their state is left alone). */
+struct higan__f_lstm_step {
+    float *G, *Cs, *out, *hs, *cs; const float *R; const int *lengths; int64_t s, T, H, DH; int d;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        const int64_t b = i / H, k = i % H, H4 = 4 * H, len = higan__cu_len(lengths, b, T);
+        int64_t t;
+        float *g;
+        const float *r;
+        float gi, gf, gg, go, c, h;
+        if (len <= s) return;
+        t = d == 0 ? s : len - 1 - s;
+        g = G + (b * T + t) * H4;
+        r = R + b * H4;
+        gi = higan__cu_sigmoidf(g[k] + r[k]);
+        gf = higan__cu_sigmoidf(g[H + k] + r[H + k]);
+        gg = tanhf(g[2 * H + k] + r[2 * H + k]);
+        go = higan__cu_sigmoidf(g[3 * H + k] + r[3 * H + k]);
+        c = gf * cs[b * H + k] + gi * gg;
+        h = go * tanhf(c);
+        g[k] = gi; g[H + k] = gf; g[2 * H + k] = gg; g[3 * H + k] = go;
+        Cs[(b * T + t) * H + k] = c;
+        out[(b * T + t) * DH + d * H + k] = h;
+        cs[b * H + k] = c;
+        hs[b * H + k] = h;
+    }
+};
+/* out[b, t, d*H + k] = 0 for t >= lengths[b] (pad_packed_sequence) */
+struct higan__f_lstm_pad {
+    float *out; const int *lengths; int64_t T, H, DH; int d;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        int64_t k = i % H, t = (i / H) % T, b = i / (H * T);
+        if (t >= higan__cu_len(lengths, b, T)) out[(b * T + t) * DH + d * H + k] = 0.0f;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_lstm_forward(higan_cuda *ctx, float *y, float *cache, const float *x,
+                                               const int *lengths, const float *const *weights,
+                                               int64_t B, int64_t T, int64_t IN, int64_t H,
+                                               int num_layers, int bidirectional,
+                                               higan_cuda_arena *scratch) {
+    const int64_t D = bidirectional ? 2 : 1, DH = D * H, H4 = 4 * H;
+    size_t mark;
+    float *hs, *cs, *R;
+    int64_t s;
+    int l, d;
+    higan_status st = HIGAN_OK;
+    HIGAN__CU_ASSERT(B > 0 && T > 0 && IN > 0 && H > 0 && num_layers > 0 && scratch);
+    mark = higan_cuda_arena_mark(scratch);
+    if (!cache) cache = higan_cuda_arena_floats(scratch, higan_lstm_cache_floats(B, T, H, num_layers, bidirectional));
+    hs = higan_cuda_arena_floats(scratch, B * H);    /* h of the previous step [B,H] */
+    cs = higan_cuda_arena_floats(scratch, B * H);    /* c of the previous step [B,H] */
+    R = higan_cuda_arena_floats(scratch, B * H4);    /* h_prev W_hh^T [B,4H] */
+    if (!cache || !hs || !cs || !R) { higan_cuda_arena_release(scratch, mark); return higan_cuda_arena_status(scratch); }
+    for (l = 0; l < num_layers && st == HIGAN_OK; ++l) {
+        const float *in = l == 0 ? x : cache + higan__cu_lstm_out_off(B, T, DH, l - 1);
+        const int64_t in_dim = l == 0 ? IN : DH;
+        float *out = l == num_layers - 1 ? y : cache + higan__cu_lstm_out_off(B, T, DH, l);
+        for (d = 0; d < (int)D && st == HIGAN_OK; ++d) {
+            const float *const *w = weights + ((int64_t)l * D + d) * 4;
+            float *G = cache + higan__cu_lstm_gates_off(B, T, H, D, num_layers, l, d);   /* [B,T,4H] */
+            float *Cs = G + B * T * H4;                                                  /* [B,T,H] */
+            higan__f_lstm_bias fb;
+            higan__f_lstm_pad fp;
+            fb.G = G; fb.b_ih = w[2]; fb.b_hh = w[3]; fb.H4 = H4;
+            st = higan__cu_map(ctx, B * T * H4, fb, "lstm bias");
+            /* input projections of all steps at once: G += in W_ih^T */
+            if (st == HIGAN_OK)
+                st = higan_cuda_gemm(ctx, 0, 1, B * T, H4, in_dim, 1.0f, in, in_dim, w[0], in_dim, 1.0f, G, H4);
+            if (st == HIGAN_OK) st = higan_cuda_zero(ctx, hs, (size_t)(B * H) * sizeof(float));
+            if (st == HIGAN_OK) st = higan_cuda_zero(ctx, cs, (size_t)(B * H) * sizeof(float));
+            for (s = 0; s < T && st == HIGAN_OK; ++s) {
+                higan__f_lstm_step f;
+                if (s > 0) st = higan_cuda_gemm(ctx, 0, 1, B, H4, H, 1.0f, hs, H, w[1], H, 0.0f, R, H4);
+                else st = higan_cuda_zero(ctx, R, (size_t)(B * H4) * sizeof(float));   /* h0 = 0 */
+                f.G = G; f.Cs = Cs; f.out = out; f.hs = hs; f.cs = cs; f.R = R; f.lengths = lengths;
+                f.s = s; f.T = T; f.H = H; f.DH = DH; f.d = d;
+                if (st == HIGAN_OK) st = higan__cu_map(ctx, B * H, f, "lstm step");
+            }
+            fp.out = out; fp.lengths = lengths; fp.T = T; fp.H = H; fp.DH = DH; fp.d = d;
+            if (st == HIGAN_OK) st = higan__cu_map(ctx, B * T * H, fp, "lstm padding");
+        }
+    }
+    higan_cuda_arena_release(scratch, mark);
+    return st;
+}
+/* Backward step s of direction d, one thread per (b, j): d pre-activations into dG (at time t)
+   and dAs (this step's [B,4H], zero for finished samples), dc carried to the previous step.
+   dh (recurrent) comes from the GEMM dAs W_hh of the step after (in processing order). */
+struct higan__f_lstm_bstep {
+    float *dG, *dAs, *dc; const float *dh, *G, *Cs, *dout; const int *lengths; int64_t s, T, H, DH; int d;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        const int64_t b = i / H, j = i % H, H4 = 4 * H, len = higan__cu_len(lengths, b, T);
+        int64_t t, tp;
+        const float *g, *cc, *cp, *dyo;
+        float *da, gi, gf, gg, go, tc, dhj, dcj, c_prev;
+        if (len <= s) {   /* not started yet (in reverse time): no gradient */
+            dAs[b * H4 + j] = 0.0f; dAs[b * H4 + H + j] = 0.0f;
+            dAs[b * H4 + 2 * H + j] = 0.0f; dAs[b * H4 + 3 * H + j] = 0.0f;
+            return;
+        }
+        t = d == 0 ? s : len - 1 - s;
+        tp = d == 0 ? t - 1 : t + 1;            /* the step processed before t */
+        g = G + (b * T + t) * H4;
+        cc = Cs + (b * T + t) * H;
+        cp = s > 0 ? Cs + (b * T + tp) * H : NULL;
+        dyo = dout + (b * T + t) * DH + d * H;
+        da = dG + (b * T + t) * H4;
+        gi = g[j]; gf = g[H + j]; gg = g[2 * H + j]; go = g[3 * H + j];
+        tc = tanhf(cc[j]);
+        dhj = dyo[j] + dh[b * H + j];
+        dcj = dc[b * H + j] + dhj * go * (1.0f - tc * tc);
+        c_prev = cp ? cp[j] : 0.0f;
+        da[j] = dcj * gg * gi * (1.0f - gi);
+        da[H + j] = dcj * c_prev * gf * (1.0f - gf);
+        da[2 * H + j] = dcj * gi * (1.0f - gg * gg);
+        da[3 * H + j] = dhj * tc * go * (1.0f - go);
+        dc[b * H + j] = dcj * gf;
+        dAs[b * H4 + j] = da[j]; dAs[b * H4 + H + j] = da[H + j];
+        dAs[b * H4 + 2 * H + j] = da[2 * H + j]; dAs[b * H4 + 3 * H + j] = da[3 * H + j];
+    }
+};
+/* Hp [B,T,H]: h before step t (the output at the previously processed time), 0 at the start */
+struct higan__f_lstm_hprev {
+    float *Hp; const float *out; const int *lengths; int64_t T, H, DH; int d;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        const int64_t k = i % H, t = (i / H) % T, b = i / (H * T), len = higan__cu_len(lengths, b, T);
+        const int64_t tp = d == 0 ? t - 1 : t + 1;
+        Hp[i] = (t < len && tp >= 0 && tp < len) ? out[(b * T + tp) * DH + d * H + k] : 0.0f;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_lstm_backward(higan_cuda *ctx, float *dx, float *const *dweights,
+                                                const float *dy, const float *y, const float *cache,
+                                                const float *x, const int *lengths,
+                                                const float *const *weights, int64_t B, int64_t T,
+                                                int64_t IN, int64_t H, int num_layers,
+                                                int bidirectional, higan_cuda_arena *scratch) {
+    const int64_t D = bidirectional ? 2 : 1, DH = D * H, H4 = 4 * H;
+    size_t mark;
+    float *dG, *Hp, *dbuf[2], *dAs, *dh, *dc;
+    int64_t s;
+    int l, d, lmin = -1, k;
+    higan_status st = HIGAN_OK;
+    HIGAN__CU_ASSERT(B > 0 && T > 0 && IN > 0 && H > 0 && num_layers > 0 && scratch);
+    /* lowest layer that has to be reached: dx, or the lowest layer with a weight gradient */
+    if (dx) lmin = 0;
+    else if (dweights)
+        for (l = num_layers - 1; l >= 0; --l)
+            for (k = 0; k < (int)(D * 4); ++k) if (dweights[(int64_t)l * D * 4 + k]) lmin = l;
+    if (lmin < 0) return HIGAN_OK;
+    mark = higan_cuda_arena_mark(scratch);
+    dG = higan_cuda_arena_floats(scratch, B * T * H4);   /* d pre-activations [B,T,4H] */
+    Hp = higan_cuda_arena_floats(scratch, B * T * H);    /* h before each step [B,T,H] */
+    dbuf[0] = num_layers > 1 ? higan_cuda_arena_floats(scratch, B * T * DH) : NULL;
+    dbuf[1] = num_layers > 2 ? higan_cuda_arena_floats(scratch, B * T * DH) : NULL;
+    dAs = higan_cuda_arena_floats(scratch, B * H4);      /* this step's d pre-activations [B,4H] */
+    dh = higan_cuda_arena_floats(scratch, B * H);        /* recurrent dh [B,H] */
+    dc = higan_cuda_arena_floats(scratch, B * H);        /* recurrent dc [B,H] */
+    if (!dG || !Hp || (num_layers > 1 && !dbuf[0]) || (num_layers > 2 && !dbuf[1]) || !dAs || !dh || !dc) {
+        higan_cuda_arena_release(scratch, mark);
+        return higan_cuda_arena_status(scratch);
+    }
+    for (l = num_layers - 1; l >= lmin && st == HIGAN_OK; --l) {
+        const float *in = l == 0 ? x : cache + higan__cu_lstm_out_off(B, T, DH, l - 1);
+        const int64_t in_dim = l == 0 ? IN : DH;
+        const float *out = l == num_layers - 1 ? y : cache + higan__cu_lstm_out_off(B, T, DH, l);
+        const float *dout = l == num_layers - 1 ? dy : dbuf[l & 1];
+        float *din = l == lmin ? (l == 0 ? dx : NULL) : dbuf[(l - 1) & 1];
+        if (din && l > 0) st = higan_cuda_zero(ctx, din, (size_t)(B * T * DH) * sizeof(float));
+        for (d = 0; d < (int)D && st == HIGAN_OK; ++d) {
+            const float *const *w = weights + ((int64_t)l * D + d) * 4;
+            float *const *dw = dweights ? dweights + ((int64_t)l * D + d) * 4 : NULL;
+            const float *G = cache + higan__cu_lstm_gates_off(B, T, H, D, num_layers, l, d);
+            const float *Cs = G + B * T * H4;
+            st = higan_cuda_zero(ctx, dG, (size_t)(B * T * H4) * sizeof(float));
+            if (st == HIGAN_OK) st = higan_cuda_zero(ctx, dh, (size_t)(B * H) * sizeof(float));
+            if (st == HIGAN_OK) st = higan_cuda_zero(ctx, dc, (size_t)(B * H) * sizeof(float));
+            for (s = T - 1; s >= 0 && st == HIGAN_OK; --s) {
+                higan__f_lstm_bstep f;
+                f.dG = dG; f.dAs = dAs; f.dc = dc; f.dh = dh; f.G = G; f.Cs = Cs; f.dout = dout;
+                f.lengths = lengths; f.s = s; f.T = T; f.H = H; f.DH = DH; f.d = d;
+                st = higan__cu_map(ctx, B * H, f, "lstm backward step");
+                /* dh for the previous step: dA W_hh (nothing flows before the first step) */
+                if (st == HIGAN_OK && s > 0)
+                    st = higan_cuda_gemm(ctx, 0, 0, B, H, H4, 1.0f, dAs, H4, w[1], H, 0.0f, dh, H);
+            }
+            /* weight gradients over all steps at once */
+            if (st == HIGAN_OK && dw && dw[0])
+                st = higan_cuda_gemm(ctx, 1, 0, H4, in_dim, B * T, 1.0f, dG, H4, in, in_dim, 1.0f, dw[0], in_dim);
+            if (st == HIGAN_OK && dw && dw[1]) {
+                higan__f_lstm_hprev fh;
+                fh.Hp = Hp; fh.out = out; fh.lengths = lengths; fh.T = T; fh.H = H; fh.DH = DH; fh.d = d;
+                st = higan__cu_map(ctx, B * T * H, fh, "lstm h prev");
+                if (st == HIGAN_OK)
+                    st = higan_cuda_gemm(ctx, 1, 0, H4, H, B * T, 1.0f, dG, H4, Hp, H, 1.0f, dw[1], H);
+            }
+            for (k = 2; k < 4 && st == HIGAN_OK; ++k) {   /* db[j] += column sums of dG, rows in order */
+                higan__f_col_sum fc;
+                if (!dw || !dw[k]) continue;
+                fc.db = dw[k]; fc.dy = dG; fc.N = B * T; fc.OUT = H4;
+                st = higan__cu_map(ctx, H4, fc, "lstm db");
+            }
+            if (st == HIGAN_OK && din)
+                st = higan_cuda_gemm(ctx, 0, 0, B * T, in_dim, H4, 1.0f, dG, H4, w[0], in_dim, 1.0f, din, in_dim);
+        }
+    }
+    higan_cuda_arena_release(scratch, mark);
+    return st;
+}
+
+/* ==== ADAM (implementation) ================================================================ */
+/* higan_adam_step's float math, each operation rounded as on the CPU (no FMA contraction):
+   m = b1 m + (1-b1) g; v = b2 v + ((1-b2) g) g; w -= step_size * (m / (sqrt(v) / bc2 + eps)). */
+#ifdef __CUDA_ARCH__
+#  define HIGAN__FADD(a, b) __fadd_rn(a, b)
+#  define HIGAN__FSUB(a, b) __fsub_rn(a, b)
+#  define HIGAN__FMUL(a, b) __fmul_rn(a, b)
+#  define HIGAN__FDIV(a, b) __fdiv_rn(a, b)
+#  define HIGAN__FSQRT(a) __fsqrt_rn(a)
+#else   /* host (emulation): plain IEEE float operations, contraction is off in ISO C++ */
+#  define HIGAN__FADD(a, b) ((a) + (b))
+#  define HIGAN__FSUB(a, b) ((a) - (b))
+#  define HIGAN__FMUL(a, b) ((a) * (b))
+#  define HIGAN__FDIV(a, b) ((a) / (b))
+#  define HIGAN__FSQRT(a) sqrtf(a)
+#endif
+struct higan__f_adam {
+    float *w, *m, *v; const float *g; float b1, b2, omb1, omb2, step_size, bc2_sqrt, eps;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        const float gi = g[i];
+        const float mi = HIGAN__FADD(HIGAN__FMUL(m[i], b1), HIGAN__FMUL(gi, omb1));
+        const float vi = HIGAN__FADD(HIGAN__FMUL(v[i], b2), HIGAN__FMUL(HIGAN__FMUL(omb2, gi), gi));
+        const float den = HIGAN__FADD(HIGAN__FDIV(HIGAN__FSQRT(vi), bc2_sqrt), eps);
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = HIGAN__FSUB(w[i], HIGAN__FMUL(step_size, HIGAN__FDIV(mi, den)));
+    }
+};
+HIGAN_DEF higan_status higan_cuda_adam_step(higan_cuda *ctx, higan_adam *opt, higan_cuda_params *d) {
+    higan__f_adam f;
+    HIGAN__CU_ASSERT(d->block != NULL);
+    opt->step += 1;   /* scalars in double on the host, rounded once to float, as the CPU */
+    f.w = d->value; f.m = d->adam_m; f.v = d->adam_v; f.g = d->grad;
+    f.b1 = (float)opt->beta1; f.b2 = (float)opt->beta2; f.eps = (float)opt->eps;
+    f.omb1 = (float)(1.0 - opt->beta1); f.omb2 = (float)(1.0 - opt->beta2);
+    f.step_size = (float)(opt->lr / (1.0 - pow(opt->beta1, (double)opt->step)));
+    f.bc2_sqrt = (float)sqrt(1.0 - pow(opt->beta2, (double)opt->step));
+    return higan__cu_map(ctx, d->n_param, f, "adam step");
+}
+
+#endif /* HIGAN_CUDA__IMPLEMENTED */
+#endif /* HIGAN_CUDA_IMPLEMENTATION */
