@@ -18,11 +18,15 @@
        HIGAN_FREE(p)
        HIGAN_ASSERT(c)         programmer-error check (default: message + abort callback + abort())
        HIGAN_NO_SIMD           compile only the scalar kernels
-       HIGAN_NO_AVX512         compile scalar and AVX2 kernels only
+       HIGAN_NO_AVX512         compile scalar and AVX2 kernels only (no bf16 or AMX kernels)
+       HIGAN_NO_AMX            leave out the AMX-BF16 kernel (and its arch_prctl request)
        HIGAN_HDF5              read/write HiGAN+ .hdf5 datasets through libhdf5 (link -lhdf5)
        HIGAN_NO_THREADS        no background thread in the data loader
-   Environment:
-       HIGAN_CPU=scalar|avx2|avx512   force a CPU kernel level (tests use this)
+   Environment (each read once, at first use):
+       HIGAN_CPU=scalar|avx2|avx512|avx512bf16|amx   force a CPU kernel level (a level this CPU
+                                      lacks falls back to the best one, with a message)
+       HIGAN_PRECISION=fp32|bf16      GEMM precision (default fp32; bf16: bf16 operands, fp32
+                                      sums, fp32 tensors: see higan_set_precision)
        HIGAN_THREADS=n                threads for the parallel kernels (OpenMP builds)
        OMP_WAIT_POLICY=passive        advisable on a machine busy with other work
 
@@ -46,7 +50,8 @@
    higan_<name>_forward / higan_<name>_backward)
        errors      higan_last_error, higan_set_error, higan_set_abort_callback
        cpu         higan_cpu_detect, higan_cpu_level, higan_cpu_set_level, higan_cpu_level_name,
-                   higan_set_num_threads, higan_get_num_threads
+                   higan_set_num_threads, higan_get_num_threads, higan_set_precision,
+                   higan_get_precision, higan_bf16_round
        memory      higan_arena_init/free/reset/alloc/floats/zeros/mark/release/status
        rng         higan_rng_seed, higan_rng_u64, higan_rng_uniform, higan_rng_normal,
                    higan_rng_fill_normal, higan_rng_fill_uniform
@@ -55,7 +60,8 @@
        tape        higan_tape_init/free/reset/status/backward/grad_wrt, higan_var_new,
                    higan_var_wrap, higan_param_var, higan_var_grad, higan_var_has_grad,
                    higan_op_output, higan_tape_record, higan_tape_ctx, higan_no_grad_begin/end
-       gemm        higan_gemm, higan_gemm_ref
+       gemm        higan_gemm, higan_gemm_ref, higan_gemm_ref_bf16, higan_gemm_free_buffers,
+                   higan_gemm_flops, higan_gemm_flops_reset
        layers      conv2d, linear, spectral_norm, batch_norm2d, cond_batch_norm, embedding, lstm
        shape       upsample_nearest, avg_pool2, max_pool3s2, pad, concat, slice, split, reshape,
                    permute, masked_sum_width, masked_mean_width, dropout, extract_patches
@@ -146,13 +152,31 @@ typedef void (*higan_abort_callback)(const char *file, int line, const char *exp
 HIGAN_DEF void higan_set_abort_callback(higan_abort_callback cb);
 
 /* ==== CPU LEVEL AND THREADS ============================================== */
-typedef enum { HIGAN_CPU_SCALAR = 0, HIGAN_CPU_AVX2 = 1, HIGAN_CPU_AVX512 = 2 } higan_cpu;
+/* Kernel levels, each including the ones below: AVX2+FMA, AVX-512F, AVX-512F + AVX512_BF16
+   (vdpbf16ps: bf16 GEMMs at twice the fp32 rate), AMX-BF16 tiles (bf16 GEMMs; needs Linux's
+   arch_prctl(ARCH_REQ_XCOMP_PERM) grant, asked for at detection). fp32 work is the same at
+   the three top levels. */
+typedef enum {
+    HIGAN_CPU_SCALAR = 0, HIGAN_CPU_AVX2 = 1, HIGAN_CPU_AVX512 = 2, HIGAN_CPU_AVX512BF16 = 3,
+    HIGAN_CPU_AMX = 4
+} higan_cpu;
 HIGAN_DEF higan_cpu higan_cpu_detect(void);    /* best level this CPU and build support */
 HIGAN_DEF higan_cpu higan_cpu_level(void);     /* the level in use (HIGAN_CPU honoured) */
 HIGAN_DEF higan_status higan_cpu_set_level(higan_cpu level);
 HIGAN_DEF const char *higan_cpu_level_name(higan_cpu level);
 HIGAN_DEF void higan_set_num_threads(int n);          /* results never depend on n */
 HIGAN_DEF int higan_get_num_threads(void);
+/* Precision of every GEMM (higan_gemm, conv2d, linear, LSTM gates, contextual loss):
+   HIGAN_PRECISION_BF16 rounds both operands to bfloat16 (round to nearest even; inputs below
+   FLT_MIN count as zero, as the AVX512_BF16 instructions do) and accumulates in fp32; every
+   tensor stays fp32 (parameters, gradients and Adam state are the master copies), so training
+   and inference use it unchanged: mixed precision. Default fp32, or HIGAN_PRECISION=bf16|fp32
+   in the environment (read once). Fast at HIGAN_CPU_AVX512BF16 and above; below, the same
+   numbers at the fp32 speed (the operands are rounded when packed). */
+typedef enum { HIGAN_PRECISION_FP32 = 0, HIGAN_PRECISION_BF16 = 1 } higan_precision;
+HIGAN_DEF void higan_set_precision(higan_precision p);
+HIGAN_DEF higan_precision higan_get_precision(void);
+HIGAN_DEF float higan_bf16_round(float x);     /* x rounded to bf16 (as an fp32 value) */
 
 /* ==== ARENA: per-step memory for activations and backward caches ======== */
 typedef struct higan_arena {
@@ -341,9 +365,12 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
 
 /* ==== GEMM, CONV2D, LINEAR ================================================
    All matrices are row-major float32. The fast paths dispatch at run time on
-   higan_cpu_level() (scalar, AVX2+FMA, AVX-512F kernels live in one binary) and run on
-   higan_get_num_threads() threads; results are bit-identical for any thread count (the K
-   reduction is never split across threads) but differ in the last bits between levels. */
+   higan_cpu_level() (scalar, AVX2+FMA, AVX-512F, AVX512-BF16 and AMX-BF16 kernels live in one
+   binary) and run on higan_get_num_threads() threads; results are bit-identical for any
+   thread count (the K reduction is never split across threads) but differ in the last bits
+   between levels. In HIGAN_PRECISION_BF16 (higan_set_precision) every product here (GEMM,
+   convolution, linear, and through higan_gemm the LSTM gates and the contextual loss) takes
+   bf16-rounded operands and sums in fp32. */
 
 /* C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C.
    op(A) = A ([M,K], row stride lda) or, with trans_a, A^T (A is [K,M], row stride lda);
@@ -356,8 +383,15 @@ HIGAN_DEF void higan_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_
 HIGAN_DEF void higan_gemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                               const float *A, int64_t lda, const float *B, int64_t ldb,
                               float beta, float *C, int64_t ldc);
-/* higan_gemm keeps one packing buffer per calling thread (grown on demand, at most about
-   6 MB); this frees the calling thread's buffer (call it before a worker thread ends). */
+/* The bf16 reference: higan_gemm_ref on round_bf16(alpha * op(A)) and round_bf16(op(B))
+   (round to nearest even, see higan_bf16_round): what higan_gemm computes in
+   HIGAN_PRECISION_BF16, but with double accumulators. Independent of the precision setting. */
+HIGAN_DEF void higan_gemm_ref_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                   const float *A, int64_t lda, const float *B, int64_t ldb,
+                                   float beta, float *C, int64_t ldc);
+/* higan_gemm and conv2d keep one packing buffer per calling thread (grown on demand to at
+   most about 16 MB: packed panels, the padded copies and results of a chunk of a
+   convolution); this frees the calling thread's buffer (call it before a worker thread ends). */
 HIGAN_DEF void higan_gemm_free_buffers(void);
 /* Multiply-add work done by every GEMM (higan_gemm, conv2d, linear, LSTM) since the last
    reset, as 2*M*N*K summed: benchmarks divide it by time to get GFLOP/s. */
@@ -383,16 +417,22 @@ HIGAN_DEF int64_t higan_conv2d_out_w(const higan_conv2d_shape *s);
 /* Bytes of scratch that higan_conv2d_backward takes from its arena (forward takes none). */
 HIGAN_DEF size_t higan_conv2d_scratch_bytes(const higan_conv2d_shape *s);
 
-/* y = conv(x, w) + b (b may be NULL). Implicit GEMM: y_n[OC, OH*OW] = w[OC, IC*KH*KW] col(x_n)
-   for every sample in one blocked GEMM (w packed once), whose packing reads col(x_n)
-   straight from x (no im2col buffer). scratch is unused (may be NULL); kept for symmetry. */
+/* y = conv(x, w) + b (b may be NULL): y_n[OC, OH*OW] = w[OC, IC*KH*KW] col(x_n). At the SIMD
+   levels a direct convolution that reads the pixels in place from a zero-padded copy of x
+   (one copy, not the KH*KW of im2col) with either the channels or the pixels along the
+   vectors, whichever fills them better; otherwise (scalar level, 1x1 stride-1 convolutions,
+   shapes neither suits) one blocked GEMM whose packing reads col(x_n) straight from x. Both
+   work in the calling thread's packing buffer; scratch is unused (may be NULL). */
 HIGAN_DEF higan_status higan_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                                             const higan_conv2d_shape *s, higan_arena *scratch);
-/* dx += conv_transpose(dy, w) (GEMM w^T dy_n into a scratch column block, then col2im);
-   dw += sum_n dy_n col(x_n)^T (one GEMM with K = N*OH*OW, col packed from x); db += sum of
-   dy over N, OH, OW. Each is skipped when NULL. dx needs higan_conv2d_scratch_bytes(s) of
-   scratch (at most 16 MB; released before returning): HIGAN_ERR_NOMEM (arena overflow,
-   sticky) if it does not fit, HIGAN_ERR_ARG if scratch is NULL. 1x1 stride-1 unpadded convs
+/* dx += conv_transpose(dy, w); dw += sum_n dy_n col(x_n)^T; db += sum of dy over N, OH, OW.
+   Each is skipped when NULL. Direct convolutions as in the forward where they apply (dx: for
+   stride 1, as the forward convolution of dy with the flipped, transposed weights; dw: with
+   the pixels of every sample as the K of one product), else the GEMM ways: dx by GEMM w^T dy_n
+   into a scratch column block, then col2im; dw by one GEMM with K = N*OH*OW, col packed from
+   x. dx needs a scratch arena (scratch NULL: HIGAN_ERR_ARG) and, on the GEMM way,
+   higan_conv2d_scratch_bytes(s) of it (at most 16 MB; released before returning):
+   HIGAN_ERR_NOMEM (arena overflow, sticky) if it does not fit. 1x1 stride-1 unpadded convs
    need no scratch (x and dx are the GEMM operands themselves). */
 HIGAN_DEF higan_status higan_conv2d_backward(float *dx, float *dw, float *db, const float *dy,
                                              const float *x, const float *w,
@@ -2386,17 +2426,52 @@ HIGAN_DEF higan_status higan_set_error(higan_status status, const char *fmt, ...
 #if !defined(HIGAN_NO_SIMD) && defined(__GNUC__) && defined(__x86_64__) && !defined(__CUDACC__)
 #  define HIGAN__X86_SIMD 1
 #endif
+#if defined(HIGAN__X86_SIMD) && !defined(HIGAN_NO_AVX512)
+#  define HIGAN__BF16_KERNELS 1
+#  if defined(__linux__) && !defined(HIGAN_NO_AMX)
+#    define HIGAN__AMX 1
+#  endif
+#endif
+#ifdef HIGAN__AMX
+/* AMX tile data needs the kernel's permission per process (Linux 5.16+): arch_prctl(
+   ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18), made as a raw syscall (SYS_arch_prctl
+   = 158 on x86-64) so that no feature-test macro is needed; then XCR0 bits 17-18 (XTILECFG,
+   XTILEDATA) must be on. This machine (Zen 4) has no AMX: never run here. */
+static int higan__amx_permitted(void) {
+    long ret;
+    unsigned lo, hi;
+    __asm__ __volatile__("syscall" : "=a"(ret) : "a"(158L), "D"(0x1023L), "S"(18L) : "rcx", "r11", "memory");
+    if (ret != 0) return 0;
+    __asm__ __volatile__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    return (lo & (3u << 17)) == (3u << 17);
+}
+#endif
+static int higan__cpu_best = -1;
 HIGAN_DEF higan_cpu higan_cpu_detect(void) {
+    if (higan__cpu_best >= 0) return (higan_cpu)higan__cpu_best;
+    higan__cpu_best = HIGAN_CPU_SCALAR;
 #ifdef HIGAN__X86_SIMD
     __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        higan__cpu_best = HIGAN_CPU_AVX2;
 #  ifndef HIGAN_NO_AVX512
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
-        __builtin_cpu_supports("fma"))
-        return HIGAN_CPU_AVX512;
+        if (__builtin_cpu_supports("avx512f")) {
+            higan__cpu_best = HIGAN_CPU_AVX512;
+            if (__builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl")) {
+                higan__cpu_best = HIGAN_CPU_AVX512BF16;
+#    ifdef HIGAN__AMX
+                if (__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
+                    higan__amx_permitted())
+                    higan__cpu_best = HIGAN_CPU_AMX;
+#    endif
+            }
+        }
 #  endif
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return HIGAN_CPU_AVX2;
+    }
 #endif
-    return HIGAN_CPU_SCALAR;
+    return (higan_cpu)higan__cpu_best;
 }
 static int higan__cpu_level = -1;
 HIGAN_DEF const char *higan_cpu_level_name(higan_cpu level) {
@@ -2404,6 +2479,8 @@ HIGAN_DEF const char *higan_cpu_level_name(higan_cpu level) {
     case HIGAN_CPU_SCALAR: return "scalar";
     case HIGAN_CPU_AVX2: return "avx2";
     case HIGAN_CPU_AVX512: return "avx512";
+    case HIGAN_CPU_AVX512BF16: return "avx512bf16";
+    case HIGAN_CPU_AMX: return "amx";
     }
     return "unknown";
 }
@@ -2423,6 +2500,8 @@ HIGAN_DEF higan_cpu higan_cpu_level(void) {
             if (!strcmp(env, "scalar")) want = HIGAN_CPU_SCALAR;
             else if (!strcmp(env, "avx2")) want = HIGAN_CPU_AVX2;
             else if (!strcmp(env, "avx512")) want = HIGAN_CPU_AVX512;
+            else if (!strcmp(env, "avx512bf16")) want = HIGAN_CPU_AVX512BF16;
+            else if (!strcmp(env, "amx")) want = HIGAN_CPU_AMX;
             else fprintf(stderr, "higan: ignoring unknown HIGAN_CPU=%s\n", env);
             if (want > best) {
                 fprintf(stderr, "higan: HIGAN_CPU=%s not supported here, using %s\n", env,
@@ -2434,6 +2513,41 @@ HIGAN_DEF higan_cpu higan_cpu_level(void) {
     }
     return (higan_cpu)higan__cpu_level;
 }
+
+/* ---- GEMM precision ---------------------------------------------------------------------- */
+static int higan__precision = -1;
+HIGAN_DEF void higan_set_precision(higan_precision p) {
+    HIGAN_ASSERT(p == HIGAN_PRECISION_FP32 || p == HIGAN_PRECISION_BF16);
+    higan__precision = (int)p;
+}
+HIGAN_DEF higan_precision higan_get_precision(void) {
+    if (higan__precision < 0) {
+        const char *env = getenv("HIGAN_PRECISION");
+        higan__precision = HIGAN_PRECISION_FP32;
+        if (env && *env) {
+            if (!strcmp(env, "bf16")) higan__precision = HIGAN_PRECISION_BF16;
+            else if (strcmp(env, "fp32")) fprintf(stderr, "higan: ignoring unknown HIGAN_PRECISION=%s\n", env);
+        }
+    }
+    return (higan_precision)higan__precision;
+}
+/* fp32 -> bf16 bits, round to nearest even; inputs below FLT_MIN in magnitude become a signed
+   zero and NaNs stay (quiet) NaNs, as vcvtne2ps2bf16 does. */
+static uint16_t higan__bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);           /* zero, denormal */
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u);  /* NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float higan__bf16_float(uint16_t b) {
+    const uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+HIGAN_DEF float higan_bf16_round(float x) { return higan__bf16_float(higan__bf16_bits(x)); }
 
 /* ---- threads ------------------------------------------------------------------------ */
 static int higan__num_threads = 0;
@@ -3924,9 +4038,15 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
         HIGAN__VW_<isa> (floats per vector). Kernels are written once as macro templates over
         <isa> and instantiated for every ISA compiled in, all in one binary; the run-time
         dispatch (higan__ops) picks the instantiation for higan_cpu_level().
-     2. Kernels written once: GEMM micro-kernel, vector add / sum with a scalar tail.
-     3. The blocked GEMM driver (BLIS-style packing, scalar code shared by every level).
-     4. higan_gemm / higan_gemm_ref, conv2d (implicit GEMM), linear, tape ops. */
+     2. Kernels written once: GEMM micro-kernel, vector add / sum with a scalar tail, the
+        direct-convolution kernels (channel-vector, pixel-vector, dot product) and the 8 x 8
+        transposes; the bf16 GEMM kernels (AVX512-BF16 vdpbf16ps; AMX-BF16, never run on the
+        machine this was written on: it has no AMX) and their panel conversions; the level
+        tables (higan__ops) and the precision's GEMM kernel (higan__gemm_k).
+     3. The blocked GEMM driver (BLIS-style packing, scalar code shared by every level; in
+        bf16 the packed panels are converted in place for the bf16 kernels).
+     4. higan_gemm / higan_gemm_ref(_bf16), conv2d, linear, tape ops.
+     5. (within 4) the direct convolutions and the choice between them and the GEMM. */
 #ifdef HIGAN__X86_SIMD
 #include <immintrin.h>
 #endif
@@ -3970,6 +4090,13 @@ static inline HIGAN__TGT_avx2 __m256 higan__vset1_avx2(float x) { return _mm256_
 static inline HIGAN__TGT_avx2 __m256 higan__vfma_avx2(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
 static inline HIGAN__TGT_avx2 __m256 higan__vadd_avx2(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
 static inline HIGAN__TGT_avx2 __m256 higan__vmul_avx2(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+/* lane masks (the first n lanes): the pixel-vector kernels' row tails */
+typedef __m256i higan__mt_avx2;
+static inline HIGAN__TGT_avx2 __m256i higan__vmask_avx2(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline HIGAN__TGT_avx2 __m256 higan__vloadm_avx2(const float *p, __m256i m) { return _mm256_maskload_ps(p, m); }
+static inline HIGAN__TGT_avx2 void higan__vstorem_avx2(float *p, __m256 v, __m256i m) { _mm256_maskstore_ps(p, m, v); }
 static inline HIGAN__TGT_avx2 float higan__vhsum_avx2(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -3989,6 +4116,12 @@ static inline HIGAN__TGT_avx512 __m512 higan__vset1_avx512(float x) { return _mm
 static inline HIGAN__TGT_avx512 __m512 higan__vfma_avx512(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
 static inline HIGAN__TGT_avx512 __m512 higan__vadd_avx512(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
 static inline HIGAN__TGT_avx512 __m512 higan__vmul_avx512(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+typedef __mmask16 higan__mt_avx512;
+static inline HIGAN__TGT_avx512 __mmask16 higan__vmask_avx512(int n) {
+    return (__mmask16)(n >= 16 ? 0xFFFFu : (1u << n) - 1u);
+}
+static inline HIGAN__TGT_avx512 __m512 higan__vloadm_avx512(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+static inline HIGAN__TGT_avx512 void higan__vstorem_avx512(float *p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
 /* through memory: GCC 12's 512->256 extract intrinsics warn (-Wuninitialized) in C++ */
 static inline HIGAN__TGT_avx512 float higan__vhsum_avx512(__m512 v) {
     float t[16];
@@ -4039,6 +4172,162 @@ static HIGAN__TGT_##ISA void NAME(int64_t kc, const float *a, const float *b, fl
     }                                                                                           \
 }
 
+/* Direct-convolution micro-kernel: C[MR, NV*VW] (row stride ldc) = (or += when beta) A B, where
+   row i of A is read in place: A(i, k) = arow[i][aoff[k]] (a pixel's window in a zero-padded
+   image, or one (ic, kh, kw) row of col(x): see section 5), broadcast; B is a packed panel
+   [kc][NV*VW] of channels. Rows past the end of a tile point at a valid row (their C rows are
+   scratch). */
+#define HIGAN__DEFINE_UKR_DIRECT(ISA, NAME, MR, NV)                                             \
+static HIGAN__TGT_##ISA void NAME(int64_t kc, const float *const *arow, const int32_t *aoff,    \
+                                  const float *b, float *c, int64_t ldc, int beta) {           \
+    higan__vt_##ISA acc[MR][NV], bv[NV];                                                        \
+    const float *ap[MR];                                                                        \
+    int64_t k;                                                                                  \
+    int i, v;                                                                                   \
+    HIGAN__UNROLL for (i = 0; i < MR; ++i) ap[i] = arow[i];                                     \
+    HIGAN__UNROLL for (i = 0; i < MR; ++i)                                                      \
+        HIGAN__UNROLL for (v = 0; v < NV; ++v) acc[i][v] = higan__vzero_##ISA();                \
+    for (k = 0; k < kc; ++k) {                                                                  \
+        const int64_t o = aoff[k];                                                              \
+        HIGAN__UNROLL for (v = 0; v < NV; ++v) bv[v] = higan__vload_##ISA(b + v * HIGAN__VW_##ISA); \
+        HIGAN__UNROLL for (i = 0; i < MR; ++i) {                                                \
+            higan__vt_##ISA ai = higan__vset1_##ISA(ap[i][o]);                                  \
+            HIGAN__UNROLL for (v = 0; v < NV; ++v)                                              \
+                acc[i][v] = higan__vfma_##ISA(ai, bv[v], acc[i][v]);                            \
+        }                                                                                       \
+        b += NV * HIGAN__VW_##ISA;                                                              \
+    }                                                                                           \
+    if (!beta) {                                                                                \
+        HIGAN__UNROLL for (i = 0; i < MR; ++i) HIGAN__UNROLL for (v = 0; v < NV; ++v)          \
+            higan__vstore_##ISA(c + i * ldc + v * HIGAN__VW_##ISA, acc[i][v]);                  \
+    } else {                                                                                    \
+        HIGAN__UNROLL for (i = 0; i < MR; ++i) HIGAN__UNROLL for (v = 0; v < NV; ++v) {        \
+            float *cp = c + i * ldc + v * HIGAN__VW_##ISA;                                      \
+            higan__vstore_##ISA(cp, higan__vadd_##ISA(acc[i][v], higan__vload_##ISA(cp)));      \
+        }                                                                                       \
+    }                                                                                           \
+}
+
+/* Pixel-vector micro-kernel (direct convolution with few output channels, section 5):
+   C rows i < MR (row stride ldc) at NV vectors of VW output pixels each:
+       C[i][v] (=, or += with beta) bias[i] + sum_k a[k][i] * bvec[v][koff[k] .. + VW)
+   a: packed weights [kc][MR]; bvec[v]: the first input pixel of vector v in the padded image
+   (VW consecutive output pixels of one row read VW consecutive inputs at stride 1); the
+   stores are masked to lanes[v] pixels and to the first `rows` rows. */
+#define HIGAN__DEFINE_UKR_PIX(ISA, NAME, MR, NV)                                                \
+static HIGAN__TGT_##ISA void NAME(int64_t kc, const float *a, const float *const *bvec,         \
+        const int32_t *koff, float *const *cvec, int64_t ldc, const int *lanes, int beta,       \
+        int rows, const float *bias) {                                                          \
+    higan__vt_##ISA acc[MR][NV], bv[NV];                                                        \
+    const float *bp[NV];                                                                        \
+    int64_t k;                                                                                  \
+    int i, v;                                                                                   \
+    HIGAN__UNROLL for (v = 0; v < NV; ++v) bp[v] = bvec[v];                                     \
+    HIGAN__UNROLL for (i = 0; i < MR; ++i) {                                                    \
+        const higan__vt_##ISA b0 = higan__vset1_##ISA(bias[i]);                                 \
+        HIGAN__UNROLL for (v = 0; v < NV; ++v) acc[i][v] = b0;                                  \
+    }                                                                                           \
+    for (k = 0; k < kc; ++k) {                                                                  \
+        const int64_t o = koff[k];                                                              \
+        HIGAN__UNROLL for (v = 0; v < NV; ++v) bv[v] = higan__vload_##ISA(bp[v] + o);           \
+        HIGAN__UNROLL for (i = 0; i < MR; ++i) {                                                \
+            higan__vt_##ISA ai = higan__vset1_##ISA(a[i]);                                      \
+            HIGAN__UNROLL for (v = 0; v < NV; ++v)                                              \
+                acc[i][v] = higan__vfma_##ISA(ai, bv[v], acc[i][v]);                            \
+        }                                                                                       \
+        a += MR;                                                                                \
+    }                                                                                           \
+    HIGAN__UNROLL for (v = 0; v < NV; ++v) {                                                    \
+        const higan__mt_##ISA m = higan__vmask_##ISA(lanes[v]);                                 \
+        HIGAN__UNROLL for (i = 0; i < MR; ++i) {                                                \
+            float *cp = cvec[v] + i * ldc;                                                      \
+            if (i >= rows || !lanes[v]) continue;                                               \
+            if (beta) acc[i][v] = higan__vadd_##ISA(acc[i][v], higan__vloadm_##ISA(cp, m));     \
+            higan__vstorem_##ISA(cp, acc[i][v], m);                                             \
+        }                                                                                       \
+    }                                                                                           \
+}
+/* Dot-product micro-kernel (weight gradient with few output channels): MRO x MRK vector
+   partial sums part[(i*MRK + j)*VW ..] += sum over the pixel vectors t of
+   drow[i][dyoff[t] ..] * (xb + koff[j])[xoff[t] ..], both loads masked to lanes[t] (the lanes
+   past a row's end add 0). */
+#define HIGAN__DEFINE_UKR_DOT(ISA, NAME, MRO, MRK)                                              \
+static HIGAN__TGT_##ISA void NAME(int64_t nvec, const int32_t *xoff, const int64_t *dyoff,      \
+        const int *lanes, const float *xb, const int32_t *koff, const float *const *drow,       \
+        float *part) {                                                                          \
+    higan__vt_##ISA acc[MRO][MRK], dv[MRO];                                                     \
+    const float *kp[MRK], *dp[MRO];                                                             \
+    int64_t t;                                                                                  \
+    int i, j;                                                                                   \
+    HIGAN__UNROLL for (j = 0; j < MRK; ++j) kp[j] = xb + koff[j];                               \
+    HIGAN__UNROLL for (i = 0; i < MRO; ++i) dp[i] = drow[i];                                    \
+    HIGAN__UNROLL for (i = 0; i < MRO; ++i) HIGAN__UNROLL for (j = 0; j < MRK; ++j)             \
+        acc[i][j] = higan__vload_##ISA(part + (i * MRK + j) * HIGAN__VW_##ISA);                 \
+    for (t = 0; t < nvec; ++t) {                                                                \
+        const higan__mt_##ISA m = higan__vmask_##ISA(lanes[t]);                                 \
+        const int64_t xo = xoff[t], yo = dyoff[t];                                              \
+        HIGAN__UNROLL for (i = 0; i < MRO; ++i) dv[i] = higan__vloadm_##ISA(dp[i] + yo, m);     \
+        HIGAN__UNROLL for (j = 0; j < MRK; ++j) {                                               \
+            const higan__vt_##ISA xv = higan__vloadm_##ISA(kp[j] + xo, m);                      \
+            HIGAN__UNROLL for (i = 0; i < MRO; ++i)                                             \
+                acc[i][j] = higan__vfma_##ISA(dv[i], xv, acc[i][j]);                            \
+        }                                                                                       \
+    }                                                                                           \
+    HIGAN__UNROLL for (i = 0; i < MRO; ++i) HIGAN__UNROLL for (j = 0; j < MRK; ++j)             \
+        higan__vstore_##ISA(part + (i * MRK + j) * HIGAN__VW_##ISA, acc[i][j]);                 \
+}
+
+/* dst[c * ldd + r] (mode 0: =, 1: +=, 2: = ... + bias[c]) src[r * lds + c] for r < rows,
+   c < cols: the layout changes of the direct convolution (section 5), in 8 x 8 blocks
+   transposed in AVX registers, scalar at the edges. x86 levels only. */
+#define HIGAN__DEFINE_TRANSPOSE(ISA)                                                            \
+static HIGAN__TGT_##ISA void higan__transpose_##ISA(float *dst, int64_t ldd, const float *src,  \
+        int64_t lds, int64_t rows, int64_t cols, int mode, const float *bias) {                \
+    const int64_t r8 = rows & ~(int64_t)7, c8 = cols & ~(int64_t)7;                             \
+    int64_t r0, c0, r, c;                                                                       \
+    /* channel blocks outer: each destination row is finished before the next (rows of dst    \
+       may be a multiple of 4 KB apart and would evict each other) */                          \
+    for (c0 = 0; c0 < c8; c0 += 8) {                                                            \
+        for (r0 = 0; r0 < r8; r0 += 8) {                                                        \
+            __m256 v[8], t[8], u[8];                                                            \
+            int i;                                                                              \
+            for (i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(src + (r0 + i) * lds + c0);          \
+            for (i = 0; i < 8; i += 2) {                                                        \
+                t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);                                      \
+                t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);                                  \
+            }                                                                                   \
+            for (i = 0; i < 8; i += 4) {                                                        \
+                u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));              \
+                u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));          \
+                u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));      \
+                u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));      \
+            }                                                                                   \
+            for (i = 0; i < 4; ++i) {                                                           \
+                v[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);                            \
+                v[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);                        \
+            }                                                                                   \
+            for (i = 0; i < 8; ++i) {                                                           \
+                float *d = dst + (c0 + i) * ldd + r0;                                           \
+                if (mode == 1) v[i] = _mm256_add_ps(v[i], _mm256_loadu_ps(d));                  \
+                else if (mode == 2) v[i] = _mm256_add_ps(v[i], _mm256_set1_ps(bias[c0 + i]));   \
+                _mm256_storeu_ps(d, v[i]);                                                      \
+            }                                                                                   \
+        }                                                                                       \
+        for (c = c0; c < c0 + 8; ++c)                                                           \
+            for (r = r8; r < rows; ++r) {                                                       \
+                float *d = dst + c * ldd + r;                                                   \
+                const float x = src[r * lds + c];                                               \
+                *d = mode == 1 ? *d + x : mode == 2 ? x + bias[c] : x;                          \
+            }                                                                                   \
+    }                                                                                           \
+    for (c = c8; c < cols; ++c)                                                                 \
+        for (r = 0; r < rows; ++r) {                                                            \
+            float *d = dst + c * ldd + r;                                                       \
+            const float x = src[r * lds + c];                                                   \
+            *d = mode == 1 ? *d + x : mode == 2 ? x + bias[c] : x;                              \
+        }                                                                                       \
+}
+
 /* y[n] += x[n] and sum(x[n]): vector body, scalar tail. The sum keeps 4 vector partial sums
    (fixed order: deterministic for a level, different between levels). */
 #define HIGAN__DEFINE_VEC_OPS(ISA)                                                              \
@@ -4077,11 +4366,277 @@ HIGAN__DEFINE_VEC_OPS(scalar)
 #ifdef HIGAN__X86_SIMD
 HIGAN__DEFINE_UKR(avx2, higan__ukr_avx2, 6, 2)
 HIGAN__DEFINE_VEC_OPS(avx2)
+/* direct-conv tiles: 6 rows x 1..NV vectors of channels (narrower panels for the last
+   channels) */
+HIGAN__DEFINE_TRANSPOSE(avx2)
+HIGAN__DEFINE_UKR_DIRECT(avx2, higan__ukrd_avx2_1, 6, 1)
+HIGAN__DEFINE_UKR_DIRECT(avx2, higan__ukrd_avx2_2, 6, 2)
+/* pixel-vector tiles MR x NV (MR 1, 2, 4, 6 output channels) and dot tiles MRO x MRK */
+HIGAN__DEFINE_UKR_PIX(avx2, higan__ukrp_avx2_1, 1, 8)
+HIGAN__DEFINE_UKR_PIX(avx2, higan__ukrp_avx2_2, 2, 6)
+HIGAN__DEFINE_UKR_PIX(avx2, higan__ukrp_avx2_4, 4, 3)
+HIGAN__DEFINE_UKR_PIX(avx2, higan__ukrp_avx2_6, 6, 2)
+HIGAN__DEFINE_UKR_DOT(avx2, higan__ukrt_avx2_1, 1, 8)
+HIGAN__DEFINE_UKR_DOT(avx2, higan__ukrt_avx2_2, 2, 5)
+HIGAN__DEFINE_UKR_DOT(avx2, higan__ukrt_avx2_4, 4, 2)
 #  ifdef HIGAN__GEMM_AVX512
 HIGAN__DEFINE_UKR(avx512, higan__ukr_avx512, 6, 4)
 HIGAN__DEFINE_VEC_OPS(avx512)
+HIGAN__DEFINE_TRANSPOSE(avx512)
+HIGAN__DEFINE_UKR_DIRECT(avx512, higan__ukrd_avx512_1, 6, 1)
+HIGAN__DEFINE_UKR_DIRECT(avx512, higan__ukrd_avx512_2, 6, 2)
+HIGAN__DEFINE_UKR_DIRECT(avx512, higan__ukrd_avx512_3, 6, 3)
+HIGAN__DEFINE_UKR_DIRECT(avx512, higan__ukrd_avx512_4, 6, 4)
+HIGAN__DEFINE_UKR_PIX(avx512, higan__ukrp_avx512_1, 1, 8)
+HIGAN__DEFINE_UKR_PIX(avx512, higan__ukrp_avx512_2, 2, 8)
+HIGAN__DEFINE_UKR_PIX(avx512, higan__ukrp_avx512_4, 4, 6)
+HIGAN__DEFINE_UKR_PIX(avx512, higan__ukrp_avx512_6, 6, 4)
+HIGAN__DEFINE_UKR_PIX(avx512, higan__ukrp_avx512_8, 8, 3)
+HIGAN__DEFINE_UKR_DOT(avx512, higan__ukrt_avx512_1, 1, 12)
+HIGAN__DEFINE_UKR_DOT(avx512, higan__ukrt_avx512_2, 2, 8)
+HIGAN__DEFINE_UKR_DOT(avx512, higan__ukrt_avx512_4, 4, 5)
 #  endif
 #endif
+
+#define HIGAN__MAX_MR 32   /* the AMX tile; 6 elsewhere */
+#define HIGAN__MAX_NR 64
+/* ---- bf16 GEMM micro-kernels (HIGAN_PRECISION_BF16) -----------------------------------------
+   The driver packs fp32 panels as always, then converts them in place (higan__bf16_panels):
+   A panels [kc][mr] -> [ceil(kc/2)][mr][2] bf16 (K pairs), B panels [kc][nr] ->
+   [ceil(kc/2)][nr][2] (the pairs of vdpbf16ps; K padded with a zero). Each pair of A is one
+   32-bit broadcast; vdpbf16ps adds a0*b0 + a1*b1 (exact bf16 products) to fp32 accumulators. */
+#ifdef HIGAN__BF16_KERNELS
+#  define HIGAN__TGT_bf16 __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl,avx2,fma")))
+static HIGAN__TGT_bf16 void higan__ukr_bf16(int64_t kc, const float *a, const float *b, float *c,
+                                            int64_t ldc, float beta) {
+    __m512 acc[6][4], bv[4];
+    const int64_t kp = (kc + 1) / 2;
+    int64_t k;
+    int i, v;
+    HIGAN__UNROLL for (i = 0; i < 6; ++i) HIGAN__UNROLL for (v = 0; v < 4; ++v) acc[i][v] = _mm512_setzero_ps();
+    for (k = 0; k < kp; ++k) {
+        HIGAN__UNROLL for (v = 0; v < 4; ++v) bv[v] = _mm512_loadu_ps(b + v * 16);
+        HIGAN__UNROLL for (i = 0; i < 6; ++i) {
+            const __m512 ai = _mm512_set1_ps(a[i]);   /* the bf16 pair (k, k+1) of row i */
+            HIGAN__UNROLL for (v = 0; v < 4; ++v)
+                acc[i][v] = _mm512_dpbf16_ps(acc[i][v], (__m512bh)ai, (__m512bh)bv[v]);
+        }
+        a += 6;
+        b += 64;
+    }
+    HIGAN__UNROLL for (i = 0; i < 6; ++i) HIGAN__UNROLL for (v = 0; v < 4; ++v) {
+        float *cp = c + i * ldc + v * 16;
+        if (beta == 0.0f) _mm512_storeu_ps(cp, acc[i][v]);
+        else if (beta == 1.0f) _mm512_storeu_ps(cp, _mm512_add_ps(acc[i][v], _mm512_loadu_ps(cp)));
+        else _mm512_storeu_ps(cp, _mm512_add_ps(acc[i][v], _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(cp))));
+    }
+}
+/* One panel [kc][w] fp32 -> [ceil(kc/2)][w][2] bf16 in place, w a multiple of 16: rows 2k and
+   2k+1 are converted together (vcvtne2ps2bf16: round to nearest even, denormals as zero) and
+   interleaved; pair row k lands at word k*w, never past the rows still to be read. */
+static HIGAN__TGT_bf16 void higan__bf16_pairs_avx512(float *p, int w, int64_t kc) {
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const int64_t kp = (kc + 1) / 2;
+    int64_t k;
+    int g;
+    for (k = 0; k < kp; ++k) {
+        __m512i out[HIGAN__MAX_NR / 16];
+        const float *r0 = p + 2 * k * w, *r1 = r0 + w;
+        for (g = 0; g < w / 16; ++g) {
+            const __m512 lo = _mm512_loadu_ps(r0 + 16 * g);
+            const __m512 hi = 2 * k + 1 < kc ? _mm512_loadu_ps(r1 + 16 * g) : _mm512_setzero_ps();
+            out[g] = _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        }
+        for (g = 0; g < w / 16; ++g) _mm512_storeu_si512((void *)(p + k * w + 16 * g), out[g]);
+    }
+}
+/* bf16 direct convolutions (channel vectors; HIGAN_PRECISION_BF16 at AVX512_BF16 levels): the
+   vocabulary "bf16" is AVX-512 whose multiply-add is vdpbf16ps on 32-bit words holding bf16
+   pairs, so HIGAN__DEFINE_UKR_DIRECT gives the forward / dgrad kernel: A words are channel
+   pairs of the padded image (one broadcast per pixel and K pair), B words weight pairs. */
+#define HIGAN__VW_bf16 16
+typedef __m512 higan__vt_bf16;
+static inline HIGAN__TGT_bf16 __m512 higan__vzero_bf16(void) { return _mm512_setzero_ps(); }
+static inline HIGAN__TGT_bf16 __m512 higan__vload_bf16(const float *p) { return _mm512_loadu_ps(p); }
+static inline HIGAN__TGT_bf16 void higan__vstore_bf16(float *p, __m512 v) { _mm512_storeu_ps(p, v); }
+static inline HIGAN__TGT_bf16 __m512 higan__vset1_bf16(float x) { return _mm512_set1_ps(x); }   /* bits kept */
+static inline HIGAN__TGT_bf16 __m512 higan__vfma_bf16(__m512 a, __m512 b, __m512 c) {
+    return _mm512_dpbf16_ps(c, (__m512bh)a, (__m512bh)b);
+}
+static inline HIGAN__TGT_bf16 __m512 higan__vadd_bf16(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+HIGAN__DEFINE_UKR_DIRECT(bf16, higan__ukrd_bf16_1, 6, 1)
+HIGAN__DEFINE_UKR_DIRECT(bf16, higan__ukrd_bf16_2, 6, 2)
+HIGAN__DEFINE_UKR_DIRECT(bf16, higan__ukrd_bf16_3, 6, 3)
+HIGAN__DEFINE_UKR_DIRECT(bf16, higan__ukrd_bf16_4, 6, 4)
+/* The wgrad kernel: K runs over pairs of neighbouring output pixels, so A (a row (ic, kh, kw)
+   of col(x) in the plain bf16 padded image) is one unaligned 32-bit load at arow[i] + aoff[k]
+   (elements of 2 bytes); B words are dy pairs of those pixels [kp][NV*16]. */
+#define HIGAN__DEFINE_UKR_DIRECT_W16(NAME, MR, NV)                                              \
+static HIGAN__TGT_bf16 void NAME(int64_t kc, const uint16_t *const *arow, const int32_t *aoff,   \
+                                 const float *b, float *c, int64_t ldc, int beta) {             \
+    __m512 acc[MR][NV], bv[NV];                                                                 \
+    const uint16_t *ap[MR];                                                                     \
+    int64_t k;                                                                                  \
+    int i, v;                                                                                   \
+    HIGAN__UNROLL for (i = 0; i < MR; ++i) ap[i] = arow[i];                                     \
+    HIGAN__UNROLL for (i = 0; i < MR; ++i)                                                      \
+        HIGAN__UNROLL for (v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();                 \
+    for (k = 0; k < kc; ++k) {                                                                  \
+        const int64_t o = aoff[k];                                                              \
+        HIGAN__UNROLL for (v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + v * 16);             \
+        HIGAN__UNROLL for (i = 0; i < MR; ++i) {                                                \
+            int32_t wd;                                                                         \
+            __m512 ai;                                                                          \
+            memcpy(&wd, ap[i] + o, sizeof wd);                                                  \
+            ai = _mm512_castsi512_ps(_mm512_set1_epi32(wd));                                    \
+            HIGAN__UNROLL for (v = 0; v < NV; ++v)                                              \
+                acc[i][v] = _mm512_dpbf16_ps(acc[i][v], (__m512bh)ai, (__m512bh)bv[v]);        \
+        }                                                                                       \
+        b += NV * 16;                                                                           \
+    }                                                                                           \
+    HIGAN__UNROLL for (i = 0; i < MR; ++i) HIGAN__UNROLL for (v = 0; v < NV; ++v) {            \
+        float *cp = c + i * ldc + v * 16;                                                       \
+        _mm512_storeu_ps(cp, beta ? _mm512_add_ps(acc[i][v], _mm512_loadu_ps(cp)) : acc[i][v]); \
+    }                                                                                           \
+}
+HIGAN__DEFINE_UKR_DIRECT_W16(higan__ukrw_bf16_1, 6, 1)
+HIGAN__DEFINE_UKR_DIRECT_W16(higan__ukrw_bf16_2, 6, 2)
+HIGAN__DEFINE_UKR_DIRECT_W16(higan__ukrw_bf16_3, 6, 3)
+HIGAN__DEFINE_UKR_DIRECT_W16(higan__ukrw_bf16_4, 6, 4)
+/* dst[i] = bf16(a[i]) | bf16(b[i]) << 16 (b NULL: 0), and dst16[i] = bf16(a[i]): the bf16
+   layouts of the direct convolutions (vcvtne2ps2bf16 / vcvtneps2bf16: round to nearest even,
+   denormals as zero, as higan__bf16_bits) */
+static HIGAN__TGT_bf16 void higan__bf16_interleave_avx512(uint32_t *dst, const float *a, const float *b,
+                                                         int64_t n) {
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 lo = _mm512_loadu_ps(a + i), hi = b ? _mm512_loadu_ps(b + i) : _mm512_setzero_ps();
+        _mm512_storeu_si512((void *)(dst + i), _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+    }
+    for (; i < n; ++i) dst[i] = (uint32_t)higan__bf16_bits(a[i]) | (b ? (uint32_t)higan__bf16_bits(b[i]) << 16 : 0u);
+}
+static HIGAN__TGT_bf16 void higan__bf16_round_avx512(float *p, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(p + i));
+        /* maskz forms: GCC 12's unmasked ones read an "undefined" register (-Wuninitialized in C++) */
+        _mm512_storeu_si512((void *)(p + i), _mm512_maskz_slli_epi32((__mmask16)0xFFFF,
+                            _mm512_maskz_cvtepu16_epi32((__mmask16)0xFFFF, h), 16));
+    }
+    for (; i < n; ++i) p[i] = higan_bf16_round(p[i]);
+}
+static HIGAN__TGT_bf16 void higan__bf16_row_avx512(uint16_t *dst, const float *a, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(void *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(a + i)));
+    for (; i < n; ++i) dst[i] = higan__bf16_bits(a[i]);
+}
+#endif
+
+#ifdef HIGAN__AMX
+/* AMX-BF16 micro-kernel, 32 x 32: C tiles 0-3 (2 x 2 of 16 x 16 fp32), A tiles 4-5 (16 rows x
+   32 bf16), B tiles 6-7 (16 K pairs x 16 columns x 2). Panels: A [kp/32][32 rows][32 bf16]
+   (tile rows contiguous), B [kp/2][32][2] with kp = kc rounded up to 32 (zero padded).
+   UNTESTED: written for Sapphire Rapids-class CPUs; the machine this was developed on (AMD
+   Zen 4) has no AMX, so this code has never run. It is only reached at HIGAN_CPU_AMX, which
+   higan_cpu_detect() reports only with AMX-TILE + AMX-BF16 and the Linux permission. */
+#  define HIGAN__TGT_amx __attribute__((target("amx-tile,amx-bf16,avx512f,avx2,fma")))
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} higan__tilecfg;
+static HIGAN__TLS int higan__amx_configured;
+static HIGAN__TGT_amx void higan__ukr_amx(int64_t kc, const float *a, const float *b, float *c,
+                                          int64_t ldc, float beta) {
+    const int64_t nkb = (kc + 31) / 32;
+    const unsigned char *ap = (const unsigned char *)a, *bp = (const unsigned char *)b;
+    float tmp[32 * 32];
+    int64_t kb;
+    int i, j;
+    if (!higan__amx_configured) {   /* tile shapes, once per thread */
+        higan__tilecfg cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.palette = 1;
+        for (i = 0; i < 8; ++i) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }
+        _tile_loadconfig(&cfg);
+        higan__amx_configured = 1;
+    }
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (kb = 0; kb < nkb; ++kb) {
+        _tile_loadd(4, ap + kb * 2048, 64);
+        _tile_loadd(5, ap + kb * 2048 + 1024, 64);
+        _tile_loadd(6, bp + kb * 2048, 128);
+        _tile_loadd(7, bp + kb * 2048 + 64, 128);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, tmp, 128);
+    _tile_stored(1, tmp + 16, 128);
+    _tile_stored(2, tmp + 16 * 32, 128);
+    _tile_stored(3, tmp + 16 * 32 + 16, 128);
+    for (i = 0; i < 32; ++i)
+        for (j = 0; j < 32; ++j) {
+            float *cp = c + i * ldc + j;
+            const float v = tmp[i * 32 + j];
+            *cp = beta == 0.0f ? v : beta == 1.0f ? v + *cp : v + beta * *cp;
+        }
+}
+#endif
+
+/* Converts np packed panels (panel q at p + q*pstride, [kc][w] fp32) for a bf16 kernel:
+   pack 1: each value rounded to bf16 (fp32 kernels on bf16 operands: the levels without
+   bf16 instructions); 2: K pairs as above; 3 (AMX): B as 2 with K padded to 32, A
+   [kp/32][w][32]. In place: the bf16 layout is half the size of the fp32 one. */
+static void higan__bf16_panels(float *p, int64_t np, int w, int64_t kc, int64_t pstride, int pack,
+                               int is_b, int vec) {
+    int64_t q;
+    HIGAN__PARALLEL_FOR_IF(np > 1 && np * w * kc >= 65536)
+    for (q = 0; q < np; ++q) {
+        float *pp = p + q * pstride;
+        int64_t k, i;
+        if (pack == 1) {
+            for (k = 0; k < kc * w; ++k) pp[k] = higan_bf16_round(pp[k]);
+            continue;
+        }
+#ifdef HIGAN__BF16_KERNELS
+        if (vec && w % 16 == 0 && (pack == 2 || is_b) && kc % 2 == 0 && (pack == 2 || kc % 32 == 0)) {
+            higan__bf16_pairs_avx512(pp, w, kc);
+            continue;
+        }
+#else
+        (void)vec;
+#endif
+        if (pack == 2 || is_b) {   /* pairs; AMX pads K to 32 */
+            const int64_t kp = pack == 3 ? (kc + 31) / 32 * 32 : kc;
+            for (k = 0; k < (kp + 1) / 2; ++k) {
+                uint16_t row[2 * HIGAN__MAX_NR > 2 * HIGAN__MAX_MR ? 2 * HIGAN__MAX_NR : 2 * HIGAN__MAX_MR];
+                for (i = 0; i < w; ++i) {
+                    row[2 * i] = 2 * k < kc ? higan__bf16_bits(pp[2 * k * w + i]) : 0;
+                    row[2 * i + 1] = 2 * k + 1 < kc ? higan__bf16_bits(pp[(2 * k + 1) * w + i]) : 0;
+                }
+                memcpy(pp + k * w, row, (size_t)w * 2 * sizeof(uint16_t));
+            }
+        } else {                   /* AMX A: blocks of 32 k, each [w rows][32] */
+            const int64_t nkb = (kc + 31) / 32;
+            float blk[32 * HIGAN__MAX_MR];
+            for (k = 0; k < nkb; ++k) {
+                const int64_t k0 = 32 * k, kn = HIGAN__MIN(32, kc - k0);
+                uint16_t *dst = (uint16_t *)(void *)(pp + k * w * 16);
+                int64_t kk;
+                memcpy(blk, pp + k0 * w, (size_t)(kn * w) * sizeof(float));
+                for (i = 0; i < w; ++i)
+                    for (kk = 0; kk < 32; ++kk)
+                        dst[i * 32 + kk] = kk < kn ? higan__bf16_bits(blk[kk * w + i]) : 0;
+            }
+        }
+    }
+}
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 typedef void (*higan__ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
@@ -4095,30 +4650,92 @@ typedef struct higan__gemm_kernel {
     int mr, nr;
     int64_t kc, mc, nc;
     higan__ukr_fn ukr;
+    int pack;   /* panels: 0 fp32; bf16 operands: 1 rounded fp32, 2 K pairs, 3 AMX (see
+                   higan__bf16_panels) */
+    int vec;    /* 1: the AVX512-BF16 panel conversion may be used */
 } higan__gemm_kernel;
+typedef void (*higan__ukrd_fn)(int64_t kc, const float *const *arow, const int32_t *aoff,
+                               const float *b, float *c, int64_t ldc, int beta);
+/* Direct convolution (section 5): tiles of mr rows x nv*vw channels, ukr[nv - 1] for nv in
+   1..nvmax; mr == 0: not available at this level (the packed GEMM path is used). */
+typedef void (*higan__ukrp_fn)(int64_t kc, const float *a, const float *const *bvec,
+                               const int32_t *koff, float *const *cvec, int64_t ldc,
+                               const int *lanes, int beta, int rows, const float *bias);
+typedef void (*higan__ukrt_fn)(int64_t nvec, const int32_t *xoff, const int64_t *dyoff,
+                               const int *lanes, const float *xb, const int32_t *koff,
+                               const float *const *drow, float *part);
+typedef void (*higan__ukrw_fn)(int64_t kc, const uint16_t *const *arow, const int32_t *aoff,
+                               const float *b, float *c, int64_t ldc, int beta);
+/* pixel-vector tile: mr output channels x nv vectors; dot tile: mro x mrk (mr 0: none) */
+typedef struct { int mr, nv; higan__ukrp_fn ukr; } higan__ukrp_tile;
+typedef struct { int mro, mrk; higan__ukrt_fn ukr; } higan__ukrt_tile;
+typedef struct higan__dconv_kernel {
+    int mr, vw, nvmax;
+    higan__ukrd_fn ukr[4];
+    void (*transpose)(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
+                      int64_t cols, int mode, const float *bias);
+    higan__ukrp_tile pix[5];    /* by increasing mr */
+    higan__ukrt_tile dot[3];    /* by increasing mro */
+    /* bf16 (HIGAN_PRECISION_BF16) channel-vector kernels and layouts; NULL: the fp32 kernels
+       on rounded operands */
+    higan__ukrd_fn ukr_bf16[4];
+    higan__ukrw_fn ukrw_bf16[4];
+    void (*interleave)(uint32_t *dst, const float *a, const float *b, int64_t n);
+    void (*row16)(uint16_t *dst, const float *a, int64_t n);
+    void (*round16)(float *p, int64_t n);   /* p rounded to bf16 values in place */
+} higan__dconv_kernel;
 typedef struct higan__level_ops {
-    higan__gemm_kernel gemm;
+    higan__gemm_kernel gemm;        /* fp32 */
+    higan__gemm_kernel gemm_bf16;   /* HIGAN_PRECISION_BF16 */
     void (*add)(int64_t n, float *y, const float *x);
     float (*sum)(int64_t n, const float *x);
+    higan__dconv_kernel dc;
 } higan__level_ops;
-#define HIGAN__MAX_MR 16
-#define HIGAN__MAX_NR 64
 #define HIGAN__MAX_NC 2048   /* nc of every level is at most this (a stack row in the packer) */
 #define HIGAN__T_CHUNK 64    /* pixels per transposed block in the dW packer */
-/* Adding a level, e.g. an AMX-BF16 tile kernel (HIGAN_CPU_AMX after HIGAN_CPU_AVX512 in
-   higan_cpu, detected with AMX-TILE/AMX-BF16 and the Linux arch_prctl permission): one more
-   higan__level_ops entry here plus its branch in higan__ops() below. Its micro-kernel gets
-   the same packed panels; for BF16 it would convert them to VNNI pairs in its own pack
-   routines (a flag in higan__gemm_kernel choosing them in higan__gemm_driver), while the
-   blocking, batching and threading of the driver stay shared. */
+/* Levels: fp32 and bf16 GEMM kernels, vector add / sum, direct-convolution kernels. The bf16
+   kernel of the levels without bf16 instructions is the fp32 one on rounded panels (pack 1):
+   the same numbers as the bf16 instructions up to the order of the fp32 additions. */
+#define HIGAN__DC_NOBF16 {NULL, NULL, NULL, NULL}, {NULL, NULL, NULL, NULL}, NULL, NULL, NULL
+#define HIGAN__DC_NONE {0, 1, 0, {NULL, NULL, NULL, NULL}, NULL, {{0, 0, NULL}, {0, 0, NULL}, \
+    {0, 0, NULL}, {0, 0, NULL}, {0, 0, NULL}}, {{0, 0, NULL}, {0, 0, NULL}, {0, 0, NULL}}, HIGAN__DC_NOBF16}
 static const higan__level_ops higan__ops_scalar = {
-    {4, 8, 256, 1020, 2048, higan__ukr_scalar}, higan__add_scalar, higan__sum_scalar};
+    {4, 8, 256, 1020, 2048, higan__ukr_scalar, 0, 0}, {4, 8, 256, 1020, 2048, higan__ukr_scalar, 1, 0},
+    higan__add_scalar, higan__sum_scalar, HIGAN__DC_NONE};
 #ifdef HIGAN__X86_SIMD
 static const higan__level_ops higan__ops_avx2 = {
-    {6, 16, 512, 1020, 2048, higan__ukr_avx2}, higan__add_avx2, higan__sum_avx2};
+    {6, 16, 512, 1020, 2048, higan__ukr_avx2, 0, 0}, {6, 16, 512, 1020, 2048, higan__ukr_avx2, 1, 0},
+    higan__add_avx2, higan__sum_avx2,
+    {6, 8, 2, {higan__ukrd_avx2_1, higan__ukrd_avx2_2, NULL, NULL}, higan__transpose_avx2,
+     {{1, 8, higan__ukrp_avx2_1}, {2, 6, higan__ukrp_avx2_2}, {4, 3, higan__ukrp_avx2_4},
+      {6, 2, higan__ukrp_avx2_6}, {0, 0, NULL}},
+     {{1, 8, higan__ukrt_avx2_1}, {2, 5, higan__ukrt_avx2_2}, {4, 2, higan__ukrt_avx2_4}}, HIGAN__DC_NOBF16}};
 #  ifdef HIGAN__GEMM_AVX512
+#    define HIGAN__DC_AVX512_(BF) {6, 16, 4, {higan__ukrd_avx512_1, higan__ukrd_avx512_2, higan__ukrd_avx512_3, \
+    higan__ukrd_avx512_4}, higan__transpose_avx512, {{1, 8, higan__ukrp_avx512_1}, \
+    {2, 8, higan__ukrp_avx512_2}, {4, 6, higan__ukrp_avx512_4}, {6, 4, higan__ukrp_avx512_6}, \
+    {8, 3, higan__ukrp_avx512_8}}, {{1, 12, higan__ukrt_avx512_1}, {2, 8, higan__ukrt_avx512_2}, \
+    {4, 5, higan__ukrt_avx512_4}}, BF}
+#    define HIGAN__DC_AVX512 HIGAN__DC_AVX512_(HIGAN__DC_NOBF16)
+#    define HIGAN__DC_BF16 {higan__ukrd_bf16_1, higan__ukrd_bf16_2, higan__ukrd_bf16_3, higan__ukrd_bf16_4}, \
+    {higan__ukrw_bf16_1, higan__ukrw_bf16_2, higan__ukrw_bf16_3, higan__ukrw_bf16_4}, \
+    higan__bf16_interleave_avx512, higan__bf16_row_avx512, higan__bf16_round_avx512
+#    define HIGAN__GEMM_AVX512_FP32 {6, 64, 512, 1020, 2048, higan__ukr_avx512, 0, 0}
 static const higan__level_ops higan__ops_avx512 = {
-    {6, 64, 512, 1020, 2048, higan__ukr_avx512}, higan__add_avx512, higan__sum_avx512};
+    HIGAN__GEMM_AVX512_FP32, {6, 64, 512, 1020, 2048, higan__ukr_avx512, 1, 0},
+    higan__add_avx512, higan__sum_avx512, HIGAN__DC_AVX512};
+#    ifdef HIGAN__BF16_KERNELS
+/* bf16: the same 6 x 64 tile, K in pairs (a K block of 512 is 256 pairs) */
+static const higan__level_ops higan__ops_avx512bf16 = {
+    HIGAN__GEMM_AVX512_FP32, {6, 64, 512, 1020, 2048, higan__ukr_bf16, 2, 1},
+    higan__add_avx512, higan__sum_avx512, HIGAN__DC_AVX512_(HIGAN__DC_BF16)};
+#    endif
+#    ifdef HIGAN__AMX
+/* AMX: 32 x 32 tiles (never run here: see higan__ukr_amx) */
+static const higan__level_ops higan__ops_amx = {
+    HIGAN__GEMM_AVX512_FP32, {32, 32, 512, 1024, 2048, higan__ukr_amx, 3, 1},
+    higan__add_avx512, higan__sum_avx512, HIGAN__DC_AVX512_(HIGAN__DC_BF16)};
+#    endif
 #  endif
 #endif
 static const higan__level_ops *higan__ops(void) {
@@ -4126,12 +4743,23 @@ static const higan__level_ops *higan__ops(void) {
     (void)level;
 #ifdef HIGAN__X86_SIMD
 #  ifdef HIGAN__GEMM_AVX512
+#    ifdef HIGAN__AMX
+    if (level >= HIGAN_CPU_AMX) return &higan__ops_amx;
+#    endif
+#    ifdef HIGAN__BF16_KERNELS
+    if (level >= HIGAN_CPU_AVX512BF16) return &higan__ops_avx512bf16;
+#    endif
     if (level >= HIGAN_CPU_AVX512) return &higan__ops_avx512;
 #  endif
     if (level >= HIGAN_CPU_AVX2) return &higan__ops_avx2;
 #endif
     return &higan__ops_scalar;
 }
+/* the GEMM kernel of this level for the current precision */
+static const higan__gemm_kernel *higan__gemm_k(const higan__level_ops *ops) {
+    return higan_get_precision() == HIGAN_PRECISION_BF16 ? &ops->gemm_bf16 : &ops->gemm;
+}
+static int higan__bf16_mode(void) { return higan_get_precision() == HIGAN_PRECISION_BF16; }
 
 /* ---- 3. the blocked GEMM driver ---------------------------------------------------------------
    Operands are described by a source so that conv2d can hand the GEMM its im2col matrix
@@ -4361,13 +4989,19 @@ static float higan__src_a_at(const higan__src *s, int64_t i, int64_t k) {
     return s->kind == HIGAN__SRC_MAT ? s->p[i * s->ld + k] : s->p[k * s->ld + i];
 }
 /* C = alpha op(A) op(B) + beta C without packing: used only when the packing buffer cannot
-   be allocated (slow but correct). */
+   be allocated (slow but correct). bf16: round(alpha a) round(b), as the packed kernels. */
 static void higan__gemm_unpacked(int64_t M, int64_t N, int64_t K, float alpha, const higan__src *A,
-                                 const higan__src *B, float beta, float *C, int64_t ldc) {
+                                 const higan__src *B, float beta, float *C, int64_t ldc, int bf16) {
     int64_t i, j, k;
     for (i = 0; i < M; ++i)
         for (j = 0; j < N; ++j) {
             float acc = 0.0f, *c = C + i * ldc + j;
+            if (bf16) {
+                for (k = 0; k < K; ++k)
+                    acc += higan_bf16_round(alpha * higan__src_a_at(A, i, k)) * higan_bf16_round(higan__src_b_at(B, k, j));
+                *c = acc + (beta == 0.0f ? 0.0f : beta * *c);
+                continue;
+            }
             for (k = 0; k < K; ++k) acc += higan__src_a_at(A, i, k) * higan__src_b_at(B, k, j);
             *c = alpha * acc + (beta == 0.0f ? 0.0f : beta * *c);
         }
@@ -4481,8 +5115,9 @@ static void higan__gemm_driver(const higan__gemm_kernel *kr, int64_t M, int64_t 
                                float alpha, const higan__src *A, const higan__src *B, float beta,
                                float *C, int64_t ldc, const higan__batch *bt) {
     const int mr = kr->mr, nr = kr->nr;
+    const int64_t kq = kr->pack == 3 ? 32 : 1;   /* AMX panels hold K rounded up to 32 */
     higan__batch one;
-    int64_t nk, kcs, mcs, ncs, jc, pc, ic, nbn, kseg, b, g0, gsz;
+    int64_t nk, kcs, kcsp, mcs, ncs, jc, pc, ic, nbn, kseg, b, g0, gsz;
     float *ap, *bp;
     if (!bt) { one.nb = 1; one.along_k = 0; one.a_step = one.b_step = one.c_step = 0; bt = &one; }
     if (M <= 0 || N <= 0 || bt->nb <= 0) return;
@@ -4498,27 +5133,29 @@ static void higan__gemm_driver(const higan__gemm_kernel *kr, int64_t M, int64_t 
     kcs = HIGAN__CEIL_DIV(K, nk);                        /* balanced K blocks */
     mcs = HIGAN__MIN(HIGAN__CEIL_DIV(M, mr) * mr, kr->mc);
     ncs = HIGAN__MIN(HIGAN__CEIL_DIV(N, nr) * nr, kr->nc);
-    ap = higan__gemm_buffer((size_t)(mcs * kcs + kcs * ncs));
+    kcsp = HIGAN__CEIL_DIV(kcs, kq) * kq;
+    ap = higan__gemm_buffer((size_t)(mcs * kcsp + kcsp * ncs));
     if (!ap) {
         for (b = 0; b < bt->nb; ++b) {
             const higan__src As = higan__src_step(A, bt->along_k ? bt->a_step : 0, b);
             const higan__src Bs = higan__src_step(B, bt->b_step, b);
-            if (bt->along_k) higan__gemm_unpacked(M, N, kseg, alpha, &As, &Bs, b ? 1.0f : beta, C, ldc);
-            else higan__gemm_unpacked(M, N, K, alpha, &As, &Bs, beta, C + b * bt->c_step, ldc);
+            if (bt->along_k) higan__gemm_unpacked(M, N, kseg, alpha, &As, &Bs, b ? 1.0f : beta, C, ldc, kr->pack != 0);
+            else higan__gemm_unpacked(M, N, K, alpha, &As, &Bs, beta, C + b * bt->c_step, ldc, kr->pack != 0);
         }
         return;
     }
-    bp = ap + mcs * kcs;
+    bp = ap + mcs * kcsp;
     /* N-batches go in groups (higan__gemm_group); A is packed once per group and K block */
     gsz = higan__gemm_group(kr, nbn, M, N, K);
     for (ic = 0; ic < M; ic += mcs)
     for (g0 = 0; g0 < nbn; g0 += gsz) {
         const int64_t mc = HIGAN__MIN(mcs, M - ic), nir = HIGAN__CEIL_DIV(mc, mr);
         for (pc = 0; pc < K; pc += kcs) {
-            const int64_t kc = HIGAN__MIN(kcs, K - pc);
+            const int64_t kc = HIGAN__MIN(kcs, K - pc), kcp = HIGAN__CEIL_DIV(kc, kq) * kq;
             const float beta_k = pc == 0 ? beta : 1.0f;
-            if (bt->along_k) higan__pack_a_k(ap, mr * kc, A, bt, kseg, ic, mc, pc, kc, mr, alpha);
-            else higan__pack_a_block(ap, mr * kc, A, ic, mc, pc, kc, mr, alpha);
+            if (bt->along_k) higan__pack_a_k(ap, mr * kcp, A, bt, kseg, ic, mc, pc, kc, mr, alpha);
+            else higan__pack_a_block(ap, mr * kcp, A, ic, mc, pc, kc, mr, alpha);
+            if (kr->pack) higan__bf16_panels(ap, nir, mr, kc, mr * kcp, kr->pack, 0, kr->vec);
             for (b = g0; b < HIGAN__MIN(nbn, g0 + gsz); ++b) {
                 const higan__src Bb = higan__src_step(B, bt->b_step, b);
                 float *Cb = C + b * bt->c_step;
@@ -4526,15 +5163,16 @@ static void higan__gemm_driver(const higan__gemm_kernel *kr, int64_t M, int64_t 
                     const int64_t nc = HIGAN__MIN(ncs, N - jc), njr = HIGAN__CEIL_DIV(nc, nr);
                     const int64_t ntile = nir * njr;
                     int64_t t;
-                    if (bt->along_k) higan__pack_b_k(bp, nr * kc, B, bt, kseg, pc, kc, jc, nc, nr);
-                    else higan__pack_b_block(bp, nr * kc, &Bb, pc, kc, jc, nc, nr);
+                    if (bt->along_k) higan__pack_b_k(bp, nr * kcp, B, bt, kseg, pc, kc, jc, nc, nr);
+                    else higan__pack_b_block(bp, nr * kcp, &Bb, pc, kc, jc, nc, nr);
+                    if (kr->pack) higan__bf16_panels(bp, njr, nr, kc, nr * kcp, kr->pack, 1, kr->vec);
                     /* tiles row-panel major: an A panel stays in L1 while the B block streams
                        past it */
                     HIGAN__PARALLEL_FOR_IF(ntile > 1 && mc * nc * kc >= 131072)
                     for (t = 0; t < ntile; ++t) {
                         const int64_t tr = t / njr, tj = t % njr;
                         const int64_t m = HIGAN__MIN(mr, mc - tr * mr), n = HIGAN__MIN(nr, nc - tj * nr);
-                        const float *a = ap + tr * mr * kc, *bb = bp + tj * nr * kc;
+                        const float *a = ap + tr * mr * kcp, *bb = bp + tj * nr * kcp;
                         float *c = Cb + (ic + tr * mr) * ldc + jc + tj * nr;
                         if (m == mr && n == nr) {
                             kr->ukr(kc, a, bb, c, ldc, beta_k);
@@ -4578,7 +5216,7 @@ HIGAN_DEF void higan_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_
     higan__gemm_check(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
     higan__src_mat(&a, A, lda, trans_a);
     higan__src_mat(&b, B, ldb, trans_b);
-    higan__gemm_driver(&higan__ops()->gemm, M, N, K, alpha, &a, &b, beta, C, ldc, NULL);
+    higan__gemm_driver(higan__gemm_k(higan__ops()), M, N, K, alpha, &a, &b, beta, C, ldc, NULL);
 }
 
 HIGAN_DEF void higan_gemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -4596,6 +5234,23 @@ HIGAN_DEF void higan_gemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, in
             }
             C[i * ldc + j] = (float)((double)alpha * acc +
                                      (beta == 0.0f ? 0.0 : (double)beta * (double)C[i * ldc + j]));
+        }
+}
+
+HIGAN_DEF void higan_gemm_ref_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                   const float *A, int64_t lda, const float *B, int64_t ldb,
+                                   float beta, float *C, int64_t ldc) {
+    int64_t i, j, k;
+    higan__gemm_check(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+    for (i = 0; i < M; ++i)
+        for (j = 0; j < N; ++j) {
+            double acc = 0.0;
+            for (k = 0; k < K; ++k) {
+                float a = higan_bf16_round(alpha * (trans_a ? A[k * lda + i] : A[i * lda + k]));
+                float b = higan_bf16_round(trans_b ? B[j * ldb + k] : B[k * ldb + j]);
+                acc += (double)a * (double)b;
+            }
+            C[i * ldc + j] = (float)(acc + (beta == 0.0f ? 0.0 : (double)beta * (double)C[i * ldc + j]));
         }
 }
 
@@ -4654,6 +5309,679 @@ HIGAN_DEF size_t higan_conv2d_scratch_bytes(const higan_conv2d_shape *s) {
     return (size_t)(ns * s->IC * s->KH * s->KW * chunk) * sizeof(float) + 64;
 }
 
+/* ---- 5. direct convolution ------------------------------------------------------------------
+   The packed GEMM turns a convolution into a product with the im2col matrix col(x) [KD =
+   IC*KH*KW, OH*OW], which its packing materialises (KH*KW copies of x): with few channels that
+   copy costs as much as the multiply. These passes instead vectorise over channels and read
+   the pixels in place:
+     forward  C[pixel, oc] = sum_k x~[pix[pixel] + koff[k]] w[oc, k]
+     wgrad    C[k, oc]     = sum_pixel x~[koff[k] + pix[pixel]] dy[oc, pixel]
+     dgrad    (stride 1) a forward convolution of dy, zero-padded by (KH-1-pad_top, ...), with
+              the flipped, transposed weights w'[ic, oc, kh, kw] = w[oc, ic, KH-1-kh, KW-1-kw]
+   x~ is x zero-padded, copied once per chunk (several samples, or output rows of one sample):
+   one copy of x instead of KH*KW; none when the convolution has no padding. koff[k] is the
+   offset of k = (ic, kh, kw) in x~ and pix[] the offset of each output pixel's window. The
+   micro-kernel (HIGAN__DEFINE_UKR_DIRECT) broadcasts x~ values against a packed panel of
+   channels: the weights (forward, dgrad; packed once per call) or dy^T (wgrad; packed per
+   block of pixels, OC values per pixel). C is [pixels, OC] (forward) or [KD, OC] (wgrad),
+   transposed into place at the end of a chunk / of the call. Any stride works for forward and
+   wgrad. Every output element is summed by one thread in a fixed order: bit-identical for
+   any thread count. */
+#define HIGAN__DCONV_X_FLOATS ((int64_t)1 << 18)   /* padded input held per chunk */
+#define HIGAN__DCONV_C_FLOATS ((int64_t)1 << 18)   /* forward results [pixels, OC] per chunk */
+#define HIGAN__DCONV_PX_MAX ((int64_t)1 << 18)     /* output pixels per chunk */
+#define HIGAN__DCONV_B_FLOATS ((int64_t)1 << 16)   /* packed B of one K block, all panels */
+#define HIGAN__DCONV_TB 8                          /* tiles per parallel block (forward) */
+#define HIGAN__DCONV_KC 256                        /* K block of the forward (B panel 64 KB) */
+typedef struct higan__dplan {
+    int64_t OH, OW, P, KD, Hp, Wp;
+    int copy;       /* x is copied into zero-padded chunks (else read in place) */
+    int64_t ns;     /* samples per chunk */
+    int64_t rows;   /* output rows per chunk (OH: whole samples) */
+    int64_t SH;     /* image rows of one sample in a chunk (its layout stride) */
+    int64_t XS;     /* floats of one sample in a chunk: IC*SH*Wp */
+} higan__dplan;
+/* cfloats: floats of results per output pixel held for a chunk (0: none); force_copy: pad a
+   copy even without padding */
+static void higan__dplan_init(higan__dplan *d, const higan_conv2d_shape *s, int64_t cfloats, int force_copy) {
+    int64_t per;
+    d->OH = higan_conv2d_out_h(s); d->OW = higan_conv2d_out_w(s); d->P = d->OH * d->OW;
+    d->KD = s->IC * s->KH * s->KW;
+    d->copy = force_copy || s->pad_top || s->pad_bottom || s->pad_left || s->pad_right;
+    d->Hp = s->H + s->pad_top + s->pad_bottom; d->Wp = s->W + s->pad_left + s->pad_right;
+    per = s->IC * d->Hp * d->Wp;
+    HIGAN_ASSERT(per < ((int64_t)1 << 31));       /* int32 offsets inside a sample */
+    d->ns = HIGAN__MAX(s->N, 1);
+    if (d->copy) d->ns = HIGAN__MIN(d->ns, HIGAN__DCONV_X_FLOATS / per);
+    else d->ns = HIGAN__MIN(d->ns, (((int64_t)1 << 31) - 1) / per);
+    if (cfloats) d->ns = HIGAN__MIN(d->ns, HIGAN__DCONV_C_FLOATS / (d->P * cfloats));
+    d->ns = HIGAN__MIN(d->ns, HIGAN__DCONV_PX_MAX / d->P);
+    d->rows = d->OH;
+    d->SH = d->Hp;
+    if (d->ns < 1) {   /* one sample is too large: chunks of output rows */
+        d->ns = 1;
+        if (d->copy)
+            d->rows = HIGAN__MIN(d->rows, (HIGAN__DCONV_X_FLOATS / (s->IC * d->Wp) - s->KH) / s->stride_h + 1);
+        if (cfloats) d->rows = HIGAN__MIN(d->rows, HIGAN__DCONV_C_FLOATS / (d->OW * cfloats));
+        d->rows = HIGAN__MAX(1, HIGAN__MIN(d->rows, HIGAN__DCONV_PX_MAX / d->OW));
+        if (d->copy) d->SH = HIGAN__MIN(d->Hp, (d->rows - 1) * s->stride_h + s->KH);
+    }
+    d->XS = s->IC * d->SH * d->Wp;
+}
+/* p[0..n) rounded to bf16 values (the direct convolutions' operands in HIGAN_PRECISION_BF16):
+   vcvtneps2bf16 where the level has it, else the scalar rounding (the same numbers) */
+static void higan__round_bf16_n(const higan__dconv_kernel *dk, float *p, int64_t n) {
+    int64_t i;
+    if (dk->round16) { dk->round16(p, n); return; }
+    for (i = 0; i < n; ++i) p[i] = higan_bf16_round(p[i]);
+}
+/* The chunk's padded image: samples [n0, n0+ns), padded rows [pr0, pr0+nrows) of each,
+   laid out [ns][IC][SH][Wp]. Parallel over (sample, channel) planes. */
+static void higan__dconv_fill(float *xp, const higan__dconv_kernel *dk, const higan__dplan *d,
+                              const higan_conv2d_shape *s, const float *x, int64_t n0, int64_t ns,
+                              int64_t pr0, int64_t nrows) {
+    const int64_t H = s->H, W = s->W, pl = s->pad_left, pr = s->pad_right, Wp = d->Wp;
+    const int bf16 = higan__bf16_mode();
+    int64_t t;
+    HIGAN__PARALLEL_FOR_IF(ns * s->IC > 1 && ns * d->XS >= 65536)
+    for (t = 0; t < ns * s->IC; ++t) {
+        const float *src = x + (n0 * s->IC + t) * H * W;
+        float *dst = xp + t * d->SH * Wp;
+        int64_t r;
+        for (r = 0; r < nrows; ++r) {
+            const int64_t ih = pr0 + r - s->pad_top;
+            float *row = dst + r * Wp;
+            if (ih < 0 || ih >= H) { memset(row, 0, (size_t)Wp * sizeof(float)); continue; }
+            if (pl) memset(row, 0, (size_t)pl * sizeof(float));
+            memcpy(row + pl, src + ih * W, (size_t)W * sizeof(float));
+            if (bf16) higan__round_bf16_n(dk, row + pl, W);
+            if (pr) memset(row + pl + W, 0, (size_t)pr * sizeof(float));
+        }
+    }
+}
+/* The same padded image in bf16 with channel pairs interleaved (HIGAN_PRECISION_BF16 at the
+   levels with bf16 kernels): 32-bit word (icp, r, c) = bf16 x[2icp] | bf16 x[2icp+1] << 16 (0
+   for the missing channel of an odd IC), laid out [ns][ceil(IC/2)][SH][Wp] (d planned with
+   IC/2 channels). */
+static void higan__dconv_fill_pairs(uint32_t *xp, const higan__dconv_kernel *dk, const higan__dplan *d,
+                                    const higan_conv2d_shape *s, const float *x, int64_t n0, int64_t ns,
+                                    int64_t pr0, int64_t nrows) {
+    const int64_t H = s->H, W = s->W, pl = s->pad_left, pr = s->pad_right, Wp = d->Wp;
+    const int64_t icp = (s->IC + 1) / 2;
+    int64_t t;
+    HIGAN__PARALLEL_FOR_IF(ns * icp > 1 && ns * d->XS >= 65536)
+    for (t = 0; t < ns * icp; ++t) {
+        const int64_t n = t / icp, c = 2 * (t % icp);
+        const float *s0 = x + ((n0 + n) * s->IC + c) * H * W, *s1 = c + 1 < s->IC ? s0 + H * W : NULL;
+        uint32_t *dst = xp + t * d->SH * Wp;
+        int64_t r;
+        for (r = 0; r < nrows; ++r) {
+            const int64_t ih = pr0 + r - s->pad_top;
+            uint32_t *row = dst + r * Wp;
+            if (ih < 0 || ih >= H) { memset(row, 0, (size_t)Wp * sizeof(uint32_t)); continue; }
+            if (pl) memset(row, 0, (size_t)pl * sizeof(uint32_t));
+            dk->interleave(row + pl, s0 + ih * W, s1 ? s1 + ih * W : NULL, W);
+            if (pr) memset(row + pl + W, 0, (size_t)pr * sizeof(uint32_t));
+        }
+    }
+}
+/* koff[k] for k = (ic, kh, kw) < KD; entries up to kpad repeat koff[0] (rows of a last tile) */
+static void higan__dconv_koff(int32_t *koff, const higan__dplan *d, const higan_conv2d_shape *s, int64_t kpad) {
+    const int64_t KK = s->KH * s->KW;
+    int64_t k;
+    for (k = 0; k < kpad; ++k) {
+        const int64_t kk = k < d->KD ? k : 0, r = kk % KK;
+        koff[k] = (int32_t)((kk / KK) * d->SH * d->Wp + (r / s->KW) * d->Wp + r % s->KW);
+    }
+}
+/* pix[q] for the output pixels q of a chunk (samples [0, ns) of it, output rows [oh0, oh0+nr)),
+   then up to qpad copies of pix[0] */
+static void higan__dconv_pix(int32_t *pix, const higan__dplan *d, const higan_conv2d_shape *s,
+                             int64_t ns, int64_t oh0, int64_t nr, int64_t pr0, int64_t qpad) {
+    int64_t q = 0, n, oh, ow;
+    for (n = 0; n < ns; ++n)
+        for (oh = oh0; oh < oh0 + nr; ++oh)
+            for (ow = 0; ow < d->OW; ++ow)
+                pix[q++] = (int32_t)(n * d->XS + (oh * s->stride_h - pr0) * d->Wp + ow * s->stride_w);
+    for (; q < qpad; ++q) pix[q] = pix[0];
+}
+static float *higan__align16(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+/* y [N, OC, OH, OW] = conv(x, w) (+ b), or += conv(x, w) with accumulate. wflip: w holds the
+   weights of the convolution this one is the dgrad of, [IC, OC, KH, KW] in this call's terms,
+   used flipped and transposed. Returns 0 (nothing written) if the buffer cannot be had. */
+static int higan__dconv_forward(const higan__dconv_kernel *dk, const higan_conv2d_shape *s, float *y,
+                                const float *x, const float *w, int wflip, const float *b, int accumulate) {
+    const int mr = dk->mr, vw = dk->vw;
+    const int64_t NR = (int64_t)dk->nvmax * vw, OC = s->OC, OCp = HIGAN__CEIL_DIV(OC, vw) * vw;
+    const int64_t npan = HIGAN__CEIL_DIV(OC, NR), KK = s->KH * s->KW;
+    const int bf16 = higan__bf16_mode(), pairs = bf16 && dk->ukr_bf16[0];
+    const higan__ukrd_fn *ukr = pairs ? dk->ukr_bf16 : dk->ukr;
+    higan_conv2d_shape sp = *s;   /* pairs: the image as IC/2 channels of bf16 pairs */
+    higan__dplan d;
+    int64_t KD, tmax, xfl, kcs, nk, n0, oh0, p;
+    float *buf, *bpk, *xp, *cb;
+    int32_t *pix, *koff;
+    if (pairs) sp.IC = (s->IC + 1) / 2;
+    higan__dplan_init(&d, &sp, OCp, bf16);   /* bf16: x rounded in the copy */
+    KD = d.KD;                               /* pairs: K pairs (icp, kh, kw) */
+    if (s->N == 0 || d.P == 0) return 1;
+    tmax = HIGAN__CEIL_DIV(d.ns * d.rows * d.OW, mr) * mr;
+    xfl = d.copy ? HIGAN__CEIL_DIV(d.ns * d.XS, 16) * 16 : 0;
+    buf = higan__gemm_buffer((size_t)(npan * NR * KD + xfl + tmax * OCp + tmax + KD + 64));
+    if (!buf) return 0;
+    bpk = buf; xp = bpk + npan * NR * KD; cb = higan__align16(xp + xfl);
+    pix = (int32_t *)(cb + tmax * OCp); koff = pix + tmax;
+    /* B: panels of NR channels (the last narrower), [KD][nv*vw] each */
+    HIGAN__PARALLEL_FOR_IF(npan > 1 && OC * KD >= 65536)
+    for (p = 0; p < npan; ++p) {
+        const int64_t cols = HIGAN__MIN(NR, OC - p * NR), nvw = HIGAN__CEIL_DIV(cols, vw) * vw;
+        float *dst = bpk + p * NR * KD;
+        int64_t j, k;
+        if (pairs) {   /* word (kp = (icp, kh, kw), j) = bf16 pair of input channels 2icp, 2icp+1 */
+            uint32_t *dq = (uint32_t *)(void *)dst;
+            for (j = 0; j < nvw; ++j)
+                for (k = 0; k < KD; ++k) {
+                    const int64_t oc = p * NR + j, ic = 2 * (k / KK), r = k % KK;
+                    uint32_t v = 0;
+                    int h;
+                    if (j < cols)
+                        for (h = 0; h < 2 && ic + h < s->IC; ++h)
+                            v |= (uint32_t)higan__bf16_bits(wflip ? w[((ic + h) * OC + oc) * KK + KK - 1 - r]
+                                                                  : w[(oc * s->IC + ic + h) * KK + r]) << (16 * h);
+                    dq[k * nvw + j] = v;
+                }
+            continue;
+        }
+        if (!wflip) {
+            dk->transpose(dst, nvw, w + p * NR * KD, KD, cols, KD, 0, NULL);
+        } else {   /* row k = (ic, kh, kw) <- w[ic, oc, KH-1-kh, KW-1-kw]: one ic's rows at a time */
+            int64_t ic, r;
+            for (ic = 0; ic < s->IC; ++ic)
+                for (j = 0; j < cols; ++j) {
+                    const float *src = w + (ic * OC + p * NR + j) * KK;
+                    for (r = 0; r < KK; ++r) dst[(ic * KK + KK - 1 - r) * nvw + j] = src[r];
+                }
+        }
+        for (j = cols; j < nvw; ++j)
+            for (k = 0; k < KD; ++k) dst[k * nvw + j] = 0.0f;
+        if (bf16) higan__round_bf16_n(dk, dst, KD * nvw);
+    }
+    higan__dconv_koff(koff, &d, &sp, KD);
+    nk = HIGAN__CEIL_DIV(KD, HIGAN__MIN(HIGAN__DCONV_KC, HIGAN__MAX(16, HIGAN__DCONV_B_FLOATS / (npan * NR))));
+    kcs = HIGAN__CEIL_DIV(KD, nk);
+    for (n0 = 0; n0 < s->N; n0 += d.ns)
+        for (oh0 = 0; oh0 < d.OH; oh0 += d.rows) {
+            const int64_t ns = HIGAN__MIN(d.ns, s->N - n0), nr = HIGAN__MIN(d.rows, d.OH - oh0);
+            const int64_t pr0 = d.copy ? oh0 * s->stride_h : 0, npx = ns * nr * d.OW;
+            const int64_t ntile = HIGAN__CEIL_DIV(npx, mr), nblk = HIGAN__CEIL_DIV(ntile, HIGAN__DCONV_TB);
+            const int64_t spx = nr * d.OW;   /* pixels of one sample in the chunk */
+            const float *xb;
+            int64_t pc, t;
+            if (pairs) {
+                higan__dconv_fill_pairs((uint32_t *)(void *)xp, dk, &d, s, x, n0, ns, pr0,
+                                        HIGAN__MIN(d.Hp - pr0, (nr - 1) * s->stride_h + s->KH));
+                xb = xp;
+            } else if (d.copy) {
+                higan__dconv_fill(xp, dk, &d, s, x, n0, ns, pr0,
+                                  HIGAN__MIN(d.Hp - pr0, (nr - 1) * s->stride_h + s->KH));
+                xb = xp;
+            } else {
+                xb = x + n0 * s->IC * s->H * s->W;
+            }
+            higan__dconv_pix(pix, &d, &sp, ns, oh0, nr, pr0, ntile * mr);
+            /* K blocks in order; within one, blocks of HIGAN__DCONV_TB tiles in parallel. The
+               last K block writes each tile block's cb [pixels, OCp] transposed into y right
+               away (split at sample ends), so that the stores overlap the multiplies. */
+            for (pc = 0; pc < KD; pc += kcs) {
+                const int64_t kc = HIGAN__MIN(kcs, KD - pc);
+                HIGAN__PARALLEL_FOR_IF(nblk > 1 && ntile * kc * OC >= 32768)
+                for (t = 0; t < nblk; ++t) {
+                    const int64_t t1 = HIGAN__MIN(ntile, (t + 1) * HIGAN__DCONV_TB);
+                    int64_t tt, q;
+                    for (tt = t * HIGAN__DCONV_TB; tt < t1; ++tt) {
+                        const float *arow[HIGAN__MAX_MR];
+                        int64_t i, pp;
+                        for (i = 0; i < mr; ++i) arow[i] = xb + pix[tt * mr + i];
+                        for (pp = 0; pp < npan; ++pp) {
+                            const int64_t nv = HIGAN__CEIL_DIV(HIGAN__MIN(NR, OC - pp * NR), vw);
+                            ukr[nv - 1](kc, arow, koff + pc, bpk + pp * NR * KD + pc * nv * vw,
+                                        cb + tt * mr * OCp + pp * NR, OCp, pc > 0);
+                        }
+                    }
+                    if (pc + kc < KD) continue;
+                    for (q = t * HIGAN__DCONV_TB * mr; q < HIGAN__MIN(npx, t1 * mr);) {
+                        const int64_t n = q / spx, r = q % spx;
+                        const int64_t run = HIGAN__MIN(HIGAN__MIN(npx, t1 * mr) - q, spx - r);
+                        dk->transpose(y + (n0 + n) * OC * d.P + oh0 * d.OW + r, d.P, cb + q * OCp, OCp,
+                                      run, OC, accumulate ? 1 : b ? 2 : 0, b);
+                        q += run;
+                    }
+                }
+            }
+        }
+    return 1;
+}
+
+/* bf16 wgrad at the levels with bf16 kernels (stride_w 1): K runs over pairs of neighbouring
+   output pixels of a row (a row of odd width ends with a pair whose second pixel has dy 0;
+   its x~ value, a real pixel or padding, is multiplied by that 0). x~ is the plain bf16
+   padded image [ns][IC][SH][Wp] of 2-byte elements, so a row (ic, kh, kw) of col(x) at a pair
+   is one 32-bit load; B = dy^T pairs [kp][nv*16] (converted per channel row, transposed as
+   32-bit words). Returns 0 if no buffer. */
+static int higan__dconv_wgrad_pairs(const higan__dconv_kernel *dk, const higan_conv2d_shape *s, float *dw,
+                                    const float *x, const float *dy) {
+    const int mr = dk->mr, vw = dk->vw;
+    const int64_t NR = (int64_t)dk->nvmax * vw, OC = s->OC, OCp = HIGAN__CEIL_DIV(OC, vw) * vw;
+    const int64_t npan = HIGAN__CEIL_DIV(OC, NR);
+    higan__dplan d;
+    int64_t KD, KDt, OWq, kcmax, qmax, xfl, n0, oh0;
+    float *buf, *dwt, *bb, *dyw;
+    uint16_t *xp;
+    int32_t *pix, *koff;
+    int first = 1;
+    higan__dplan_init(&d, s, 0, 1);
+    KD = d.KD;
+    if (s->N == 0 || d.P == 0) return 1;
+    KDt = HIGAN__CEIL_DIV(KD, mr) * mr;
+    OWq = (d.OW + 1) / 2;
+    kcmax = HIGAN__MAX(16, HIGAN__DCONV_B_FLOATS / (npan * NR));
+    qmax = d.ns * d.rows * OWq;
+    xfl = HIGAN__CEIL_DIV((d.ns * d.XS + 64) / 2 + 1, 16) * 16;
+    buf = higan__gemm_buffer((size_t)(KDt * OCp + npan * NR * kcmax + OC * kcmax + xfl + qmax + KDt + 128));
+    if (!buf) return 0;
+    dwt = buf; bb = higan__align16(dwt + KDt * OCp); dyw = higan__align16(bb + npan * NR * kcmax);
+    xp = (uint16_t *)(void *)higan__align16(dyw + OC * kcmax);
+    pix = (int32_t *)(void *)((float *)(void *)xp + xfl); koff = pix + qmax;
+    memset(xp + d.ns * d.XS, 0, 64 * sizeof(uint16_t));   /* read (times 0) past the last pair */
+    higan__dconv_koff(koff, &d, s, KDt);
+    for (n0 = 0; n0 < s->N; n0 += d.ns)
+        for (oh0 = 0; oh0 < d.OH; oh0 += d.rows) {
+            const int64_t ns = HIGAN__MIN(d.ns, s->N - n0), nr = HIGAN__MIN(d.rows, d.OH - oh0);
+            const int64_t pr0 = oh0 * s->stride_h, nq = ns * nr * OWq;
+            const int64_t nrows = HIGAN__MIN(d.Hp - pr0, (nr - 1) * s->stride_h + s->KH);
+            const int64_t ntile = (KDt / mr) * npan;
+            int64_t q = 0, n, oh, j, t, pc;
+            HIGAN__PARALLEL_FOR_IF(ns * s->IC > 1 && ns * d.XS >= 65536)
+            for (t = 0; t < ns * s->IC; ++t) {   /* the padded bf16 image */
+                const float *src = x + (n0 * s->IC + t) * s->H * s->W;
+                uint16_t *dst = xp + t * d.SH * d.Wp;
+                int64_t r;
+                for (r = 0; r < nrows; ++r) {
+                    const int64_t ih = pr0 + r - s->pad_top;
+                    uint16_t *row = dst + r * d.Wp;
+                    if (ih < 0 || ih >= s->H) { memset(row, 0, (size_t)d.Wp * sizeof(uint16_t)); continue; }
+                    memset(row, 0, (size_t)s->pad_left * sizeof(uint16_t));
+                    dk->row16(row + s->pad_left, src + ih * s->W, s->W);
+                    memset(row + s->pad_left + s->W, 0, (size_t)s->pad_right * sizeof(uint16_t));
+                }
+            }
+            for (n = 0; n < ns; ++n)
+                for (oh = oh0; oh < oh0 + nr; ++oh)
+                    for (j = 0; j < OWq; ++j)
+                        pix[q++] = (int32_t)(n * d.XS + (oh * s->stride_h - pr0) * d.Wp + 2 * j);
+            for (pc = 0; pc < nq; pc += kcmax) {
+                const int64_t kc = HIGAN__MIN(kcmax, nq - pc);
+                int64_t oc, p;
+                /* dyw [oc][pair] words: bf16 dy of the block's pixel pairs, row run by row run */
+                HIGAN__PARALLEL_FOR_IF(OC > 1 && OC * kc >= 16384)
+                for (oc = 0; oc < OC; ++oc) {
+                    uint16_t *dst = (uint16_t *)(void *)(dyw + oc * kcmax);
+                    int64_t qq = pc;
+                    while (qq < pc + kc) {
+                        const int64_t nn = qq / (nr * OWq), r = qq % (nr * OWq), ohh = oh0 + r / OWq;
+                        const int64_t j0 = r % OWq, j1 = HIGAN__MIN(OWq, j0 + (pc + kc - qq));
+                        const int64_t e1 = HIGAN__MIN(2 * j1, d.OW);
+                        dk->row16(dst + 2 * (qq - pc), dy + ((n0 + nn) * OC + oc) * d.P + ohh * d.OW + 2 * j0,
+                                  e1 - 2 * j0);
+                        if (2 * j1 > d.OW) dst[2 * (qq - pc + j1 - j0) - 1] = 0;
+                        qq += j1 - j0;
+                    }
+                }
+                HIGAN__PARALLEL_FOR_IF(npan > 1 && kc * OC >= 16384)
+                for (p = 0; p < npan; ++p) {
+                    const int64_t cols = HIGAN__MIN(NR, OC - p * NR), nvw = HIGAN__CEIL_DIV(cols, vw) * vw;
+                    float *dst = bb + p * NR * kcmax;
+                    int64_t jj, kk;
+                    dk->transpose(dst, nvw, dyw + p * NR * kcmax, kcmax, cols, kc, 0, NULL);
+                    for (jj = cols; jj < nvw; ++jj)
+                        for (kk = 0; kk < kc; ++kk) dst[kk * nvw + jj] = 0.0f;
+                }
+                HIGAN__PARALLEL_FOR_IF(ntile > 1 && kc * KD * OC >= 16384)
+                for (t = 0; t < ntile; ++t) {
+                    const int64_t rt = t / npan, pp = t % npan;
+                    const int64_t nv = HIGAN__CEIL_DIV(HIGAN__MIN(NR, OC - pp * NR), vw);
+                    const uint16_t *arow[HIGAN__MAX_MR];
+                    int64_t i;
+                    for (i = 0; i < mr; ++i) arow[i] = xp + koff[rt * mr + i];
+                    dk->ukrw_bf16[nv - 1](kc, arow, pix + pc, bb + pp * NR * kcmax,
+                                          dwt + rt * mr * OCp + pp * NR, OCp, !first);
+                }
+                first = 0;
+            }
+        }
+    dk->transpose(dw, KD, dwt, OCp, KD, OC, 1, NULL);
+    return 1;
+}
+
+/* dw [OC, KD] += sum_n dy_n [OC, P] col(x_n)^T, as dwT [KD, OC] = col(x) [KD, pixels] dy^T
+   [pixels, OC] over blocks of pixels, then added transposed. Returns 0 if no buffer. */
+static int higan__dconv_wgrad(const higan__dconv_kernel *dk, const higan_conv2d_shape *s, float *dw,
+                              const float *x, const float *dy) {
+    const int mr = dk->mr, vw = dk->vw;
+    const int64_t NR = (int64_t)dk->nvmax * vw, OC = s->OC, OCp = HIGAN__CEIL_DIV(OC, vw) * vw;
+    const int64_t npan = HIGAN__CEIL_DIV(OC, NR);
+    higan__dplan d;
+    int64_t KD, KDt, kcmax, pxmax, xfl, n0, oh0;
+    float *buf, *dwt, *bb, *xp;
+    int32_t *pix, *koff;
+    const int bf16 = higan__bf16_mode();
+    int first = 1;
+    if (bf16 && dk->ukrw_bf16[0] && s->stride_w == 1) return higan__dconv_wgrad_pairs(dk, s, dw, x, dy);
+    higan__dplan_init(&d, s, 0, bf16);
+    KD = d.KD;
+    if (s->N == 0 || d.P == 0) return 1;
+    KDt = HIGAN__CEIL_DIV(KD, mr) * mr;
+    kcmax = HIGAN__MAX(16, HIGAN__DCONV_B_FLOATS / (npan * NR));
+    pxmax = d.ns * d.rows * d.OW;
+    xfl = d.copy ? HIGAN__CEIL_DIV(d.ns * d.XS, 16) * 16 : 0;
+    buf = higan__gemm_buffer((size_t)(KDt * OCp + npan * NR * kcmax + xfl + pxmax + KDt + 64));
+    if (!buf) return 0;
+    dwt = buf; bb = higan__align16(dwt + KDt * OCp); xp = bb + npan * NR * kcmax;
+    pix = (int32_t *)(void *)(xp + xfl); koff = pix + pxmax;
+    higan__dconv_koff(koff, &d, s, KDt);
+    for (n0 = 0; n0 < s->N; n0 += d.ns)
+        for (oh0 = 0; oh0 < d.OH; oh0 += d.rows) {
+            const int64_t ns = HIGAN__MIN(d.ns, s->N - n0), nr = HIGAN__MIN(d.rows, d.OH - oh0);
+            const int64_t pr0 = d.copy ? oh0 * s->stride_h : 0, npx = ns * nr * d.OW;
+            const int64_t ntile = (KDt / mr) * npan;
+            const float *xb;
+            int64_t pc, t;
+            if (d.copy) {
+                higan__dconv_fill(xp, dk, &d, s, x, n0, ns, pr0,
+                                  HIGAN__MIN(d.Hp - pr0, (nr - 1) * s->stride_h + s->KH));
+                xb = xp;
+            } else {
+                xb = x + n0 * s->IC * s->H * s->W;
+            }
+            higan__dconv_pix(pix, &d, s, ns, oh0, nr, pr0, npx);
+            for (pc = 0; pc < npx; pc += kcmax) {
+                const int64_t kc = HIGAN__MIN(kcmax, npx - pc);
+                int64_t p;
+                /* dy^T for pixels [pc, pc+kc) of the chunk: B panels [kc][nv*vw], transposed
+                   from each sample's run of pixels */
+                HIGAN__PARALLEL_FOR_IF(npan > 1 && kc * OC >= 16384)
+                for (p = 0; p < npan; ++p) {
+                    const int64_t cols = HIGAN__MIN(NR, OC - p * NR), nvw = HIGAN__CEIL_DIV(cols, vw) * vw;
+                    const int64_t spx = nr * d.OW;   /* pixels of one sample in the chunk */
+                    float *dst = bb + p * NR * kcmax;
+                    int64_t j, kk = 0;
+                    while (kk < kc) {
+                        const int64_t q = pc + kk, n = q / spx, r = q % spx, run = HIGAN__MIN(kc - kk, spx - r);
+                        dk->transpose(dst + kk * nvw, nvw, dy + ((n0 + n) * OC + p * NR) * d.P + oh0 * d.OW + r,
+                                      d.P, cols, run, 0, NULL);
+                        kk += run;
+                    }
+                    for (j = cols; j < nvw; ++j)
+                        for (kk = 0; kk < kc; ++kk) dst[kk * nvw + j] = 0.0f;
+                    if (bf16) higan__round_bf16_n(dk, dst, kc * nvw);
+                }
+                HIGAN__PARALLEL_FOR_IF(ntile > 1 && kc * KD * OC >= 32768)
+                for (t = 0; t < ntile; ++t) {
+                    const int64_t rt = t / npan, pp = t % npan;
+                    const int64_t nv = HIGAN__CEIL_DIV(HIGAN__MIN(NR, OC - pp * NR), vw);
+                    const float *arow[HIGAN__MAX_MR];
+                    int64_t i;
+                    for (i = 0; i < mr; ++i) arow[i] = xb + koff[rt * mr + i];
+                    dk->ukr[nv - 1](kc, arow, pix + pc, bb + pp * NR * kcmax,
+                                    dwt + rt * mr * OCp + pp * NR, OCp, !first);
+                }
+                first = 0;
+            }
+        }
+    dk->transpose(dw, KD, dwt, OCp, KD, OC, 1, NULL);
+    return 1;
+}
+
+/* Pixel-vector passes, for few channels along the vector: vectors of VW output pixels of one
+   row (stride_w 1) instead. Forward / dgrad: C[oc, pixels] = w[oc, k] x~[k, pixels], the
+   weights broadcast from a packed panel [KD][mr], the pixels loaded in place from x~, the
+   results stored straight into y (no transpose). Wgrad: dot products dw[oc, k] = sum over
+   pixel vectors of dy[oc, vector] * x~[k, vector], kept as vector partial sums per (oc, k)
+   and added across lanes at the end. x~ is always the padded copy here (the vectors of a row
+   tail read past the row). */
+#define HIGAN__PCONV_VBLOCK 256   /* pixel vectors per block of the dot products */
+static int higan__pconv_forward(const higan__dconv_kernel *dk, const higan__ukrp_tile *tl,
+                                const higan_conv2d_shape *s, float *y, const float *x,
+                                const float *w, int wflip, const float *b, int accumulate) {
+    const int mr = tl->mr, nvt = tl->nv, vw = dk->vw;
+    const int64_t OC = s->OC, KK = s->KH * s->KW, npan = HIGAN__CEIL_DIV(OC, mr);
+    higan__dplan d;
+    int64_t KD, vpr, tmax, xfl, n0, oh0, m;
+    float *buf, *apk, *xp;
+    int32_t *xoff, *koff;
+    int64_t *yoff;
+    int *lanes;
+    higan__dplan_init(&d, s, 0, 1);
+    KD = d.KD;
+    if (s->N == 0 || d.P == 0) return 1;
+    vpr = HIGAN__CEIL_DIV(d.OW, vw);
+    tmax = HIGAN__CEIL_DIV(d.ns * d.rows * vpr, nvt) * nvt;
+    xfl = HIGAN__CEIL_DIV(d.ns * d.XS + 64, 16) * 16;   /* + slack: row-tail vectors read past */
+    buf = higan__gemm_buffer((size_t)(npan * KD * mr + xfl + 4 * tmax + KD + 64));
+    if (!buf) return 0;
+    apk = buf; xp = higan__align16(apk + npan * KD * mr);
+    yoff = (int64_t *)(void *)(xp + xfl); xoff = (int32_t *)(void *)(yoff + tmax);
+    lanes = (int *)(void *)(xoff + tmax); koff = (int32_t *)(void *)(lanes + tmax);
+    memset(xp + d.ns * d.XS, 0, 64 * sizeof(float));
+    for (m = 0; m < npan; ++m) {   /* A panels [KD][mr]: rows (output channels) past OC zero */
+        float *dst = apk + m * KD * mr;
+        int64_t i, k;
+        for (i = 0; i < mr; ++i) {
+            const int64_t oc = m * mr + i;
+            for (k = 0; k < KD; ++k)
+                dst[k * mr + i] = oc >= OC ? 0.0f : !wflip ? w[oc * KD + k]
+                                : w[((k / KK) * OC + oc) * KK + KK - 1 - k % KK];
+        }
+        if (higan__bf16_mode()) higan__round_bf16_n(dk, dst, KD * mr);
+    }
+    higan__dconv_koff(koff, &d, s, KD);
+    for (n0 = 0; n0 < s->N; n0 += d.ns)
+        for (oh0 = 0; oh0 < d.OH; oh0 += d.rows) {
+            const int64_t ns = HIGAN__MIN(d.ns, s->N - n0), nr = HIGAN__MIN(d.rows, d.OH - oh0);
+            const int64_t pr0 = oh0 * s->stride_h, nvec = ns * nr * vpr;
+            const int64_t ntile = HIGAN__CEIL_DIV(nvec, nvt);
+            int64_t q = 0, n, oh, v, t;
+            higan__dconv_fill(xp, dk, &d, s, x, n0, ns, pr0,
+                              HIGAN__MIN(d.Hp - pr0, (nr - 1) * s->stride_h + s->KH));
+            for (n = 0; n < ns; ++n)
+                for (oh = oh0; oh < oh0 + nr; ++oh)
+                    for (v = 0; v < vpr; ++v, ++q) {
+                        xoff[q] = (int32_t)(n * d.XS + (oh * s->stride_h - pr0) * d.Wp + v * vw);
+                        yoff[q] = (n0 + n) * OC * d.P + oh * d.OW + v * vw;
+                        lanes[q] = (int)HIGAN__MIN(vw, d.OW - v * vw);
+                    }
+            for (; q < ntile * nvt; ++q) { xoff[q] = xoff[0]; yoff[q] = yoff[0]; lanes[q] = 0; }
+            HIGAN__PARALLEL_FOR_IF(ntile * npan > 1 && nvec * vw * KD * OC >= 32768)
+            for (t = 0; t < ntile * npan; ++t) {
+                const int64_t tt = t / npan, mm = t % npan;
+                const float *bvec[8];
+                float *cvec[8], bl[8];
+                const int rows = (int)HIGAN__MIN(mr, OC - mm * mr);
+                int i;
+                for (i = 0; i < nvt; ++i) {
+                    bvec[i] = xp + xoff[tt * nvt + i];
+                    cvec[i] = y + yoff[tt * nvt + i] + mm * mr * d.P;
+                }
+                for (i = 0; i < mr; ++i) bl[i] = (b && !accumulate && i < rows) ? b[mm * mr + i] : 0.0f;
+                tl->ukr(KD, apk + mm * KD * mr, bvec, koff, cvec, d.P, lanes + tt * nvt, accumulate,
+                        rows, bl);
+            }
+        }
+    return 1;
+}
+
+static int higan__pconv_wgrad(const higan__dconv_kernel *dk, const higan__ukrt_tile *tl,
+                              const higan_conv2d_shape *s, float *dw, const float *x, const float *dy) {
+    const int mro = tl->mro, mrk = tl->mrk, vw = dk->vw;
+    const int64_t OC = s->OC, noc = HIGAN__CEIL_DIV(OC, mro);
+    higan__dplan d;
+    int64_t KD, nkt, ntile, vpr, vmax, xfl, dyfl, n0, oh0, oc;
+    float *buf, *part, *xp, *dyc;
+    const int bf16 = higan__bf16_mode();
+    int32_t *xoff, *koff;
+    int64_t *yoff;
+    int *lanes;
+    higan__dplan_init(&d, s, 0, 1);
+    KD = d.KD;
+    if (s->N == 0 || d.P == 0) return 1;
+    nkt = HIGAN__CEIL_DIV(KD, mrk);
+    ntile = noc * nkt;
+    vpr = HIGAN__CEIL_DIV(d.OW, vw);
+    vmax = d.ns * d.rows * vpr;
+    xfl = HIGAN__CEIL_DIV(d.ns * d.XS, 16) * 16;
+    /* bf16: dy of the chunk is read from a rounded copy [ns][OC][rows*OW] */
+    dyfl = bf16 ? HIGAN__CEIL_DIV(d.ns * OC * d.rows * d.OW + 16, 16) * 16 : 0;
+    buf = higan__gemm_buffer((size_t)(ntile * mro * mrk * vw + xfl + 4 * vmax + nkt * mrk + dyfl + 64));
+    if (!buf) return 0;
+    part = buf; xp = higan__align16(part + ntile * mro * mrk * vw);
+    yoff = (int64_t *)(void *)(xp + xfl); xoff = (int32_t *)(void *)(yoff + vmax);
+    lanes = (int *)(void *)(xoff + vmax); koff = (int32_t *)(void *)(lanes + vmax);
+    dyc = (float *)(void *)(koff + nkt * mrk);
+    memset(part, 0, (size_t)(ntile * mro * mrk * vw) * sizeof(float));
+    higan__dconv_koff(koff, &d, s, nkt * mrk);
+    for (n0 = 0; n0 < s->N; n0 += d.ns)
+        for (oh0 = 0; oh0 < d.OH; oh0 += d.rows) {
+            const int64_t ns = HIGAN__MIN(d.ns, s->N - n0), nr = HIGAN__MIN(d.rows, d.OH - oh0);
+            const int64_t pr0 = oh0 * s->stride_h, nvec = ns * nr * vpr;
+            int64_t q = 0, n, oh, v, vb;
+            higan__dconv_fill(xp, dk, &d, s, x, n0, ns, pr0,
+                              HIGAN__MIN(d.Hp - pr0, (nr - 1) * s->stride_h + s->KH));
+            for (n = 0; n < ns; ++n)
+                for (oh = oh0; oh < oh0 + nr; ++oh)
+                    for (v = 0; v < vpr; ++v, ++q) {
+                        xoff[q] = (int32_t)(n * d.XS + (oh * s->stride_h - pr0) * d.Wp + v * vw);
+                        yoff[q] = bf16 ? (n * OC * nr + oh - oh0) * d.OW + v * vw
+                                       : (n0 + n) * OC * d.P + oh * d.OW + v * vw;
+                        lanes[q] = (int)HIGAN__MIN(vw, d.OW - v * vw);
+                    }
+            if (bf16) {   /* the chunk's rows of dy, rounded */
+                int64_t t;
+                HIGAN__PARALLEL_FOR_IF(ns * OC > 1 && ns * OC * nr * d.OW >= 65536)
+                for (t = 0; t < ns * OC; ++t) {
+                    float *dst = dyc + t * nr * d.OW;
+                    memcpy(dst, dy + ((n0 + t / OC) * OC + t % OC) * d.P + oh0 * d.OW, (size_t)(nr * d.OW) * sizeof(float));
+                    higan__round_bf16_n(dk, dst, nr * d.OW);
+                }
+            }
+            /* blocks of pixel vectors: their dy and x~ rows stay in cache across the tiles */
+            for (vb = 0; vb < nvec; vb += HIGAN__PCONV_VBLOCK) {
+                const int64_t nb = HIGAN__MIN(HIGAN__PCONV_VBLOCK, nvec - vb);
+                int64_t t;
+                HIGAN__PARALLEL_FOR_IF(ntile > 1 && nb * vw * KD * OC >= 32768)
+                for (t = 0; t < ntile; ++t) {
+                    const int64_t ot = t / nkt, kt = t % nkt;
+                    const float *drow[8];
+                    int i;
+                    for (i = 0; i < mro; ++i) {
+                        const int64_t oc_i = ot * mro + i < OC ? ot * mro + i : 0;
+                        drow[i] = bf16 ? dyc + oc_i * nr * d.OW : dy + oc_i * d.P;
+                    }
+                    tl->ukr(nb, xoff + vb, yoff + vb, lanes + vb, xp, koff + kt * mrk, drow,
+                            part + t * mro * mrk * vw);
+                }
+            }
+        }
+    /* dw[oc, k] += the lanes of its partial sum, in lane order */
+    HIGAN__PARALLEL_FOR_IF(OC > 1 && OC * KD * vw >= 65536)
+    for (oc = 0; oc < OC; ++oc) {
+        int64_t k;
+        int l;
+        for (k = 0; k < KD; ++k) {
+            const float *pp = part + ((oc / mro) * nkt + k / mrk) * mro * mrk * vw +
+                              ((oc % mro) * mrk + k % mrk) * vw;
+            float acc = 0.0f;
+            for (l = 0; l < vw; ++l) acc += pp[l];
+            dw[oc * KD + k] += acc;
+        }
+    }
+    return 1;
+}
+
+/* ---- choosing a way per pass ------------------------------------------------------------------
+   A rough model of the fraction of the FMA peak each way reaches, from how full its vectors
+   and tiles are (measured on the shapes in bench/gemm_bench.c): channel vectors (c), pixel
+   vectors (p), or the packed GEMM (about 25% on the shapes where the others do worse). */
+/* Tests force a way here: -1 choose, 0 the packed GEMM, 1 channel vectors, 2 pixel vectors
+   (a forced way that cannot run the pass falls back to the packed GEMM). */
+static int higan__conv_force = -1;
+static double higan__fill(int64_t n, int64_t unit) { return (double)n / (double)(HIGAN__CEIL_DIV(n, unit) * unit); }
+static const higan__ukrp_tile *higan__pick_pix(const higan__dconv_kernel *dk, int64_t M, double *frac) {
+    const higan__ukrp_tile *best = NULL;
+    double bf = 0;
+    int i;
+    for (i = 0; i < 5; ++i) {
+        const higan__ukrp_tile *t = &dk->pix[i];
+        double f;
+        if (!t->mr) continue;
+        f = higan__fill(M, t->mr) * (t->mr >= 4 ? 1.0 : 0.8);   /* narrow tiles: load-bound */
+        if (f >= bf) { bf = f; best = t; }
+    }
+    *frac = bf;
+    return best;
+}
+/* forward-shaped pass (a forward, or a dgrad as its transposed forward): 1 if done here */
+static int higan__dconv_fwd_any(const higan__level_ops *ops, const higan_conv2d_shape *s, float *y,
+                                const float *x, const float *w, int wflip, const float *b, int accumulate) {
+    const higan__dconv_kernel *dk = &ops->dc;
+    const int64_t KD = s->IC * s->KH * s->KW, OW = higan_conv2d_out_w(s);
+    const higan__ukrp_tile *pt = NULL;
+    double ec = 0, ep = 0, rowf = 0;
+    if (!dk->mr) return 0;
+    ec = higan__fill(s->OC, dk->vw) * (double)KD / (double)(KD + 16);
+    if (s->stride_w == 1 && dk->pix[0].mr) {
+        pt = higan__pick_pix(dk, s->OC, &rowf);
+        ep = 0.85 * higan__fill(OW, dk->vw) * rowf;
+    }
+    if (higan__conv_force >= 0) { ec = higan__conv_force == 1; ep = higan__conv_force == 2 && pt ? 1 : 0; }
+    if (ec >= ep && ec > 0.25) return higan__dconv_forward(dk, s, y, x, w, wflip, b, accumulate);
+    if (ep > ec && ep > 0.25) return higan__pconv_forward(dk, pt, s, y, x, w, wflip, b, accumulate);
+    return 0;
+}
+static int higan__dconv_wgrad_any(const higan__level_ops *ops, const higan_conv2d_shape *s, float *dw,
+                                  const float *x, const float *dy) {
+    const higan__dconv_kernel *dk = &ops->dc;
+    const higan__ukrt_tile *tt = NULL;
+    double ec, et = 0;
+    int i;
+    if (!dk->mr) return 0;
+    ec = higan__fill(s->OC, dk->vw);
+    if (s->stride_w == 1)
+        for (i = 0; i < 3; ++i) {
+            const higan__ukrt_tile *t = &dk->dot[i];
+            double f;
+            if (!t->mro) continue;
+            f = 0.6 * higan__fill(higan_conv2d_out_w(s), dk->vw) * higan__fill(s->OC, t->mro);
+            if (f >= et) { et = f; tt = t; }
+        }
+    if (higan__conv_force >= 0) { ec = higan__conv_force == 1; et = higan__conv_force == 2 && tt ? 1 : 0; }
+    if (ec >= et && ec > 0.25) return higan__dconv_wgrad(dk, s, dw, x, dy);
+    if (et > ec && et > 0.25) return higan__pconv_wgrad(dk, tt, s, dw, x, dy);
+    return 0;
+}
+/* dgrad as a forward convolution of dy: stride 1, and every padding at most kernel size - 1 */
+static int higan__dconv_dgrad_any(const higan__level_ops *ops, const higan_conv2d_shape *s, float *dx,
+                                  const float *dy, const float *w) {
+    higan_conv2d_shape t;
+    if (s->stride_h != 1 || s->stride_w != 1 || s->pad_top >= s->KH || s->pad_bottom >= s->KH ||
+        s->pad_left >= s->KW || s->pad_right >= s->KW)
+        return 0;
+    t = higan_conv2d_make_shape(s->N, s->OC, higan_conv2d_out_h(s), higan_conv2d_out_w(s), s->IC,
+                                s->KH, s->KW, 1, 1, s->KH - 1 - s->pad_top, s->KH - 1 - s->pad_bottom,
+                                s->KW - 1 - s->pad_left, s->KW - 1 - s->pad_right);
+    return higan__dconv_fwd_any(ops, &t, dx, dy, w, 1, NULL, 1);
+}
+
 /* y [N, OC, P = OH*OW]: y_n[OC, P] = w[OC, KD] col(x_n)[KD, P] (+ b broadcast), all samples
    in one driver call so that w is packed once. */
 HIGAN_DEF higan_status higan_conv2d_forward(float *y, const float *x, const float *w, const float *b,
@@ -4666,11 +5994,12 @@ HIGAN_DEF higan_status higan_conv2d_forward(float *y, const float *x, const floa
     higan__conv_check(s);
     P = higan_conv2d_out_h(s) * higan_conv2d_out_w(s);
     KD = s->IC * s->KH * s->KW;
+    if (!higan__conv_pointwise(s) && higan__dconv_fwd_any(ops, s, y, x, w, 0, b, 0)) return HIGAN_OK;
     higan__src_mat(&A, w, KD, 0);
     bt.along_k = 0; bt.a_step = 0; bt.b_step = s->IC * s->H * s->W; bt.c_step = s->OC * P;
     /* groups of samples as the driver would make them, so the bias written into C is still
        in cache when the GEMM adds to it (beta = 1) */
-    g = higan__gemm_group(&ops->gemm, s->N, s->OC, P, KD);
+    g = higan__gemm_group(higan__gemm_k(ops), s->N, s->OC, P, KD);
     for (n0 = 0; n0 < s->N; n0 += g) {
         float *yg = y + n0 * s->OC * P;
         const float *xg = x + n0 * s->IC * s->H * s->W;
@@ -4680,7 +6009,7 @@ HIGAN_DEF higan_status higan_conv2d_forward(float *y, const float *x, const floa
                 for (p = 0; p < P; ++p) yg[oc * P + p] = b[oc % s->OC];
         if (higan__conv_pointwise(s)) higan__src_mat(&B, xg, P, 0);
         else higan__src_im2col(&B, xg, s, 0);
-        higan__gemm_driver(&ops->gemm, s->OC, P, KD, 1.0f, &A, &B, b ? 1.0f : 0.0f, yg, P, &bt);
+        higan__gemm_driver(higan__gemm_k(ops), s->OC, P, KD, 1.0f, &A, &B, b ? 1.0f : 0.0f, yg, P, &bt);
     }
     return HIGAN_OK;
 }
@@ -4744,6 +6073,8 @@ HIGAN_DEF higan_status higan_conv2d_backward(float *dx, float *dw, float *db, co
             db[oc] += acc;
         }
     }
+    if (dw && !higan__conv_pointwise(s) && higan__dconv_wgrad_any(ops, s, dw, x, dy)) dw = NULL;  /* done */
+    if (dx && scratch && !higan__conv_pointwise(s) && higan__dconv_dgrad_any(ops, s, dx, dy, w)) dx = NULL;
     if (dw) {
         /* dw [OC, KD] += sum_n dy_n [OC, P] col(x_n)^T [P, KD]: one product, K = N*P (samples
            in order; C is read and written once per K block, not once per sample) */
@@ -4752,7 +6083,7 @@ HIGAN_DEF higan_status higan_conv2d_backward(float *dx, float *dw, float *db, co
         if (higan__conv_pointwise(s)) higan__src_mat(&B, x, P, 1);
         else higan__src_im2col(&B, x, s, 1);
         bt.nb = s->N; bt.along_k = 1; bt.a_step = s->OC * P; bt.b_step = s->IC * s->H * s->W; bt.c_step = 0;
-        higan__gemm_driver(&ops->gemm, s->OC, KD, s->N * P, 1.0f, &A, &B, 1.0f, dw, KD, &bt);
+        higan__gemm_driver(higan__gemm_k(ops), s->OC, KD, s->N * P, 1.0f, &A, &B, 1.0f, dw, KD, &bt);
     }
     if (dx) {
         /* dcol_n [KD, P] = w^T [KD, OC] dy_n [OC, P]; dx_n += col2im(dcol_n). w^T is packed
@@ -4763,7 +6094,7 @@ HIGAN_DEF higan_status higan_conv2d_backward(float *dx, float *dw, float *db, co
         if (higan__conv_pointwise(s)) {
             bt.nb = s->N; bt.c_step = s->IC * P;
             higan__src_mat(&B, dy, P, 0);
-            higan__gemm_driver(&ops->gemm, s->IC, P, s->OC, 1.0f, &A, &B, 1.0f, dx, P, &bt);
+            higan__gemm_driver(higan__gemm_k(ops), s->IC, P, s->OC, 1.0f, &A, &B, 1.0f, dx, P, &bt);
         } else {
             int64_t ns, chunk, n0, p0, i;
             size_t mark;
@@ -4777,7 +6108,7 @@ HIGAN_DEF higan_status higan_conv2d_backward(float *dx, float *dw, float *db, co
                 for (n0 = 0; n0 < s->N; n0 += ns) {
                     bt.nb = HIGAN__MIN(ns, s->N - n0); bt.c_step = KD * P;
                     higan__src_mat(&B, dy + n0 * s->OC * P, P, 0);
-                    higan__gemm_driver(&ops->gemm, KD, P, s->OC, 1.0f, &A, &B, 0.0f, dcol, P, &bt);
+                    higan__gemm_driver(higan__gemm_k(ops), KD, P, s->OC, 1.0f, &A, &B, 0.0f, dcol, P, &bt);
                     for (i = 0; i < bt.nb; ++i)
                         higan__col2im_add(dx + (n0 + i) * s->IC * s->H * s->W, dcol + i * KD * P, s, 0, P);
                 }
@@ -4786,7 +6117,7 @@ HIGAN_DEF higan_status higan_conv2d_backward(float *dx, float *dw, float *db, co
                     for (p0 = 0; p0 < P; p0 += chunk) {
                         const int64_t pc = HIGAN__MIN(chunk, P - p0);
                         higan__src_mat(&B, dy + n0 * s->OC * P + p0, P, 0);
-                        higan__gemm_driver(&ops->gemm, KD, pc, s->OC, 1.0f, &A, &B, 0.0f, dcol, pc, NULL);
+                        higan__gemm_driver(higan__gemm_k(ops), KD, pc, s->OC, 1.0f, &A, &B, 0.0f, dcol, pc, NULL);
                         higan__col2im_add(dx + n0 * s->IC * s->H * s->W, dcol, s, p0, pc);
                     }
             }

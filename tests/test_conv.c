@@ -4,7 +4,11 @@
    (b) PyTorch oracle fixtures (tests/oracle/conv_*.safetensors, make_conv.py): forward, dx,
        dw, db through the tape ops;
    (c) the GEMM paths against the direct reference loops on shapes large enough for several
-       K blocks and tiles, and 1 vs 2 threads bit-identical. */
+       K blocks and tiles, and 1 vs 2 threads bit-identical;
+   (d) each way of running a pass (packed GEMM, channel-vector and pixel-vector direct
+       convolution: higan__conv_force) on shapes that reach their edge cases: channel panels
+       and tiles not filled, row tails of pixel vectors, samples split into row chunks, no
+       padding (read in place), strides, asymmetric padding. */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
 #include "check.h"
@@ -260,6 +264,36 @@ static void large_cases(void) {
     versus_ref("3x3 p1 32->5 50x100 N=3", higan_conv2d_make_shape(3, 32, 50, 100, 5, 3, 3, 1, 1, 1, 1, 1, 1), 1);
     versus_ref("3x3 p1 64->4 96x96 (pixel blocks)", higan_conv2d_make_shape(1, 64, 96, 96, 4, 3, 3, 1, 1, 1, 1, 1, 1), 1);
 }
+static const char *way_name(int way) {
+    return way < 0 ? "auto" : way == 0 ? "packed" : way == 1 ? "chanvec" : "pixvec";
+}
+static void forced_ways(void) {
+    int way;
+    for (way = 0; way <= 2; ++way) {
+        char nm[160];
+        higan__conv_force = way;
+#define W(name, shape, bias) \
+        snprintf(nm, sizeof nm, "[%s] %s", way_name(way), name); versus_ref(nm, shape, bias)
+        W("3x3 p1 40->35 11x13", higan_conv2d_make_shape(2, 40, 11, 13, 35, 3, 3, 1, 1, 1, 1, 1, 1), 1);
+        W("3x3 p1 24->80 7x21 (2 channel panels)", higan_conv2d_make_shape(2, 24, 7, 21, 80, 3, 3, 1, 1, 1, 1, 1, 1), 1);
+        W("3x3 p1 3->1 9x37 (one output channel)", higan_conv2d_make_shape(3, 3, 9, 37, 1, 3, 3, 1, 1, 1, 1, 1, 1), 1);
+        W("3x3 p1 5->3 8x17", higan_conv2d_make_shape(2, 5, 8, 17, 3, 3, 3, 1, 1, 1, 1, 1, 1), 0);
+        W("3x3 p1 7->9 6x40", higan_conv2d_make_shape(2, 7, 6, 40, 9, 3, 3, 1, 1, 1, 1, 1, 1), 1);
+        W("3x3 p1 4->4 4x4 (tiny images)", higan_conv2d_make_shape(5, 4, 4, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1), 1);
+        W("3x3 p1 17->18 3x5", higan_conv2d_make_shape(7, 17, 3, 5, 18, 3, 3, 1, 1, 1, 1, 1, 1), 1);
+        W("3x3 p0 20->17 5x19 (no padding)", higan_conv2d_make_shape(2, 20, 5, 19, 17, 3, 3, 1, 1, 0, 0, 0, 0), 1);
+        W("3x3 asym (0,2,2,1) 16->20 9x23", higan_conv2d_make_shape(2, 16, 9, 23, 20, 3, 3, 1, 1, 0, 2, 2, 1), 1);
+        W("3x3 s(2,1) p1 16->19 10x33", higan_conv2d_make_shape(2, 16, 10, 33, 19, 3, 3, 2, 1, 1, 1, 1, 1), 1);
+        W("5x5 s2 p2 18->16 13x29", higan_conv2d_make_shape(2, 18, 13, 29, 16, 5, 5, 2, 2, 2, 2, 2, 2), 0);
+        W("1x3 p(0,0,1,1) 16->16 6x50", higan_conv2d_make_shape(2, 16, 6, 50, 16, 1, 3, 1, 1, 0, 0, 1, 1), 1);
+        /* one sample larger than a chunk: output rows in chunks */
+        W("3x3 p1 64->20 36x130 (row chunks)", higan_conv2d_make_shape(1, 64, 36, 130, 20, 3, 3, 1, 1, 1, 1, 1, 1), 1);
+        W("3x3 p1 8->4 70x300 (row chunks, few channels)", higan_conv2d_make_shape(2, 8, 70, 300, 4, 3, 3, 1, 1, 1, 1, 1, 1), 1);
+#undef W
+    }
+    higan__conv_force = -1;
+}
+
 static void linear_threads(void) {
     const int64_t N = 37, IN = 300, OUT = 130;
     float *x = rand_array(N * IN), *w = rand_array(OUT * IN), *b = rand_array(OUT), *dy = rand_array(N * OUT);
@@ -300,9 +334,12 @@ static void linear_threads(void) {
 int main(void) {
     higan_cpu best = higan_cpu_level();
     int lv;
-    for (lv = HIGAN_CPU_SCALAR; lv <= HIGAN_CPU_AVX512; ++lv) {
-        /* HIGAN_CPU=<level> in the environment: test only that level */
-        if (getenv("HIGAN_CPU") && *getenv("HIGAN_CPU") && lv != (int)higan_cpu_level()) continue;
+    for (lv = HIGAN_CPU_SCALAR; lv <= HIGAN_CPU_AMX; ++lv) {
+        /* HIGAN_CPU=<level> in the environment: test only that level. The fp32 kernels of the
+           bf16 levels are the AVX-512 ones: run there only when asked for (test_bf16 covers
+           their bf16 kernels). */
+        if (getenv("HIGAN_CPU") && *getenv("HIGAN_CPU")) { if (lv != (int)best) continue; }
+        else if (lv > HIGAN_CPU_AVX512) continue;
         if (higan_cpu_set_level((higan_cpu)lv) != HIGAN_OK) {
             printf("skip level %s: %s\n", higan_cpu_level_name((higan_cpu)lv), higan_last_error());
             continue;
@@ -310,6 +347,7 @@ int main(void) {
         gradchecks();
         oracles();
         large_cases();
+        if (higan_cpu_level() != HIGAN_CPU_SCALAR) forced_ways();   /* scalar: packed GEMM only */
         linear_threads();
     }
     higan_cpu_set_level(best);

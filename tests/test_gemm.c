@@ -78,7 +78,7 @@ int main(void) {
     higan_cpu best = higan_cpu_level();
     int lv, s, ta, tb, combo = 0;
     printf("CPU level at start: %s (detected: %s)\n", higan_cpu_level_name(best), higan_cpu_level_name(higan_cpu_detect()));
-    for (lv = HIGAN_CPU_SCALAR; lv <= HIGAN_CPU_AVX512; ++lv) {
+    for (lv = HIGAN_CPU_SCALAR; lv <= HIGAN_CPU_AMX; ++lv) {
         /* HIGAN_CPU=<level> in the environment: test only that level */
         if (getenv("HIGAN_CPU") && *getenv("HIGAN_CPU") && lv != (int)higan_cpu_level()) continue;
         if (higan_cpu_set_level((higan_cpu)lv) != HIGAN_OK) {
