@@ -43,7 +43,7 @@
    over the CPU-time all-threads peak of the precision in use (fp32: the FMA loop; bf16: AMX
    if present, else vdpbf16ps); "%pk cpu" = GFLOP per CPU second over one core's peak. "cpu" =
    CPU time / (threads x wall time) of a run: below 100 % when other work shares the cores.
-   --precision bf16 calls higan_set_precision(HIGAN_PRECISION_BF16) where higan.h has it.
+   --precision bf16 calls higan_set_precision(HIGAN_PRECISION_BF16).
    --gan-batch N runs the D and G steps on N of the 8 words (entries b * 8 / N of each list:
    the full batch needs more memory than a 24 GB machine has, see bench/README.md);
    --max-arena-mb caps the tape arena's growth (default half of MemAvailable), so that a
@@ -552,11 +552,7 @@ static void teardown(bench_ctx *c) {
 }
 
 static void set_precision(const bench_opts *o) {
-#ifdef HIGAN_PRECISION_BF16
-    if (o->bf16) (void)higan_set_precision(HIGAN_PRECISION_BF16);
-#else
-    (void)o;
-#endif
+    higan_set_precision(o->bf16 ? HIGAN_PRECISION_BF16 : HIGAN_PRECISION_FP32);
 }
 
 /* the whole life of one workload (what a child does) */
@@ -781,9 +777,6 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (o.warmup < 1) o.warmup = 1;      /* the first run sizes the arena */
-#ifndef HIGAN_PRECISION_BF16
-    if (o.bf16) { fprintf(stderr, "higan_bench: this higan.h has no bf16 precision (HIGAN_PRECISION_BF16)\n"); return 2; }
-#endif
     if (o.threads <= 0) {
         const char *env = getenv("HIGAN_THREADS");
         o.threads = env && atoi(env) > 0 ? atoi(env) : 0;
