@@ -5937,6 +5937,7 @@ static int higan__dconv_fwd_any(const higan__level_ops *ops, const higan_conv2d_
     const int64_t KD = s->IC * s->KH * s->KW, OW = higan_conv2d_out_w(s);
     const higan__ukrp_tile *pt = NULL;
     double ec = 0, ep = 0, rowf = 0;
+    int done = 0;
     if (!dk->mr) return 0;
     ec = higan__fill(s->OC, dk->vw) * (double)KD / (double)(KD + 16);
     if (s->stride_w == 1 && dk->pix[0].mr) {
@@ -5944,16 +5945,17 @@ static int higan__dconv_fwd_any(const higan__level_ops *ops, const higan_conv2d_
         ep = 0.85 * higan__fill(OW, dk->vw) * rowf;
     }
     if (higan__conv_force >= 0) { ec = higan__conv_force == 1; ep = higan__conv_force == 2 && pt ? 1 : 0; }
-    if (ec >= ep && ec > 0.25) return higan__dconv_forward(dk, s, y, x, w, wflip, b, accumulate);
-    if (ep > ec && ep > 0.25) return higan__pconv_forward(dk, pt, s, y, x, w, wflip, b, accumulate);
-    return 0;
+    if (ec >= ep && ec > 0.25) done = higan__dconv_forward(dk, s, y, x, w, wflip, b, accumulate);
+    else if (ep > ec && ep > 0.25) done = higan__pconv_forward(dk, pt, s, y, x, w, wflip, b, accumulate);
+    if (done) higan__count_flops((uint64_t)(2 * s->N * s->OC * KD * higan_conv2d_out_h(s) * OW));   /* as the GEMM would */
+    return done;
 }
 static int higan__dconv_wgrad_any(const higan__level_ops *ops, const higan_conv2d_shape *s, float *dw,
                                   const float *x, const float *dy) {
     const higan__dconv_kernel *dk = &ops->dc;
     const higan__ukrt_tile *tt = NULL;
     double ec, et = 0;
-    int i;
+    int i, done = 0;
     if (!dk->mr) return 0;
     ec = higan__fill(s->OC, dk->vw);
     if (s->stride_w == 1)
@@ -5965,9 +5967,12 @@ static int higan__dconv_wgrad_any(const higan__level_ops *ops, const higan_conv2
             if (f >= et) { et = f; tt = t; }
         }
     if (higan__conv_force >= 0) { ec = higan__conv_force == 1; et = higan__conv_force == 2 && tt ? 1 : 0; }
-    if (ec >= et && ec > 0.25) return higan__dconv_wgrad(dk, s, dw, x, dy);
-    if (et > ec && et > 0.25) return higan__pconv_wgrad(dk, tt, s, dw, x, dy);
-    return 0;
+    if (ec >= et && ec > 0.25) done = higan__dconv_wgrad(dk, s, dw, x, dy);
+    else if (et > ec && et > 0.25) done = higan__pconv_wgrad(dk, tt, s, dw, x, dy);
+    if (done)
+        higan__count_flops((uint64_t)(2 * s->N * s->OC * s->IC * s->KH * s->KW * higan_conv2d_out_h(s) *
+                                      higan_conv2d_out_w(s)));
+    return done;
 }
 /* dgrad as a forward convolution of dy: stride 1, and every padding at most kernel size - 1 */
 static int higan__dconv_dgrad_any(const higan__level_ops *ops, const higan_conv2d_shape *s, float *dx,

@@ -352,5 +352,20 @@ int main(void) {
     }
     higan_cpu_set_level(best);
     higan_gemm_free_buffers();
+    {   /* every way (direct kernels or the GEMM) counts its work in higan_gemm_flops */
+        higan_conv2d_shape cs = higan_conv2d_make_shape(2, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1);
+        const uint64_t work = 2u * 2 * 16 * (16 * 9) * 64;     /* 2 N OC KD P */
+        static float cx[2 * 16 * 64], cw[16 * 16 * 9], cy[2 * 16 * 64], cdx[2 * 16 * 64], cdw[16 * 16 * 9];
+        higan_arena ca;
+        higan_arena_init(&ca, higan_conv2d_scratch_bytes(&cs) + 4096);
+        memset(cx, 0, sizeof cx); memset(cw, 0, sizeof cw); memset(cdx, 0, sizeof cdx); memset(cdw, 0, sizeof cdw);
+        higan_gemm_flops_reset();
+        higan_conv2d_forward(cy, cx, cw, NULL, &cs, &ca);
+        CHECK(higan_gemm_flops() == work, "conv forward counts 2*N*OC*KD*P: %llu", (unsigned long long)higan_gemm_flops());
+        higan_gemm_flops_reset();
+        higan_conv2d_backward(cdx, cdw, NULL, cy, cx, cw, &cs, &ca);
+        CHECK(higan_gemm_flops() == 2 * work, "conv backward (dx and dw) counts twice that: %llu", (unsigned long long)higan_gemm_flops());
+        higan_arena_free(&ca);
+    }
     return check_finish();
 }
