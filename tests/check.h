@@ -9,6 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Reproducible test inputs: a 64-bit LCG; a test sets check_rng_state for its own sequence. */
+static uint64_t check_rng_state = 12345;
+static inline float check_frand(void) {   /* uniform in [-1, 1) */
+    check_rng_state = check_rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(check_rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+static inline float *check_rand_array(int64_t n) {   /* n values of check_frand (free it) */
+    float *p = (float *)malloc(sizeof(float) * (size_t)(n ? n : 1));
+    int64_t i;
+    for (i = 0; i < n; ++i) p[i] = check_frand();
+    return p;
+}
+
 static int check__passed, check__failed;
 
 #define CHECK(cond, ...) check__report((cond) ? 1 : 0, __FILE__, __LINE__, __VA_ARGS__)
