@@ -63,4 +63,38 @@ static inline int example_write_plot(const char *csv, const char *png, int w, in
     return ok ? 0 : -1;
 }
 
+/* The pretraining drivers' command line: -c CONFIG [--resume CKPT] [--set key=value ...]
+   [--threads N]. Loads CONFIG into cfg (initialised here) with the --set overrides on top.
+   0, or 2 (usage or config error, message printed naming prog; configs_hint lists examples). */
+static inline int example_training_args(int argc, char **argv, const char *prog, const char *configs_hint,
+                                        higan_config *cfg, const char **config_path, const char **resume,
+                                        int *threads) {
+    higan_config file;
+    int i, k;
+    higan_config_init(cfg);
+    for (i = 1; i < argc; ++i) {
+        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) *config_path = argv[++i];
+        else if (!strcmp(argv[i], "--resume") && i + 1 < argc) *resume = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) *threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
+            if (higan_config_set(cfg, argv[++i]) != HIGAN_OK) { fprintf(stderr, "%s: %s\n", prog, higan_last_error()); return 2; }
+        } else {
+            fprintf(stderr, "usage: %s -c CONFIG [--resume CKPT] [--set key=value ...] [--threads N]\n", prog);
+            return 2;
+        }
+    }
+    if (!*config_path) { fprintf(stderr, "%s: give a configuration with -c (%s)\n", prog, configs_hint); return 2; }
+    /* the file first, then the --set overrides on top */
+    higan_config_init(&file);
+    if (higan_config_load(&file, *config_path) != HIGAN_OK) { fprintf(stderr, "%s: %s\n", prog, higan_last_error()); return 2; }
+    for (k = 0; k < cfg->count; ++k) {
+        char a[1024];
+        snprintf(a, sizeof a, "%s=%s", cfg->keys[k], cfg->values[k]);
+        higan_config_set(&file, a);
+    }
+    higan_config_free(cfg);
+    *cfg = file;
+    return 0;
+}
+
 #endif /* HIGAN_EXAMPLE_UTIL_H */

@@ -102,32 +102,7 @@ int main(int argc, char **argv) {
     int64_t total_steps, n_batches;
     higan_status rc = HIGAN_OK;
 
-    higan_config_init(&cfg);
-    for (i = 1; i < argc; ++i) {
-        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) config_path = argv[++i];
-        else if (!strcmp(argv[i], "--resume") && i + 1 < argc) resume = argv[++i];
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
-            if (higan_config_set(&cfg, argv[++i]) != HIGAN_OK) { fprintf(stderr, "train_wid: %s\n", higan_last_error()); return 2; }
-        } else {
-            fprintf(stderr, "usage: train_wid -c CONFIG [--resume CKPT] [--set key=value ...] [--threads N]\n");
-            return 2;
-        }
-    }
-    if (!config_path) { fprintf(stderr, "train_wid: give a configuration with -c (configs/wid_small.cfg, configs/wid_iam.cfg)\n"); return 2; }
-    {   /* the file first, then the --set overrides on top */
-        higan_config file;
-        int k;
-        higan_config_init(&file);
-        if (higan_config_load(&file, config_path) != HIGAN_OK) { fprintf(stderr, "train_wid: %s\n", higan_last_error()); return 2; }
-        for (k = 0; k < cfg.count; ++k) {
-            char a[1024];
-            snprintf(a, sizeof a, "%s=%s", cfg.keys[k], cfg.values[k]);
-            higan_config_set(&file, a);
-        }
-        higan_config_free(&cfg);
-        cfg = file;
-    }
+    if ((i = example_training_args(argc, argv, "train_wid", "configs/wid_small.cfg, configs/wid_iam.cfg", &cfg, &config_path, &resume, &threads)) != 0) return i;
     /* the writer count defaults to the training set's: read the data path first */
     higan_dataset_init(&train);
     higan_dataset_init(&test);
