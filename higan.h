@@ -186,6 +186,8 @@ typedef struct higan_arena {
     size_t needed;     /* bytes that would have been needed (> capacity after overflow) */
     size_t peak;       /* high-water mark over the arena's life */
     int overflow;      /* sticky until reset */
+    void *recycled;    /* blocks handed back for reuse (tape variables), address order */
+    size_t recycled_bytes;
 } higan_arena;
 HIGAN_DEF higan_status higan_arena_init(higan_arena *a, size_t capacity);
 HIGAN_DEF void higan_arena_free(higan_arena *a);
@@ -196,6 +198,12 @@ HIGAN_DEF float *higan_arena_floats(higan_arena *a, int64_t count);       /* uni
 HIGAN_DEF float *higan_arena_zeros(higan_arena *a, int64_t count);        /* zero-filled */
 HIGAN_DEF size_t higan_arena_mark(const higan_arena *a);                  /* for scratch */
 HIGAN_DEF void higan_arena_release(higan_arena *a, size_t mark);
+/* Blocks in the middle of the arena can be handed back (higan_arena_recycle) and are then
+   reused, best fit first, by higan_arena_alloc_recycled: the tape's variables and gradients
+   use this, so a backward pass reuses the memory of the values it no longer needs.
+   Scratch taken between a mark and its release keeps using the top of the arena. */
+HIGAN_DEF void *higan_arena_alloc_recycled(higan_arena *a, size_t bytes);
+HIGAN_DEF void higan_arena_recycle(higan_arena *a, void *p, size_t bytes);
 HIGAN_DEF higan_status higan_arena_status(const higan_arena *a);
 
 /* ==== RNG: xoshiro256**, explicit state, bit-reproducible =============== */
@@ -252,6 +260,8 @@ typedef struct higan_var {
     int grad_pass;        /* backward pass whose gradient grad holds (see higan_var_grad) */
     int is_param;         /* grad points into a parameter store */
     int producer;         /* tape entry that made it, -1 for leaves */
+    int owns_data;        /* data came from higan_var_new (not a view, input or parameter) */
+    int retain_grad;      /* keep the gradient after backward although an op made v */
 } higan_var;
 struct higan_tape;
 typedef void (*higan_backward_fn)(struct higan_tape *t, void *ctx);
@@ -289,9 +299,16 @@ HIGAN_DEF void higan_tape_record(higan_tape *t, higan_var *out, higan_backward_f
 HIGAN_DEF void *higan_tape_ctx(higan_tape *t, size_t bytes);   /* op context, in the arena */
 /* Backward from out, seeded with seed (numel(out) values) or 1 when seed is NULL.
    Runs the tape from out's producer down to entry 0. Every backward starts a new pass:
-   intermediate and leaf variables then hold the gradient of this backward only, while
-   parameter stores accumulate across calls (as PyTorch's .grad does). */
+   leaf variables then hold the gradient of this backward only, while parameter stores
+   accumulate across calls (as PyTorch's .grad does). The gradient of a variable made by an
+   op lives only until that op's backward has used it (its buffer is then reused, like
+   PyTorch's non-leaf .grad), unless v->retain_grad is set (PyTorch's retain_grad()). */
 HIGAN_DEF higan_status higan_tape_backward(higan_tape *t, higan_var *out, const float *seed);
+/* The same, as the last backward of a step (PyTorch's backward without retain_graph): the
+   value of every variable an op made goes back to the arena once that op's backward has run,
+   so the gradients reuse it. Afterwards only out, leaves and parameters keep their values;
+   the tape cannot be backpropagated again before higan_tape_reset. */
+HIGAN_DEF higan_status higan_tape_backward_release(higan_tape *t, higan_var *out, const float *seed);
 /* Gradient of out with respect to wrt only: parameter gradients untouched, the tape stops
    at wrt's producer. The result is in wrt->grad. Clears earlier intermediate gradients. */
 HIGAN_DEF higan_status higan_tape_grad_wrt(higan_tape *t, higan_var *out, higan_var *wrt);
@@ -2592,7 +2609,10 @@ HIGAN_DEF void higan_arena_free(higan_arena *a) {
     if (a->base) HIGAN_FREE(a->base);
     memset(a, 0, sizeof *a);
 }
-HIGAN_DEF void higan_arena_reset(higan_arena *a) { a->used = 0; a->needed = 0; a->overflow = 0; }
+HIGAN_DEF void higan_arena_reset(higan_arena *a) {
+    a->used = 0; a->needed = 0; a->overflow = 0;
+    a->recycled = NULL; a->recycled_bytes = 0;
+}
 static unsigned char *higan__arena_start(const higan_arena *a) {
     uintptr_t p = (uintptr_t)a->base;
     return a->base + ((HIGAN__ALIGN - (p & (HIGAN__ALIGN - 1))) & (HIGAN__ALIGN - 1));
@@ -2624,9 +2644,81 @@ HIGAN_DEF float *higan_arena_zeros(higan_arena *a, int64_t count) {
     return p;
 }
 HIGAN_DEF size_t higan_arena_mark(const higan_arena *a) { return a->used; }
+
+/* Recycled blocks: a singly linked list in address order, the header stored in the block
+   itself (every block is a multiple of 64 bytes). Neighbours merge when handed back. */
+typedef struct higan__free_block { size_t size; struct higan__free_block *next; } higan__free_block;
+/* Drop the recycled memory at or above offset `top` (it is part of the top again). */
+static void higan__arena_trim_recycled(higan_arena *a, size_t top) {
+    unsigned char *limit = higan__arena_start(a) + top;
+    higan__free_block **link = (higan__free_block **)&a->recycled;
+    while (*link) {
+        higan__free_block *b = *link;
+        unsigned char *lo = (unsigned char *)b;
+        if (lo >= limit) {                       /* the rest of the list lies above too */
+            while (*link) { a->recycled_bytes -= (*link)->size; *link = (*link)->next; }
+            return;
+        }
+        if (lo + b->size > limit) {              /* straddles: keep the part below */
+            a->recycled_bytes -= (size_t)(lo + b->size - limit);
+            b->size = (size_t)(limit - lo);
+        }
+        link = &b->next;
+    }
+}
 HIGAN_DEF void higan_arena_release(higan_arena *a, size_t mark) {
     HIGAN_ASSERT(mark <= a->used || a->overflow);
-    if (!a->overflow) a->used = mark;
+    if (!a->overflow) {
+        a->used = mark;
+        if (a->recycled) higan__arena_trim_recycled(a, mark);
+    }
+}
+HIGAN_DEF void higan_arena_recycle(higan_arena *a, void *p, size_t bytes) {
+    unsigned char *lo = (unsigned char *)p, *start;
+    size_t n = higan__round_up(bytes ? bytes : 1);
+    higan__free_block **link = (higan__free_block **)&a->recycled, *prev = NULL, *b;
+    if (!p || a->overflow) return;
+    start = higan__arena_start(a);
+    HIGAN_ASSERT(lo >= start && lo + n <= start + a->used && ((size_t)(lo - start) & (HIGAN__ALIGN - 1)) == 0);
+    while (*link && (unsigned char *)*link < lo) { prev = *link; link = &prev->next; }
+    HIGAN_ASSERT(!*link || lo + n <= (unsigned char *)*link);          /* not handed back twice */
+    HIGAN_ASSERT(!prev || (unsigned char *)prev + prev->size <= lo);
+    a->recycled_bytes += n;
+    if (prev && (unsigned char *)prev + prev->size == lo) {            /* merge with the block below */
+        prev->size += n;
+        b = prev;
+    } else {
+        b = (higan__free_block *)p;
+        b->size = n;
+        b->next = *link;
+        *link = b;
+    }
+    if (b->next && (unsigned char *)b + b->size == (unsigned char *)b->next) {   /* and above */
+        b->size += b->next->size;
+        b->next = b->next->next;
+    }
+}
+HIGAN_DEF void *higan_arena_alloc_recycled(higan_arena *a, size_t bytes) {
+    size_t n = higan__round_up(bytes ? bytes : 1);
+    higan__free_block **link, **best = NULL;
+    if (a->overflow) return higan_arena_alloc(a, bytes);
+    for (link = (higan__free_block **)&a->recycled; *link; link = &(*link)->next)
+        if ((*link)->size >= n && (!best || (*link)->size < (*best)->size)) {
+            best = link;
+            if ((*link)->size == n) break;
+        }
+    if (!best) return higan_arena_alloc(a, bytes);
+    {
+        higan__free_block *b = *best;
+        a->recycled_bytes -= n;
+        if (b->size == n) {
+            *best = b->next;
+        } else {                                  /* hand out the top part, the rest stays */
+            b->size -= n;
+            return (unsigned char *)b + b->size;
+        }
+        return b;
+    }
 }
 HIGAN_DEF higan_status higan_arena_status(const higan_arena *a) {
     if (!a->overflow) return HIGAN_OK;
@@ -2824,7 +2916,8 @@ HIGAN_DEF int64_t higan_var_numel(const higan_var *v) {
 HIGAN_DEF higan_var *higan_var_new(higan_tape *t, int ndim, const int64_t *shape) {
     higan_var *v = higan__var_struct(t, ndim, shape);
     if (!v) return NULL;
-    v->data = higan_arena_floats(t->arena, higan_var_numel(v));
+    v->data = (float *)higan_arena_alloc_recycled(t->arena, (size_t)higan_var_numel(v) * sizeof(float));
+    v->owns_data = 1;
     return v->data ? v : NULL;
 }
 HIGAN_DEF higan_var *higan_var_wrap(higan_tape *t, float *data, int ndim, const int64_t *shape) {
@@ -2854,7 +2947,7 @@ HIGAN_DEF float *higan_var_grad(higan_tape *t, higan_var *v) {
     if (v->is_param) return t->param_grads ? v->grad : NULL;
     if (v->grad_pass != t->pass) {
         int64_t n = higan_var_numel(v);
-        if (!v->grad) v->grad = higan_arena_floats(t->arena, n);
+        if (!v->grad) v->grad = (float *)higan_arena_alloc_recycled(t->arena, (size_t)n * sizeof(float));
         if (!v->grad) return NULL;                 /* arena overflow: reported by backward */
         memset(v->grad, 0, (size_t)n * sizeof(float));
         v->grad_pass = t->pass;
@@ -2889,7 +2982,23 @@ HIGAN_DEF void higan_tape_record(higan_tape *t, higan_var *out, higan_backward_f
     t->entries[t->count].out = out;
     out->producer = t->count++;
 }
-static higan_status higan__backward(higan_tape *t, higan_var *out, const float *seed, int stop) {
+/* After the backward of the op that made v: its gradient is spent (and, when release, its
+   value too); both go back to the arena. */
+static void higan__tape_spent(higan_tape *t, higan_var *v, int release) {
+    size_t bytes = (size_t)higan_var_numel(v) * sizeof(float);
+    if (v->grad && !v->is_param && !v->retain_grad) {
+        higan_arena_recycle(t->arena, v->grad, bytes);
+        v->grad = NULL;
+        v->grad_pass = 0;
+    }
+    if (release && v->owns_data && v->data) {
+        higan_arena_recycle(t->arena, v->data, bytes);
+        v->data = NULL;
+        v->owns_data = 0;
+    }
+}
+static higan_status higan__backward(higan_tape *t, higan_var *out, const float *seed, int stop,
+                                    int release) {
     higan_status st = higan_tape_status(t);
     float *g;
     int64_t i, n;
@@ -2905,12 +3014,18 @@ static higan_status higan__backward(higan_tape *t, higan_var *out, const float *
     for (i = 0; i < n; ++i) g[i] += seed ? seed[i] : 1.0f;
     for (e = out->producer; e > stop; --e) {
         higan_tape_entry *en = &t->entries[e];
-        if (en->out->grad_pass == t->pass) en->backward(t, en->ctx);
+        if (en->out->grad_pass != t->pass) continue;
+        en->backward(t, en->ctx);
+        if (t->arena->overflow) break;           /* a NULL gradient skipped work: report it */
+        higan__tape_spent(t, en->out, release && en->out != out);
     }
     return higan_arena_status(t->arena);
 }
 HIGAN_DEF higan_status higan_tape_backward(higan_tape *t, higan_var *out, const float *seed) {
-    return higan__backward(t, out, seed, -1);
+    return higan__backward(t, out, seed, -1, 0);
+}
+HIGAN_DEF higan_status higan_tape_backward_release(higan_tape *t, higan_var *out, const float *seed) {
+    return higan__backward(t, out, seed, -1, 1);
 }
 HIGAN_DEF higan_status higan_tape_grad_wrt(higan_tape *t, higan_var *out, higan_var *wrt) {
     int keep = t->param_grads;
@@ -2918,7 +3033,7 @@ HIGAN_DEF higan_status higan_tape_grad_wrt(higan_tape *t, higan_var *out, higan_
     if (!wrt->requires_grad)
         return higan__error(HIGAN_ERR_ARG, "grad_wrt: the variable does not require a gradient");
     t->param_grads = 0;
-    st = higan__backward(t, out, NULL, wrt->producer);
+    st = higan__backward(t, out, NULL, wrt->producer, 0);
     t->param_grads = keep;
     if (st == HIGAN_OK && wrt->grad_pass != t->pass) {
         /* out does not depend on wrt: the gradient is zero */
@@ -7080,6 +7195,33 @@ HIGAN_DEF higan_var *higan_relu(higan_tape *t, higan_var *x) {
     if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
     higan_relu_forward(y->data, x->data, higan_var_numel(x));
     return higan__record_unary(t, x, y, higan__relu_backward_op, 0.0f);
+}
+
+/* In-place ReLU for a network that owns x: y shares x's memory, so x's value is gone. Only
+   for an x made by an op whose backward does not read its own output (conv, linear, add)
+   and that nothing else reads afterwards. The backward reads y > 0, the same set as x > 0. */
+static void higan__relu_inplace_backward_op(higan_tape *t, void *p) {
+    higan__unary_ctx *c = (higan__unary_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) higan_relu_backward(dx, c->y->grad, c->y->data, higan_var_numel(c->x));
+}
+static higan_var *higan__relu_inplace(higan_tape *t, higan_var *x) {
+    higan_var *y;
+    if (!x) return NULL;
+    HIGAN_ASSERT(x->owns_data);
+    if (!(y = higan_var_wrap(t, x->data, x->ndim, x->shape))) return NULL;
+    y->requires_grad = x->requires_grad && t->no_grad == 0;
+    higan_relu_forward(y->data, x->data, higan_var_numel(x));
+    return higan__record_unary(t, x, y, higan__relu_inplace_backward_op, 0.0f);
+}
+/* A network hands back the value of a variable it made once no op will read it again: not
+   its consumers' forward (all done) nor any backward (pooling, add and conv's output need
+   none). The variable keeps its shape and its gradient; its data becomes NULL. */
+static void higan__var_drop(higan_tape *t, higan_var *v) {
+    if (!v || !v->owns_data || !v->data) return;
+    higan_arena_recycle(t->arena, v->data, (size_t)higan_var_numel(v) * sizeof(float));
+    v->data = NULL;
+    v->owns_data = 0;
 }
 
 HIGAN_DEF void higan_leaky_relu_forward(float *y, const float *x, float slope, int64_t n) {
@@ -11249,19 +11391,29 @@ HIGAN_DEF void higan_dblock_register(higan_dblock *b, higan_params *p, const cha
 
 HIGAN_DEF higan_var *higan_dblock_forward(higan_tape *t, const higan_dblock *b, higan_var *x,
                                           int train) {
-    higan_var *h, *sc = x;
+    /* Memory (the patch discriminator runs this on every 32x32 window): conv1's output is
+       rectified in place, and the values that no backward reads (what pooling and add take
+       in: their backward needs shapes only) go back to the arena as soon as they are used. */
+    higan_var *h, *h2, *sc = x, *sc1 = NULL, *y;
     h = b->preact ? higan_relu(t, x) : x;
     h = higan_sn_conv2d_forward(t, &b->conv1, h, train);
-    h = higan_sn_conv2d_forward(t, &b->conv2, higan_relu(t, h), train);
-    if (b->down) h = higan_avg_pool2(t, h);
+    h = higan_sn_conv2d_forward(t, &b->conv2, higan__relu_inplace(t, h), train);
+    h2 = b->down ? higan_avg_pool2(t, h) : h;
+    if (h2 != h) higan__var_drop(t, h);
     if (b->preact) {   /* preactivated blocks: conv_sc, then pool; the first block: the reverse */
-        if (b->has_sc) sc = higan_sn_conv2d_forward(t, &b->conv_sc, sc, train);
+        if (b->has_sc) sc = sc1 = higan_sn_conv2d_forward(t, &b->conv_sc, sc, train);
         if (b->down) sc = higan_avg_pool2(t, sc);
+        if (sc1 && sc != sc1) higan__var_drop(t, sc1);
     } else {
         if (b->down) sc = higan_avg_pool2(t, sc);
         if (b->has_sc) sc = higan_sn_conv2d_forward(t, &b->conv_sc, sc, train);
     }
-    return higan_add(t, h, sc);
+    y = higan_add(t, h2, sc);
+    if (y) {
+        higan__var_drop(t, h2);
+        if (sc != x) higan__var_drop(t, sc);
+    }
+    return y;
 }
 
 /* ---- private op: set columns w >= lens[n] to a constant (G's eval mask) -------------------
@@ -11718,7 +11870,7 @@ HIGAN_DEF higan_var *higan_discriminator_forward(higan_tape *t, const higan_disc
     HIGAN_ASSERT(x->ndim == 4 && x->shape[1] == d->cfg.input_nc);
     B = x->shape[0];
     for (i = 0; i < 4; ++i) h = higan_dblock_forward(t, &d->blocks[i], h, train);
-    h = higan_relu(t, h);
+    h = higan__relu_inplace(t, h);   /* the last block's sum: nothing else reads it */
     if (!h) return NULL;
     /* valid columns: h_lens = x_lens * W_h // W_x (all columns without lengths) */
     Wh = h->shape[3];
@@ -14866,7 +15018,7 @@ HIGAN_DEF higan_status higan_ocr_train_step(higan_model *m, higan_tape *t, const
                 rc = higan__error(HIGAN_ERR_ARG, "loss 'ctc' is %s", *loss != *loss ? "nan" : "inf");
                 goto out;
             }
-            rc = higan_tape_backward(t, L, NULL);
+            rc = higan_tape_backward_release(t, L, NULL);
             if (rc == HIGAN_OK && !higan__tr_overflowed(t)) {
                 higan_adam_step(opt, store);
                 goto out;
@@ -15067,7 +15219,7 @@ HIGAN_DEF higan_status higan_wid_train_step(higan_model *m, higan_tape *t, const
                 for (b = 0; b < B; ++b)
                     *correct += higan__tr_argmax(logits->data + (int64_t)b * m->cfg.n_writer, m->cfg.n_writer) == wids[b];
             }
-            rc = higan_tape_backward(t, L, NULL);
+            rc = higan_tape_backward_release(t, L, NULL);
             if (rc == HIGAN_OK && !higan__tr_overflowed(t)) {
                 higan_adam_step(opt_b, sb);
                 higan_adam_step(opt_w, sw);
@@ -15459,7 +15611,7 @@ static higan_status higan__gan_d_once(higan_gan_trainer *tr, higan_tape *t, cons
     o->v[HIGAN_GAN_FAKE_DISC_PATCH] = l_fake_p->data[0];
     o->v[HIGAN_GAN_DISC] = total->data[0];
     if ((st = higan__gan_finite(o, HIGAN_GAN_REAL_DISC, HIGAN_GAN_DISC + 1)) != HIGAN_OK) return st;
-    if ((st = higan_tape_backward(t, total, NULL)) != HIGAN_OK) return st;
+    if ((st = higan_tape_backward_release(t, total, NULL)) != HIGAN_OK) return st;
     if ((st = higan__gan_grads_finite(&m->store[HIGAN_STORE_DP])) != HIGAN_OK) return st;
     higan_adam_step(&tr->opt_d, &m->store[HIGAN_STORE_DP]);
     return HIGAN_OK;
@@ -15598,7 +15750,7 @@ static higan_status higan__gan_g_once(higan_gan_trainer *tr, higan_tape *t, cons
     o->v[HIGAN_GAN_GP_RECN] = gp_recn;
     o->v[HIGAN_GAN_G] = total->data[0];
     if ((st = higan__gan_finite(o, HIGAN_GAN_ADV, HIGAN_GAN_G + 1)) != HIGAN_OK) return st;
-    if ((st = higan_tape_backward(t, total, NULL)) != HIGAN_OK) return st;
+    if ((st = higan_tape_backward_release(t, total, NULL)) != HIGAN_OK) return st;
     if ((st = higan__gan_grads_finite(&m->store[HIGAN_STORE_GE])) != HIGAN_OK) return st;
     higan_adam_step(&tr->opt_g, &m->store[HIGAN_STORE_GE]);
     return HIGAN_OK;

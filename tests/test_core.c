@@ -73,6 +73,95 @@ static void test_arena(void) {
     higan_arena_free(&a);
 }
 
+/* Recycled blocks: best fit, split, merge with both neighbours, trimmed by release. */
+static void test_arena_recycle(void) {
+    higan_arena a;
+    unsigned char *b[6], *r;
+    size_t mark;
+    int i;
+    higan_arena_init(&a, 1 << 16);
+    for (i = 0; i < 6; ++i) b[i] = (unsigned char *)higan_arena_alloc(&a, 256);
+    higan_arena_recycle(&a, b[1], 256);
+    higan_arena_recycle(&a, b[4], 200);                      /* rounded up to 256 */
+    CHECK(a.recycled_bytes == 512, "recycle: bytes counted (%zu)", a.recycled_bytes);
+    r = (unsigned char *)higan_arena_alloc_recycled(&a, 100);
+    CHECK(r == b[1] + 128, "recycle: a smaller request takes the top of the first best fit");
+    r = (unsigned char *)higan_arena_alloc_recycled(&a, 256);
+    CHECK(r == b[4], "recycle: an exact fit is taken whole");
+    r = (unsigned char *)higan_arena_alloc_recycled(&a, 512);
+    CHECK(r == b[5] + 256 && a.used == 8 * 256, "recycle: nothing fits, the top grows");
+    higan_arena_recycle(&a, b[2], 256);
+    higan_arena_recycle(&a, b[3], 256);                      /* merges with b[2] */
+    CHECK(a.recycled_bytes == 128 + 512, "recycle: %zu bytes after two more", a.recycled_bytes);
+    higan_arena_recycle(&a, b[1] + 128, 128);                /* merges b[1] (128 left) .. b[3] */
+    r = (unsigned char *)higan_arena_alloc_recycled(&a, 768);
+    CHECK(r == b[1] && a.recycled_bytes == 0, "recycle: neighbours merged into one block");
+    higan_arena_recycle(&a, b[0], 1024);                     /* b[0] .. b[3] */
+    mark = (size_t)(b[2] - b[0]);
+    higan_arena_release(&a, mark);
+    CHECK(a.used == mark && a.recycled_bytes == mark, "recycle: release trims what lies above the mark");
+    r = (unsigned char *)higan_arena_alloc_recycled(&a, 1024);
+    CHECK(r == b[2] && a.used == mark + 1024, "recycle: the trimmed part is the top again");
+    higan_arena_reset(&a);
+    CHECK(a.recycled == NULL && a.recycled_bytes == 0, "recycle: reset forgets recycled blocks");
+    higan_arena_free(&a);
+}
+
+/* The last backward of a step hands values back as it goes: same gradients, less memory. */
+static void test_backward_release(void) {
+    enum { N = 4096, DEPTH = 8 };
+    higan_arena a;
+    higan_tape t;
+    higan_params p;
+    int64_t shape[1] = {N};
+    float *xs = (float *)malloc(sizeof(float) * N), *g_keep = (float *)malloc(sizeof(float) * N);
+    size_t peak_keep = 0, peak_release, recycled_keep = 0;
+    int hw, i, k, release, ok = 1;
+    higan_var *h[DEPTH + 1], *loss = NULL;
+    higan_arena_init(&a, 4 << 20);
+    higan_tape_init(&t, &a, 64);
+    higan_params_init(&p);
+    hw = higan_params_add(&p, "w", HIGAN_PARAM, 1, shape);
+    higan_params_alloc(&p);
+    for (i = 0; i < N; ++i) {
+        xs[i] = 1.0f + 0.001f * (float)(i % 7);
+        higan_params_data(&p, hw)[i] = 0.99f + 0.0001f * (float)(i % 13);
+    }
+    for (release = 0; release < 2; ++release) {
+        higan_tape_reset(&t);
+        higan_params_zero_grad(&p);
+        a.peak = 0;
+        /* h_k = w * h_(k-1), loss = sum(h_DEPTH): eight [N] values live at the end of forward */
+        h[0] = higan_var_wrap(&t, xs, 1, shape);
+        for (k = 1; k <= DEPTH; ++k) h[k] = mul(&t, higan_param_var(&t, &p, hw), h[k - 1]);
+        loss = sum(&t, h[DEPTH]);
+        CHECK(loss != NULL, "release: forward");
+        CHECK((release ? higan_tape_backward_release(&t, loss, NULL) : higan_tape_backward(&t, loss, NULL))
+              == HIGAN_OK, "release: backward (release %d)", release);
+        if (!release) {
+            memcpy(g_keep, higan_params_grad(&p, hw), sizeof(float) * N);
+            peak_keep = a.peak;
+            recycled_keep = a.recycled_bytes;
+            CHECK(h[3]->data != NULL && h[3]->grad == NULL && recycled_keep >= N * sizeof(float),
+                  "release: the plain backward keeps values, hands back spent gradients (%zu bytes)",
+                  recycled_keep);
+        } else {
+            peak_release = a.peak;
+            ok = memcmp(g_keep, higan_params_grad(&p, hw), sizeof(float) * N) == 0;
+            CHECK(ok, "release: parameter gradients bit-identical to the plain backward");
+            CHECK(h[3]->data == NULL && h[DEPTH]->data == NULL && loss->data != NULL && h[0]->data == xs,
+                  "release: op values handed back; the output and the input keep theirs");
+            CHECK(peak_release <= peak_keep && a.recycled_bytes >= recycled_keep + DEPTH * N * sizeof(float),
+                  "release: %zu bytes handed back (plain: %zu), peak %zu (plain: %zu)", a.recycled_bytes,
+                  recycled_keep, peak_release, peak_keep);
+        }
+    }
+    higan_params_free(&p);
+    higan_tape_free(&t);
+    higan_arena_free(&a);
+    free(xs); free(g_keep);
+}
+
 static void test_rng(void) {
     higan_rng r1, r2;
     double s = 0, s2 = 0, u_min = 1, u_max = 0;
@@ -133,6 +222,7 @@ static void test_tape(void) {
     x = higan_var_wrap(&t, xs, 1, shape);
     w = higan_param_var(&t, &p, hw);
     h = mul(&t, w, x);
+    h->retain_grad = 1;
     y = mul(&t, h, h);
     loss = sum(&t, y);
     CHECK(loss && t.count == 3, "tape: three ops recorded (%d)", t.count);
@@ -144,6 +234,8 @@ static void test_tape(void) {
     for (i = 0; ok && i < 4; ++i) ok &= fabsf(h->grad[i] - 2 * h->data[i]) < 1e-5f;
     CHECK(ok, "tape: gradient of an intermediate variable");
     CHECK(!higan_var_has_grad(&t, x), "tape: inputs without requires_grad get no gradient");
+    CHECK(!higan_var_has_grad(&t, y) && y->grad == NULL && y->data != NULL,
+          "tape: a spent intermediate gradient goes back to the arena, the value stays");
 
     /* a second backward accumulates into parameters but not into intermediates */
     CHECK(higan_tape_backward(&t, loss, NULL) == HIGAN_OK, "tape: second backward");
@@ -245,9 +337,11 @@ static void test_cpu(void) {
 
 int main(void) {
     test_arena();
+    test_arena_recycle();
     test_rng();
     test_params();
     test_tape();
+    test_backward_release();
     test_adam();
     test_cpu();
     return check_finish();
