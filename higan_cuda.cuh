@@ -2,7 +2,8 @@
    (cuBLAS for every GEMM) - MIT or public domain
 
    STATUS: first layer of issue 6. Everything here compiles (nvcc 13, sm_80 + sm_90) but was
-   written on a machine without a GPU: none of it has run yet. tests/test_cuda.cu compares
+   written on a machine without a GPU: none of it has run on a GPU yet (only through the host
+   emulation, HIGAN_CUDA_EMULATE). tests/test_cuda.cu compares
    every op with higan.h's CPU kernels; run `make test-cuda` on a GPU machine first.
 
    USAGE
@@ -70,8 +71,13 @@
          skipped inside the kernels, so results are the same.
        - sigmoid has no CPU raw kernel (it lives inside the CPU LSTM): same formula
          1 / (1 + expf(-x)), backward from y.
-       - not here yet: contextual loss (cx_loss), dropout, greedy CTC decoding (download the
-         log-probs), the tape, the networks.
+       - dropout forward takes a host rng and a host scratch arena: the mask is drawn on the
+         host (the CPU's draws, same rng stream) and uploaded; mask must be a device buffer.
+       - greedy CTC decoding decodes a whole batch (scores [T,B,C] or [B,T,C] on the device,
+         labels and lengths into host arrays): device argmax, host collapse.
+       - contextual loss: the cache (higan_cx_cache) holds device arrays
+         (higan_cuda_cx_cache_alloc); forward and backward need a device scratch arena.
+       - not here yet: the tape, the networks.
 
    API INDEX
        errors      HIGAN_CUDA_CHECK(call), HIGAN_CUDA_STATUS(call), higan_cuda_status,
@@ -88,9 +94,10 @@
        shape       upsample_nearest, avg_pool2, max_pool3s2, pad, concat, slice, permute,
                    masked_sum_width, masked_mean_width
        elementwise relu, leaky_relu, tanh, sigmoid, log_softmax, add, sub, mul, scale, add_nc,
-                   sum_all, mean_all, exp
+                   sum_all, mean_all, exp, dropout (+ higan_cuda_dropout_mask)
        losses      hinge_d_real, hinge_d_fake, hinge_g, masked_l1, kl_gaussian, cross_entropy,
-                   ctc_loss
+                   ctc_loss, cx_loss (+ higan_cuda_cx_cache_alloc, _scratch_bytes)
+       decoding    higan_cuda_ctc_greedy_decode, higan_cuda_argmax_rows, higan_cuda_ctc_collapse
 
    DESIGN NOTE: BACKEND SWITCHING (for the next session, which should have a GPU)
        Goal: drivers take --device cuda and nothing else in the networks or trainers
@@ -130,10 +137,13 @@
             trainer's gradient balancing (higan__gan_std over gradients, then scaling) ->
             a device reduction + scale; private tape ops with their own loops
             (higan__bg_mask_width, higan__bg_div_rows, extract_patches, the backbone's
-            input padding in higan_backbone_features, cx_loss) -> table entries. Batch
+            input padding in higan_backbone_features) -> table entries; cx_loss's tape op
+            calls higan_cuda_cx_loss_forward / _backward with a device cache. Batch
             inputs enter through a new higan_var_upload(t, host, ndim, shape). Dropout
-            draws its mask on the host (same rng stream) and uploads it. Embedding
-            max_norm renorm runs on the device (higan_cuda_embedding_renorm).
+            draws its mask on the host (same rng stream) and uploads it
+            (higan_cuda_dropout_forward, host arena t->arena as staging). Embedding
+            max_norm renorm runs on the device (higan_cuda_embedding_renorm). CER/WER
+            decoding: higan_cuda_ctc_greedy_decode (only the argmax indices come back).
          6. Test: one GAN iteration with the CPU and the CUDA backend from the same
             checkpoint, losses and updated parameters compared within tolerance; then
             bench/ (iteration at batch 8 / 32, generation words/s at batch 1 / 256).
@@ -419,6 +429,18 @@ HIGAN_DEF higan_status higan_cuda_mean_all_backward(higan_cuda *ctx, float *dx, 
 HIGAN_DEF higan_status higan_cuda_exp_forward(higan_cuda *ctx, float *y, const float *x, int64_t n);
 HIGAN_DEF higan_status higan_cuda_exp_backward(higan_cuda *ctx, float *dx, const float *dy, const float *y,
                                                int64_t n);
+/* Dropout: the mask is drawn on the HOST from rng exactly as higan_dropout_forward draws it
+   (one higan_rng_uniform per element, in order; mask[i] = 1/(1-p) when u >= p, else 0; p >= 1:
+   all 0), so the same rng state gives the CPU's mask and leaves rng in the CPU's state; it is
+   uploaded into mask (DEVICE [n], required: the device applies it from there), then
+   y = x * mask on the device. host_scratch stages n floats (released before returning).
+   Backward: dx += dy * mask. Both bit-identical to the CPU (no FMA contraction). */
+HIGAN_DEF void higan_cuda_dropout_mask(float *mask, float p, higan_rng *rng, int64_t n);  /* host mask */
+HIGAN_DEF higan_status higan_cuda_dropout_forward(higan_cuda *ctx, float *y, float *mask, const float *x,
+                                                  float p, higan_rng *rng, int64_t n,
+                                                  higan_arena *host_scratch);
+HIGAN_DEF higan_status higan_cuda_dropout_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                   const float *mask, int64_t n);
 
 /* ==== LOSSES =================================================================== */
 /* Scalars y and dy are device floats [1]; int arrays are device arrays. */
@@ -464,6 +486,48 @@ HIGAN_DEF higan_status higan_cuda_ctc_loss_backward(higan_cuda *ctx, float *dlog
                                                     const int *input_lengths, const int *target_lengths,
                                                     int64_t T, int64_t B, int64_t C, int blank,
                                                     int zero_infinity, int max_target_length);
+/* Greedy (best path) CTC decoding, as higan_ctc_greedy_decode_strided for every sample:
+   the argmax over classes runs on the device (first maximum on ties, NaN entries as on the
+   CPU), only the int indices come back, and the collapse (repeats, then blanks) runs on the
+   host, so the labels and lengths are the CPU's exactly.
+   argmax_rows: best [rows] (DEVICE ints) = argmax over the cols of x [rows, cols].
+   ctc_collapse: the host half, on indices best (step t at best[t * step_stride]); returns the
+   full decoded length and writes at most max_out labels (like the CPU decoder).
+   ctc_greedy_decode: scores [T, B, C] (time_major = 1, CTC's layout) or [B, T, C] (0), DEVICE;
+   input_lengths: HOST ints [B] in [0, T], or NULL (all T); out: HOST ints [B, max_out] (row b
+   at b * max_out; may be NULL), out_lengths: HOST ints [B], the full decoded length of each
+   sample (> max_out: out was truncated). Scratch: T*B ints on the device and on the host
+   (both released). The download synchronises the stream. */
+HIGAN_DEF higan_status higan_cuda_argmax_rows(higan_cuda *ctx, int *best, const float *x, int64_t rows,
+                                              int64_t cols);
+HIGAN_DEF int higan_cuda_ctc_collapse(const int *best, int64_t step_stride, int T, int blank, int *out,
+                                      int max_out);
+HIGAN_DEF higan_status higan_cuda_ctc_greedy_decode(higan_cuda *ctx, int *out, int *out_lengths,
+                                                    const float *scores, const int *input_lengths,
+                                                    int64_t T, int64_t B, int64_t C, int time_major,
+                                                    int blank, int max_out, higan_cuda_arena *scratch,
+                                                    higan_arena *host_scratch);
+/* Contextual loss (higan_cx_loss_forward / _backward; the formula is in higan.h). The cache is
+   higan.h's higan_cx_cache with DEVICE arrays (higan_cuda_cx_cache_alloc: the same sizes, p_min
+   and q_max int64). dy, y: device floats [1]. All N samples run at once: one batched GEMM for
+   the similarities S [N, Q, P] (and, backward, two for their gradients), one block per row
+   (n, q) for the min over p (first argmin: a (value, index) tree) and the softmax (double
+   block sums), one thread per (n, p) for the max over q (serial, first argmax) and per
+   column for the channel normalisation (serial over C, the CPU's order). Scratch (device
+   arena, required): forward C + N*Q*P + N*P floats (plus the cache when cache is NULL),
+   backward N*Q*P + N*C*(P + Q) + C floats; higan_cuda_cx_loss_scratch_bytes covers both.
+   N, C, P, Q > 0 (asserted, like the tape op). */
+HIGAN_DEF higan_status higan_cuda_cx_cache_alloc(higan_cx_cache *c, higan_cuda_arena *a, int64_t N, int64_t C,
+                                                 int64_t P, int64_t Q);
+HIGAN_DEF size_t higan_cuda_cx_loss_scratch_bytes(int64_t N, int64_t C, int64_t P, int64_t Q);
+HIGAN_DEF higan_status higan_cuda_cx_loss_forward(higan_cuda *ctx, float *y, higan_cx_cache *cache,
+                                                  const float *feat_t, const float *feat_i, int64_t N,
+                                                  int64_t C, int64_t P, int64_t Q, float sigma, float b,
+                                                  higan_cuda_arena *scratch);
+HIGAN_DEF higan_status higan_cuda_cx_loss_backward(higan_cuda *ctx, float *dfeat_t, float *dfeat_i,
+                                                   const float *dy, const higan_cx_cache *cache, int64_t N,
+                                                   int64_t C, int64_t P, int64_t Q, float sigma, float b,
+                                                   higan_cuda_arena *scratch);
 
 /* ==== LSTM ====================================================================== */
 /* higan_lstm_forward / _backward on the device: the same cache layout
@@ -860,6 +924,22 @@ static inline unsigned higan__cu_blocks_for(int64_t items) {
     return (unsigned)(items < 1 ? 1 : items > HIGAN__CU_MAX_GRID ? HIGAN__CU_MAX_GRID : items);
 }
 
+/* Float operations rounded one at a time, as on the CPU: nvcc would contract a * b + c into
+   one FMA (one rounding instead of two). Used where a kernel promises the CPU's bits. */
+#ifdef __CUDA_ARCH__
+#  define HIGAN__FADD(a, b) __fadd_rn(a, b)
+#  define HIGAN__FSUB(a, b) __fsub_rn(a, b)
+#  define HIGAN__FMUL(a, b) __fmul_rn(a, b)
+#  define HIGAN__FDIV(a, b) __fdiv_rn(a, b)
+#  define HIGAN__FSQRT(a) __fsqrt_rn(a)
+#else   /* host (emulation): plain IEEE float operations, contraction is off in ISO C++ */
+#  define HIGAN__FADD(a, b) ((a) + (b))
+#  define HIGAN__FSUB(a, b) ((a) - (b))
+#  define HIGAN__FMUL(a, b) ((a) * (b))
+#  define HIGAN__FDIV(a, b) ((a) / (b))
+#  define HIGAN__FSQRT(a) sqrtf(a)
+#endif
+
 /* Sum over the block in a fixed tree (deterministic); every thread gets the total. */
 static HIGAN__CU_HD double higan__block_sum(double v, double *sh) {
 #ifdef __CUDA_ARCH__
@@ -892,6 +972,32 @@ static HIGAN__CU_HD float higan__block_max(float v, float *sh) {
     __syncthreads();
 #else
     (void)sh;
+#endif
+    return v;
+}
+
+/* First minimum over the block: each thread brings its (v, *i), the block's smallest v wins,
+   ties to the smaller index (so per-thread first minima give the row's first minimum);
+   every thread gets the value and *i. Indices travel as doubles (exact below 2^53). */
+static HIGAN__CU_HD float higan__block_argmin(float v, int64_t *i, float *shf, double *sh) {
+#ifdef __CUDA_ARCH__
+    const int t = (int)threadIdx.x;
+    int s;
+    shf[t] = v;
+    sh[t] = (double)*i;
+    __syncthreads();
+    for (s = HIGAN__CU_BLOCK / 2; s > 0; s >>= 1) {
+        if (t < s && (shf[t + s] < shf[t] || (shf[t + s] == shf[t] && sh[t + s] < sh[t]))) {
+            shf[t] = shf[t + s];
+            sh[t] = sh[t + s];
+        }
+        __syncthreads();
+    }
+    v = shf[0];
+    *i = (int64_t)sh[0];
+    __syncthreads();
+#else
+    (void)i; (void)shf; (void)sh;
 #endif
     return v;
 }
@@ -2161,6 +2267,48 @@ HIGAN_DEF higan_status higan_cuda_mean_all_backward(higan_cuda *ctx, float *dx, 
     return higan__cu_fill_grad(ctx, dx, dy, n, 1);
 }
 
+/* ---- dropout: host-drawn mask (higan_dropout_forward's draws), applied on the device ---- */
+HIGAN_DEF void higan_cuda_dropout_mask(float *mask, float p, higan_rng *rng, int64_t n) {
+    int64_t i;
+    float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;   /* the CPU kernel's expressions */
+    for (i = 0; i < n; ++i) mask[i] = higan_rng_uniform(rng) >= p ? scale : 0.0f;
+}
+struct higan__f_dropout {   /* forward y = x * mask; backward dx += dy * mask (two roundings) */
+    float *y; const float *x, *mask; int backward;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        if (backward) y[i] = HIGAN__FADD(y[i], HIGAN__FMUL(x[i], mask[i]));
+        else y[i] = HIGAN__FMUL(x[i], mask[i]);
+    }
+};
+HIGAN_DEF higan_status higan_cuda_dropout_forward(higan_cuda *ctx, float *y, float *mask, const float *x,
+                                                  float p, higan_rng *rng, int64_t n,
+                                                  higan_arena *host_scratch) {
+    higan__f_dropout f;
+    size_t mark;
+    float *h;
+    higan_status st;
+    HIGAN__CU_ASSERT(n >= 0 && rng != NULL);
+    if (n == 0) return HIGAN_OK;   /* no draws, like the CPU */
+    HIGAN__CU_ASSERT(mask != NULL && "the device needs the mask in device memory");
+    if (!host_scratch) return higan_set_error(HIGAN_ERR_ARG, "dropout forward: no host scratch arena");
+    mark = higan_arena_mark(host_scratch);
+    if (!(h = higan_arena_floats(host_scratch, n))) return higan_arena_status(host_scratch);
+    higan_cuda_dropout_mask(h, p, rng, n);
+    /* pageable source: the copy has left h when the call returns, so h can be released */
+    st = higan_cuda_upload(ctx, mask, h, (size_t)n * sizeof(float));
+    higan_arena_release(host_scratch, mark);
+    if (st != HIGAN_OK) return st;
+    f.y = y; f.x = x; f.mask = mask; f.backward = 0;
+    return higan__cu_map(ctx, n, f, "dropout forward");
+}
+HIGAN_DEF higan_status higan_cuda_dropout_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                   const float *mask, int64_t n) {
+    higan__f_dropout f;
+    if (!dx) return HIGAN_OK;
+    f.y = dx; f.x = dy; f.mask = mask; f.backward = 1;
+    return higan__cu_map(ctx, n, f, "dropout backward");
+}
+
 /* ==== LOSSES (implementation) ============================================================= */
 /* ---- hinge: kind 0 d_real mean(relu(1 - x)), 1 d_fake mean(relu(1 + x)), 2 g -mean(x) ---- */
 struct higan__r_hinge {
@@ -2533,6 +2681,375 @@ HIGAN_DEF higan_status higan_cuda_ctc_loss_backward(higan_cuda *ctx, float *dlog
     return higan__cu_blocks(ctx, B, f, (size_t)(2 * f.Smax), "ctc backward");
 }
 
+/* ---- greedy CTC decoding: device argmax, host collapse ------------------------------------- */
+/* One thread per row, a serial scan in the CPU's order (best moves only on a strictly larger
+   value), so ties and NaNs give the CPU's index. Rows are short (the alphabet). */
+struct higan__f_argmax_rows {
+    int *best; const float *x; int64_t cols;
+    HIGAN__CU_HD void operator()(int64_t r) const {
+        const float *row = x + r * cols;
+        int64_t c, bi = 0;
+        for (c = 1; c < cols; ++c) if (row[c] > row[bi]) bi = c;
+        best[r] = (int)bi;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_argmax_rows(higan_cuda *ctx, int *best, const float *x, int64_t rows,
+                                              int64_t cols) {
+    higan__f_argmax_rows f;
+    HIGAN__CU_ASSERT(rows >= 0 && cols >= 1 && cols <= INT_MAX);
+    f.best = best; f.x = x; f.cols = cols;
+    return higan__cu_map(ctx, rows, f, "argmax rows");
+}
+/* higan_ctc_greedy_decode_strided's collapse, on the argmax indices. */
+HIGAN_DEF int higan_cuda_ctc_collapse(const int *best, int64_t step_stride, int T, int blank, int *out,
+                                      int max_out) {
+    int t, n = 0, prev = -1;
+    for (t = 0; t < T; ++t) {
+        int b = best[(int64_t)t * step_stride];
+        if (b != prev && b != blank) {
+            if (out && n < max_out) out[n] = b;
+            ++n;
+        }
+        prev = b;
+    }
+    return n;
+}
+HIGAN_DEF higan_status higan_cuda_ctc_greedy_decode(higan_cuda *ctx, int *out, int *out_lengths,
+                                                    const float *scores, const int *input_lengths,
+                                                    int64_t T, int64_t B, int64_t C, int time_major,
+                                                    int blank, int max_out, higan_cuda_arena *scratch,
+                                                    higan_arena *host_scratch) {
+    size_t dmark, hmark;
+    int *dbest, *hbest;
+    int64_t b;
+    higan_status st;
+    HIGAN__CU_ASSERT(T >= 0 && T <= INT_MAX && B >= 0 && C >= 1 && max_out >= 0);
+    for (b = 0; b < B; ++b)
+        HIGAN__CU_ASSERT(!input_lengths || (input_lengths[b] >= 0 && (int64_t)input_lengths[b] <= T));
+    if (B == 0) return HIGAN_OK;
+    if (T == 0) {   /* nothing to decode: every sample is empty */
+        for (b = 0; b < B; ++b) out_lengths[b] = 0;
+        return HIGAN_OK;
+    }
+    if (!scratch || !host_scratch)
+        return higan_set_error(HIGAN_ERR_ARG, "ctc greedy decode: no device or host scratch arena");
+    dmark = higan_cuda_arena_mark(scratch);
+    hmark = higan_arena_mark(host_scratch);
+    dbest = (int *)higan_cuda_arena_alloc(scratch, (size_t)(T * B) * sizeof(int));
+    hbest = (int *)higan_arena_alloc(host_scratch, (size_t)(T * B) * sizeof(int));
+    if (!dbest) st = higan_cuda_arena_status(scratch);
+    else if (!hbest) st = higan_arena_status(host_scratch);
+    else if ((st = higan_cuda_argmax_rows(ctx, dbest, scores, T * B, C)) == HIGAN_OK &&
+             (st = higan_cuda_download(ctx, hbest, dbest, (size_t)(T * B) * sizeof(int))) == HIGAN_OK) {
+        for (b = 0; b < B; ++b) {   /* step t of sample b: row t*B + b or b*T + t */
+            int Tb = input_lengths ? input_lengths[b] : (int)T;
+            out_lengths[b] = higan_cuda_ctc_collapse(time_major ? hbest + b : hbest + b * T, time_major ? B : 1,
+                                                     Tb, blank, out ? out + b * (int64_t)max_out : NULL, max_out);
+        }
+    }
+    higan_arena_release(host_scratch, hmark);
+    higan_cuda_arena_release(scratch, dmark);
+    return st;
+}
+
+/* ---- contextual loss ------------------------------------------------------------------------ */
+/* The CPU's layout and expressions (higan.h, "contextual loss"): S is kept as [N, Q, P]
+   (row (n, q) over target positions p); eps 1e-5 in the min's denominator and in the log. */
+#define HIGAN__CU_CX_EPS 1e-5f
+static HIGAN__CU_HD float higan__cu_cx_e(float s, float rden, float sigma, float b) {
+    float r = (1.0f - s) / 2.0f;
+    return expf((b - r / rden) / sigma);
+}
+struct higan__r_cx_mean {   /* mean[c] over n and p of feat_t [N, C, P] (the CPU's double sum) */
+    float *mean; const float *x; int64_t N, C, P;
+    HIGAN__CU_HD double term(int64_t c, int64_t i) const { return (double)x[((i / P) * C + c) * P + i % P]; }
+    HIGAN__CU_HD void finish(int64_t c, double s) const { mean[c] = (float)(s / (double)(N * P)); }
+};
+/* Column j = (n, l) of x [N, C, L]: centre by mean, divide by the norm over c (serial in c:
+   the CPU's double sum in its order, so xh and norm are the CPU's bits). */
+struct higan__f_cx_norm {
+    float *xh, *norm; const float *x, *mean; int64_t C, L;
+    HIGAN__CU_HD void operator()(int64_t j) const {
+        const int64_t off = (j / L) * C * L + j % L;
+        const float *xc = x + off;
+        float *hc = xh + off, nr;
+        double s = 0.0;
+        int64_t c;
+        for (c = 0; c < C; ++c) { float v = xc[c * L] - mean[c]; s += (double)v * v; }
+        nr = (float)sqrt(s);
+        norm[j] = nr;
+        for (c = 0; c < C; ++c) hc[c * L] = (xc[c * L] - mean[c]) / nr;
+    }
+};
+/* Row (n, q) of S: first argmin over p of r = (1 - s)/2, then the softmax over p of
+   e = exp((b - r/(rmin + eps))/sigma): S row in, w row out. */
+struct higan__b_cx_rows {
+    float *S, *rmin, *wsum; int64_t *pmin; int64_t P; float sigma, b;
+    HIGAN__CU_HD void operator()(int64_t row, double *sh, float *shf, float *) const {
+        float *s = S + row * P, best = INFINITY, rden, ws;
+        int64_t k, arg = P;   /* threads without a column lose every comparison */
+        double es = 0.0;
+        for (k = HIGAN__TID; k < P; k += HIGAN__NTHR) {
+            float r = (1.0f - s[k]) / 2.0f;
+            if (r < best || arg == P) { best = r; arg = k; }
+        }
+        best = higan__block_argmin(best, &arg, shf, sh);
+        rden = best + HIGAN__CU_CX_EPS;
+        for (k = HIGAN__TID; k < P; k += HIGAN__NTHR) {
+            float e = higan__cu_cx_e(s[k], rden, sigma, b);
+            s[k] = e;
+            es += (double)e;
+        }
+        ws = (float)higan__block_sum(es, sh);
+        for (k = HIGAN__TID; k < P; k += HIGAN__NTHR) s[k] = s[k] / ws;
+        if (HIGAN__TID == 0) { rmin[row] = best; pmin[row] = arg; wsum[row] = ws; }
+    }
+};
+/* Column (n, p) of w [N, Q, P]: max over q, first argmax (serial in q, the CPU's order). */
+struct higan__f_cx_colmax {
+    float *mx; int64_t *qmax; const float *S; int64_t P, Q;
+    HIGAN__CU_HD void operator()(int64_t j) const {
+        const float *s = S + (j / P) * Q * P + j % P;
+        float m = s[0];
+        int64_t q, arg = 0;
+        for (q = 1; q < Q; ++q) if (s[q * P] > m) { m = s[q * P]; arg = q; }
+        mx[j] = m;
+        qmax[j] = arg;
+    }
+};
+struct higan__r_cx_cx {   /* cx[n] = mean over p of mx[n, p] */
+    float *cx; const float *mx; int64_t P;
+    HIGAN__CU_HD double term(int64_t n, int64_t p) const { return (double)mx[n * P + p]; }
+    HIGAN__CU_HD void finish(int64_t n, double s) const { cx[n] = (float)(s / (double)P); }
+};
+struct higan__f_cx_loss {   /* y = mean_n -log(cx_n + eps), serial in n like the CPU */
+    float *y; const float *cx; int64_t N;
+    HIGAN__CU_HD void operator()(int64_t) const {
+        double loss = 0.0;
+        int64_t n;
+        for (n = 0; n < N; ++n) loss += -log((double)(cx[n] + HIGAN__CU_CX_EPS));
+        y[0] = (float)(loss / (double)N);
+    }
+};
+static size_t higan__cu_cx_cache_bytes(int64_t N, int64_t C, int64_t P, int64_t Q) {
+    return higan__cu_round((size_t)(N * C * P) * sizeof(float)) + higan__cu_round((size_t)(N * C * Q) * sizeof(float)) +
+           higan__cu_round((size_t)(N * P) * sizeof(float)) + 3 * higan__cu_round((size_t)(N * Q) * sizeof(float)) +
+           higan__cu_round((size_t)N * sizeof(float)) + higan__cu_round((size_t)(N * Q) * sizeof(int64_t)) +
+           higan__cu_round((size_t)(N * P) * sizeof(int64_t));
+}
+HIGAN_DEF size_t higan_cuda_cx_loss_scratch_bytes(int64_t N, int64_t C, int64_t P, int64_t Q) {
+    size_t f = higan__cu_cx_cache_bytes(N, C, P, Q) + higan__cu_round((size_t)C * sizeof(float)) +
+               higan__cu_round((size_t)(N * Q * P) * sizeof(float)) + higan__cu_round((size_t)(N * P) * sizeof(float));
+    size_t b = higan__cu_round((size_t)(N * Q * P) * sizeof(float)) + higan__cu_round((size_t)(N * C * P) * sizeof(float)) +
+               higan__cu_round((size_t)(N * C * Q) * sizeof(float)) + higan__cu_round((size_t)C * sizeof(float));
+    return f > b ? f : b;
+}
+HIGAN_DEF higan_status higan_cuda_cx_cache_alloc(higan_cx_cache *c, higan_cuda_arena *a, int64_t N, int64_t C,
+                                                 int64_t P, int64_t Q) {
+    c->t_hat = higan_cuda_arena_floats(a, N * C * P);
+    c->i_hat = higan_cuda_arena_floats(a, N * C * Q);
+    c->t_norm = higan_cuda_arena_floats(a, N * P);
+    c->i_norm = higan_cuda_arena_floats(a, N * Q);
+    c->r_min = higan_cuda_arena_floats(a, N * Q);
+    c->w_sum = higan_cuda_arena_floats(a, N * Q);
+    c->cx = higan_cuda_arena_floats(a, N);
+    c->p_min = (int64_t *)higan_cuda_arena_alloc(a, sizeof(int64_t) * (size_t)(N * Q));
+    c->q_max = (int64_t *)higan_cuda_arena_alloc(a, sizeof(int64_t) * (size_t)(N * P));
+    if (!c->t_hat || !c->i_hat || !c->t_norm || !c->i_norm || !c->r_min || !c->w_sum || !c->cx ||
+        !c->p_min || !c->q_max)
+        return higan_cuda_arena_status(a);
+    return HIGAN_OK;
+}
+/* S [N, Q, P] = i_hat_n^T t_hat_n for every n (one strided-batched GEMM) */
+static higan_status higan__cu_cx_sim(higan_cuda *ctx, float *S, const higan_cx_cache *c, int64_t N, int64_t C,
+                                     int64_t P, int64_t Q) {
+    return higan__cu_gemm_batched(ctx, 1, 0, Q, P, C, 1.0f, c->i_hat, Q, C * Q, c->t_hat, P, C * P, 0.0f,
+                                  S, P, Q * P, N);
+}
+static higan_status higan__cu_cx_forward(higan_cuda *ctx, float *y, higan_cx_cache *cache, const float *feat_t,
+                                         const float *feat_i, int64_t N, int64_t C, int64_t P, int64_t Q,
+                                         float sigma, float b, higan_cuda_arena *scratch) {
+    higan_cx_cache local;
+    float *mean, *S, *mx;
+    if (!cache) {
+        HIGAN__CU_TRY(higan_cuda_cx_cache_alloc(&local, scratch, N, C, P, Q));
+        cache = &local;
+    }
+    mean = higan_cuda_arena_floats(scratch, C);
+    S = higan_cuda_arena_floats(scratch, N * Q * P);
+    mx = higan_cuda_arena_floats(scratch, N * P);
+    if (!mean || !S || !mx) return higan_cuda_arena_status(scratch);
+    {   /* per-channel mean of the target over batch and positions */
+        higan__r_cx_mean r;
+        r.mean = mean; r.x = feat_t; r.N = N; r.C = C; r.P = P;
+        HIGAN__CU_TRY(higan__cu_rows(ctx, C, N * P, r, "cx mean"));
+    }
+    {
+        higan__f_cx_norm f;
+        f.mean = mean; f.C = C;
+        f.xh = cache->t_hat; f.norm = cache->t_norm; f.x = feat_t; f.L = P;
+        HIGAN__CU_TRY(higan__cu_map(ctx, N * P, f, "cx normalise target"));
+        f.xh = cache->i_hat; f.norm = cache->i_norm; f.x = feat_i; f.L = Q;
+        HIGAN__CU_TRY(higan__cu_map(ctx, N * Q, f, "cx normalise inference"));
+    }
+    HIGAN__CU_TRY(higan__cu_cx_sim(ctx, S, cache, N, C, P, Q));
+    {
+        higan__b_cx_rows f;
+        f.S = S; f.rmin = cache->r_min; f.wsum = cache->w_sum; f.pmin = cache->p_min; f.P = P;
+        f.sigma = sigma; f.b = b;
+        HIGAN__CU_TRY(higan__cu_blocks(ctx, N * Q, f, 0, "cx softmax rows"));
+    }
+    {
+        higan__f_cx_colmax f;
+        higan__r_cx_cx r;
+        higan__f_cx_loss l;
+        f.mx = mx; f.qmax = cache->q_max; f.S = S; f.P = P; f.Q = Q;
+        HIGAN__CU_TRY(higan__cu_map(ctx, N * P, f, "cx max over q"));
+        r.cx = cache->cx; r.mx = mx; r.P = P;
+        HIGAN__CU_TRY(higan__cu_rows(ctx, N, P, r, "cx mean of maxima"));
+        l.y = y; l.cx = cache->cx; l.N = N;
+        return higan__cu_map(ctx, 1, l, "cx loss");
+    }
+}
+HIGAN_DEF higan_status higan_cuda_cx_loss_forward(higan_cuda *ctx, float *y, higan_cx_cache *cache,
+                                                  const float *feat_t, const float *feat_i, int64_t N,
+                                                  int64_t C, int64_t P, int64_t Q, float sigma, float b,
+                                                  higan_cuda_arena *scratch) {
+    size_t mark;
+    higan_status st;
+    HIGAN__CU_ASSERT(N > 0 && C > 0 && P > 0 && Q > 0);
+    if (!scratch) return higan_set_error(HIGAN_ERR_ARG, "cx loss forward: no scratch arena");
+    mark = higan_cuda_arena_mark(scratch);
+    st = higan__cu_cx_forward(ctx, y, cache, feat_t, feat_i, N, C, P, Q, sigma, b, scratch);
+    higan_cuda_arena_release(scratch, mark);
+    return st;
+}
+/* Backward of row (n, q), on G = the similarities recomputed: G row q out = d loss / d s
+   (the CPU's expressions: the softmax through the argmax entries of each column p, then the
+   min's denominator, whose gradient goes to the row's argmin, added by thread 0 after the
+   block sum's barriers have made every thread's G writes visible). */
+struct higan__b_cx_grad_rows {
+    float *G; const float *dy, *cx, *rmin, *wsum; const int64_t *pmin, *qmax; int64_t N, P, Q; float sigma, b;
+    HIGAN__CU_HD void operator()(int64_t row, double *sh, float *, float *) const {
+        const int64_t n = row / Q, q = row % Q, pm = pmin[row];
+        const int64_t *qm = qmax + n * P;
+        float *g = G + row * P;
+        const float gmx = -dy[0] / (float)N / (cx[n] + HIGAN__CU_CX_EPS) / (float)P;
+        const float rden = rmin[row] + HIGAN__CU_CX_EPS, ws = wsum[row];
+        float fsdw;
+        double sdw = 0.0, dden = 0.0;
+        int64_t k;
+        for (k = HIGAN__TID; k < P; k += HIGAN__NTHR)
+            if (qm[k] == q) sdw += (double)gmx * (higan__cu_cx_e(g[k], rden, sigma, b) / ws);
+        fsdw = (float)higan__block_sum(sdw, sh);
+        for (k = HIGAN__TID; k < P; k += HIGAN__NTHR) {
+            float r = (1.0f - g[k]) / 2.0f;
+            float w = higan__cu_cx_e(g[k], rden, sigma, b) / ws;
+            float dw = qm[k] == q ? gmx : 0.0f;
+            float drt = -(w / sigma) * (dw - fsdw);   /* d r~ */
+            dden += (double)drt * r;
+            g[k] = -0.5f * (drt / rden);               /* r = (1 - s)/2 */
+        }
+        dden = higan__block_sum(dden, sh);
+        if (HIGAN__TID == 0 && pm >= 0 && pm < P) g[pm] += -0.5f * (float)(-dden / ((double)rden * rden));
+    }
+};
+/* In place on column j = (n, l) of dxh [N, C, L]: dv = (dxh - xh (xh . dxh)) / ||v||. */
+struct higan__f_cx_dnorm {
+    float *dxh; const float *xh, *norm; int64_t C, L;
+    HIGAN__CU_HD void operator()(int64_t j) const {
+        const int64_t off = (j / L) * C * L + j % L;
+        float *d = dxh + off, fs;
+        const float *h = xh + off, nr = norm[j];
+        double s = 0.0;
+        int64_t c;
+        for (c = 0; c < C; ++c) s += (double)h[c * L] * d[c * L];
+        fs = (float)s;
+        for (c = 0; c < C; ++c) d[c * L] = HIGAN__FDIV(HIGAN__FSUB(d[c * L], HIGAN__FMUL(h[c * L], fs)), nr);
+    }
+};
+/* The target mean's gradient: g[c] = -(sum over n of dth[n, c, :] and dih[n, c, :]) / (N P). */
+struct higan__r_cx_dmean {
+    float *g; const float *dth, *dih; int64_t N, C, P, Q;
+    HIGAN__CU_HD double term(int64_t c, int64_t i) const {
+        const int64_t n = i / (P + Q), k = i % (P + Q);
+        return k < P ? (double)dth[(n * C + c) * P + k] : (double)dih[(n * C + c) * Q + (k - P)];
+    }
+    HIGAN__CU_HD void finish(int64_t c, double s) const { g[c] = (float)(-s) / (float)(N * P); }
+};
+/* dfeat_t [N, C, P] += dth, then += g[c] (two adds, the CPU's order); dfeat_i += dih (g NULL). */
+struct higan__f_cx_acc {
+    float *d; const float *src, *g; int64_t C, L;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        float v = d[i] + src[i];
+        if (g) v = v + g[(i / L) % C];
+        d[i] = v;
+    }
+};
+static higan_status higan__cu_cx_backward(higan_cuda *ctx, float *dfeat_t, float *dfeat_i, const float *dy,
+                                          const higan_cx_cache *cache, int64_t N, int64_t C, int64_t P,
+                                          int64_t Q, float sigma, float b, higan_cuda_arena *scratch) {
+    float *G = higan_cuda_arena_floats(scratch, N * Q * P);
+    float *dth = dfeat_t ? higan_cuda_arena_floats(scratch, N * C * P) : NULL;
+    float *dih = higan_cuda_arena_floats(scratch, N * C * Q);
+    float *g = dfeat_t ? higan_cuda_arena_floats(scratch, C) : NULL;
+    if (!G || !dih || (dfeat_t && (!dth || !g))) return higan_cuda_arena_status(scratch);
+    HIGAN__CU_TRY(higan__cu_cx_sim(ctx, G, cache, N, C, P, Q));
+    {
+        higan__b_cx_grad_rows f;
+        f.G = G; f.dy = dy; f.cx = cache->cx; f.rmin = cache->r_min; f.wsum = cache->w_sum;
+        f.pmin = cache->p_min; f.qmax = cache->q_max; f.N = N; f.P = P; f.Q = Q; f.sigma = sigma; f.b = b;
+        HIGAN__CU_TRY(higan__cu_blocks(ctx, N * Q, f, 0, "cx backward rows"));
+    }
+    /* through s = i_hat^T t_hat: dih_n [C, Q] = t_hat_n G_n^T (always: the target mean needs it
+       too), dth_n [C, P] = i_hat_n G_n */
+    HIGAN__CU_TRY(higan__cu_gemm_batched(ctx, 0, 1, C, Q, P, 1.0f, cache->t_hat, P, C * P, G, P, Q * P, 0.0f,
+                                         dih, Q, C * Q, N));
+    if (dfeat_t)
+        HIGAN__CU_TRY(higan__cu_gemm_batched(ctx, 0, 0, C, P, Q, 1.0f, cache->i_hat, Q, C * Q, G, P, Q * P, 0.0f,
+                                             dth, P, C * P, N));
+    {   /* through the channel normalisation */
+        higan__f_cx_dnorm f;
+        f.C = C;
+        if (dfeat_t) {
+            f.dxh = dth; f.xh = cache->t_hat; f.norm = cache->t_norm; f.L = P;
+            HIGAN__CU_TRY(higan__cu_map(ctx, N * P, f, "cx dnormalise target"));
+        }
+        f.dxh = dih; f.xh = cache->i_hat; f.norm = cache->i_norm; f.L = Q;
+        HIGAN__CU_TRY(higan__cu_map(ctx, N * Q, f, "cx dnormalise inference"));
+    }
+    {   /* feat - mean: into the features and (target only) through the mean */
+        higan__f_cx_acc f;
+        f.C = C;
+        if (dfeat_t) {
+            higan__r_cx_dmean r;
+            r.g = g; r.dth = dth; r.dih = dih; r.N = N; r.C = C; r.P = P; r.Q = Q;
+            HIGAN__CU_TRY(higan__cu_rows(ctx, C, N * (P + Q), r, "cx dmean"));
+            f.d = dfeat_t; f.src = dth; f.g = g; f.L = P;
+            HIGAN__CU_TRY(higan__cu_map(ctx, N * C * P, f, "cx dfeat_t"));
+        }
+        if (dfeat_i) {
+            f.d = dfeat_i; f.src = dih; f.g = NULL; f.L = Q;
+            HIGAN__CU_TRY(higan__cu_map(ctx, N * C * Q, f, "cx dfeat_i"));
+        }
+    }
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_status higan_cuda_cx_loss_backward(higan_cuda *ctx, float *dfeat_t, float *dfeat_i,
+                                                   const float *dy, const higan_cx_cache *cache, int64_t N,
+                                                   int64_t C, int64_t P, int64_t Q, float sigma, float b,
+                                                   higan_cuda_arena *scratch) {
+    size_t mark;
+    higan_status st;
+    if (!dfeat_t && !dfeat_i) return HIGAN_OK;
+    HIGAN__CU_ASSERT(N > 0 && C > 0 && P > 0 && Q > 0);
+    if (!scratch) return higan_set_error(HIGAN_ERR_ARG, "cx loss backward: no scratch arena");
+    mark = higan_cuda_arena_mark(scratch);
+    st = higan__cu_cx_backward(ctx, dfeat_t, dfeat_i, dy, cache, N, C, P, Q, sigma, b, scratch);
+    higan_cuda_arena_release(scratch, mark);
+    return st;
+}
+
 /* ==== LSTM (implementation) ================================================================ */
 /* The CPU's cache layout: outputs of layers 0..L-2 [B,T,D*H], then per (layer, direction)
    gate activations [B,T,4H] (i, f, g, o after sigmoid/tanh) and cell states [B,T,H]. */
@@ -2765,19 +3282,6 @@ HIGAN_DEF higan_status higan_cuda_lstm_backward(higan_cuda *ctx, float *dx, floa
 /* ==== ADAM (implementation) ================================================================ */
 /* higan_adam_step's float math, each operation rounded as on the CPU (no FMA contraction):
    m = b1 m + (1-b1) g; v = b2 v + ((1-b2) g) g; w -= step_size * (m / (sqrt(v) / bc2 + eps)). */
-#ifdef __CUDA_ARCH__
-#  define HIGAN__FADD(a, b) __fadd_rn(a, b)
-#  define HIGAN__FSUB(a, b) __fsub_rn(a, b)
-#  define HIGAN__FMUL(a, b) __fmul_rn(a, b)
-#  define HIGAN__FDIV(a, b) __fdiv_rn(a, b)
-#  define HIGAN__FSQRT(a) __fsqrt_rn(a)
-#else   /* host (emulation): plain IEEE float operations, contraction is off in ISO C++ */
-#  define HIGAN__FADD(a, b) ((a) + (b))
-#  define HIGAN__FSUB(a, b) ((a) - (b))
-#  define HIGAN__FMUL(a, b) ((a) * (b))
-#  define HIGAN__FDIV(a, b) ((a) / (b))
-#  define HIGAN__FSQRT(a) sqrtf(a)
-#endif
 struct higan__f_adam {
     float *w, *m, *v; const float *g; float b1, b2, omb1, omb2, step_size, bc2_sqrt, eps;
     HIGAN__CU_HD void operator()(int64_t i) const {

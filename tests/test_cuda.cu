@@ -16,14 +16,17 @@
 //
 // Tolerances (|got - ref| <= atol + rtol |ref|), and why:
 //   exact (0, 0)      copies, pooling, upsampling, permute, pad, relu, embedding, backward
-//                     kernels that only add, Adam (explicit _rn intrinsics): the GPU does the
-//                     same float operations in the same order
+//                     kernels that only add, Adam and dropout (explicit _rn intrinsics): the
+//                     GPU does the same float operations in the same order; greedy CTC
+//                     decoding and the cx loss's argmin / argmax indices (ints)
 //   1e-6, 1e-5        other elementwise ops: nvcc contracts d + a * b into one FMA (one
 //                     rounding instead of two), CUDA's expf / tanhf are within 2 ulp of glibc's
 //   1e-5, 1e-4        reductions in double with another summation tree (norms, losses,
 //                     batch norm, spectral norm, softmax)
 //   1e-4, 1e-4        GEMM-based ops (cuBLAS sums K products in another order in fp32),
 //                     CTC and LSTM gradients (long chains of exp/log in float)
+//   2e-4, 2e-4        contextual loss gradients (1 / (rmin + 1e-5) amplifies the
+//                     similarity GEMM's rounding)
 //   2e-2, 2e-2        GEMM with TF32 enabled (10-bit mantissa inputs)
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
@@ -728,6 +731,271 @@ static void test_ctc(void) {
     ctc_case(0);
 }
 
+/* ---- dropout, greedy CTC decoding, contextual loss ----------------------------------------- */
+// Dropout: both sides draw from rngs in the same state; the mask, y, dx and the rng state
+// afterwards must be the CPU's bit for bit (tolerance 0).
+static void dropout_case(int64_t n, float p) {
+    higan_rng ra, rb;
+    float *x, *y, *mask, *dy, *dx, *d_x, *d_y, *d_mask, *d_dx;
+    char name[96];
+    fresh();
+    higan_rng_seed(&ra, 4242 + (uint64_t)n);
+    rb = ra;
+    x = hrand(n, -2, 2); y = hnew(n); mask = hnew(n);
+    d_x = dup(x, n); d_y = dnew(n); d_mask = dnew(n);
+    higan_dropout_forward(y, mask, x, p, &ra, n);
+    ok(higan_cuda_dropout_forward(&G, d_y, d_mask, d_x, p, &rb, n, &HA), "dropout forward");
+    snprintf(name, sizeof name, "dropout n=%lld p=%g: y", (long long)n, (double)p);
+    if (n > 0) cmp(name, d_y, y, n, 0, 0);
+    snprintf(name, sizeof name, "dropout n=%lld p=%g: mask", (long long)n, (double)p);
+    if (n > 0) cmp(name, d_mask, mask, n, 0, 0);
+    CHECK(memcmp(&ra, &rb, sizeof ra) == 0, "dropout n=%lld p=%g: the rng ends in the CPU's state",
+          (long long)n, (double)p);
+    dy = hrand(n, -1, 1); dx = hrand(n, -1, 1); d_dx = dup(dx, n);
+    higan_dropout_backward(dx, dy, mask, n);
+    ok(higan_cuda_dropout_backward(&G, d_dx, dup(dy, n), d_mask, n), "dropout backward");
+    ok(higan_cuda_dropout_backward(&G, NULL, d_y, d_mask, n), "dropout backward, dx NULL");
+    snprintf(name, sizeof name, "dropout n=%lld p=%g: dx accumulates", (long long)n, (double)p);
+    if (n > 0) cmp(name, d_dx, dx, n, 0, 0);
+}
+static void test_dropout(void) {
+    int64_t i, kept = 0;
+    float m[1000];
+    higan_rng r;
+    dropout_case(1000, 0.3f);   // several blocks' worth, scale 1/0.7 (not a power of 2)
+    dropout_case(257, 0.0f);    // everything kept, scale 1
+    dropout_case(100, 1.0f);    // everything dropped (scale 0)
+    dropout_case(0, 0.5f);      // empty: no draws, rng untouched
+    // the host mask alone: about 1 - p kept
+    higan_rng_seed(&r, 99);
+    higan_cuda_dropout_mask(m, 0.25f, &r, 1000);
+    for (i = 0; i < 1000; ++i) kept += m[i] != 0.0f;
+    CHECK(kept > 700 && kept < 800, "dropout mask p=0.25 keeps %lld of 1000", (long long)kept);
+    {   // no host scratch: an error, not a crash
+        float *d = dnew(4);
+        higan_rng_seed(&r, 1);
+        CHECK(higan_cuda_dropout_forward(&G, d, d, d, 0.5f, &r, 4, NULL) == HIGAN_ERR_ARG,
+              "dropout without host scratch: HIGAN_ERR_ARG (%s)", higan_last_error());
+    }
+}
+
+// Greedy decoding against higan_ctc_greedy_decode_strided per sample: scores quantised to
+// multiples of 0.5 (ties everywhere), NaN entries, a row of equal values, input lengths
+// 0 < ... <= T (the masked widths), truncation by max_out. Exact.
+static void greedy_case(int time_major, int blank, const int *lens, int max_out, int with_out) {
+    const int64_t T = 13, B = 5, C = 7;
+    float *s;
+    int *ref, *got, nref[5], ngot[5], *best_ref, b, t, c, bad = 0;
+    int64_t i, stride = time_major ? B * C : C;
+    char name[160];
+    fresh();
+    s = hrand(T * B * C, -2, 2);
+    for (i = 0; i < T * B * C; ++i) s[i] = floorf(s[i] * 2.0f) / 2.0f;
+#define SC(t_, b_, c_) s[(time_major ? ((int64_t)(t_) * B + (b_)) : ((int64_t)(b_) * T + (t_))) * C + (c_)]
+    SC(2, 1, 0) = NAN;                                   // NaN first: the CPU keeps index 0
+    SC(3, 2, 4) = NAN;                                   // NaN inside: skipped
+    for (c = 0; c < C; ++c) SC(4, 0, c) = 0.25f;         // all equal: index 0
+    for (t = 0; t < 6; ++t)                              // sample 3: a path with repeats and blanks
+        for (c = 0; c < C; ++c) SC(t, 3, c) = c == (t < 2 ? 2 : t < 4 ? blank : 2) ? 5.0f : 0.0f;
+#undef SC
+    ref = (int *)higan_arena_alloc(&HA, sizeof(int) * (size_t)(B * (max_out > 0 ? max_out : 1)));
+    got = (int *)higan_arena_alloc(&HA, sizeof(int) * (size_t)(B * (max_out > 0 ? max_out : 1)));
+    for (i = 0; i < B * max_out; ++i) ref[i] = got[i] = -7;   // untouched slots stay equal
+    for (b = 0; b < B; ++b) {
+        const float *sb = s + (time_major ? (int64_t)b * C : (int64_t)b * T * C);
+        nref[b] = higan_ctc_greedy_decode_strided(sb, stride, lens ? lens[b] : (int)T, (int)C, blank,
+                                                  ref + (int64_t)b * max_out, max_out);
+        ngot[b] = -1;
+    }
+    ok(higan_cuda_ctc_greedy_decode(&G, with_out ? got : NULL, ngot, dup(s, T * B * C), lens, T, B, C, time_major,
+                                    blank, max_out, &DA, &HA), "greedy decode");
+    for (b = 0; b < B; ++b) bad += ngot[b] != nref[b];
+    if (with_out) for (i = 0; i < B * max_out; ++i) bad += got[i] != ref[i];
+    snprintf(name, sizeof name, "greedy decode %s blank %d max_out %d%s%s: labels and lengths (n = %d %d %d %d %d)",
+             time_major ? "[T,B,C]" : "[B,T,C]", blank, max_out, lens ? ", input lengths" : "",
+             with_out ? "" : ", lengths only", nref[0], nref[1], nref[2], nref[3], nref[4]);
+    CHECK(bad == 0, "%s: %d differ", name, bad);
+    // the argmax alone, against a host scan of the same rows
+    best_ref = (int *)higan_arena_alloc(&HA, sizeof(int) * (size_t)(T * B));
+    for (i = 0; i < T * B; ++i) {
+        int bi = 0;
+        for (c = 1; c < C; ++c) if (s[i * C + c] > s[i * C + bi]) bi = c;
+        best_ref[i] = bi;
+    }
+    {
+        int *d_best = (int *)dalloc((size_t)(T * B) * sizeof(int));
+        ok(higan_cuda_argmax_rows(&G, d_best, dup(s, T * B * C), T * B, C), "argmax rows");
+        cmp_i32("argmax rows (first maximum, NaN as on the CPU)", d_best, best_ref, T * B);
+    }
+}
+static void test_greedy_decode(void) {
+    const int lens[5] = {13, 0, 5, 6, 1};
+    int n[2] = {-1, -1};
+    greedy_case(1, 0, NULL, 13, 1);
+    greedy_case(1, 0, lens, 13, 1);
+    greedy_case(0, 0, lens, 13, 1);
+    greedy_case(0, 3, NULL, 13, 1);
+    greedy_case(1, 2, lens, 2, 1);    // truncated: the full lengths come back
+    greedy_case(0, 0, NULL, 0, 0);    // lengths only
+    fresh();                          // T = 0: every sample empty, nothing launched
+    ok(higan_cuda_ctc_greedy_decode(&G, NULL, n, NULL, NULL, 0, 2, 7, 1, 0, 4, &DA, &HA), "greedy T=0");
+    CHECK(n[0] == 0 && n[1] == 0, "greedy decode T = 0: empty (%d %d)", n[0], n[1]);
+    ok(higan_cuda_ctc_greedy_decode(&G, NULL, NULL, NULL, NULL, 5, 0, 7, 1, 0, 4, &DA, &HA), "greedy B=0");
+}
+
+// Contextual loss against higan_cx_loss_forward / _backward. Tolerances: the cache's
+// normalised features and norms are the CPU's expressions in the CPU's order (1e-6, 1e-5:
+// the target mean is a double tree sum on a GPU); everything after the similarity GEMM
+// (cuBLAS vs the CPU GEMM: other fp32 summation order) 1e-5, 1e-4 for values, 2e-4, 2e-4 for
+// gradients (1 / (rmin + eps) amplifies the GEMM's rounding); the argmin / argmax indices
+// exactly.
+static void cmp_i64(const char *name, const int64_t *d, const int64_t *ref, int64_t n) {
+    int64_t *h = (int64_t *)higan_arena_alloc(&HA, (size_t)n * sizeof(int64_t));
+    int64_t i, bad = 0;
+    ok(higan_cuda_download(&G, h, d, (size_t)n * sizeof(int64_t)), "download int64");
+    for (i = 0; i < n; ++i) bad += h[i] != ref[i];
+    CHECK(bad == 0, "%s: %lld indices, %lld differ", name, (long long)n, (long long)bad);
+}
+static void cx_case(const char *label, int64_t N, int64_t C, int64_t P, int64_t Q, int ties) {
+    const float sigma = HIGAN_CX_SIGMA, b = HIGAN_CX_B, dyv = 0.7f;
+    float *ft, *fi, y, y2, *dft, *dfi, *dft0, *dfi0, *d_ft, *d_fi, *d_y, *d_dy, *d_dft, *d_dfi;
+    higan_cx_cache hc, dc;
+    char tag[160], name[224];
+    int64_t c;
+    fresh();
+    snprintf(tag, sizeof tag, "cx loss %s (N=%lld C=%lld P=%lld Q=%lld)", label, (long long)N, (long long)C,
+             (long long)P, (long long)Q);
+    ft = hrand(N * C * P, -1, 1); fi = hrand(N * C * Q, -1, 1);
+    if (ties) {   // sample 0: target columns 0 and P-1 equal (argmin ties: the first wins), inference
+                  // column 1 near them (so the tie is the row's minimum), inference columns 0 and
+                  // Q-1 equal (equal weight rows: max-over-q ties, the first wins)
+        for (c = 0; c < C; ++c) {
+            ft[c * P + P - 1] = ft[c * P];
+            fi[c * Q + 1] = ft[c * P] + 0.05f * fi[c * Q + 1];
+            fi[c * Q + Q - 1] = fi[c * Q];
+        }
+    }
+    d_ft = dup(ft, N * C * P); d_fi = dup(fi, N * C * Q); d_y = dnew(1); d_dy = dup(&dyv, 1);
+    if (!ok(higan_cx_cache_alloc(&hc, &HA, N, C, P, Q), "cpu cx cache") ||
+        !ok(higan_cuda_cx_cache_alloc(&dc, &DA, N, C, P, Q), "device cx cache"))
+        return;
+    higan_cx_loss_forward(&y, &hc, ft, fi, N, C, P, Q, sigma, b, &HA);
+    ok(higan_cuda_cx_loss_forward(&G, d_y, &dc, d_ft, d_fi, N, C, P, Q, sigma, b, &DA), "cx forward");
+    snprintf(name, sizeof name, "%s y", tag); cmp(name, d_y, &y, 1, 1e-5f, 1e-4f);
+    snprintf(name, sizeof name, "%s cache t_hat, t_norm", tag);
+    cmp(name, dc.t_hat, hc.t_hat, N * C * P, 1e-6f, 1e-5f); cmp(name, dc.t_norm, hc.t_norm, N * P, 1e-6f, 1e-5f);
+    snprintf(name, sizeof name, "%s cache i_hat, i_norm", tag);
+    cmp(name, dc.i_hat, hc.i_hat, N * C * Q, 1e-6f, 1e-5f); cmp(name, dc.i_norm, hc.i_norm, N * Q, 1e-6f, 1e-5f);
+    snprintf(name, sizeof name, "%s cache r_min, w_sum, cx", tag);
+    cmp(name, dc.r_min, hc.r_min, N * Q, 1e-5f, 1e-4f); cmp(name, dc.w_sum, hc.w_sum, N * Q, 1e-5f, 1e-4f);
+    cmp(name, dc.cx, hc.cx, N, 1e-5f, 1e-4f);
+    snprintf(name, sizeof name, "%s cache p_min (first argmin)", tag); cmp_i64(name, dc.p_min, hc.p_min, N * Q);
+    snprintf(name, sizeof name, "%s cache q_max (first argmax)", tag); cmp_i64(name, dc.q_max, hc.q_max, N * P);
+    if (ties) {
+        CHECK(hc.p_min[1] == 0, "%s: the tied minimum of row q=1 is at p=0 (p_min %lld)", tag, (long long)hc.p_min[1]);
+    }
+    // without a cache: the same value (scratch only)
+    {
+        float yc = fetch(d_y, 1)[0];
+        ok(higan_cuda_cx_loss_forward(&G, d_y, NULL, d_ft, d_fi, N, C, P, Q, sigma, b, &DA), "cx forward, no cache");
+        y2 = fetch(d_y, 1)[0];
+        CHECK(y2 == yc, "%s: forward without a cache gives the same bits (%.8g, %.8g)", tag, (double)y2, (double)yc);
+    }
+    // backward: both gradients accumulate onto random values
+    dft0 = hrand(N * C * P, -1, 1); dfi0 = hrand(N * C * Q, -1, 1);
+    dft = hcopy(dft0, N * C * P); dfi = hcopy(dfi0, N * C * Q);
+    d_dft = dup(dft0, N * C * P); d_dfi = dup(dfi0, N * C * Q);
+    higan_cx_loss_backward(dft, dfi, &dyv, &hc, N, C, P, Q, sigma, b, &HA);
+    ok(higan_cuda_cx_loss_backward(&G, d_dft, d_dfi, d_dy, &dc, N, C, P, Q, sigma, b, &DA), "cx backward");
+    snprintf(name, sizeof name, "%s dfeat_t", tag); cmp(name, d_dft, dft, N * C * P, 2e-4f, 2e-4f);
+    snprintf(name, sizeof name, "%s dfeat_i", tag); cmp(name, d_dfi, dfi, N * C * Q, 2e-4f, 2e-4f);
+    // one gradient at a time (the other NULL: skipped)
+    dft = hcopy(dft0, N * C * P); d_dft = dup(dft0, N * C * P);
+    higan_cx_loss_backward(dft, NULL, &dyv, &hc, N, C, P, Q, sigma, b, &HA);
+    ok(higan_cuda_cx_loss_backward(&G, d_dft, NULL, d_dy, &dc, N, C, P, Q, sigma, b, &DA), "cx backward dT");
+    snprintf(name, sizeof name, "%s dfeat_t alone", tag); cmp(name, d_dft, dft, N * C * P, 2e-4f, 2e-4f);
+    dfi = hcopy(dfi0, N * C * Q); d_dfi = dup(dfi0, N * C * Q);
+    higan_cx_loss_backward(NULL, dfi, &dyv, &hc, N, C, P, Q, sigma, b, &HA);
+    ok(higan_cuda_cx_loss_backward(&G, NULL, d_dfi, d_dy, &dc, N, C, P, Q, sigma, b, &DA), "cx backward dI");
+    snprintf(name, sizeof name, "%s dfeat_i alone", tag); cmp(name, d_dfi, dfi, N * C * Q, 2e-4f, 2e-4f);
+    ok(higan_cuda_cx_loss_backward(&G, NULL, NULL, d_dy, &dc, N, C, P, Q, sigma, b, NULL), "cx backward, nothing");
+}
+// The PyTorch oracle of tests/test_loss.c (tests/oracle/make_loss.py: a P != Q, b inference
+// near the target, c larger maps) straight through the device ops, gradients onto zeros.
+static void cx_oracle(void) {
+    static const char *tags[3] = {"a", "b", "c"};
+    higan_safetensors st;
+    int k;
+    if (!check_open_fixture(&st, "loss_cx.safetensors")) return;
+    for (k = 0; k < 3; ++k) {
+        char nm[6][16], name[128];
+        const higan_st_tensor *tt, *ti;
+        float *ft, *fi, *dyv, *y, *dft, *dfi, *d_ft, *d_fi, *d_y, *d_dft, *d_dfi;
+        int64_t N, C, P, Q, nt, ni;
+        higan_cx_cache dc;
+        int j;
+        static const char *sfx[6] = {"ft", "fi", "dy", "y", "dft", "dfi"};
+        for (j = 0; j < 6; ++j) snprintf(nm[j], sizeof nm[j], "%s_%s", tags[k], sfx[j]);
+        tt = higan_safetensors_find(&st, nm[0]); ti = higan_safetensors_find(&st, nm[1]);
+        if (!tt || !ti) { CHECK(0, "cx oracle %s: tensors missing", tags[k]); continue; }
+        ft = check_load(&st, nm[0], &nt); fi = check_load(&st, nm[1], &ni); dyv = check_load(&st, nm[2], NULL);
+        y = check_load(&st, nm[3], NULL); dft = check_load(&st, nm[4], NULL); dfi = check_load(&st, nm[5], NULL);
+        if (ft && fi && dyv && y && dft && dfi) {
+            fresh();
+            N = tt->shape[0]; C = tt->shape[1]; P = nt / (N * C); Q = ni / (N * C);
+            d_ft = dup(ft, nt); d_fi = dup(fi, ni); d_y = dnew(1);
+            d_dft = dnew(nt); d_dfi = dnew(ni);
+            ok(higan_cuda_zero(&G, d_dft, (size_t)nt * sizeof(float)), "zero");
+            ok(higan_cuda_zero(&G, d_dfi, (size_t)ni * sizeof(float)), "zero");
+            if (ok(higan_cuda_cx_cache_alloc(&dc, &DA, N, C, P, Q), "cx cache")) {
+                ok(higan_cuda_cx_loss_forward(&G, d_y, &dc, d_ft, d_fi, N, C, P, Q, HIGAN_CX_SIGMA, HIGAN_CX_B, &DA),
+                   "cx oracle forward");
+                ok(higan_cuda_cx_loss_backward(&G, d_dft, d_dfi, dup(dyv, 1), &dc, N, C, P, Q, HIGAN_CX_SIGMA,
+                                               HIGAN_CX_B, &DA), "cx oracle backward");
+                snprintf(name, sizeof name, "cx loss vs PyTorch, case %s: y", tags[k]); cmp(name, d_y, y, 1, 1e-5f, 1e-4f);
+                snprintf(name, sizeof name, "cx loss vs PyTorch, case %s: dfeat_t", tags[k]);
+                cmp(name, d_dft, dft, nt, 2e-4f, 2e-4f);
+                snprintf(name, sizeof name, "cx loss vs PyTorch, case %s: dfeat_i", tags[k]);
+                cmp(name, d_dfi, dfi, ni, 2e-4f, 2e-4f);
+            }
+        }
+        free(ft); free(fi); free(dyv); free(y); free(dft); free(dfi);
+    }
+    higan_safetensors_free(&st);
+}
+static void test_cx_loss(void) {
+    cx_oracle();
+    cx_case("small, with ties", 2, 5, 7, 6, 1);
+    cx_case("P > 256 (multi-thread rows)", 3, 24, 300, 40, 0);
+    cx_case("P = 1", 2, 3, 1, 4, 0);
+    cx_case("Q = 1", 1, 4, 5, 1, 0);
+    cx_case("C = 1", 2, 1, 6, 5, 0);
+    {   // scratch sized by higan_cuda_cx_loss_scratch_bytes: enough for both passes, one block (256 bytes) less fails
+        const int64_t N = 2, C = 6, P = 9, Q = 7;
+        size_t need = higan_cuda_cx_loss_scratch_bytes(N, C, P, Q);
+        higan_cuda_arena a;
+        higan_cx_cache dc;
+        float *ft, *fi, *d_y, one = 1.0f;
+        fresh();
+        ft = dup(hrand(N * C * P, -1, 1), N * C * P); fi = dup(hrand(N * C * Q, -1, 1), N * C * Q);
+        d_y = dnew(1);
+        if (!ok(higan_cuda_cx_cache_alloc(&dc, &DA, N, C, P, Q), "cx cache")) return;
+        if (!ok(higan_cuda_arena_init(&a, need), "exact scratch arena")) return;
+        ok(higan_cuda_cx_loss_forward(&G, d_y, NULL, ft, fi, N, C, P, Q, 0.5f, 1.0f, &a), "cx forward in exact scratch");
+        ok(higan_cuda_cx_loss_forward(&G, d_y, &dc, ft, fi, N, C, P, Q, 0.5f, 1.0f, &a), "cx forward (cache)");
+        ok(higan_cuda_cx_loss_backward(&G, ft, fi, dup(&one, 1), &dc, N, C, P, Q, 0.5f, 1.0f, &a),
+           "cx backward in exact scratch");
+        CHECK(a.used == 0 && a.peak <= need, "cx scratch released (used %zu), peak %zu <= %zu", a.used, a.peak, need);
+        higan_cuda_arena_free(&a);
+        if (!ok(higan_cuda_arena_init(&a, need - 256), "short scratch arena")) return;
+        CHECK(higan_cuda_cx_loss_forward(&G, d_y, NULL, ft, fi, N, C, P, Q, 0.5f, 1.0f, &a) == HIGAN_ERR_NOMEM,
+              "cx forward in a short scratch: HIGAN_ERR_NOMEM (%s)", higan_last_error());
+        higan_cuda_arena_free(&a);
+        CHECK(higan_cuda_cx_loss_forward(&G, d_y, &dc, ft, fi, N, C, P, Q, 0.5f, 1.0f, NULL) == HIGAN_ERR_ARG,
+              "cx forward without scratch: HIGAN_ERR_ARG (%s)", higan_last_error());
+    }
+}
+
 /* ---- LSTM ----------------------------------------------------------------------------- */
 static void lstm_case(int64_t B, int64_t T, int64_t IN, int64_t H, int L, int bidir, int biases, const int *lengths) {
     const int64_t D = bidir ? 2 : 1, DH = D * H, nw = (int64_t)L * D * 4;
@@ -911,6 +1179,9 @@ int main(void) {
     test_masked_width_softmax_elementwise();
     test_losses();
     test_ctc();
+    test_dropout();
+    test_greedy_decode();
+    test_cx_loss();
     test_lstm();
     test_params_adam();
     ok(higan_cuda_sync(&G), "final sync (errors of kernels that ran)");
