@@ -2698,6 +2698,29 @@ HIGAN_DEF void higan_arena_recycle(higan_arena *a, void *p, size_t bytes) {
         b->next = b->next->next;
     }
 }
+/* Hand back every byte of [from, to) (offsets, 64-aligned), parts of which may already be
+   recycled: those blocks are taken out first, what they held outside the range goes back. */
+static void higan__arena_recycle_range(higan_arena *a, size_t from, size_t to) {
+    unsigned char *lo = higan__arena_start(a) + from, *hi = higan__arena_start(a) + to;
+    unsigned char *keep_lo = NULL, *keep_hi = NULL;
+    size_t n_lo = 0, n_hi = 0;
+    higan__free_block **link = (higan__free_block **)&a->recycled;
+    HIGAN_ASSERT(from <= to && to <= a->used);
+    if (a->overflow || from == to) return;
+    while (*link) {
+        higan__free_block *b = *link;
+        unsigned char *bl = (unsigned char *)b, *bh = bl + b->size;
+        if (bh <= lo) { link = &b->next; continue; }
+        if (bl >= hi) break;
+        if (bl < lo) { keep_lo = bl; n_lo = (size_t)(lo - bl); }
+        if (bh > hi) { keep_hi = hi; n_hi = (size_t)(bh - hi); }
+        a->recycled_bytes -= b->size;
+        *link = b->next;
+    }
+    higan_arena_recycle(a, lo, (size_t)(hi - lo));
+    if (keep_lo) higan_arena_recycle(a, keep_lo, n_lo);
+    if (keep_hi) higan_arena_recycle(a, keep_hi, n_hi);
+}
 HIGAN_DEF void *higan_arena_alloc_recycled(higan_arena *a, size_t bytes) {
     size_t n = higan__round_up(bytes ? bytes : 1);
     higan__free_block **link, **best = NULL;
@@ -2707,7 +2730,22 @@ HIGAN_DEF void *higan_arena_alloc_recycled(higan_arena *a, size_t bytes) {
             best = link;
             if ((*link)->size == n) break;
         }
-    if (!best) return higan_arena_alloc(a, bytes);
+    if (!best) {
+        /* No block fits: if the highest one ends at the top, start there and grow the top by
+           the rest (else big gradients would skip a large block that lies just below). */
+        higan__free_block **last = NULL;
+        for (link = (higan__free_block **)&a->recycled; *link; link = &(*link)->next) last = link;
+        if (last && (unsigned char *)*last + (*last)->size == higan__arena_start(a) + a->used &&
+            a->used - (*last)->size + n <= a->capacity) {
+            higan__free_block *b = *last;
+            a->recycled_bytes -= b->size;
+            a->used += n - b->size;
+            if (a->used > a->peak) a->peak = a->used;
+            *last = NULL;
+            return b;
+        }
+        return higan_arena_alloc(a, bytes);
+    }
     {
         higan__free_block *b = *best;
         a->recycled_bytes -= n;
@@ -2953,6 +2991,19 @@ HIGAN_DEF float *higan_var_grad(higan_tape *t, higan_var *v) {
         v->grad_pass = t->pass;
     }
     return v->grad;
+}
+/* Gradient buffer for x in the backward of an elementwise op y = f(x): y's own gradient
+   buffer when x has none yet in this pass and y's is spent after this op (the op then
+   computes dx in place over dy and sets y->grad to NULL), else higan_var_grad(t, x). */
+static float *higan__var_grad_take(higan_tape *t, higan_var *x, higan_var *y) {
+    if (x->requires_grad && !x->is_param && x->grad_pass != t->pass && !y->is_param && !y->retain_grad &&
+        y->grad && y->grad_pass == t->pass && higan_var_numel(x) == higan_var_numel(y)) {
+        if (x->grad) higan_arena_recycle(t->arena, x->grad, (size_t)higan_var_numel(x) * sizeof(float));
+        x->grad = y->grad;
+        x->grad_pass = t->pass;
+        return x->grad;
+    }
+    return higan_var_grad(t, x);
 }
 HIGAN_DEF int higan_var_has_grad(const higan_tape *t, const higan_var *v) {
     return v->grad != NULL && (v->is_param || v->grad_pass == t->pass);
@@ -7202,8 +7253,17 @@ HIGAN_DEF higan_var *higan_relu(higan_tape *t, higan_var *x) {
    and that nothing else reads afterwards. The backward reads y > 0, the same set as x > 0. */
 static void higan__relu_inplace_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
-    float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_relu_backward(dx, c->y->grad, c->y->data, higan_var_numel(c->x));
+    int64_t i, n = higan_var_numel(c->x);
+    float *dx = higan__var_grad_take(t, c->x, c->y);
+    if (dx == c->y->grad) {             /* in place: dx = 0 + (y > 0 ? dy : 0), as below */
+        float *g = dx;
+        const float *y = c->y->data;
+        c->y->grad = NULL;
+        HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+        for (i = 0; i < n; ++i) g[i] = y[i] > 0.0f ? 0.0f + g[i] : 0.0f;
+    } else if (dx) {
+        higan_relu_backward(dx, c->y->grad, c->y->data, n);
+    }
 }
 static higan_var *higan__relu_inplace(higan_tape *t, higan_var *x) {
     higan_var *y;
@@ -7739,8 +7799,17 @@ HIGAN_DEF void higan_add_backward(float *da, float *db, const float *dy, int64_t
 }
 static void higan__add_backward_op(higan_tape *t, void *p) {
     higan__binary_ctx *c = (higan__binary_ctx *)p;
-    float *da = higan_var_grad(t, c->a), *db = higan_var_grad(t, c->b);
-    higan_add_backward(da, db, c->y->grad, higan_var_numel(c->y));
+    int64_t i, n = higan_var_numel(c->y);
+    float *db = higan_var_grad(t, c->b), *da;
+    higan_add_backward(NULL, db, c->y->grad, n);          /* b first: a may take dy's buffer */
+    da = c->a != c->b ? higan__var_grad_take(t, c->a, c->y) : higan_var_grad(t, c->a);
+    if (da == c->y->grad) {                               /* in place: da = 0 + dy */
+        c->y->grad = NULL;
+        HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+        for (i = 0; i < n; ++i) da[i] = 0.0f + da[i];
+    } else {
+        higan_add_backward(da, NULL, c->y->grad, n);
+    }
 }
 HIGAN_DEF higan_var *higan_add(higan_tape *t, higan_var *a, higan_var *b) {
     higan_var *in[2], *y;
@@ -11360,18 +11429,26 @@ HIGAN_DEF void higan_gblock_register(higan_gblock *b, higan_params *p, const cha
 
 HIGAN_DEF higan_var *higan_gblock_forward(higan_tape *t, const higan_gblock *b, higan_var *x,
                                           higan_var *y, int train) {
-    higan_var *h, *sc = x;
+    /* Memory: the batch norms' outputs are rectified in place (their backward reads their
+       input), and the two conv outputs go back to the arena once added (no backward reads
+       them). */
+    higan_var *h, *sc = x, *out;
     int up = b->up_h != 1 || b->up_w != 1;
-    h = higan_relu(t, higan_ccbn_forward(t, &b->bn1, x, y, train));
+    h = higan__relu_inplace(t, higan_ccbn_forward(t, &b->bn1, x, y, train));
     if (up) {
         h = higan_upsample_nearest(t, h, b->up_h, b->up_w);
         sc = higan_upsample_nearest(t, x, b->up_h, b->up_w);
     }
     h = higan_sn_conv2d_forward(t, &b->conv1, h, train);
-    h = higan_relu(t, higan_ccbn_forward(t, &b->bn2, h, y, train));
+    h = higan__relu_inplace(t, higan_ccbn_forward(t, &b->bn2, h, y, train));
     h = higan_sn_conv2d_forward(t, &b->conv2, h, train);
     if (b->has_sc) sc = higan_sn_conv2d_forward(t, &b->conv_sc, sc, train);
-    return higan_add(t, h, sc);
+    out = higan_add(t, h, sc);
+    if (out) {
+        higan__var_drop(t, h);
+        if (b->has_sc) higan__var_drop(t, sc);
+    }
+    return out;
 }
 
 HIGAN_DEF void higan_dblock_register(higan_dblock *b, higan_params *p, const char *prefix,
@@ -11809,7 +11886,7 @@ HIGAN_DEF higan_var *higan_generator_forward(higan_tape *t, const higan_generato
     }
     h = higan__gen_stem(t, g, NULL, z, labels, L, train, ys);
     for (i = 0; i < 4; ++i) h = higan_gblock_forward(t, &g->blocks[i], h, ys[i], train);
-    h = higan_relu(t, higan_bn_out_forward(t, &g->out_bn, h, train));
+    h = higan__relu_inplace(t, higan_bn_out_forward(t, &g->out_bn, h, train));
     h = higan_tanh(t, higan_sn_conv2d_forward(t, &g->out_conv, h, train));
     if (!train && h) {   /* eval: background (-1) from column y_lens * H // 2 on */
         int *cols = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)B);
@@ -15574,6 +15651,26 @@ static higan_status higan__gan_make_fakes(higan_gan_trainer *tr, higan_tape *t, 
 }
 
 /* ---- D step --------------------------------------------------------------------------------- */
+/* The D step's fakes come from no_grad passes: keep their images and lengths (copied to the
+   top of the arena) and hand back everything the generator passes allocated since mark. */
+static higan_status higan__gan_keep_fakes_only(higan_tape *t, size_t mark, higan__gan_fakes *f, int n) {
+    size_t top = higan_arena_mark(t->arena);
+    int64_t numel = higan_var_numel(f->cat);
+    float *data = higan_arena_floats(t->arena, numel);
+    int *lb = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)n);
+    int *img = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)n);
+    higan_var *cat;
+    if (!data || !lb || !img) return higan__gan_fail(t);
+    memcpy(data, f->cat->data, sizeof(float) * (size_t)numel);
+    memcpy(lb, f->cat_lb_lens, sizeof(int) * (size_t)n);
+    memcpy(img, f->cat_img_lens, sizeof(int) * (size_t)n);
+    if (!(cat = higan_var_wrap(t, data, f->cat->ndim, f->cat->shape))) return higan__gan_fail(t);
+    higan__arena_recycle_range(t->arena, mark, top);
+    memset(f, 0, sizeof *f);
+    f->cat = cat; f->cat_lb_lens = lb; f->cat_img_lens = img;
+    return HIGAN_OK;
+}
+
 static higan_status higan__gan_d_once(higan_gan_trainer *tr, higan_tape *t, const higan_batch *b,
                                       higan_gan_losses *o) {
     higan_model *m = &tr->model;
@@ -15581,6 +15678,7 @@ static higan_status higan__gan_d_once(higan_gan_trainer *tr, higan_tape *t, cons
     higan__gan_fakes f;
     higan_var *real, *aug, *fd, *fp, *rd, *rda, *rp, *ap, *pp[2], *l_fake, *l_fake_p, *l_real, *l_real_p, *total;
     higan_status st;
+    size_t mark;
     higan_tape_reset(t);
     higan_params_zero_grad(&m->store[HIGAN_STORE_DP]);
     if ((st = higan__gan_draw(tr, t, tr->inject_d, b->B, b->label_width, &d)) != HIGAN_OK) return st;
@@ -15588,9 +15686,11 @@ static higan_status higan__gan_d_once(higan_gan_trainer *tr, higan_tape *t, cons
     aug = higan__gan_images(t, b->aug_imgs, b->B, b->aug_width);
     if (!real || !aug) return higan__gan_fail(t);
     higan_no_grad_begin(t);
+    mark = higan_arena_mark(t->arena);
     st = higan__gan_make_fakes(tr, t, b, &d, real, 0, &f);
     higan_no_grad_end(t);
     if (st != HIGAN_OK) return st;
+    if ((st = higan__gan_keep_fakes_only(t, mark, &f, 3 * b->B)) != HIGAN_OK) return st;
     /* fake_disc_loss, then its patch term, then the real ones: the order of the u0 updates */
     fd = higan_discriminator_forward(t, &m->D, f.cat, f.cat_img_lens, f.cat_lb_lens, 1);
     l_fake = higan_hinge_d_fake(t, fd);
