@@ -1,6 +1,7 @@
 # higan - build the tests, benchmarks and examples with plain cc.
 #   make            build everything that can be built here
 #   make test       build and run the tests (ends with "N passed, N failed")
+#   make test-scalar  the same tests with every kernel forced to the scalar reference (slow)
 #   make test-cuda  build and run tests/test_cuda.cu on the GPU (fails without one)
 #   make oracle     regenerate tests/oracle/*.safetensors (needs python3 with torch)
 #   make bench      build bench/ programs
@@ -67,7 +68,7 @@ HEADERS := higan.h tests/check.h $(wildcard data_tools/*.h) $(wildcard examples/
 TOOL_SRCS := $(wildcard data_tools/*.c)
 TOOL_BINS := $(patsubst data_tools/%.c,$(BUILD)/%,$(TOOL_SRCS))
 
-.PHONY: all test test-cuda bench tools oracle clean demo
+.PHONY: all test test-scalar test-cuda bench tools oracle clean demo
 all: $(TEST_BINS) $(BENCH_BINS) $(TOOL_BINS) $(EXAMPLE_BINS)
 tools: $(TOOL_BINS)
 
@@ -113,6 +114,9 @@ $(TOOL_BINS): $(BUILD)/%: data_tools/%.c $(HEADERS) | $(BUILD)
 
 test: $(TEST_BINS)
 	@sh tests/run_tests.sh $(TEST_BINS)
+
+test-scalar: $(TEST_BINS)
+	@HIGAN_CPU=scalar sh tests/run_tests.sh $(TEST_BINS)
 
 oracle:
 	cd tests/oracle && for f in make_*.py; do echo "== $$f"; $(PYTHON) $$f || exit 1; done

@@ -12250,7 +12250,7 @@ static higan_status higan__model_config_from_meta(const higan_safetensors *st, u
     char key[96];
     int net, i, n;
     double dv;
-    int64_t v;
+    int64_t v = 0;
     higan_status rc;
     *fc = higan_model_default_config(want);
     *has = 0;
@@ -12302,6 +12302,7 @@ static higan_status higan__model_config_compare(const higan_model *m, const higa
     int net, i, n;
     for (net = 0; net < HIGAN_NET_COUNT; ++net) {
         higan__model_field fa[8], fb[8];
+        memset(fa, 0, sizeof fa); memset(fb, 0, sizeof fb);   /* -O3 cannot see the counts agree */
         if (!(has & HIGAN_NET_BIT(net))) continue;
         if (net == HIGAN_NET_STYLE_ENCODER) {
             if (a.G.style_dim != b.G.style_dim)
