@@ -686,8 +686,10 @@ HIGAN_DEF void higan_masked_mean_width_backward(float *dx, const float *dy, cons
 HIGAN_DEF higan_var *higan_masked_sum_width(higan_tape *t, higan_var *x, const int *lens);
 HIGAN_DEF higan_var *higan_masked_mean_width(higan_tape *t, higan_var *x, const int *lens, float eps);
 
-/* -- dropout. Train: mask[i] = 1/(1-p) with probability 1-p, else 0 (one
-      higan_rng_uniform draw per element, in order: keep when u >= p); y = x * mask.
+/* -- dropout. Train: mask[i] = 1/(1-p) with probability 1-p, else 0; y = x * mask. One
+      higan_rng_u64 draw per call keys the mask: element i keeps its value when u_i >= p, u_i
+      a 24-bit uniform hashed from the key and i (counter-based: the mask is the same for any
+      thread count and CPU level).
       p >= 1 gives all zeros (like PyTorch). The tape op returns x itself in eval mode or
       when p <= 0 (identity, nothing recorded). */
 HIGAN_DEF void higan_dropout_forward(float *y, float *mask, const float *x, float p,
@@ -750,11 +752,13 @@ HIGAN_DEF higan_var *higan_exp(higan_tape *t, higan_var *x);
    Biases may be NULL in the raw kernels (no bias).
    cache: higan_lstm_cache_floats() floats the backward needs (intermediate layer outputs,
    gate activations, cell states). Forward with cache == NULL (inference) takes it from
-   scratch and releases it. Scratch also needs B*6H floats in forward and
-   B*T*(5H + 2*D*H) + B*6H floats in backward (plus 64-byte alignment per block); both
+   scratch and releases it. Scratch also needs D*(B*6H + 4H*H) floats in forward and
+   B*T*(6*D*H + H) + D*B*6H floats in backward (plus 64-byte alignment per block); both
    release it before returning. They return HIGAN_OK or HIGAN_ERR_NOMEM (scratch overflow,
-   sticky in the arena; the outputs are then not valid). Parallel over the batch inside each
-   step and in higan_gemm: bit-identical for any thread count. */
+   sticky in the arena; the outputs are then not valid). The products over all steps go
+   through higan_gemm; the recurrences (h W_hh^T per step, with a small register-tiled
+   kernel) run one direction per thread, each in a fixed order: bit-identical for any
+   thread count. */
 HIGAN_DEF int64_t higan_lstm_cache_floats(int64_t B, int64_t T, int64_t H, int num_layers,
                                           int bidirectional);
 HIGAN_DEF higan_status higan_lstm_forward(float *y, float *cache, const float *x, const int *lengths,
@@ -3095,6 +3099,24 @@ HIGAN_DEF higan_status higan_tape_grad_wrt(higan_tape *t, higan_var *out, higan_
 }
 
 /* ---- Adam ------------------------------------------------------------------------------ */
+/* The update of elements [0, n) (see higan_adam_step): the scalar reference, and an AVX-512
+   body doing the same float operations in the same order (sqrt and division are correctly
+   rounded, and nothing is fused: the same bits as the scalar loop). */
+static void higan__adam_scalar(float *w, const float *g, float *m, float *v, int64_t n, float b1, float b2,
+                               float one_minus_b1, float one_minus_b2, float step_size, float bc2_sqrt, float eps) {
+    int64_t i;
+    for (i = 0; i < n; ++i) {
+        float gi = g[i];
+        m[i] = m[i] * b1 + gi * one_minus_b1;
+        v[i] = v[i] * b2 + one_minus_b2 * gi * gi;
+        w[i] -= step_size * (m[i] / (sqrtf(v[i]) / bc2_sqrt + eps));
+    }
+}
+#if defined(HIGAN__X86_SIMD) && !defined(HIGAN_NO_AVX512)
+/* defined with the normalisation kernels, after immintrin.h */
+static void higan__adam_avx512(float *w, const float *g, float *m, float *v, int64_t n, float b1, float b2,
+                               float one_minus_b1, float one_minus_b2, float step_size, float bc2_sqrt, float eps);
+#endif
 HIGAN_DEF higan_adam higan_adam_default(double lr) {
     higan_adam a;
     a.lr = lr; a.beta1 = 0.9; a.beta2 = 0.999; a.eps = 1e-8; a.step = 0;
@@ -3109,16 +3131,26 @@ HIGAN_DEF void higan_adam_step(higan_adam *opt, higan_params *p) {
     float one_minus_b1 = (float)(1.0 - opt->beta1), one_minus_b2 = (float)(1.0 - opt->beta2);
     float step_size, bc2_sqrt;
     float *w = p->value, *g = p->grad, *m = p->adam_m, *v = p->adam_v;
+#if defined(HIGAN__X86_SIMD) && !defined(HIGAN_NO_AVX512)
+    const int simd = higan_cpu_level() >= HIGAN_CPU_AVX512;
+#endif
     HIGAN_ASSERT(p->allocated);
     opt->step += 1;
     step_size = (float)(opt->lr / (1.0 - pow(opt->beta1, (double)opt->step)));
     bc2_sqrt = (float)sqrt(1.0 - pow(opt->beta2, (double)opt->step));
+    /* chunks of 16384 (elementwise: any split gives the same bits) */
     HIGAN__PARALLEL_FOR_IF(n > 65536)
-    for (i = 0; i < n; ++i) {
-        float gi = g[i];
-        m[i] = m[i] * b1 + gi * one_minus_b1;
-        v[i] = v[i] * b2 + one_minus_b2 * gi * gi;
-        w[i] -= step_size * (m[i] / (sqrtf(v[i]) / bc2_sqrt + eps));
+    for (i = 0; i < (n + 16383) / 16384; ++i) {
+        int64_t i0 = i * 16384, len = n - i0 < 16384 ? n - i0 : 16384;
+#if defined(HIGAN__X86_SIMD) && !defined(HIGAN_NO_AVX512)
+        if (simd) {
+            higan__adam_avx512(w + i0, g + i0, m + i0, v + i0, len, b1, b2, one_minus_b1, one_minus_b2,
+                               step_size, bc2_sqrt, eps);
+            continue;
+        }
+#endif
+        higan__adam_scalar(w + i0, g + i0, m + i0, v + i0, len, b1, b2, one_minus_b1, one_minus_b2,
+                           step_size, bc2_sqrt, eps);
     }
 }
 HIGAN_DEF float higan_lr_linear_decay(int epoch, int start, int length) {
@@ -6587,11 +6619,189 @@ HIGAN_DEF higan_var *higan_spectral_norm(higan_tape *t, higan_var *w, float *u0,
 }
 
 /* ---- batch statistics (the one place for BN / CBN statistics) --------------------------- */
+/* Per-plane kernels of the statistics, normalisation and its backward. The scalar ones are the
+   reference; the AVX-512 ones widen 8 floats at a time to doubles (the same double sums in
+   another, fixed order) and do the float arithmetic of the scalar loops in the same order, so
+   y and dx differ from the scalar ones only through the last bits of mean / rstd / the sums. */
+typedef struct {
+    double (*sum)(const float *x, int64_t n);                      /* sum x */
+    double (*sqdev)(const float *x, int64_t n, double m);          /* sum (x - m)^2 */
+    /* s += sum g, sx += sum g * xh, xh = (x - m) * r in float */
+    void (*dsums)(const float *g, const float *x, int64_t n, float m, float r, double *s, double *sx);
+    /* y = (x - m) * r * gain + shift */
+    void (*apply)(float *y, const float *x, int64_t n, float m, float r, float gain, float shift);
+    /* dx += r * (g * gain - a - xh * b), xh = (x - m) * r */
+    void (*dx)(float *dx, const float *g, const float *x, int64_t n, float m, float r, float gain,
+               float a, float b);
+} higan__bn_kernels;
+static double higan__bn_sum_scalar(const float *x, int64_t n) {
+    double s = 0;
+    int64_t k;
+    for (k = 0; k < n; ++k) s += (double)x[k];
+    return s;
+}
+static double higan__bn_sqdev_scalar(const float *x, int64_t n, double m) {
+    double q = 0;
+    int64_t k;
+    for (k = 0; k < n; ++k) { double d = (double)x[k] - m; q += d * d; }
+    return q;
+}
+static void higan__bn_dsums_scalar(const float *g, const float *x, int64_t n, float m, float r,
+                                   double *s, double *sx) {
+    double a = 0, b = 0;
+    int64_t k;
+    for (k = 0; k < n; ++k) {
+        float xh = (x[k] - m) * r;
+        a += (double)g[k];
+        b += (double)g[k] * (double)xh;
+    }
+    *s += a; *sx += b;
+}
+static void higan__bn_apply_scalar(float *y, const float *x, int64_t n, float m, float r, float gain,
+                                   float shift) {
+    int64_t k;
+    for (k = 0; k < n; ++k) y[k] = (x[k] - m) * r * gain + shift;
+}
+static void higan__bn_dx_scalar(float *dx, const float *g, const float *x, int64_t n, float m, float r,
+                                float gain, float a, float b) {
+    int64_t k;
+    for (k = 0; k < n; ++k) {
+        float xh = (x[k] - m) * r;
+        dx[k] += r * (g[k] * gain - a - xh * b);
+    }
+}
+#ifdef HIGAN__GEMM_AVX512
+/* 16 floats widened to two vectors of 8 doubles (the maskz forms: GCC 12's plain ones start
+   from an undefined vector and warn -Wmaybe-uninitialized in C++) */
+static inline HIGAN__TGT_avx512 __m512d higan__bn_lo_avx512(__m512 v) {
+    return _mm512_maskz_cvtps_pd((__mmask8)0xFF, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd((__mmask8)0xF,
+                                                                                              _mm512_castps_pd(v), 0)));
+}
+static inline HIGAN__TGT_avx512 __m512d higan__bn_hi_avx512(__m512 v) {
+    return _mm512_maskz_cvtps_pd((__mmask8)0xFF, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd((__mmask8)0xF,
+                                                                                              _mm512_castps_pd(v), 1)));
+}
+static inline HIGAN__TGT_avx512 double higan__bn_hsum_avx512(__m512d v) {
+    double t[8];
+    _mm512_storeu_pd(t, v);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+static HIGAN__TGT_avx512 double higan__bn_sum_avx512(const float *x, int64_t n) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+    double s;
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512 v = _mm512_loadu_ps(x + k);
+        s0 = _mm512_add_pd(s0, higan__bn_lo_avx512(v));
+        s1 = _mm512_add_pd(s1, higan__bn_hi_avx512(v));
+    }
+    s = higan__bn_hsum_avx512(_mm512_add_pd(s0, s1));
+    for (; k < n; ++k) s += (double)x[k];
+    return s;
+}
+static HIGAN__TGT_avx512 double higan__bn_sqdev_avx512(const float *x, int64_t n, double m) {
+    __m512d q0 = _mm512_setzero_pd(), q1 = q0, mv = _mm512_set1_pd(m);
+    double q;
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512 v = _mm512_loadu_ps(x + k);
+        __m512d d0 = _mm512_sub_pd(higan__bn_lo_avx512(v), mv), d1 = _mm512_sub_pd(higan__bn_hi_avx512(v), mv);
+        q0 = _mm512_add_pd(q0, _mm512_mul_pd(d0, d0));
+        q1 = _mm512_add_pd(q1, _mm512_mul_pd(d1, d1));
+    }
+    q = higan__bn_hsum_avx512(_mm512_add_pd(q0, q1));
+    for (; k < n; ++k) { double d = (double)x[k] - m; q += d * d; }
+    return q;
+}
+static HIGAN__TGT_avx512 void higan__bn_dsums_avx512(const float *g, const float *x, int64_t n, float m,
+                                                     float r, double *s, double *sx) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0, t0 = s0, t1 = s0;
+    __m512 mv = _mm512_set1_ps(m), rv = _mm512_set1_ps(r);
+    double a, b;
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512 gv = _mm512_loadu_ps(g + k);
+        __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + k), mv), rv);
+        __m512d g0 = higan__bn_lo_avx512(gv), g1 = higan__bn_hi_avx512(gv);
+        s0 = _mm512_add_pd(s0, g0);
+        s1 = _mm512_add_pd(s1, g1);
+        t0 = _mm512_add_pd(t0, _mm512_mul_pd(g0, higan__bn_lo_avx512(xh)));
+        t1 = _mm512_add_pd(t1, _mm512_mul_pd(g1, higan__bn_hi_avx512(xh)));
+    }
+    a = higan__bn_hsum_avx512(_mm512_add_pd(s0, s1));
+    b = higan__bn_hsum_avx512(_mm512_add_pd(t0, t1));
+    for (; k < n; ++k) {
+        float xh = (x[k] - m) * r;
+        a += (double)g[k];
+        b += (double)g[k] * (double)xh;
+    }
+    *s += a; *sx += b;
+}
+static HIGAN__TGT_avx512 void higan__bn_apply_avx512(float *y, const float *x, int64_t n, float m, float r,
+                                                     float gain, float shift) {
+    __m512 mv = _mm512_set1_ps(m), rv = _mm512_set1_ps(r), gv = _mm512_set1_ps(gain), bv = _mm512_set1_ps(shift);
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16)
+        _mm512_storeu_ps(y + k, _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + k), mv),
+                                                                          rv), gv), bv));
+    if (k < n) {
+        __mmask16 t = (__mmask16)((1u << (n - k)) - 1u);
+        _mm512_mask_storeu_ps(y + k, t, _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(
+            _mm512_maskz_loadu_ps(t, x + k), mv), rv), gv), bv));
+    }
+}
+static HIGAN__TGT_avx512 void higan__bn_dx_avx512(float *dx, const float *g, const float *x, int64_t n, float m,
+                                                  float r, float gain, float a, float b) {
+    __m512 mv = _mm512_set1_ps(m), rv = _mm512_set1_ps(r), gn = _mm512_set1_ps(gain);
+    __m512 av = _mm512_set1_ps(a), bv = _mm512_set1_ps(b);
+    int64_t k = 0;
+    for (; k < n; k += 16) {
+        __mmask16 t = (__mmask16)(n - k >= 16 ? 0xFFFFu : (1u << (n - k)) - 1u);
+        __m512 xh, d;
+        xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + k), mv), rv);
+        d = _mm512_sub_ps(_mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(t, g + k), gn), av), _mm512_mul_ps(xh, bv));
+        _mm512_mask_storeu_ps(dx + k, t, _mm512_add_ps(_mm512_maskz_loadu_ps(t, dx + k), _mm512_mul_ps(rv, d)));
+    }
+}
+#endif
+#ifdef HIGAN__GEMM_AVX512
+/* Adam's AVX-512 body (see higan__adam_scalar in the OPTIMIZER section) */
+static HIGAN__TGT_avx512 void higan__adam_avx512(
+        float *w, const float *g, float *m, float *v, int64_t n, float b1, float b2, float one_minus_b1,
+        float one_minus_b2, float step_size, float bc2_sqrt, float eps) {
+    const __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2), va1 = _mm512_set1_ps(one_minus_b1);
+    const __m512 va2 = _mm512_set1_ps(one_minus_b2), vs = _mm512_set1_ps(step_size);
+    const __m512 vc = _mm512_set1_ps(bc2_sqrt), ve = _mm512_set1_ps(eps);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 gi = _mm512_loadu_ps(g + i);
+        __m512 mi = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m + i), vb1), _mm512_mul_ps(gi, va1));
+        __m512 vi = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(v + i), vb2), _mm512_mul_ps(_mm512_mul_ps(va2, gi), gi));
+        __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_maskz_sqrt_ps((__mmask16)0xFFFF, vi), vc), ve);
+        _mm512_storeu_ps(m + i, mi);
+        _mm512_storeu_ps(v + i, vi);
+        _mm512_storeu_ps(w + i, _mm512_sub_ps(_mm512_loadu_ps(w + i), _mm512_mul_ps(vs, _mm512_div_ps(mi, den))));
+    }
+    higan__adam_scalar(w + i, g + i, m + i, v + i, n - i, b1, b2, one_minus_b1, one_minus_b2, step_size, bc2_sqrt, eps);
+}
+#endif
+static const higan__bn_kernels *higan__bn_k(void) {
+    static const higan__bn_kernels scalar = {higan__bn_sum_scalar, higan__bn_sqdev_scalar, higan__bn_dsums_scalar,
+                                             higan__bn_apply_scalar, higan__bn_dx_scalar};
+#ifdef HIGAN__GEMM_AVX512
+    static const higan__bn_kernels avx512 = {higan__bn_sum_avx512, higan__bn_sqdev_avx512, higan__bn_dsums_avx512,
+                                             higan__bn_apply_avx512, higan__bn_dx_avx512};
+    if (higan_cpu_level() >= HIGAN_CPU_AVX512) return &avx512;
+#endif
+    return &scalar;
+}
+
 /* x [N, C, HW]; mean, rstd, running_mean, running_var [C] */
 HIGAN_DEF void higan_batch_norm_stats(float *mean, float *rstd, float *running_mean,
                                       float *running_var, const float *x, float momentum,
                                       float eps, int batch_stats,
                                       int64_t N, int64_t C, int64_t HW) {
+    const higan__bn_kernels *K = higan__bn_k();
     int64_t c, M = N * HW;
     if (!batch_stats) {
         HIGAN_ASSERT(running_mean != NULL && running_var != NULL);
@@ -6603,19 +6813,14 @@ HIGAN_DEF void higan_batch_norm_stats(float *mean, float *rstd, float *running_m
     }
     HIGAN_ASSERT(M > 0);
     HIGAN_ASSERT(M > 1 || running_var == NULL);   /* unbiased variance needs 2 values */
-    HIGAN__PARALLEL_FOR_IF(M * C >= 32768)
+    HIGAN__PARALLEL_FOR_IF(C > 1 && M * C >= 32768)
     for (c = 0; c < C; ++c) {
         double s = 0, q = 0, m, var;
-        int64_t nn, k;
-        for (nn = 0; nn < N; ++nn) {
-            const float *xp = x + (nn * C + c) * HW;
-            for (k = 0; k < HW; ++k) s += (double)xp[k];
-        }
+        int64_t nn;
+        for (nn = 0; nn < N; ++nn) s += K->sum(x + (nn * C + c) * HW, HW);
         m = s / (double)M;
-        for (nn = 0; nn < N; ++nn) {   /* two passes: no cancellation in the variance */
-            const float *xp = x + (nn * C + c) * HW;
-            for (k = 0; k < HW; ++k) { double d = (double)xp[k] - m; q += d * d; }
-        }
+        /* two passes: no cancellation in the variance */
+        for (nn = 0; nn < N; ++nn) q += K->sqdev(x + (nn * C + c) * HW, HW, m);
         var = q / (double)M;
         mean[c] = (float)m;
         rstd[c] = (float)(1.0 / sqrt(var + (double)eps));
@@ -6633,16 +6838,14 @@ static void higan__norm_apply(float *y, const float *x, const float *mean, const
                               const float *scale_c, const float *shift_c,
                               const float *gain_nc, const float *shift_nc,
                               int64_t N, int64_t C, int64_t HW) {
+    const higan__bn_kernels *K = higan__bn_k();
     int64_t p;
-    HIGAN__PARALLEL_FOR_IF(N * C * HW >= 32768)
+    HIGAN__PARALLEL_FOR_IF(N * C > 1 && N * C * HW >= 32768)
     for (p = 0; p < N * C; ++p) {
-        int64_t c = p % C, k;
-        float m = mean[c], r = rstd[c];
+        int64_t c = p % C;
         float g = scale_c ? scale_c[c] : gain_nc ? 1.0f + gain_nc[p] : 1.0f;
         float b = shift_c ? shift_c[c] : shift_nc ? shift_nc[p] : 0.0f;
-        const float *xp = x + p * HW;
-        float *yp = y + p * HW;
-        for (k = 0; k < HW; ++k) yp[k] = (xp[k] - m) * r * g + b;
+        K->apply(y + p * HW, x + p * HW, HW, mean[c], rstd[c], g, b);
     }
 }
 
@@ -6655,21 +6858,17 @@ static void higan__norm_backward(float *dx, float *dscale_c, float *dshift_c,
                                  const float *x, const float *mean, const float *rstd,
                                  const float *scale_c, const float *gain_nc, int batch_stats,
                                  int64_t N, int64_t C, int64_t HW) {
+    const higan__bn_kernels *K = higan__bn_k();
     int64_t c;
     double M = (double)(N * HW);
-    HIGAN__PARALLEL_FOR_IF(N * C * HW >= 32768)
+    HIGAN__PARALLEL_FOR_IF(C > 1 && N * C * HW >= 32768)
     for (c = 0; c < C; ++c) {
         double sum_g_dy = 0, sum_g_dyxh = 0, all_dy = 0, all_dyxh = 0;
         float m = mean[c], r = rstd[c];
-        int64_t nn, k;
+        int64_t nn;
         for (nn = 0; nn < N; ++nn) {
-            const float *xp = x + (nn * C + c) * HW, *gp = dy + (nn * C + c) * HW;
             double s = 0, sx = 0, g;
-            for (k = 0; k < HW; ++k) {
-                float xh = (xp[k] - m) * r;
-                s += (double)gp[k];
-                sx += (double)gp[k] * (double)xh;
-            }
+            K->dsums(dy + (nn * C + c) * HW, x + (nn * C + c) * HW, HW, m, r, &s, &sx);
             g = scale_c ? (double)scale_c[c] : gain_nc ? (double)(1.0f + gain_nc[nn * C + c]) : 1.0;
             if (dgain_nc) dgain_nc[nn * C + c] += (float)sx;
             if (dshift_nc) dshift_nc[nn * C + c] += (float)s;
@@ -6682,13 +6881,8 @@ static void higan__norm_backward(float *dx, float *dscale_c, float *dshift_c,
             float a = batch_stats ? (float)(sum_g_dy / M) : 0.0f;
             float b = batch_stats ? (float)(sum_g_dyxh / M) : 0.0f;
             for (nn = 0; nn < N; ++nn) {
-                const float *xp = x + (nn * C + c) * HW, *gp = dy + (nn * C + c) * HW;
-                float *dp = dx + (nn * C + c) * HW;
                 float g = scale_c ? scale_c[c] : gain_nc ? 1.0f + gain_nc[nn * C + c] : 1.0f;
-                for (k = 0; k < HW; ++k) {
-                    float xh = (xp[k] - m) * r;
-                    dp[k] += r * (gp[k] * g - a - xh * b);
-                }
+                K->dx(dx + (nn * C + c) * HW, dy + (nn * C + c) * HW, x + (nn * C + c) * HW, HW, m, r, g, a, b);
             }
         }
     }
@@ -6901,12 +7095,142 @@ HIGAN_DEF higan_var *higan_embedding(higan_tape *t, higan_var *weight, const int
 }
 /* ---- shape: upsample, pools, pads, activations, concat/slice, reshape/permute, masked width
         reductions, dropout, log-softmax, elementwise helpers ---------------------------------
-   Every kernel is plain scalar C: these ops are memory bound. Parallel loops run over
+   The scalar loops are the reference; max pooling and the elementwise kernels (relu, add,
+   dropout, pad backward) have AVX-512 forms with the same bits. Parallel loops run over
    independent outputs only (planes, rows or elements), so results never depend on the
    thread count; reductions (sum_all, masked sums, log-softmax rows) stay in one thread each. */
 
 /* Elementwise loops go parallel only above this many values (thread start-up costs more). */
 #define HIGAN__SHAPE_PAR ((int64_t)1 << 15)
+
+/* ---- elementwise kernels: the scalar loops are the reference; on AVX-512 the same operations
+   16 lanes at a time (selects, adds, multiplies: the same bits), on chunks of HIGAN__EW_CHUNK
+   values split over the threads (elementwise: any split gives the same bits). GCC -O2 does
+   not vectorise the scalar selects, and these ops are a good part of a recognizer step. ------ */
+#define HIGAN__EW_CHUNK ((int64_t)1 << 14)
+enum { HIGAN__EW_RELU, HIGAN__EW_RELU_BWD, HIGAN__EW_ADD, HIGAN__EW_ACC, HIGAN__EW_ACC_MUL, HIGAN__EW_DROPOUT,
+       HIGAN__EW_DROPOUT_RELU, HIGAN__EW_RELU_MASK_BWD };
+typedef struct {
+    int kind;
+    float *y;             /* output (accumulated into for the _BWD / ACC kinds) */
+    const float *a, *b;   /* inputs (see higan__ew_scalar) */
+    float *mask;          /* dropout: the mask out (may be NULL) */
+    float p, scale;       /* dropout */
+    uint32_t k0, k1;      /* dropout key */
+} higan__ew_args;
+/* Dropout's uniform of element i: two rounds of the lowbias32 mixer over the 32-bit counter
+   and the key, 24 bits (exact floats). */
+static uint32_t higan__mix32(uint32_t x) {
+    x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+    return x;
+}
+static float higan__dropout_uniform(uint32_t k0, uint32_t k1, uint64_t i) {
+    uint32_t h = higan__mix32(higan__mix32((uint32_t)i ^ k0) + k1 + (uint32_t)(i >> 32) * 0x9E3779B9U);
+    return (float)(h >> 8) * (1.0f / 16777216.0f);
+}
+/* [i0, i0 + n) of the op: RELU y = relu(a) (NaN stays); RELU_BWD y += b where a > 0; ADD
+   y = a + b; ACC y += a; ACC_MUL y += a * b; DROPOUT mask = u >= p ? scale : 0, y = a * mask;
+   DROPOUT_RELU the same, then y = relu(y); RELU_MASK_BWD y += b * mask where a > 0. */
+static void higan__ew_scalar(const higan__ew_args *e, int64_t i0, int64_t n) {
+    float *y = e->y + i0;
+    const float *a = e->a + i0, *b = e->b ? e->b + i0 : NULL;
+    int64_t i;
+    switch (e->kind) {
+    case HIGAN__EW_RELU: for (i = 0; i < n; ++i) y[i] = a[i] > 0.0f ? a[i] : (a[i] != a[i] ? a[i] : 0.0f); break;
+    case HIGAN__EW_RELU_BWD: for (i = 0; i < n; ++i) if (a[i] > 0.0f) y[i] += b[i]; break;
+    case HIGAN__EW_ADD: for (i = 0; i < n; ++i) y[i] = a[i] + b[i]; break;
+    case HIGAN__EW_ACC: for (i = 0; i < n; ++i) y[i] += a[i]; break;
+    case HIGAN__EW_ACC_MUL: for (i = 0; i < n; ++i) y[i] += a[i] * b[i]; break;
+    case HIGAN__EW_RELU_MASK_BWD: for (i = 0; i < n; ++i) if (a[i] > 0.0f) y[i] += b[i] * e->mask[i0 + i]; break;
+    default:
+        for (i = 0; i < n; ++i) {
+            float m = higan__dropout_uniform(e->k0, e->k1, (uint64_t)(i0 + i)) >= e->p ? e->scale : 0.0f, v;
+            if (e->mask) e->mask[i0 + i] = m;
+            v = a[i] * m;
+            y[i] = e->kind == HIGAN__EW_DROPOUT || v > 0.0f || v != v ? v : 0.0f;
+        }
+    }
+}
+#ifdef HIGAN__GEMM_AVX512
+/* maskz forms: see higan__bn_lo_avx512 */
+static inline HIGAN__TGT_avx512 __m512i higan__srli_avx512(__m512i x, unsigned n) {
+    return _mm512_maskz_srli_epi32((__mmask16)0xFFFF, x, n);
+}
+static inline HIGAN__TGT_avx512 __m512i higan__mix32_avx512(__m512i x) {
+    x = _mm512_xor_si512(x, higan__srli_avx512(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
+    x = _mm512_xor_si512(x, higan__srli_avx512(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846ca68bU));
+    return _mm512_xor_si512(x, higan__srli_avx512(x, 16));
+}
+static HIGAN__TGT_avx512 void higan__ew_avx512(const higan__ew_args *e, int64_t i0, int64_t n) {
+    float *y = e->y + i0;
+    const float *a = e->a + i0, *b = e->b ? e->b + i0 : NULL;
+    const __m512 zero = _mm512_setzero_ps();
+    int64_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 t = (__mmask16)(n - i >= 16 ? 0xFFFFu : (1u << (n - i)) - 1u);
+        __m512 av = _mm512_maskz_loadu_ps(t, a + i), r;
+        switch (e->kind) {
+        case HIGAN__EW_RELU:
+            r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(av, zero, _CMP_GT_OQ) | _mm512_cmp_ps_mask(av, av, _CMP_UNORD_Q), av);
+            break;
+        case HIGAN__EW_RELU_BWD:
+            r = _mm512_maskz_loadu_ps(t, y + i);
+            r = _mm512_mask_add_ps(r, _mm512_cmp_ps_mask(av, zero, _CMP_GT_OQ), r, _mm512_maskz_loadu_ps(t, b + i));
+            break;
+        case HIGAN__EW_ADD: r = _mm512_add_ps(av, _mm512_maskz_loadu_ps(t, b + i)); break;
+        case HIGAN__EW_ACC: r = _mm512_add_ps(_mm512_maskz_loadu_ps(t, y + i), av); break;
+        case HIGAN__EW_ACC_MUL:
+            r = _mm512_add_ps(_mm512_maskz_loadu_ps(t, y + i), _mm512_mul_ps(av, _mm512_maskz_loadu_ps(t, b + i)));
+            break;
+        case HIGAN__EW_RELU_MASK_BWD:
+            r = _mm512_maskz_loadu_ps(t, y + i);
+            r = _mm512_mask_add_ps(r, _mm512_cmp_ps_mask(av, zero, _CMP_GT_OQ), r,
+                                   _mm512_mul_ps(_mm512_maskz_loadu_ps(t, b + i), _mm512_maskz_loadu_ps(t, e->mask + i0 + i)));
+            break;
+        default: {
+            uint64_t g = (uint64_t)(i0 + i);   /* chunks never cross a multiple of 2^32 */
+            __m512i c = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)g),
+                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+            __m512i h = higan__mix32_avx512(_mm512_xor_si512(c, _mm512_set1_epi32((int)e->k0)));
+            __m512 u, m;
+            h = higan__mix32_avx512(_mm512_add_epi32(h, _mm512_set1_epi32((int)(e->k1 + (uint32_t)(g >> 32) * 0x9E3779B9U))));
+            u = _mm512_mul_ps(_mm512_maskz_cvtepi32_ps((__mmask16)0xFFFF, higan__srli_avx512(h, 8)),
+                              _mm512_set1_ps(1.0f / 16777216.0f));
+            m = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, _mm512_set1_ps(e->p), _CMP_GE_OQ), _mm512_set1_ps(e->scale));
+            if (e->mask) _mm512_mask_storeu_ps(e->mask + i0 + i, t, m);
+            r = _mm512_mul_ps(av, m);
+            if (e->kind == HIGAN__EW_DROPOUT_RELU)
+                r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, zero, _CMP_GT_OQ) | _mm512_cmp_ps_mask(r, r, _CMP_UNORD_Q), r);
+        }
+        }
+        _mm512_mask_storeu_ps(y + i, t, r);
+    }
+}
+#endif
+typedef void (*higan__ew_fn)(const higan__ew_args *e, int64_t i0, int64_t n);
+static higan__ew_fn higan__ew_kernel(void) {
+#ifdef HIGAN__GEMM_AVX512
+    if (higan_cpu_level() >= HIGAN_CPU_AVX512) return higan__ew_avx512;
+#endif
+    return higan__ew_scalar;
+}
+static void higan__ew_run(const higan__ew_args *e, int64_t n) {
+    higan__ew_fn k = higan__ew_kernel();
+    int64_t c;
+    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
+    for (c = 0; c < (n + HIGAN__EW_CHUNK - 1) / HIGAN__EW_CHUNK; ++c) {
+        int64_t i0 = c * HIGAN__EW_CHUNK;
+        k(e, i0, n - i0 < HIGAN__EW_CHUNK ? n - i0 : HIGAN__EW_CHUNK);
+    }
+}
+static void higan__ew(int kind, float *y, const float *a, const float *b, int64_t n) {
+    higan__ew_args e;
+    memset(&e, 0, sizeof e);
+    e.kind = kind; e.y = y; e.a = a; e.b = b;
+    higan__ew_run(&e, n);
+}
 
 /* ---- tape helpers shared by the ops below ------------------------------------------------ */
 typedef struct { higan_var *x, *y; float s; } higan__unary_ctx;
@@ -7075,9 +7399,60 @@ HIGAN_DEF higan_var *higan_avg_pool2(higan_tape *t, higan_var *x) {
 }
 
 /* ---- 3x3 max pooling, stride 2, no padding: x [N,C,H,W] -> y [N,C,(H-3)/2+1,(W-3)/2+1] ---- */
+#ifdef HIGAN__GEMM_AVX512
+/* Output row h of one plane, 16 outputs at a time: the even, odd and next-even input columns of
+   each window row are gathered from two loads by vpermt2ps. The same scan as the scalar loop
+   (row-major window order; a strictly larger value or any NaN takes over), so y and argmax are
+   bit-identical to it. The last, partial block loads only columns < W (masked loads) and
+   stores only its outputs. */
+static inline HIGAN__TGT_avx512 __mmask16 higan__cols_mask(int64_t n) {   /* the first n of 16 lanes */
+    return (__mmask16)(n >= 16 ? 0xFFFFu : n <= 0 ? 0u : (1u << n) - 1u);
+}
+static HIGAN__TGT_avx512 void higan__maxpool_row_avx512(float *yr, int32_t *ar, const float *xp,
+                                                       int64_t W, int64_t h, int64_t Wo) {
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    int64_t w0;
+    for (w0 = 0; w0 < Wo; w0 += 16) {
+        __m512 m = _mm512_setzero_ps();
+        __m512i best = _mm512_setzero_si512();
+        const int64_t left = W - 2 * w0;   /* columns of the row from r on */
+        const __mmask16 mo = higan__cols_mask(Wo - w0);
+        int i, j;
+        for (i = 0; i < 3; ++i) {
+            const float *r = xp + (2 * h + i) * W + 2 * w0;
+            /* columns 2w, 2w + 1 from r[0 .. 31], 2w + 2 from r[2 .. 32] (r[33]: never needed) */
+            __m512 a = _mm512_maskz_loadu_ps(higan__cols_mask(left), r);
+            __m512 b = _mm512_maskz_loadu_ps(higan__cols_mask(left - 16), r + 16);
+            __m512 a2 = _mm512_maskz_loadu_ps(higan__cols_mask(left - 2), r + 2);
+            __m512 b2 = _mm512_maskz_loadu_ps((__mmask16)(higan__cols_mask(left - 18) & 0x7FFFu), r + 18);
+            __m512 v[3];
+            __m512i base = _mm512_add_epi32(ev, _mm512_set1_epi32((int)((2 * h + i) * W + 2 * w0)));
+            v[0] = _mm512_permutex2var_ps(a, ev, b);
+            v[1] = _mm512_permutex2var_ps(a, od, b);
+            v[2] = _mm512_permutex2var_ps(a2, ev, b2);
+            for (j = 0; j < 3; ++j) {
+                __m512i k = _mm512_add_epi32(base, _mm512_set1_epi32(j));
+                if (i == 0 && j == 0) { m = v[0]; best = k; continue; }
+                {
+                    __mmask16 take = _mm512_cmp_ps_mask(v[j], m, _CMP_GT_OQ) |
+                                     _mm512_cmp_ps_mask(v[j], v[j], _CMP_UNORD_Q);
+                    m = _mm512_mask_mov_ps(m, take, v[j]);
+                    best = _mm512_mask_mov_epi32(best, take, k);
+                }
+            }
+        }
+        _mm512_mask_storeu_ps(yr + w0, mo, m);
+        if (ar) _mm512_mask_storeu_epi32((void *)(ar + w0), mo, best);
+    }
+}
+#endif
 HIGAN_DEF void higan_max_pool3s2_forward(float *y, int32_t *argmax, const float *x, int64_t N,
                                          int64_t C, int64_t H, int64_t W) {
     int64_t p, P = N * C, Ho = (H - 3) / 2 + 1, Wo = (W - 3) / 2 + 1;
+#ifdef HIGAN__GEMM_AVX512
+    const int simd = higan_cpu_level() >= HIGAN_CPU_AVX512;
+#endif
     HIGAN_ASSERT(H >= 3 && W >= 3 && H * W <= INT32_MAX);
     HIGAN__PARALLEL_FOR_IF(P * Ho * Wo > HIGAN__SHAPE_PAR / 4)
     for (p = 0; p < P; ++p) {
@@ -7085,7 +7460,13 @@ HIGAN_DEF void higan_max_pool3s2_forward(float *y, int32_t *argmax, const float 
         float *yp = y + p * Ho * Wo;
         int32_t *ap = argmax ? argmax + p * Ho * Wo : NULL;
         int64_t h, w, i, j;
-        for (h = 0; h < Ho; ++h)
+        for (h = 0; h < Ho; ++h) {
+#ifdef HIGAN__GEMM_AVX512
+            if (simd) {
+                higan__maxpool_row_avx512(yp + h * Wo, ap ? ap + h * Wo : NULL, xp, W, h, Wo);
+                continue;
+            }
+#endif
             for (w = 0; w < Wo; ++w) {
                 int64_t best = 2 * h * W + 2 * w;
                 float m = xp[best];
@@ -7099,6 +7480,7 @@ HIGAN_DEF void higan_max_pool3s2_forward(float *y, int32_t *argmax, const float 
                 yp[h * Wo + w] = m;
                 if (ap) ap[h * Wo + w] = (int32_t)best;
             }
+        }
     }
 }
 /* dx [N,C,H,W] += dy routed to the argmax of each window (windows overlap: one thread per plane). */
@@ -7181,6 +7563,7 @@ HIGAN_DEF void higan_pad_forward(float *y, const float *x, int64_t N, int64_t C,
 HIGAN_DEF void higan_pad_backward(float *dx, const float *dy, int64_t N, int64_t C, int64_t H,
                                   int64_t W, int top, int bottom, int left, int right) {
     int64_t p, P = N * C, Ho = H + top + bottom, Wo = W + left + right, w0, w1;
+    higan__ew_fn acc = higan__ew_kernel();
     if (!dx) return;
     HIGAN_ASSERT(Ho >= 0 && Wo >= 0);
     higan__pad_cols(W, Wo, left, &w0, &w1);
@@ -7188,11 +7571,16 @@ HIGAN_DEF void higan_pad_backward(float *dx, const float *dy, int64_t N, int64_t
     for (p = 0; p < P; ++p) {
         const float *gp = dy + p * Ho * Wo;
         float *dp = dx + p * H * W;
-        int64_t h, w;
+        higan__ew_args e;
+        int64_t h;
+        memset(&e, 0, sizeof e);
+        e.kind = HIGAN__EW_ACC;
         for (h = 0; h < Ho; ++h) {
             int64_t hi = h - top;
-            if (hi < 0 || hi >= H) continue;
-            for (w = w0; w < w1; ++w) dp[hi * W + (w - left)] += gp[h * Wo + w];
+            if (hi < 0 || hi >= H || w1 <= w0) continue;
+            e.y = dp + hi * W + (w0 - left);   /* the row's interior += */
+            e.a = gp + h * Wo + w0;
+            acc(&e, 0, w1 - w0);
         }
     }
 }
@@ -7226,15 +7614,10 @@ HIGAN_DEF higan_var *higan_pad(higan_tape *t, higan_var *x, int top, int bottom,
 
 /* ---- activations (n values, any shape) ------------------------------------------------------ */
 HIGAN_DEF void higan_relu_forward(float *y, const float *x, int64_t n) {
-    int64_t i;
-    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
-    for (i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : (x[i] != x[i] ? x[i] : 0.0f); /* NaN stays */
+    higan__ew(HIGAN__EW_RELU, y, x, NULL, n);   /* NaN stays */
 }
 HIGAN_DEF void higan_relu_backward(float *dx, const float *dy, const float *x, int64_t n) {
-    int64_t i;
-    if (!dx) return;
-    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
-    for (i = 0; i < n; ++i) if (x[i] > 0.0f) dx[i] += dy[i];
+    if (dx) higan__ew(HIGAN__EW_RELU_BWD, dx, x, dy, n);
 }
 static void higan__relu_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
@@ -7688,22 +8071,19 @@ HIGAN_DEF higan_var *higan_masked_mean_width(higan_tape *t, higan_var *x, const 
 }
 
 /* ---- dropout ------------------------------------------------------------------------------------- */
-/* Sequential: the rng stream fixes which element gets which draw. mask may be NULL. */
+/* One rng draw keys the whole mask (see the declaration). mask may be NULL. */
 HIGAN_DEF void higan_dropout_forward(float *y, float *mask, const float *x, float p,
                                      higan_rng *rng, int64_t n) {
-    int64_t i;
-    float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-    for (i = 0; i < n; ++i) {
-        float m = higan_rng_uniform(rng) >= p ? scale : 0.0f;
-        if (mask) mask[i] = m;
-        y[i] = x[i] * m;
-    }
+    uint64_t key = higan_rng_u64(rng);
+    higan__ew_args e;
+    memset(&e, 0, sizeof e);
+    e.kind = HIGAN__EW_DROPOUT; e.y = y; e.a = x; e.mask = mask; e.p = p;
+    e.scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    e.k0 = (uint32_t)key; e.k1 = (uint32_t)(key >> 32);
+    higan__ew_run(&e, n);
 }
 HIGAN_DEF void higan_dropout_backward(float *dx, const float *dy, const float *mask, int64_t n) {
-    int64_t i;
-    if (!dx) return;
-    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
-    for (i = 0; i < n; ++i) dx[i] += dy[i] * mask[i];
+    if (dx) higan__ew(HIGAN__EW_ACC_MUL, dx, dy, mask, n);
 }
 typedef struct { higan_var *x, *y; float *mask; } higan__dropout_ctx;
 static void higan__dropout_backward_op(higan_tape *t, void *p) {
@@ -7729,6 +8109,44 @@ HIGAN_DEF higan_var *higan_dropout(higan_tape *t, higan_var *x, float p, int tra
     if (c) {
         c->x = x; c->y = y; c->mask = mask;
         higan_tape_record(t, y, higan__dropout_backward_op, c);
+    }
+    return y;
+}
+
+/* relu(dropout(x)) in one pass each way (the StyleBackbone's dropout before an act-first conv
+   block): the same mask and values as the two ops (the mask is >= 0, so the order does not
+   matter). Backward dx += dy * mask where y > 0. Train mode and p > 0 only (else: relu). */
+static void higan__dropout_relu_backward_op(higan_tape *t, void *p) {
+    higan__dropout_ctx *c = (higan__dropout_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    higan__ew_args e;
+    if (!dx) return;
+    memset(&e, 0, sizeof e);
+    e.kind = HIGAN__EW_RELU_MASK_BWD; e.y = dx; e.a = c->y->data; e.b = c->y->grad; e.mask = c->mask;
+    higan__ew_run(&e, higan_var_numel(c->x));
+}
+static higan_var *higan__dropout_relu(higan_tape *t, higan_var *x, float p, int train, higan_rng *rng) {
+    higan_var *y;
+    higan__dropout_ctx *c = NULL;
+    higan__ew_args e;
+    uint64_t key;
+    if (!x) return NULL;
+    if (!train || p <= 0.0f) return higan_relu(t, x);
+    HIGAN_ASSERT(rng != NULL);
+    if (!(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
+    memset(&e, 0, sizeof e);
+    if (y->requires_grad) {
+        if (!(e.mask = higan_arena_floats(t->arena, higan_var_numel(x)))) return NULL;
+        if (!(c = (higan__dropout_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+    }
+    key = higan_rng_u64(rng);   /* as higan_dropout_forward */
+    e.kind = HIGAN__EW_DROPOUT_RELU; e.y = y->data; e.a = x->data; e.p = p;
+    e.scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    e.k0 = (uint32_t)key; e.k1 = (uint32_t)(key >> 32);
+    higan__ew_run(&e, higan_var_numel(x));
+    if (c) {
+        c->x = x; c->y = y; c->mask = e.mask;
+        higan_tape_record(t, y, higan__dropout_relu_backward_op, c);
     }
     return y;
 }
@@ -7782,20 +8200,11 @@ HIGAN_DEF higan_var *higan_log_softmax(higan_tape *t, higan_var *x) {
 
 /* ---- elementwise helpers -------------------------------------------------------------------------- */
 HIGAN_DEF void higan_add_forward(float *y, const float *a, const float *b, int64_t n) {
-    int64_t i;
-    HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
-    for (i = 0; i < n; ++i) y[i] = a[i] + b[i];
+    higan__ew(HIGAN__EW_ADD, y, a, b, n);
 }
 HIGAN_DEF void higan_add_backward(float *da, float *db, const float *dy, int64_t n) {
-    int64_t i;
-    if (da) {
-        HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
-        for (i = 0; i < n; ++i) da[i] += dy[i];
-    }
-    if (db) {
-        HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
-        for (i = 0; i < n; ++i) db[i] += dy[i];
-    }
+    if (da) higan__ew(HIGAN__EW_ACC, da, dy, NULL, n);
+    if (db) higan__ew(HIGAN__EW_ACC, db, dy, NULL, n);
 }
 static void higan__add_backward_op(higan_tape *t, void *p) {
     higan__binary_ctx *c = (higan__binary_ctx *)p;
@@ -8045,13 +8454,116 @@ static int64_t higan__lstm_gates_off(int64_t B, int64_t T, int64_t H, int64_t D,
 /* Time index of sample b at processing step s (the reverse direction runs from its own end). */
 static int64_t higan__lstm_time(int d, int len, int64_t s) { return d == 0 ? s : (int64_t)len - 1 - s; }
 
+/* R[b, :] = h[b, :] WT for b < B: h [B, K], WT [K, N] (row stride N), R [B, N]. The LSTM's
+   recurrent products (h W_hh^T, with WT = W_hh^T, in the forward; dA W_hh, with WT = W_hh, in
+   the backward): a few rows, too small for the blocked GEMM, whose packing of the whole W_hh
+   at every step would cost more than the product. Tiles of 4 rows x 4 vectors of
+   accumulators; one thread; fixed order (the same bits whatever runs it). */
+#define HIGAN__DEFINE_LSTM_MM(ISA)                                                              \
+static HIGAN__TGT_##ISA void higan__lstm_mm_##ISA(float *R, const float *h, const float *WT,     \
+                                                  int64_t B, int64_t K, int64_t N) {            \
+    const int64_t NB = 4 * HIGAN__VW_##ISA;                                                     \
+    int64_t b0, n0, k;                                                                          \
+    for (b0 = 0; b0 < B; b0 += 4) {                                                             \
+        const float *hr[4];                                                                     \
+        int i, v, nb = (int)(B - b0 < 4 ? B - b0 : 4);                                          \
+        for (i = 0; i < 4; ++i) hr[i] = h + (b0 + (i < nb ? i : 0)) * K;   /* spare rows: row 0 */ \
+        for (n0 = 0; n0 + NB <= N; n0 += NB) {                                                  \
+            higan__vt_##ISA acc[4][4], wv[4];                                                   \
+            HIGAN__UNROLL for (i = 0; i < 4; ++i)                                               \
+                HIGAN__UNROLL for (v = 0; v < 4; ++v) acc[i][v] = higan__vzero_##ISA();         \
+            for (k = 0; k < K; ++k) {                                                           \
+                const float *w = WT + k * N + n0;                                               \
+                HIGAN__UNROLL for (v = 0; v < 4; ++v) wv[v] = higan__vload_##ISA(w + v * HIGAN__VW_##ISA); \
+                HIGAN__UNROLL for (i = 0; i < 4; ++i) {                                         \
+                    higan__vt_##ISA a = higan__vset1_##ISA(hr[i][k]);                           \
+                    HIGAN__UNROLL for (v = 0; v < 4; ++v) acc[i][v] = higan__vfma_##ISA(a, wv[v], acc[i][v]); \
+                }                                                                               \
+            }                                                                                   \
+            for (i = 0; i < nb; ++i)                                                            \
+                HIGAN__UNROLL for (v = 0; v < 4; ++v)                                           \
+                    higan__vstore_##ISA(R + (b0 + i) * N + n0 + v * HIGAN__VW_##ISA, acc[i][v]); \
+        }                                                                                       \
+        for (; n0 < N; ++n0)                                                                    \
+            for (i = 0; i < nb; ++i) {                                                          \
+                float s = 0.0f;                                                                 \
+                for (k = 0; k < K; ++k) s += hr[i][k] * WT[k * N + n0];                         \
+                R[(b0 + i) * N + n0] = s;                                                       \
+            }                                                                                   \
+    }                                                                                           \
+}
+HIGAN__DEFINE_LSTM_MM(scalar)
+#ifdef HIGAN__X86_SIMD
+HIGAN__DEFINE_LSTM_MM(avx2)
+#  ifdef HIGAN__GEMM_AVX512
+HIGAN__DEFINE_LSTM_MM(avx512)
+#  endif
+#endif
+typedef void (*higan__lstm_mm_fn)(float *R, const float *h, const float *WT, int64_t B, int64_t K, int64_t N);
+static higan__lstm_mm_fn higan__lstm_mm_k(void) {
+#ifdef HIGAN__X86_SIMD
+#  ifdef HIGAN__GEMM_AVX512
+    if (higan_cpu_level() >= HIGAN_CPU_AVX512) return higan__lstm_mm_avx512;
+#  endif
+    if (higan_cpu_level() >= HIGAN_CPU_AVX2) return higan__lstm_mm_avx2;
+#endif
+    return higan__lstm_mm_scalar;
+}
+
+/* The recurrence of one (layer, direction) of the forward, on one thread: G [B,T,4H] holds the
+   input projections (+ biases) and gets the gate activations, Cs [B,T,H] the cells, out
+   [B,T,DH] (columns d*H ..) the outputs. work: hs, cs [B,H], R [B,4H], WT [H,4H]. */
+static void higan__lstm_forward_dir(float *G, float *Cs, float *out, const int *lengths, const float *w_hh,
+                                    int64_t B, int64_t T, int64_t H, int64_t DH, int d, int64_t maxlen,
+                                    float *work, higan__lstm_mm_fn mm) {
+    int64_t H4 = 4 * H, b, s, j, k;
+    float *hs = work, *cs = hs + B * H, *R = cs + B * H, *WT = R + B * H4;
+    for (j = 0; j < H; ++j)                      /* WT = W_hh^T [H, 4H] */
+        for (k = 0; k < H4; ++k) WT[j * H4 + k] = w_hh[k * H + j];
+    memset(hs, 0, (size_t)(B * H) * sizeof(float));
+    memset(cs, 0, (size_t)(B * H) * sizeof(float));
+    for (s = 0; s < maxlen; ++s) {
+        if (s > 0) mm(R, hs, WT, B, H, H4);
+        else memset(R, 0, (size_t)(B * H4) * sizeof(float));   /* h0 = 0 */
+        for (b = 0; b < B; ++b) {
+            int64_t t;
+            float *g, *r, *cc, *o;
+            if (lengths[b] <= s) continue;
+            t = higan__lstm_time(d, lengths[b], s);
+            g = G + (b * T + t) * H4;
+            r = R + b * H4;
+            cc = Cs + (b * T + t) * H;
+            o = out + (b * T + t) * DH + d * H;
+            for (k = 0; k < H; ++k) {
+                float gi = higan__sigmoidf(g[k] + r[k]);
+                float gf = higan__sigmoidf(g[H + k] + r[H + k]);
+                float gg = tanhf(g[2 * H + k] + r[2 * H + k]);
+                float go = higan__sigmoidf(g[3 * H + k] + r[3 * H + k]);
+                float c = gf * cs[b * H + k] + gi * gg;
+                float h = go * tanhf(c);
+                g[k] = gi; g[H + k] = gf; g[2 * H + k] = gg; g[3 * H + k] = go;
+                cc[k] = c;
+                o[k] = h;
+                cs[b * H + k] = c;
+                hs[b * H + k] = h;
+            }
+        }
+    }
+    /* padded steps: zero output (pad_packed_sequence); gates/cells unused there */
+    for (b = 0; b < B; ++b) {
+        int64_t t;
+        for (t = lengths[b]; t < T; ++t) memset(out + (b * T + t) * DH + d * H, 0, (size_t)H * sizeof(float));
+    }
+}
+
 HIGAN_DEF higan_status higan_lstm_forward(float *y, float *cache, const float *x, const int *lengths,
                                           const float *const *weights, int64_t B, int64_t T,
                                           int64_t IN, int64_t H, int num_layers, int bidirectional,
                                           higan_arena *scratch) {
-    int64_t D = bidirectional ? 2 : 1, DH = D * H, H4 = 4 * H, b, s, j, maxlen = 0;
+    int64_t D = bidirectional ? 2 : 1, DH = D * H, H4 = 4 * H, b, j, maxlen = 0, per = 2 * B * H + B * H4 + H * H4;
     size_t mark = higan_arena_mark(scratch);
-    float *hs, *cs, *R;
+    higan__lstm_mm_fn mm = higan__lstm_mm_k();
+    float *work;
     int l, d;
     HIGAN_ASSERT(B > 0 && T > 0 && IN > 0 && H > 0 && num_layers > 0);
     for (b = 0; b < B; ++b) {
@@ -8059,19 +8571,16 @@ HIGAN_DEF higan_status higan_lstm_forward(float *y, float *cache, const float *x
         if (lengths[b] > maxlen) maxlen = lengths[b];
     }
     if (!cache) cache = higan_arena_floats(scratch, higan_lstm_cache_floats(B, T, H, num_layers, bidirectional));
-    hs = higan_arena_floats(scratch, B * H);      /* h of the previous step [B,H] */
-    cs = higan_arena_floats(scratch, B * H);      /* c of the previous step [B,H] */
-    R = higan_arena_floats(scratch, B * H4);      /* h_prev W_hh^T [B,4H] */
-    if (!cache || !hs || !cs || !R) { higan_arena_release(scratch, mark); return HIGAN_ERR_NOMEM; }
+    work = higan_arena_floats(scratch, D * per);   /* per direction: see higan__lstm_forward_dir */
+    if (!cache || !work) { higan_arena_release(scratch, mark); return HIGAN_ERR_NOMEM; }
     for (l = 0; l < num_layers; ++l) {
         const float *in = l == 0 ? x : cache + higan__lstm_out_off(B, T, DH, l - 1);
         int64_t in_dim = l == 0 ? IN : DH;
         float *out = l == num_layers - 1 ? y : cache + higan__lstm_out_off(B, T, DH, l);
         for (d = 0; d < (int)D; ++d) {
             const float *const *w = weights + ((int64_t)l * D + d) * 4;
-            const float *w_ih = w[0], *w_hh = w[1], *b_ih = w[2], *b_hh = w[3];
+            const float *w_ih = w[0], *b_ih = w[2], *b_hh = w[3];
             float *G = cache + higan__lstm_gates_off(B, T, H, D, num_layers, l, d);  /* [B,T,4H] */
-            float *Cs = G + B * T * H4;                                          /* [B,T,H] */
             /* input projections of all steps at once: G = b_ih + b_hh + in W_ih^T */
             for (j = 0; j < B * T; ++j) {
                 int64_t k;
@@ -8079,46 +8588,63 @@ HIGAN_DEF higan_status higan_lstm_forward(float *y, float *cache, const float *x
                     G[j * H4 + k] = (b_ih ? b_ih[k] : 0.0f) + (b_hh ? b_hh[k] : 0.0f);
             }
             higan_gemm(0, 1, B * T, H4, in_dim, 1.0f, in, in_dim, w_ih, in_dim, 1.0f, G, H4);
-            memset(hs, 0, (size_t)(B * H) * sizeof(float));
-            memset(cs, 0, (size_t)(B * H) * sizeof(float));
-            for (s = 0; s < maxlen; ++s) {
-                if (s > 0) higan_gemm(0, 1, B, H4, H, 1.0f, hs, H, w_hh, H, 0.0f, R, H4);
-                else memset(R, 0, (size_t)(B * H4) * sizeof(float));   /* h0 = 0 */
-                HIGAN__PARALLEL_FOR_IF(B * H >= 4096)
-                for (b = 0; b < B; ++b) {
-                    int64_t t, k;
-                    float *g, *r, *cc, *o;
-                    if (lengths[b] <= s) continue;
-                    t = higan__lstm_time(d, lengths[b], s);
-                    g = G + (b * T + t) * H4;
-                    r = R + b * H4;
-                    cc = Cs + (b * T + t) * H;
-                    o = out + (b * T + t) * DH + d * H;
-                    for (k = 0; k < H; ++k) {
-                        float gi = higan__sigmoidf(g[k] + r[k]);
-                        float gf = higan__sigmoidf(g[H + k] + r[H + k]);
-                        float gg = tanhf(g[2 * H + k] + r[2 * H + k]);
-                        float go = higan__sigmoidf(g[3 * H + k] + r[3 * H + k]);
-                        float c = gf * cs[b * H + k] + gi * gg;
-                        float h = go * tanhf(c);
-                        g[k] = gi; g[H + k] = gf; g[2 * H + k] = gg; g[3 * H + k] = go;
-                        cc[k] = c;
-                        o[k] = h;
-                        cs[b * H + k] = c;
-                        hs[b * H + k] = h;
-                    }
-                }
-            }
-            /* padded steps: zero output (pad_packed_sequence); gates/cells unused there */
-            for (b = 0; b < B; ++b) {
-                int64_t t;
-                for (t = lengths[b]; t < T; ++t)
-                    memset(out + (b * T + t) * DH + d * H, 0, (size_t)H * sizeof(float));
-            }
+        }
+        /* the recurrences of the two directions are independent: one thread each */
+        higan__count_flops((uint64_t)(2 * D * (maxlen > 0 ? maxlen - 1 : 0) * B * H4 * H));
+        HIGAN__PARALLEL_FOR_IF(D > 1 && B * H4 * H * maxlen >= 65536)
+        for (d = 0; d < (int)D; ++d) {
+            float *G = cache + higan__lstm_gates_off(B, T, H, D, num_layers, l, d);
+            higan__lstm_forward_dir(G, G + B * T * H4, out, lengths, weights[((int64_t)l * D + d) * 4 + 1],
+                                    B, T, H, DH, d, maxlen, work + d * per, mm);
         }
     }
     higan_arena_release(scratch, mark);
     return HIGAN_OK;
+}
+
+/* The recurrence of one (layer, direction) of the backward, on one thread: dG [B,T,4H] gets the
+   gradients of the gate pre-activations. work: dAs [B,4H], dh, dc [B,H]. */
+static void higan__lstm_backward_dir(float *dG, const float *G, const float *Cs, const float *dout,
+                                     const int *lengths, const float *w_hh, int64_t B, int64_t T, int64_t H,
+                                     int64_t DH, int d, int64_t maxlen, float *work, higan__lstm_mm_fn mm) {
+    int64_t H4 = 4 * H, b, s;
+    float *dAs = work, *dh = dAs + B * H4, *dc = dh + B * H;
+    memset(dG, 0, (size_t)(B * T * H4) * sizeof(float));
+    memset(dh, 0, (size_t)(B * H) * sizeof(float));
+    memset(dc, 0, (size_t)(B * H) * sizeof(float));
+    for (s = maxlen - 1; s >= 0; --s) {
+        for (b = 0; b < B; ++b) {
+            int64_t t, tp, j;
+            const float *g, *cc, *cp, *dyo;
+            float *da;
+            if (lengths[b] <= s) {   /* not started yet (in reverse time): no gradient */
+                memset(dAs + b * H4, 0, (size_t)H4 * sizeof(float));
+                continue;
+            }
+            t = higan__lstm_time(d, lengths[b], s);
+            tp = d == 0 ? t - 1 : t + 1;          /* the step processed before t */
+            g = G + (b * T + t) * H4;
+            cc = Cs + (b * T + t) * H;
+            cp = s > 0 ? Cs + (b * T + tp) * H : NULL;
+            dyo = dout + (b * T + t) * DH + d * H;
+            da = dG + (b * T + t) * H4;
+            for (j = 0; j < H; ++j) {
+                float gi = g[j], gf = g[H + j], gg = g[2 * H + j], go = g[3 * H + j];
+                float tc = tanhf(cc[j]);
+                float dhj = dyo[j] + dh[b * H + j];
+                float dcj = dc[b * H + j] + dhj * go * (1.0f - tc * tc);
+                float c_prev = cp ? cp[j] : 0.0f;
+                da[j] = dcj * gg * gi * (1.0f - gi);
+                da[H + j] = dcj * c_prev * gf * (1.0f - gf);
+                da[2 * H + j] = dcj * gi * (1.0f - gg * gg);
+                da[3 * H + j] = dhj * tc * go * (1.0f - go);
+                dc[b * H + j] = dcj * gf;
+            }
+            memcpy(dAs + b * H4, da, (size_t)H4 * sizeof(float));
+        }
+        /* dh for the previous step: dA W_hh (nothing flows before the first step) */
+        if (s > 0) mm(dh, dAs, w_hh, B, H4, H);
+    }
 }
 
 HIGAN_DEF higan_status higan_lstm_backward(float *dx, float *const *dweights, const float *dy,
@@ -8126,9 +8652,10 @@ HIGAN_DEF higan_status higan_lstm_backward(float *dx, float *const *dweights, co
                                            const int *lengths, const float *const *weights,
                                            int64_t B, int64_t T, int64_t IN, int64_t H,
                                            int num_layers, int bidirectional, higan_arena *scratch) {
-    int64_t D = bidirectional ? 2 : 1, DH = D * H, H4 = 4 * H, b, s, maxlen = 0;
+    int64_t D = bidirectional ? 2 : 1, DH = D * H, H4 = 4 * H, b, maxlen = 0, per = B * H4 + 2 * B * H;
     size_t mark = higan_arena_mark(scratch);
-    float *dG, *Hp, *dbuf[2], *dAs, *dh, *dc;
+    higan__lstm_mm_fn mm = higan__lstm_mm_k();
+    float *dG, *Hp, *dbuf[2], *work;
     int l, d, lmin = -1, k;
     HIGAN_ASSERT(B > 0 && T > 0 && IN > 0 && H > 0 && num_layers > 0);
     for (b = 0; b < B; ++b) if (lengths[b] > maxlen) maxlen = lengths[b];
@@ -8138,14 +8665,12 @@ HIGAN_DEF higan_status higan_lstm_backward(float *dx, float *const *dweights, co
         for (l = num_layers - 1; l >= 0; --l)
             for (k = 0; k < (int)(D * 4); ++k) if (dweights[(int64_t)l * D * 4 + k]) lmin = l;
     if (lmin < 0 || maxlen == 0) return HIGAN_OK;
-    dG = higan_arena_floats(scratch, B * T * H4);   /* d pre-activations [B,T,4H] */
-    Hp = higan_arena_floats(scratch, B * T * H);    /* h before each step [B,T,H] */
+    dG = higan_arena_floats(scratch, D * B * T * H4);   /* d pre-activations [D][B,T,4H] */
+    Hp = higan_arena_floats(scratch, B * T * H);        /* h before each step [B,T,H] */
     dbuf[0] = num_layers > 1 ? higan_arena_floats(scratch, B * T * DH) : NULL;
     dbuf[1] = num_layers > 2 ? higan_arena_floats(scratch, B * T * DH) : NULL;
-    dAs = higan_arena_floats(scratch, B * H4);      /* this step's d pre-activations [B,4H] */
-    dh = higan_arena_floats(scratch, B * H);        /* recurrent dh [B,H] */
-    dc = higan_arena_floats(scratch, B * H);        /* recurrent dc [B,H] */
-    if (!dG || !Hp || (num_layers > 1 && !dbuf[0]) || (num_layers > 2 && !dbuf[1]) || !dAs || !dh || !dc) {
+    work = higan_arena_floats(scratch, D * per);        /* per direction: see higan__lstm_backward_dir */
+    if (!dG || !Hp || (num_layers > 1 && !dbuf[0]) || (num_layers > 2 && !dbuf[1]) || !work) {
         higan_arena_release(scratch, mark);
         return HIGAN_ERR_NOMEM;
     }
@@ -8156,50 +8681,22 @@ HIGAN_DEF higan_status higan_lstm_backward(float *dx, float *const *dweights, co
         const float *dout = l == num_layers - 1 ? dy : dbuf[l & 1];
         float *din = l == lmin ? (l == 0 ? dx : NULL) : dbuf[(l - 1) & 1];
         if (din && l > 0) memset(din, 0, (size_t)(B * T * DH) * sizeof(float));
+        /* the recurrences of the two directions are independent: one thread each */
+        higan__count_flops((uint64_t)(2 * D * (maxlen - 1) * B * H4 * H));
+        HIGAN__PARALLEL_FOR_IF(D > 1 && B * H4 * H * maxlen >= 65536)
+        for (d = 0; d < (int)D; ++d) {
+            const float *G = cache + higan__lstm_gates_off(B, T, H, D, num_layers, l, d);
+            higan__lstm_backward_dir(dG + d * B * T * H4, G, G + B * T * H4, dout, lengths,
+                                     weights[((int64_t)l * D + d) * 4 + 1], B, T, H, DH, d, maxlen,
+                                     work + d * per, mm);
+        }
+        /* then the products over all steps, direction after direction (fixed order into din) */
         for (d = 0; d < (int)D; ++d) {
             const float *const *w = weights + ((int64_t)l * D + d) * 4;
             float *const *dw = dweights ? dweights + ((int64_t)l * D + d) * 4 : NULL;
-            const float *G = cache + higan__lstm_gates_off(B, T, H, D, num_layers, l, d);
-            const float *Cs = G + B * T * H4;
-            memset(dG, 0, (size_t)(B * T * H4) * sizeof(float));
-            memset(dh, 0, (size_t)(B * H) * sizeof(float));
-            memset(dc, 0, (size_t)(B * H) * sizeof(float));
-            for (s = maxlen - 1; s >= 0; --s) {
-                HIGAN__PARALLEL_FOR_IF(B * H >= 4096)
-                for (b = 0; b < B; ++b) {
-                    int64_t t, tp, j;
-                    const float *g, *cc, *cp, *dyo;
-                    float *da;
-                    if (lengths[b] <= s) {   /* not started yet (in reverse time): no gradient */
-                        memset(dAs + b * H4, 0, (size_t)H4 * sizeof(float));
-                        continue;
-                    }
-                    t = higan__lstm_time(d, lengths[b], s);
-                    tp = d == 0 ? t - 1 : t + 1;          /* the step processed before t */
-                    g = G + (b * T + t) * H4;
-                    cc = Cs + (b * T + t) * H;
-                    cp = s > 0 ? Cs + (b * T + tp) * H : NULL;
-                    dyo = dout + (b * T + t) * DH + d * H;
-                    da = dG + (b * T + t) * H4;
-                    for (j = 0; j < H; ++j) {
-                        float gi = g[j], gf = g[H + j], gg = g[2 * H + j], go = g[3 * H + j];
-                        float tc = tanhf(cc[j]);
-                        float dhj = dyo[j] + dh[b * H + j];
-                        float dcj = dc[b * H + j] + dhj * go * (1.0f - tc * tc);
-                        float c_prev = cp ? cp[j] : 0.0f;
-                        da[j] = dcj * gg * gi * (1.0f - gi);
-                        da[H + j] = dcj * c_prev * gf * (1.0f - gf);
-                        da[2 * H + j] = dcj * gi * (1.0f - gg * gg);
-                        da[3 * H + j] = dhj * tc * go * (1.0f - go);
-                        dc[b * H + j] = dcj * gf;
-                    }
-                    memcpy(dAs + b * H4, da, (size_t)H4 * sizeof(float));
-                }
-                /* dh for the previous step: dA W_hh (nothing flows before the first step) */
-                if (s > 0) higan_gemm(0, 0, B, H, H4, 1.0f, dAs, H4, w[1], H, 0.0f, dh, H);
-            }
+            const float *dGd = dG + d * B * T * H4;
             /* weight gradients over all steps at once */
-            if (dw && dw[0]) higan_gemm(1, 0, H4, in_dim, B * T, 1.0f, dG, H4, in, in_dim, 1.0f, dw[0], in_dim);
+            if (dw && dw[0]) higan_gemm(1, 0, H4, in_dim, B * T, 1.0f, dGd, H4, in, in_dim, 1.0f, dw[0], in_dim);
             if (dw && dw[1]) {
                 HIGAN__PARALLEL_FOR_IF(B * T * H >= 65536)
                 for (b = 0; b < B; ++b) {
@@ -8213,21 +8710,24 @@ HIGAN_DEF higan_status higan_lstm_backward(float *dx, float *const *dweights, co
                             memset(hp, 0, (size_t)H * sizeof(float));
                     }
                 }
-                higan_gemm(1, 0, H4, H, B * T, 1.0f, dG, H4, Hp, H, 1.0f, dw[1], H);
+                higan_gemm(1, 0, H4, H, B * T, 1.0f, dGd, H4, Hp, H, 1.0f, dw[1], H);
             }
             for (k = 2; k < 4; ++k) {
                 float *db = dw ? dw[k] : NULL;
-                int64_t j;
+                int64_t j0;
                 if (!db) continue;
-                HIGAN__PARALLEL_FOR_IF(H4 * B * T >= 65536)
-                for (j = 0; j < H4; ++j) {
-                    int64_t r;
-                    float acc = 0.0f;
-                    for (r = 0; r < B * T; ++r) acc += dG[r * H4 + j];
-                    db[j] += acc;
+                /* column sums of dG, row after row (each column's order as a plain loop over r) */
+                HIGAN__PARALLEL_FOR_IF(H4 > 64 && H4 * B * T >= 65536)
+                for (j0 = 0; j0 < H4; j0 += 64) {
+                    float acc[64];
+                    int64_t r, j, nj = H4 - j0 < 64 ? H4 - j0 : 64;
+                    for (j = 0; j < nj; ++j) acc[j] = 0.0f;
+                    for (r = 0; r < B * T; ++r)
+                        for (j = 0; j < nj; ++j) acc[j] += dGd[r * H4 + j0 + j];
+                    for (j = 0; j < nj; ++j) db[j0 + j] += acc[j];
                 }
             }
-            if (din) higan_gemm(0, 0, B * T, in_dim, H4, 1.0f, dG, H4, w[0], in_dim, 1.0f, din, in_dim);
+            if (din) higan_gemm(0, 0, B * T, in_dim, H4, 1.0f, dGd, H4, w[0], in_dim, 1.0f, din, in_dim);
         }
     }
     higan_arena_release(scratch, mark);
@@ -9115,19 +9615,24 @@ HIGAN_DEF void higan_conv_block_init(const higan_conv_block *m, higan_rng *rng, 
     higan__sty_init_wb(m->params, m->weight, m->bias, m->in * m->ks * m->ks, rng, init);
     if (m->has_norm) higan_bn2d_init(&m->norm);
 }
-HIGAN_DEF higan_var *higan_conv_block_forward(higan_tape *t, const higan_conv_block *m, higan_var *x,
-                                              int train) {
+/* skip_act: the caller applied the act-first relu already (fused with its dropout) */
+static higan_var *higan__conv_block_forward(higan_tape *t, const higan_conv_block *m, higan_var *x, int train,
+                                            int skip_act) {
     const higan_params *p = m->params;
     higan_var *h = x;
     if (!h) return NULL;
     HIGAN_ASSERT(h->ndim == 4 && h->shape[1] == m->in);
-    if (m->relu && m->act_first) h = higan_relu(t, h);
+    if (m->relu && m->act_first && !skip_act) h = higan_relu(t, h);
     /* ZeroPad2d(pad) then an unpadded conv == a conv with zero padding */
     h = higan_conv2d(t, h, higan_param_var(t, p, m->weight), higan__sty_pv(t, p, m->bias),
                      m->stride, m->stride, m->pad, m->pad, m->pad, m->pad);
     if (m->has_norm) h = h ? higan_bn2d_forward(t, &m->norm, h, train) : NULL;
     if (m->relu && !m->act_first) h = higan_relu(t, h);
     return h;
+}
+HIGAN_DEF higan_var *higan_conv_block_forward(higan_tape *t, const higan_conv_block *m, higan_var *x,
+                                              int train) {
+    return higan__conv_block_forward(t, m, x, train, 0);
 }
 
 /* ---- ActFirstResBlock ------------------------------------------------------------------------ */
@@ -9158,8 +9663,14 @@ HIGAN_DEF higan_var *higan_afrb_forward(higan_tape *t, const higan_afrb *m, higa
     if (!x) return NULL;
     xs = m->has_shortcut ? higan_conv_block_forward(t, &m->conv_s, x, train) : x;
     dx = higan_conv_block_forward(t, &m->conv_0, x, train);
-    dx = higan_dropout(t, dx, m->dropout, train, rng);
-    dx = higan_conv_block_forward(t, &m->conv_1, dx, train);
+    if (train && m->dropout > 0.0f && m->conv_1.relu && m->conv_1.act_first) {
+        /* conv_1 starts with its relu: one fused pass (the same values as dropout, then relu) */
+        dx = higan__dropout_relu(t, dx, m->dropout, train, rng);
+        dx = higan__conv_block_forward(t, &m->conv_1, dx, train, 1);
+    } else {
+        dx = higan_dropout(t, dx, m->dropout, train, rng);
+        dx = higan_conv_block_forward(t, &m->conv_1, dx, train);
+    }
     return (xs && dx) ? higan_add(t, xs, dx) : NULL;
 }
 

@@ -325,6 +325,45 @@ static void test_adam(void) {
     higan_safetensors_free(&st);
 }
 
+/* Adam at the detected level (AVX-512 body) = the scalar loop, bit for bit, on several chunks
+   with a tail, with 1 and 2 threads. */
+static void test_adam_levels(void) {
+    int64_t n = 70001, k;
+    higan_cpu level = higan_cpu_level();
+    float *res[3];
+    int run, step, old = higan_get_num_threads();
+    for (run = 0; run < 3; ++run) {
+        higan_params p;
+        higan_adam opt = higan_adam_default(1e-3);
+        higan_rng r;
+        int h;
+        higan_params_init(&p);
+        h = higan_params_add(&p, "w", HIGAN_PARAM, 1, &n);
+        higan_params_alloc(&p);
+        higan_rng_seed(&r, 12);
+        higan_rng_fill_normal(&r, higan_params_data(&p, h), n, 0.0f, 1.0f);
+        higan_cpu_set_level(run == 0 ? HIGAN_CPU_SCALAR : level);
+        higan_set_num_threads(run == 2 ? 2 : 1);
+        for (step = 0; step < 3; ++step) {
+            float *g = higan_params_grad(&p, h);
+            higan_rng_fill_normal(&r, g, n, 0.0f, 1.0f);
+            for (k = 0; k < n; k += 97) g[k] = 0.0f;
+            higan_adam_step(&opt, &p);
+        }
+        res[run] = (float *)malloc(sizeof(float) * (size_t)(3 * n));
+        memcpy(res[run], higan_params_data(&p, h), sizeof(float) * (size_t)n);
+        memcpy(res[run] + n, p.adam_m, sizeof(float) * (size_t)n);
+        memcpy(res[run] + 2 * n, p.adam_v, sizeof(float) * (size_t)n);
+        higan_params_free(&p);
+    }
+    higan_cpu_set_level(level);
+    higan_set_num_threads(old);
+    CHECK(memcmp(res[0], res[1], sizeof(float) * (size_t)(3 * n)) == 0,
+          "adam %s = scalar, bit for bit (w, exp_avg, exp_avg_sq)", higan_cpu_level_name(level));
+    CHECK(memcmp(res[1], res[2], sizeof(float) * (size_t)(3 * n)) == 0, "adam: 1 and 2 threads, the same bits");
+    for (run = 0; run < 3; ++run) free(res[run]);
+}
+
 static void test_cpu(void) {
     higan_cpu best = higan_cpu_detect();
     CHECK(higan_cpu_level() <= best, "cpu: level %s <= detected %s", higan_cpu_level_name(higan_cpu_level()),
@@ -343,6 +382,7 @@ int main(void) {
     test_tape();
     test_backward_release();
     test_adam();
+    test_adam_levels();
     test_cpu();
     return check_finish();
 }

@@ -538,12 +538,70 @@ static void test_cross_entropy(void) {
     }
 }
 
+/* The recurrent products' SIMD tiles (4 rows x 4 vectors) with row and column tails (B = 5,
+   4H = 288, H = 72) at the detected level against the scalar level, output and every gradient;
+   and the weight gradients bit-identical for 1 and 2 threads (one direction per thread). */
+static void test_lstm_levels(void) {
+    enum { B = 5, T = 6, IN = 20, H = 72, L = 2 };
+    int lens[B] = {6, 3, 5, 1, 6}, run, k;
+    higan_cpu level = higan_cpu_level();
+    int64_t xs[3] = {B, T, IN}, nw, ny = B * T * 2 * H, total = 0, off;
+    float *x = (float *)malloc(sizeof(float) * B * T * IN), *res[3];
+    lstm_cfg c;
+    higan_arena arena;
+    higan_tape tape;
+    lstm_cfg_init(&c, B, T, IN, H, L, 1, lens, 33);
+    nw = lstm_nw(&c);
+    for (k = 0; k < nw; ++k) total += c.wshape[k][0] * (c.wndim[k] == 2 ? c.wshape[k][1] : 1);
+    total += ny + B * T * IN;
+    fill_normal(x, B * T * IN, 9, 1.0f);
+    higan_arena_init(&arena, 32 << 20);
+    higan_tape_init(&tape, &arena, 64);
+    for (run = 0; run < 3; ++run) {   /* scalar 1 thread, level 1 thread, level 2 threads */
+        higan_var *w[MAXW], *xv, *y;
+        res[run] = (float *)calloc((size_t)total, sizeof(float));
+        higan_cpu_set_level(run == 0 ? HIGAN_CPU_SCALAR : level);
+        higan_set_num_threads(run == 2 ? 2 : 1);
+        higan_tape_reset(&tape);
+        xv = higan_var_wrap(&tape, x, 3, xs);
+        xv->requires_grad = 1;
+        for (k = 0; k < nw; ++k) {
+            w[k] = higan_var_wrap(&tape, c.w[k], c.wndim[k], c.wshape[k]);
+            w[k]->requires_grad = 1;
+        }
+        y = higan_lstm(&tape, xv, c.lengths, H, L, 1, w);
+        if (!y || higan_tape_backward(&tape, y, NULL) != HIGAN_OK) { CHECK(0, "lstm levels run %d: %s", run, higan_last_error()); continue; }
+        memcpy(res[run], y->data, sizeof(float) * (size_t)ny);
+        memcpy(res[run] + ny, xv->grad, sizeof(float) * B * T * IN);
+        for (off = ny + B * T * IN, k = 0; k < nw; ++k) {
+            int64_t n = higan_var_numel(w[k]);
+            memcpy(res[run] + off, w[k]->grad, sizeof(float) * (size_t)n);
+            off += n;
+        }
+    }
+    higan_cpu_set_level(level);
+    higan_set_num_threads(1);
+    {
+        char label[96];
+        snprintf(label, sizeof label, "lstm %s vs scalar: output, dx and every dweight", higan_cpu_level_name(level));
+        check_close(label, res[1], res[0], total, 1e-5f, 1e-4f);
+        CHECK(memcmp(res[1], res[2], sizeof(float) * (size_t)total) == 0,
+              "lstm: output, dx and dweights bit-identical with 1 and 2 threads");
+    }
+    for (run = 0; run < 3; ++run) free(res[run]);
+    free(x);
+    lstm_cfg_free(&c);
+    higan_tape_free(&tape);
+    higan_arena_free(&arena);
+}
+
 int main(void) {
     printf("cpu level: %s\n", higan_cpu_level_name(higan_cpu_level()));
     higan_set_num_threads(1);
     test_lstm_gradcheck();
     test_lstm_oracle();
     test_lstm_threads_and_frozen();
+    test_lstm_levels();
     test_ctc_small();
     test_ctc_gradcheck();
     test_ctc_oracle();

@@ -597,6 +597,124 @@ static void test_threads(void) {
     free(x); free(y1); free(g1);
 }
 
+/* ---- SIMD kernels against the scalar reference; counter-based dropout over threads -------------- */
+static void test_levels(void) {
+    /* widths with whole 16-output blocks and tails, odd and even, rows shorter than a block, a row
+       of exactly one block */
+    static const int64_t Ws[6] = {35, 36, 67, 70, 5, 34};
+    higan_cpu level = higan_cpu_level();
+    int wi;
+    for (wi = 0; wi < 6; ++wi) {
+        int64_t N = 2, C = 3, H = 9, W = Ws[wi], Ho = (H - 3) / 2 + 1, Wo = (W - 3) / 2 + 1;
+        int64_t n = N * C * H * W, m = N * C * Ho * Wo, i;
+        float *x = (float *)malloc((size_t)n * sizeof(float));
+        float *y0 = (float *)malloc((size_t)m * sizeof(float)), *y1 = (float *)malloc((size_t)m * sizeof(float));
+        int32_t *a0 = (int32_t *)malloc((size_t)m * sizeof(int32_t)), *a1 = (int32_t *)malloc((size_t)m * sizeof(int32_t));
+        fill_normal(x, n, 77 + (uint64_t)wi);
+        /* ties (rounded values), NaNs and infinities in some windows */
+        for (i = 0; i < n; ++i) {
+            if (i % 3 == 0) x[i] = (float)floor(x[i]);
+            if (i % 97 == 5) x[i] = NAN;
+            if (i % 89 == 7) x[i] = -INFINITY;
+            if (i % 83 == 11) x[i] = INFINITY;
+        }
+        higan_cpu_set_level(HIGAN_CPU_SCALAR);
+        higan_max_pool3s2_forward(y0, a0, x, N, C, H, W);
+        higan_cpu_set_level(level);
+        higan_max_pool3s2_forward(y1, a1, x, N, C, H, W);
+        CHECK(memcmp(y0, y1, (size_t)m * sizeof(float)) == 0 && memcmp(a0, a1, (size_t)m * sizeof(int32_t)) == 0,
+              "max_pool3s2 W=%d: %s = scalar, bit for bit (values and argmax, with ties and NaNs)",
+              (int)W, higan_cpu_level_name(level));
+        higan_max_pool3s2_forward(y1, NULL, x, N, C, H, W);
+        CHECK(memcmp(y0, y1, (size_t)m * sizeof(float)) == 0, "max_pool3s2 W=%d without argmax = with", (int)W);
+        free(x); free(y0); free(y1); free(a0); free(a1);
+    }
+    {   /* elementwise kernels (relu, add, dropout, pad backward): level = scalar, bit for bit */
+        enum { N = 40003 };
+        float *x = (float *)malloc(N * sizeof(float)), *g = (float *)malloc(N * sizeof(float));
+        float *out[2];
+        int run, bad = 0;
+        fill_normal(x, N, 8);
+        fill_normal(g, N, 9);
+        x[3] = NAN; x[17] = -0.0f; x[18] = 0.0f; x[40000] = NAN;
+        for (run = 0; run < 2; ++run) {
+            higan_rng r;
+            float *o = out[run] = (float *)calloc(8 * N, sizeof(float));
+            higan_cpu_set_level(run == 0 ? HIGAN_CPU_SCALAR : level);
+            higan_rng_seed(&r, 4);
+            higan_relu_forward(o, x, N);
+            memcpy(o + N, g, N * sizeof(float));
+            higan_relu_backward(o + N, g, x, N);
+            higan_add_forward(o + 2 * N, x, g, N);
+            memcpy(o + 3 * N, g, N * sizeof(float));
+            higan_add_backward(o + 3 * N, o + 4 * N, x, N);
+            higan_dropout_forward(o + 5 * N, o + 6 * N, x, 0.3f, &r, N);
+            higan_dropout_backward(o + 7 * N, g, o + 6 * N, N);
+            /* pad backward: rows of 200 with 3 + 2 pad columns, 1 + 1 pad rows */
+            higan_pad_backward(o + 4 * N, g, 1, 1, 195, 195, 1, 1, 3, 2);
+        }
+        higan_cpu_set_level(level);
+        for (run = 0; run < 8; ++run)
+            if (memcmp(out[0] + run * N, out[1] + run * N, N * sizeof(float)) != 0) bad |= 1 << run;
+        CHECK(bad == 0, "relu, relu_backward, add, add_backward, pad_backward, dropout, dropout_backward: %s = scalar, "
+              "bit for bit (mask of differing outputs %#x)", higan_cpu_level_name(level), bad);
+        free(x); free(g); free(out[0]); free(out[1]);
+    }
+    {   /* the backbone's fused relu(dropout(x)) = the two ops: forward and gradient, each level */
+        int64_t sh[4] = {2, 3, 7, 45}, n = 2 * 3 * 7 * 45, i;
+        float *x = (float *)malloc((size_t)n * sizeof(float)), *dy = (float *)malloc((size_t)n * sizeof(float));
+        float *res[4];
+        int lv, way, bad = 0;
+        fill_normal(x, n, 21);
+        fill_normal(dy, n, 22);
+        x[5] = NAN;
+        for (lv = 0; lv < 2; ++lv)
+            for (way = 0; way < 2; ++way) {
+                higan_rng r;
+                higan_var *vx, *vy;
+                float *o = res[lv * 2 + way] = (float *)calloc((size_t)(2 * n), sizeof(float));
+                higan_cpu_set_level(lv == 0 ? HIGAN_CPU_SCALAR : level);
+                higan_rng_seed(&r, 6);
+                higan_tape_reset(&T);
+                vx = higan_var_wrap(&T, x, 4, sh);
+                vx->requires_grad = 1;
+                vy = way ? higan__dropout_relu(&T, vx, 0.25f, 1, &r) : higan_relu(&T, higan_dropout(&T, vx, 0.25f, 1, &r));
+                if (!vy || higan_tape_backward(&T, vy, dy) != HIGAN_OK) { CHECK(0, "dropout_relu: %s", higan_last_error()); continue; }
+                memcpy(o, vy->data, (size_t)n * sizeof(float));
+                memcpy(o + n, vx->grad, (size_t)n * sizeof(float));
+            }
+        higan_cpu_set_level(level);
+        for (i = 0; i < 2 * n; ++i) {
+            float a = res[0][i], b = res[1][i], c = res[2][i], d = res[3][i];
+            /* equal values (NaN with NaN; a zero gradient may be -0 one way, +0 the other) */
+            if (!((a == b || (a != a && b != b)) && (a == c || (a != a && c != c)) && (a == d || (a != a && d != d)))) ++bad;
+        }
+        CHECK(bad == 0, "fused dropout+relu = relu(dropout(x)), forward and gradient, scalar and %s (%d bad)",
+              higan_cpu_level_name(level), bad);
+        for (way = 0; way < 4; ++way) free(res[way]);
+        free(x); free(dy);
+    }
+    {   /* dropout: the mask does not depend on the thread count */
+        enum { N = 200000 };
+        float *x = (float *)malloc(N * sizeof(float)), *y[2], *mk[2];
+        int run, old = higan_get_num_threads();
+        fill_normal(x, N, 5);
+        for (run = 0; run < 2; ++run) {
+            higan_rng r;
+            y[run] = (float *)malloc(N * sizeof(float));
+            mk[run] = (float *)malloc(N * sizeof(float));
+            higan_rng_seed(&r, 3);
+            higan_set_num_threads(run == 0 ? 1 : 3);
+            higan_dropout_forward(y[run], mk[run], x, 0.2f, &r, N);
+        }
+        higan_set_num_threads(old);
+        CHECK(memcmp(y[0], y[1], N * sizeof(float)) == 0 && memcmp(mk[0], mk[1], N * sizeof(float)) == 0,
+              "dropout: 1 vs 3 threads, the same mask");
+        free(x);
+        for (run = 0; run < 2; ++run) { free(y[run]); free(mk[run]); }
+    }
+}
+
 int main(void) {
     higan_arena_init(&A, (size_t)256 << 20);
     higan_tape_init(&T, &A, 4096);
@@ -614,6 +732,7 @@ int main(void) {
     test_dropout();
     test_misc();
     test_threads();
+    test_levels();
     higan_tape_free(&T);
     higan_arena_free(&A);
     return check_finish();
