@@ -8208,14 +8208,12 @@ HIGAN_DEF void higan_add_backward(float *da, float *db, const float *dy, int64_t
 }
 static void higan__add_backward_op(higan_tape *t, void *p) {
     higan__binary_ctx *c = (higan__binary_ctx *)p;
-    int64_t i, n = higan_var_numel(c->y);
+    int64_t n = higan_var_numel(c->y);
     float *db = higan_var_grad(t, c->b), *da;
     higan_add_backward(NULL, db, c->y->grad, n);          /* b first: a may take dy's buffer */
     da = c->a != c->b ? higan__var_grad_take(t, c->a, c->y) : higan_var_grad(t, c->a);
-    if (da == c->y->grad) {                               /* in place: da = 0 + dy */
+    if (da == c->y->grad) {   /* da is dy (a -0.0 stays -0.0 where 0 + dy gives +0.0) */
         c->y->grad = NULL;
-        HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
-        for (i = 0; i < n; ++i) da[i] = 0.0f + da[i];
     } else {
         higan_add_backward(da, NULL, c->y->grad, n);
     }
