@@ -62,7 +62,8 @@
                    higan_op_output, higan_tape_record, higan_tape_ctx, higan_no_grad_begin/end
        gemm        higan_gemm, higan_gemm_ref, higan_gemm_ref_bf16, higan_gemm_free_buffers,
                    higan_gemm_flops, higan_gemm_flops_reset
-       layers      conv2d, linear, spectral_norm, batch_norm2d, cond_batch_norm, embedding, lstm
+       layers      conv2d, upsample_conv2d (+ higan_conv2d_upsampled_forward[_wp]/_weights), linear,
+                   spectral_norm, batch_norm2d, cond_batch_norm, embedding, lstm
        shape       upsample_nearest, avg_pool2, max_pool3s2, pad, concat, slice, split, reshape,
                    permute, masked_sum_width, masked_mean_width, dropout, extract_patches
        elementwise relu, leaky_relu, tanh, log_softmax, add, sub, mul, scale, add_nc, sum_all,
@@ -463,6 +464,39 @@ HIGAN_DEF void higan_conv2d_backward_ref(float *dx, float *dw, float *db, const 
 HIGAN_DEF higan_var *higan_conv2d(higan_tape *t, higan_var *x, higan_var *w, higan_var *b,
                                   int64_t stride_h, int64_t stride_w, int64_t pad_top,
                                   int64_t pad_bottom, int64_t pad_left, int64_t pad_right);
+/* Nearest upsampling by (uh, uw) followed by a stride-1 convolution, without the upsampled
+   image: y = conv2d(upsample_nearest(x, uh, uw), w) + b. s describes that convolution (s->H,
+   s->W: the upsampled size uh * H, uw * W of x [N, IC, H, W]; stride 1). Output pixel
+   (uh m + a, uw q + c) reads the x rows m + floor((a + kh - pad_top) / uh) (and likewise the
+   columns), so each phase (a, c) is a convolution of x with the taps that land on the same x
+   pixel summed: (KH + uh - 1) / uh x (KW + uw - 1) / uw of them at most (a 3x3 after 2x2
+   upsampling: 2x2 taps, 2.25x fewer multiplies). Same numbers as the two ops up to the
+   rounding of the summed weights (not bit-identical to them); bit-identical for any thread
+   count. The summed weights and each phase's output come from scratch (released before
+   returning): HIGAN_ERR_NOMEM if they do not fit; HIGAN_ERR_UNSUPPORTED when a phase would
+   need a negative padding (a pad larger than the kernel allows; never for 3x3 pad <= 1). */
+HIGAN_DEF higan_status higan_conv2d_upsampled_forward(float *y, const float *x, const float *w, const float *b,
+                                                      const higan_conv2d_shape *s, int64_t uh, int64_t uw,
+                                                      higan_arena *scratch);
+/* The same with the summed weights given: wp from higan_conv2d_upsampled_weights with this
+   s's OC, IC, KH, KW, pad_top, pad_left and uh, uw (for several calls with one weight); w is
+   then unused (may be NULL). wp NULL: as higan_conv2d_upsampled_forward. */
+HIGAN_DEF higan_status higan_conv2d_upsampled_forward_wp(float *y, const float *x, const float *w, const float *wp,
+                                                         const float *b, const higan_conv2d_shape *s, int64_t uh,
+                                                         int64_t uw, higan_arena *scratch);
+/* The summed weights of every phase (a, c) (a < uh, c < uw, in that order), [OC, IC, Ta, Tc]
+   each, concatenated; wp has higan_conv2d_upsampled_weights_size(...) floats. */
+HIGAN_DEF int64_t higan_conv2d_upsampled_weights_size(int64_t OC, int64_t IC, int64_t KH, int64_t KW,
+                                                      int64_t pad_top, int64_t pad_left, int64_t uh, int64_t uw);
+HIGAN_DEF void higan_conv2d_upsampled_weights(float *wp, const float *w, int64_t OC, int64_t IC, int64_t KH,
+                                              int64_t KW, int64_t pad_top, int64_t pad_left, int64_t uh, int64_t uw);
+/* Tape op: conv2d(upsample_nearest(x, uh, uw), w, b), stride 1, forward by
+   higan_conv2d_upsampled_forward (where it returns HIGAN_ERR_UNSUPPORTED: the two ops). The
+   backward is the two ops' (the upsampled x rebuilt in scratch: N*IC*H*W floats, twice when
+   dx is wanted, plus higan_conv2d_scratch_bytes). */
+HIGAN_DEF higan_var *higan_upsample_conv2d(higan_tape *t, higan_var *x, higan_var *w, higan_var *b,
+                                           int uh, int uw, int64_t pad_top, int64_t pad_bottom,
+                                           int64_t pad_left, int64_t pad_right);
 
 /* ---- linear (PyTorch layout) -----------------------------------------------------------
    y [N, OUT] = x [N, IN] w[OUT, IN]^T + b [OUT] (b may be NULL). */
@@ -1491,7 +1525,12 @@ HIGAN_DEF void higan_generator_init(higan_generator *g, higan_rng *rng);
    columns that the kept output columns depend on. The valid columns are bit for bit those
    of the padded computation (the same GEMM sum for every output element;
    tests/test_width.c checks it at every CPU level), the masked ones -1 as before; a word
-   with lens[b] <= 0 costs nothing. */
+   with lens[b] <= 0 costs nothing. With 2+ threads those forwards run side by side, one per
+   thread (each in an equal share of the arena's free space; one that does not fit runs alone
+   afterwards): the same numbers for any thread count. In every eval forward (train 0) the
+   GBlocks' conv1(upsample(h)) is one higan_upsample_conv2d (2.25x fewer multiplies; the last
+   bits differ from the two separate ops), and the looked-up embedding rows of the batch are
+   renormalised once. */
 HIGAN_DEF higan_var *higan_generator_forward(higan_tape *t, const higan_generator *g, higan_var *z,
                                              const int *labels, const int *lens, int64_t L,
                                              int train);
@@ -2408,6 +2447,7 @@ HIGAN_DEF higan_status higan_gan_iteration(higan_gan_trainer *tr, higan_tape *t,
 #  define HIGAN__TLS __declspec(thread)
 #else
 #  define HIGAN__TLS
+#  define HIGAN__NO_TLS 1
 #endif
 
 /* 64-bit sizes must be 64 bits (negative array size otherwise). */
@@ -2584,16 +2624,29 @@ HIGAN_DEF int higan_get_num_threads(void) {
     }
     return higan__num_threads;
 }
-#define higan__threads() higan_get_num_threads()
+/* >0 on a thread that runs whole forwards of its own next to others (the word-parallel
+   generation, higan__gen_jobs): its ops then run on it alone. Thread-local; where the compiler
+   has no thread-local storage the word-parallel path is off and this stays 0. */
+static HIGAN__TLS int higan__worker;
+#define higan__threads() (higan__worker ? 1 : higan_get_num_threads())
 /* Put before a `for` whose iterations write disjoint outputs. Static schedule, so each
    output is computed by one thread in one order: results never depend on the thread count. */
 #ifdef _OPENMP
 #  define HIGAN__PARALLEL_FOR _Pragma("omp parallel for schedule(static) num_threads(higan__threads())")
 #  define HIGAN__PRAGMA(x) _Pragma(#x)
 #  define HIGAN__PARALLEL_FOR_IF(cond) HIGAN__PRAGMA(omp parallel for schedule(static) num_threads(higan__threads()) if(cond))
+/* A parallel region (if cond) whose loops share out their iterations with HIGAN__FOR_NOWAIT:
+   static schedule, no barrier at the end. Loops of equal iteration counts in one region give
+   each thread the same iterations, so a thread may go on to the next loop at once when it only
+   reads what it wrote itself. Variables declared outside are shared: loop counters of the
+   region's outer loops must be declared inside it (or be the region's loop). */
+#  define HIGAN__PARALLEL_IF(cond) HIGAN__PRAGMA(omp parallel num_threads(higan__threads()) if(cond))
+#  define HIGAN__FOR_NOWAIT _Pragma("omp for schedule(static) nowait")
 #else
 #  define HIGAN__PARALLEL_FOR
 #  define HIGAN__PARALLEL_FOR_IF(cond)
+#  define HIGAN__PARALLEL_IF(cond)
+#  define HIGAN__FOR_NOWAIT
 #endif
 
 /* ---- arena -------------------------------------------------------------------------- */
@@ -5715,7 +5768,7 @@ static int higan__dconv_forward(const higan__dconv_kernel *dk, const higan_conv2
             const int64_t ntile = HIGAN__CEIL_DIV(npx, mr), nblk = HIGAN__CEIL_DIV(ntile, HIGAN__DCONV_TB);
             const int64_t spx = nr * d.OW;   /* pixels of one sample in the chunk */
             const float *xb;
-            int64_t pc, t;
+            int64_t t;
             if (pairs) {
                 higan__dconv_fill_pairs((uint32_t *)(void *)xp, dk, &d, s, x, n0, ns, pr0,
                                         HIGAN__MIN(d.Hp - pr0, (nr - 1) * s->stride_h + s->KH));
@@ -5730,10 +5783,16 @@ static int higan__dconv_forward(const higan__dconv_kernel *dk, const higan_conv2
             higan__dconv_pix(pix, &d, &sp, ns, oh0, nr, pr0, ntile * mr);
             /* K blocks in order; within one, blocks of HIGAN__DCONV_TB tiles in parallel. The
                last K block writes each tile block's cb [pixels, OCp] transposed into y right
-               away (split at sample ends), so that the stores overlap the multiplies. */
+               away (split at sample ends), so that the stores overlap the multiplies. One
+               parallel region for all K blocks: the static schedule gives every thread the
+               same tile blocks in each K block (OpenMP guarantees it for equal loops), so
+               each thread's tiles need nobody else's work and no barrier (nowait). */
+            HIGAN__PARALLEL_IF(nblk > 1 && ntile * HIGAN__MIN(kcs, KD) * OC >= 32768)
+            {
+            int64_t pc;   /* private: declared in the region */
             for (pc = 0; pc < KD; pc += kcs) {
                 const int64_t kc = HIGAN__MIN(kcs, KD - pc);
-                HIGAN__PARALLEL_FOR_IF(nblk > 1 && ntile * kc * OC >= 32768)
+                HIGAN__FOR_NOWAIT
                 for (t = 0; t < nblk; ++t) {
                     const int64_t t1 = HIGAN__MIN(ntile, (t + 1) * HIGAN__DCONV_TB);
                     int64_t tt, q;
@@ -5756,6 +5815,7 @@ static int higan__dconv_forward(const higan__dconv_kernel *dk, const higan_conv2
                         q += run;
                     }
                 }
+            }
             }
         }
     return 1;
@@ -6440,6 +6500,194 @@ HIGAN_DEF higan_var *higan_conv2d(higan_tape *t, higan_var *x, higan_var *w, hig
         if (!(c = (higan__conv2d_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
         c->x = x; c->w = w; c->b = b; c->y = y; c->s = s;
         higan_tape_record(t, y, higan__conv2d_backward_op, c);
+    }
+    return y;
+}
+
+/* ---- upsampled convolution (nearest upsampling fused into a stride-1 conv) --------------------- */
+static int64_t higan__floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+/* taps and offsets of every phase of one axis (a < u): off[a * K + k], T[a], lo[a] = -smallest
+   offset; returns 0 where a would need a negative left padding */
+static int higan__up_taps(int64_t u, int64_t K, int64_t p, int64_t *off, int64_t *T, int64_t *lo) {
+    int64_t a, k;
+    HIGAN_ASSERT(u >= 1 && u <= 16 && K >= 1 && K <= 64);
+    for (a = 0; a < u; ++a) {
+        const int64_t l = higan__floor_div(a - p, u), h = higan__floor_div(a + K - 1 - p, u);
+        for (k = 0; k < K; ++k) off[a * K + k] = higan__floor_div(a + k - p, u) - l;
+        T[a] = h - l + 1;
+        lo[a] = -l;
+        if (lo[a] < 0) return 0;
+    }
+    return 1;
+}
+HIGAN_DEF int64_t higan_conv2d_upsampled_weights_size(int64_t OC, int64_t IC, int64_t KH, int64_t KW,
+                                                      int64_t pad_top, int64_t pad_left, int64_t uh, int64_t uw) {
+    int64_t offh[16 * 64], offw[16 * 64], Th[16], Tw[16], lh[16], lw[16], a, c, n = 0;
+    higan__up_taps(uh, KH, pad_top, offh, Th, lh);
+    higan__up_taps(uw, KW, pad_left, offw, Tw, lw);
+    for (a = 0; a < uh; ++a)
+        for (c = 0; c < uw; ++c) n += OC * IC * Th[a] * Tw[c];
+    return n;
+}
+HIGAN_DEF void higan_conv2d_upsampled_weights(float *wp, const float *w, int64_t OC, int64_t IC, int64_t KH,
+                                              int64_t KW, int64_t pad_top, int64_t pad_left, int64_t uh, int64_t uw) {
+    int64_t offh[16 * 64], offw[16 * 64], Th[16], Tw[16], lh[16], lw[16], base[256], a, c, t, np = 0, n = 0;
+    higan__up_taps(uh, KH, pad_top, offh, Th, lh);
+    higan__up_taps(uw, KW, pad_left, offw, Tw, lw);
+    HIGAN_ASSERT(uh * uw <= 256);
+    for (a = 0; a < uh; ++a)
+        for (c = 0; c < uw; ++c) { base[np++] = n; n += OC * IC * Th[a] * Tw[c]; }
+    /* one pass over w: each (oc, ic) kernel's taps summed into every phase, in (kh, kw) order */
+    HIGAN__PARALLEL_FOR_IF(OC * IC > 1 && OC * IC * KH * KW * uh * uw >= 262144)
+    for (t = 0; t < OC * IC; ++t) {
+        const float *src = w + t * KH * KW;
+        int64_t pa, pc, kh, kw, q = 0;
+        for (pa = 0; pa < uh; ++pa)
+            for (pc = 0; pc < uw; ++pc, ++q) {
+                const int64_t Ta = Th[pa], Tc = Tw[pc];
+                const int64_t *oh = offh + pa * KH, *ow = offw + pc * KW;
+                float *dst = wp + base[q] + t * Ta * Tc;
+                for (kh = 0; kh < Ta * Tc; ++kh) dst[kh] = 0.0f;
+                for (kh = 0; kh < KH; ++kh)
+                    for (kw = 0; kw < KW; ++kw) dst[oh[kh] * Tc + ow[kw]] += src[kh * KW + kw];
+            }
+    }
+}
+HIGAN_DEF higan_status higan_conv2d_upsampled_forward(float *y, const float *x, const float *w, const float *b,
+                                                      const higan_conv2d_shape *s, int64_t uh, int64_t uw,
+                                                      higan_arena *scratch) {
+    return higan_conv2d_upsampled_forward_wp(y, x, w, NULL, b, s, uh, uw, scratch);
+}
+HIGAN_DEF higan_status higan_conv2d_upsampled_forward_wp(float *y, const float *x, const float *w, const float *wp,
+                                                         const float *b, const higan_conv2d_shape *s, int64_t uh,
+                                                         int64_t uw, higan_arena *scratch) {
+    int64_t offh[16 * 64], offw[16 * 64], Th[16], Tw[16], lh[16], lw[16], na[16], nc[16], ph[16], pw[16];
+    int64_t yo[256], wo[256];
+    const int64_t OH = higan_conv2d_out_h(s), OW = higan_conv2d_out_w(s);
+    const int64_t OC = s->OC, IC = s->IC, N = s->N;
+    int64_t Hx, Wx, a, c, q, t, ny = 0, nw = 0;
+    size_t mark;
+    float *yp;
+    higan__conv_check(s);
+    HIGAN_ASSERT(uh >= 1 && uw >= 1 && uh <= 16 && uw <= 16 && s->stride_h == 1 && s->stride_w == 1);
+    HIGAN_ASSERT(s->H % uh == 0 && s->W % uw == 0 && s->KH <= 64 && s->KW <= 64 && scratch && (w || wp));
+    Hx = s->H / uh; Wx = s->W / uw;
+    if (!higan__up_taps(uh, s->KH, s->pad_top, offh, Th, lh) || !higan__up_taps(uw, s->KW, s->pad_left, offw, Tw, lw))
+        return higan__error(HIGAN_ERR_UNSUPPORTED, "conv2d_upsampled: a phase needs a negative padding");
+    /* phase outputs and the padding below / right of x each needs (checked before anything
+       is written) */
+    for (a = 0; a < uh; ++a) {
+        na[a] = OH > a ? (OH - a + uh - 1) / uh : 0;
+        ph[a] = na[a] - 1 + Th[a] - Hx - lh[a];
+        if (na[a] && ph[a] < 0) return higan__error(HIGAN_ERR_UNSUPPORTED, "conv2d_upsampled: negative padding");
+    }
+    for (c = 0; c < uw; ++c) {
+        nc[c] = OW > c ? (OW - c + uw - 1) / uw : 0;
+        pw[c] = nc[c] - 1 + Tw[c] - Wx - lw[c];
+        if (nc[c] && pw[c] < 0) return higan__error(HIGAN_ERR_UNSUPPORTED, "conv2d_upsampled: negative padding");
+    }
+    if (N == 0 || OH == 0 || OW == 0) return HIGAN_OK;
+    for (a = q = 0; a < uh; ++a)
+        for (c = 0; c < uw; ++c, ++q) {
+            yo[q] = ny; ny += N * OC * na[a] * nc[c];
+            wo[q] = nw; nw += OC * IC * Th[a] * Tw[c];
+        }
+    mark = higan_arena_mark(scratch);
+    if (!wp) {
+        float *wq = higan_arena_floats(scratch, nw);
+        if (!wq) return HIGAN_ERR_NOMEM;
+        higan_conv2d_upsampled_weights(wq, w, OC, IC, s->KH, s->KW, s->pad_top, s->pad_left, uh, uw);
+        wp = wq;
+    }
+    /* every phase's output [N, OC, na, nc] (one phase alone: straight into y) */
+    yp = uh * uw == 1 ? y : higan_arena_floats(scratch, ny);
+    if (!yp) { higan_arena_release(scratch, mark); return HIGAN_ERR_NOMEM; }
+    for (a = q = 0; a < uh; ++a)
+        for (c = 0; c < uw; ++c, ++q) {
+            higan_conv2d_shape ps;
+            higan_status st;
+            if (!na[a] || !nc[c]) continue;
+            ps = higan_conv2d_make_shape(N, IC, Hx, Wx, OC, Th[a], Tw[c], 1, 1, lh[a], ph[a], lw[c], pw[c]);
+            st = higan_conv2d_forward(yp + yo[q], x, wp + wo[q], b, &ps, scratch);
+            if (st != HIGAN_OK) { higan_arena_release(scratch, mark); return st; }
+        }
+    /* interleave: output row uh m + a, column uw n + c is phase (a, c)'s (m, n) */
+    if (yp != y) {
+        HIGAN__PARALLEL_FOR_IF(N * OC > 1 && N * OC * OH * OW >= 65536)
+        for (t = 0; t < N * OC; ++t) {
+            int64_t i, j, m;
+            for (i = 0; i < OH; ++i) {
+                const int64_t pa = i % uh;
+                float *dst = y + (t * OH + i) * OW;
+                m = i / uh;
+                if (uw == 1) {
+                    memcpy(dst, yp + yo[pa] + (t * na[pa] + m) * nc[0], sizeof(float) * (size_t)OW);
+                } else if (uw == 2) {
+                    const float *s0 = yp + yo[pa * 2] + (t * na[pa] + m) * nc[0];
+                    const float *s1 = yp + yo[pa * 2 + 1] + (t * na[pa] + m) * nc[1];
+                    for (j = 0; j < nc[1]; ++j) { dst[2 * j] = s0[j]; dst[2 * j + 1] = s1[j]; }
+                    if (nc[0] > nc[1]) dst[2 * nc[1]] = s0[nc[1]];
+                } else {
+                    for (j = 0; j < OW; ++j) {
+                        const int64_t pc = j % uw;
+                        dst[j] = yp[yo[pa * uw + pc] + (t * na[pa] + m) * nc[pc] + j / uw];
+                    }
+                }
+            }
+        }
+    }
+    higan_arena_release(scratch, mark);
+    return HIGAN_OK;
+}
+/* backward: the gradients of conv2d(up(x)) (the same function; the forward's rounding plays no
+   part): up(x) rebuilt in scratch, the convolution's backward on it, dx += the block sums */
+typedef struct { higan_var *x, *w, *b, *y; higan_conv2d_shape s; int uh, uw; } higan__upconv_ctx;
+static void higan__upconv_backward_op(higan_tape *t, void *p) {
+    higan__upconv_ctx *c = (higan__upconv_ctx *)p;
+    float *dx = higan_var_grad(t, c->x), *dw = higan_var_grad(t, c->w);
+    float *db = c->b ? higan_var_grad(t, c->b) : NULL, *xu, *dxu = NULL;
+    const int64_t nu = c->s.N * c->s.IC * c->s.H * c->s.W;
+    size_t mark;
+    if (!dx && !dw && !db) return;
+    mark = higan_arena_mark(t->arena);
+    xu = higan_arena_floats(t->arena, nu);
+    if (dx) dxu = higan_arena_zeros(t->arena, nu);
+    if (xu && (!dx || dxu)) {
+        higan_upsample_nearest_forward(xu, c->x->data, c->s.N, c->s.IC, c->s.H / c->uh, c->s.W / c->uw, c->uh, c->uw);
+        higan_conv2d_backward(dxu, dw, db, c->y->grad, xu, c->w->data, &c->s, t->arena);
+        if (dx) higan_upsample_nearest_backward(dx, dxu, c->s.N, c->s.IC, c->s.H / c->uh, c->s.W / c->uw, c->uh, c->uw);
+    }
+    higan_arena_release(t->arena, mark);
+}
+HIGAN_DEF higan_var *higan_upsample_conv2d(higan_tape *t, higan_var *x, higan_var *w, higan_var *b,
+                                           int uh, int uw, int64_t pad_top, int64_t pad_bottom,
+                                           int64_t pad_left, int64_t pad_right) {
+    higan_var *in[3], *y;
+    higan__upconv_ctx *c;
+    higan_conv2d_shape s;
+    int64_t shape[4];
+    size_t mark;
+    higan_status st;
+    if (!x || !w) return NULL;
+    HIGAN_ASSERT(x->ndim == 4 && w->ndim == 4 && w->shape[1] == x->shape[1] && uh >= 1 && uw >= 1);
+    if (b) HIGAN_ASSERT(b->ndim == 1 && b->shape[0] == w->shape[0]);
+    in[0] = x; in[1] = w; in[2] = b;
+    s = higan_conv2d_make_shape(x->shape[0], x->shape[1], uh * x->shape[2], uw * x->shape[3], w->shape[0],
+                                w->shape[2], w->shape[3], 1, 1, pad_top, pad_bottom, pad_left, pad_right);
+    higan__conv_check(&s);
+    shape[0] = s.N; shape[1] = s.OC; shape[2] = higan_conv2d_out_h(&s); shape[3] = higan_conv2d_out_w(&s);
+    if (!(y = higan_op_output(t, 4, shape, in, b ? 3 : 2))) return NULL;
+    mark = higan_arena_mark(t->arena);
+    st = higan_conv2d_upsampled_forward(y->data, x->data, w->data, b ? b->data : NULL, &s, uh, uw, t->arena);
+    higan_arena_release(t->arena, mark);
+    if (st == HIGAN_ERR_UNSUPPORTED)   /* (y is left unused in the arena) */
+        return higan_conv2d(t, higan_upsample_nearest(t, x, uh, uw), w, b, 1, 1, pad_top, pad_bottom, pad_left,
+                            pad_right);
+    if (st != HIGAN_OK) return NULL;
+    if (y->requires_grad) {
+        if (!(c = (higan__upconv_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+        c->x = x; c->w = w; c->b = b; c->y = y; c->s = s; c->uh = uh; c->uw = uw;
+        higan_tape_record(t, y, higan__upconv_backward_op, c);
     }
     return y;
 }
@@ -11944,11 +12192,22 @@ HIGAN_DEF higan_var *higan_gblock_forward(higan_tape *t, const higan_gblock *b, 
     higan_var *h, *sc = x, *out;
     int up = b->up_h != 1 || b->up_w != 1;
     h = higan__relu_inplace(t, higan_ccbn_forward(t, &b->bn1, x, y, train));
-    if (up) {
-        h = higan_upsample_nearest(t, h, b->up_h, b->up_w);
+    if (up && !train && h) {
+        /* eval: conv1(up(h)) in one op (higan_upsample_conv2d: the upsampling folded into the
+           weights, 2.25x fewer multiplies for 2x2; the per-word eval forward does the same,
+           so that its columns equal these bit for bit) */
+        const higan_sn_conv2d *m = &b->conv1;
+        higan_var *w = higan__bg_sn_weight(t, m->p, m->weight, m->u0, m->sv0, m->out, train), *bias = NULL;
+        if (!w || (m->bias >= 0 && !(bias = higan_param_var(t, m->p, m->bias)))) return NULL;
+        h = higan_upsample_conv2d(t, h, w, bias, b->up_h, b->up_w, m->pad, m->pad, m->pad, m->pad);
         sc = higan_upsample_nearest(t, x, b->up_h, b->up_w);
+    } else {
+        if (up) {
+            h = higan_upsample_nearest(t, h, b->up_h, b->up_w);
+            sc = higan_upsample_nearest(t, x, b->up_h, b->up_w);
+        }
+        h = higan_sn_conv2d_forward(t, &b->conv1, h, train);
     }
-    h = higan_sn_conv2d_forward(t, &b->conv1, h, train);
     h = higan__relu_inplace(t, higan_ccbn_forward(t, &b->bn2, h, y, train));
     h = higan_sn_conv2d_forward(t, &b->conv2, h, train);
     if (b->has_sc) sc = higan_sn_conv2d_forward(t, &b->conv_sc, sc, train);
@@ -12151,6 +12410,7 @@ typedef struct { higan_var *w, *b; } higan__gen_lin;
 typedef struct higan__gen_weights {
     higan__gen_lin style, filter, out;
     higan__gen_lin conv1[4], conv2[4], conv_sc[4], bn1_gain[4], bn1_bias[4], bn2_gain[4], bn2_bias[4];
+    float *up1[4];   /* conv1's summed phase weights (higan_conv2d_upsampled_weights) */
 } higan__gen_weights;
 static int higan__gen_lin_get(higan_tape *t, higan_params *p, int weight, int bias, int u0, int sv0,
                               int64_t out, higan__gen_lin *l) {
@@ -12168,13 +12428,24 @@ static int higan__gen_weights_eval(higan_tape *t, const higan_generator *g, higa
              (!b->has_sc || HIGAN__GEN_LIN(t, &b->conv_sc, &W->conv_sc[i])) &&
              HIGAN__GEN_LIN(t, &b->bn1.gain, &W->bn1_gain[i]) && HIGAN__GEN_LIN(t, &b->bn1.bias, &W->bn1_bias[i]) &&
              HIGAN__GEN_LIN(t, &b->bn2.gain, &W->bn2_gain[i]) && HIGAN__GEN_LIN(t, &b->bn2.bias, &W->bn2_bias[i]);
+        W->up1[i] = NULL;
+        if (ok && (b->up_h != 1 || b->up_w != 1)) {
+            const higan_sn_conv2d *m = &b->conv1;
+            W->up1[i] = higan_arena_floats(t->arena, higan_conv2d_upsampled_weights_size(m->out, m->in, m->k, m->k,
+                                                                                           m->pad, m->pad, b->up_h, b->up_w));
+            ok = W->up1[i] != NULL;
+            if (ok)
+                higan_conv2d_upsampled_weights(W->up1[i], W->conv1[i].w->data, m->out, m->in, m->k, m->k, m->pad, m->pad,
+                                               b->up_h, b->up_w);
+        }
     }
     return ok;
 }
 
 /* The stem: ys[4] = style_linear(z) chunks, and h [B, 8ch, bottom, bottom*L] =
    filter_linear([z per character || embedding]) laid out as the official view/permute.
-   W: cached eval weights (NULL: the modules compute theirs). */
+   W: cached eval weights (NULL: the modules compute theirs); with W the embedding rows are
+   not renormalised here: the caller did it once for all its forwards (higan__gen_renorm). */
 static higan_var *higan__gen_stem(higan_tape *t, const higan_generator *g, const higan__gen_weights *W,
                                   higan_var *z, const int *labels, int64_t L, int train, higan_var **ys) {
     const higan_generator_config *cf = &g->cfg;
@@ -12188,7 +12459,7 @@ static higan_var *higan__gen_stem(higan_tape *t, const higan_generator *g, const
     h = W ? higan_linear(t, z, W->style.w, W->style.b) : higan_sn_linear_forward(t, &g->style_linear, z, train);
     if (higan_split(t, h, 1, 4, sizes, ys) != HIGAN_OK) return NULL;
     /* text embedding (max_norm 1: looked-up rows renormalised in place, padding row 0) */
-    emb = higan_embedding(t, higan_param_var(t, g->p, g->text_embedding), labels, B * L, 0, 1.0f);
+    emb = higan_embedding(t, higan_param_var(t, g->p, g->text_embedding), labels, B * L, 0, W ? 0.0f : 1.0f);
     s[0] = B; s[1] = L; s[2] = E;
     emb = higan_reshape(t, emb, 3, s);
     /* [z repeated per character || embedding] -> [B, L, zd + E] */
@@ -12262,6 +12533,49 @@ static higan_var *higan__gen_conv(higan_tape *t, const higan_sn_conv2d *m, const
     if (!x) return NULL;
     return higan_conv2d(t, x, l->w, l->b, 1, 1, m->pad, m->pad, m->pad, x->shape[3] >= full ? m->pad : 0);
 }
+/* h [N, C, H, W] += up(sc)[..., :H, :W] with sc [N, C, >= H / uh, >= ceil(W / uw)] (eval, no
+   gradient: h is the block's own fresh output): the residual sum of a GBlock without the
+   upsampled and cropped copies, the same float sums as higan_add. Parallel over planes. */
+static void higan__gen_add_up(higan_var *h, const higan_var *sc, int uh, int uw) {
+    const int64_t P = h->shape[0] * h->shape[1], H = h->shape[2], W = h->shape[3];
+    const int64_t Hs = sc->shape[2], Ws = sc->shape[3];
+    int64_t p;
+    HIGAN_ASSERT(sc->shape[0] * sc->shape[1] == P && Hs * uh >= H && Ws * uw >= W);
+    HIGAN__PARALLEL_FOR_IF(P > 1 && P * H * W >= 65536)
+    for (p = 0; p < P; ++p) {
+        int64_t i, j;
+        for (i = 0; i < H; ++i) {
+            float *d = h->data + (p * H + i) * W;
+            const float *r = sc->data + (p * Hs + i / uh) * Ws;
+            if (uw == 1)
+                for (j = 0; j < W; ++j) d[j] = d[j] + r[j];
+            else if (uw == 2) {
+                for (j = 0; j + 1 < W; j += 2) { d[j] = d[j] + r[j / 2]; d[j + 1] = d[j + 1] + r[j / 2]; }
+                if (j < W) d[j] = d[j] + r[j / 2];
+            } else
+                for (j = 0; j < W; ++j) d[j] = d[j] + r[j / uw];
+        }
+    }
+}
+/* conv(up(x)) (eval, no gradient) as higan__gen_conv, the phase weights wp cached */
+static higan_var *higan__gen_upconv(higan_tape *t, const higan_sn_conv2d *m, const higan__gen_lin *l, const float *wp,
+                                    higan_var *x, int uh, int uw, int64_t full) {
+    higan_conv2d_shape s;
+    int64_t shape[4];
+    higan_var *y;
+    size_t mark;
+    higan_status st;
+    if (!x) return NULL;
+    s = higan_conv2d_make_shape(x->shape[0], x->shape[1], uh * x->shape[2], uw * x->shape[3], m->out, m->k, m->k,
+                                1, 1, m->pad, m->pad, m->pad, uw * x->shape[3] >= full ? m->pad : 0);
+    shape[0] = s.N; shape[1] = s.OC; shape[2] = higan_conv2d_out_h(&s); shape[3] = higan_conv2d_out_w(&s);
+    if (!(y = higan_var_new(t, 4, shape))) return NULL;
+    mark = higan_arena_mark(t->arena);
+    st = higan_conv2d_upsampled_forward_wp(y->data, x->data, NULL, wp, l->b ? l->b->data : NULL, &s, uh, uw, t->arena);
+    higan_arena_release(t->arena, mark);
+    HIGAN_ASSERT(st != HIGAN_ERR_UNSUPPORTED);   /* 3x3 pad 1 never is */
+    return st == HIGAN_OK ? y : NULL;
+}
 /* ccbn (eval) with cached gain / bias weights */
 static higan_var *higan__gen_ccbn(higan_tape *t, const higan_ccbn *m, const higan__gen_lin *gain,
                                   const higan__gen_lin *bias, higan_var *x, higan_var *y) {
@@ -12282,15 +12596,18 @@ static higan_var *higan__gen_block_eval(higan_tape *t, const higan_generator *g,
     int64_t n;
     if (!(x = higan__gen_crop(t, x, need))) return NULL;
     h = higan_relu(t, higan__gen_ccbn(t, &b->bn1, &W->bn1_gain[i], &W->bn1_bias[i], x, y));
-    if (up) h = higan_upsample_nearest(t, h, b->up_h, b->up_w);
-    h = higan__gen_conv(t, &b->conv1, &W->conv1[i], h, full);
+    /* conv1(up(h)) without the upsampled copy, on the cached phase weights: the numbers of
+       higan_upsample_conv2d in the padded eval */
+    h = up ? higan__gen_upconv(t, &b->conv1, &W->conv1[i], W->up1[i], h, b->up_h, b->up_w, full)
+           : higan__gen_conv(t, &b->conv1, &W->conv1[i], h, full);
     h = higan_relu(t, higan__gen_ccbn(t, &b->bn2, &W->bn2_gain[i], &W->bn2_bias[i], h, y));
     if (!(h = higan__gen_conv(t, &b->conv2, &W->conv2[i], h, full))) return NULL;
     n = h->shape[3];
-    sc = higan__gen_crop(t, x, (n + b->up_w - 1) / b->up_w);
-    if (b->has_sc) sc = higan__gen_conv(t, &b->conv_sc, &W->conv_sc[i], sc, 0);
-    if (up) sc = higan__gen_crop(t, higan_upsample_nearest(t, sc, b->up_h, b->up_w), n);
-    return higan_add(t, h, sc);
+    sc = b->has_sc ? higan__gen_conv(t, &b->conv_sc, &W->conv_sc[i], higan__gen_crop(t, x, (n + b->up_w - 1) / b->up_w), 0)
+                   : x;
+    if (!sc) return NULL;
+    higan__gen_add_up(h, sc, b->up_h, b->up_w);   /* h + crop(up(sc)), in place */
+    return h;
 }
 /* Eval forward of words computed Lg characters wide (labels [n, Lg]) whose padded batch is
    L >= Lg characters wide: at least the first out_cols output columns, each equal to the
@@ -12322,21 +12639,178 @@ static higan_var *higan__gen_forward_cols(higan_tape *t, const higan_generator *
 #ifndef HIGAN__GEN_GROUP_CHARS
 #  define HIGAN__GEN_GROUP_CHARS 32
 #endif
+
+/* ---- independent forwards on the threads ---------------------------------------------------
+   The per-word eval generation is a list of forwards (jobs) that share nothing but read-only
+   weights and write disjoint outputs. Run one after the other, each spends much of its time in
+   small ops whose parallel loops (fork, join, a futex wake-up each) leave the second thread
+   idle; so with 2+ threads and 2+ jobs every thread runs whole jobs instead, its ops on itself
+   alone (higan__worker), on a tape of its own whose arena is an equal share of t's free space.
+   The jobs are handed out dynamically in the caller's order (put the largest first). Every
+   op gives the same numbers on one thread as on many, so each job's output is the serial
+   run's bit for bit, whichever thread runs it. A job that does not fit its share runs again
+   afterwards in the whole free arena, alone (what fits without threads fits with them: an
+   arena sized for the serial run works, only slower). job(tt, ctx, i) returns 1, or 0 with
+   the cause in tt's status or higan_last_error, having written no output; its arena
+   allocations are given back after each job. */
+typedef int (*higan__gen_job_fn)(higan_tape *tt, void *ctx, int64_t i);
+static higan_status higan__gen_job_fail(higan_tape *tt) {
+    return higan_tape_status(tt) != HIGAN_OK ? HIGAN_ERR_NOMEM : HIGAN_ERR_ARG;
+}
+#define HIGAN__GEN_JOBS_MAX 1024   /* jobs handed out at once (a flag each on the stack) */
+static higan_status higan__gen_jobs(higan_tape *t, int64_t njobs, higan__gen_job_fn job, void *ctx) {
+    higan_arena *pa = t->arena;
+    unsigned char done[HIGAN__GEN_JOBS_MAX];
+    int64_t j0, i;
+    int nt = higan__threads();
+    for (j0 = 0; j0 < njobs; j0 += HIGAN__GEN_JOBS_MAX) {
+        const int64_t nj = HIGAN__MIN(HIGAN__GEN_JOBS_MAX, njobs - j0);
+        int par = 0;
+        memset(done, 0, sizeof done);
+#if defined(_OPENMP) && !defined(HIGAN__NO_TLS)
+        if (nt > 1 && nj > 1 && !pa->overflow) {
+            higan_arena sub[8];
+            higan_tape st[8];
+            higan_status rc[8];
+            char msg[sizeof higan__error_message];
+            const size_t used0 = pa->used;
+            unsigned char *base = higan__arena_start(pa) + used0;
+            size_t slice, peak = 0;
+            int k, nw = (int)HIGAN__MIN(HIGAN__MIN(nt, 8), nj);
+            par = 1;
+            slice = ((pa->capacity - used0) / (size_t)nw) & ~(size_t)(HIGAN__ALIGN - 1);
+            (void)higan__ops();   /* lazily set globals (CPU level, precision) before the threads */
+            (void)higan_get_precision();
+            for (k = 0; k < nw; ++k) {
+                memset(&sub[k], 0, sizeof sub[k]);
+                sub[k].base = base + (size_t)k * slice;   /* 64-byte aligned: arena_start adds nothing */
+                sub[k].capacity = slice;
+                st[k] = *t;
+                st[k].arena = &sub[k];
+                st[k].entries = NULL; st[k].capacity = 0; st[k].count = 0; st[k].overflow = 0;
+                st[k].no_grad = 1;
+                rc[k] = HIGAN_OK;
+            }
+            msg[0] = 0;
+#pragma omp parallel num_threads(nw)
+            {
+                const int me = omp_get_thread_num();
+                int64_t j;
+                higan__worker = 1;
+#pragma omp for schedule(dynamic, 1)
+                for (j = 0; j < nj; ++j) {
+                    size_t mark;
+                    if (me >= nw || rc[me] != HIGAN_OK) continue;   /* a failed share takes no more jobs */
+                    mark = higan_arena_mark(&sub[me]);
+                    if (job(&st[me], ctx, j0 + j)) {
+                        done[j] = 1;
+                    } else {
+                        rc[me] = higan__gen_job_fail(&st[me]);
+                        if (rc[me] != HIGAN_ERR_NOMEM) {
+#pragma omp critical(higan__gen_jobs_msg)
+                            snprintf(msg, sizeof msg, "%s", higan_last_error());
+                        }
+                    }
+                    higan_arena_release(&sub[me], mark);
+                }
+                higan__worker = 0;
+            }
+            for (k = 0; k < nw; ++k) {
+                if (rc[k] != HIGAN_OK && rc[k] != HIGAN_ERR_NOMEM) return higan__error(rc[k], "%s", msg);
+                peak += sub[k].peak;
+            }
+            if (used0 + peak > pa->peak) pa->peak = used0 + peak;   /* the bytes the shares used */
+        }
+#endif
+        /* without threads, or the jobs a share had no room for (or left after its overflow):
+           one after the other in the whole free arena (the same numbers) */
+        for (i = 0; i < nj; ++i) {
+            size_t mark;
+            int ok;
+            if (par && done[i]) continue;
+            mark = higan_arena_mark(pa);
+            ok = job(t, ctx, j0 + i);
+            higan_arena_release(pa, mark);
+            if (!ok) return higan__gen_job_fail(t);
+        }
+    }
+    return HIGAN_OK;
+}
+/* The distinct labels of words [0, n) (labels[b * stride + l], l < lens[b]) renormalised once
+   in the Generator's embedding (max_norm 1, PyTorch's embedding_renorm_ over the batch), so
+   that the forwards of the per-word paths, which run with cached weights (stem W != NULL),
+   look rows up without writing them: the same rows whatever the grouping and the threads. */
+static void higan__gen_renorm(const higan_generator *g, const int *labels, int64_t stride, const int *lens,
+                              int64_t n) {
+    int idx[256], seen[256];
+    const int64_t num = g->cfg.n_class;
+    int64_t b, l, k = 0;
+    float *w = higan_params_data(g->p, g->text_embedding);
+    HIGAN_ASSERT(num <= 256);
+    for (l = 0; l < num; ++l) seen[l] = 0;
+    for (b = 0; b < n; ++b)
+        for (l = 0; l < lens[b]; ++l) {
+            const int c = labels[b * stride + l];
+            HIGAN_ASSERT(c >= 0 && c < num);
+            if (!seen[c]) { seen[c] = 1; idx[k++] = c; }
+        }
+    higan_embedding_renorm(w, idx, k, num, g->cfg.embed_dim, 1.0f);
+}
+
 /* The eval forward by width groups (see higan_generator_forward). Under no_grad. */
+typedef struct {
+    const higan_generator *g;
+    const higan__gen_weights *gw;
+    const higan_var *z;
+    const int *labels, *lens, *order, *chunk;   /* chunk[3 i ..]: first word in order, words, width */
+    int64_t L;
+    higan_var *out;
+} higan__gen_words_ctx;
+static int higan__gen_words_job(higan_tape *t, void *p, int64_t ci) {
+    const higan__gen_words_ctx *c = (const higan__gen_words_ctx *)p;
+    const higan_generator *g = c->g;
+    const int64_t e = c->chunk[3 * ci], n = c->chunk[3 * ci + 1], wg = c->chunk[3 * ci + 2];
+    const int64_t zd = g->cfg.style_dim, cpc = 8 * g->cfg.bottom, L = c->L;
+    const int64_t C = c->out->shape[1], H = c->out->shape[2], W = c->out->shape[3], plane = H * W;
+    int64_t maxlen = 0, zs[2], k, r, ch;
+    int *lab = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(n * wg));
+    higan_var *zg, *y;
+    zs[0] = n; zs[1] = zd;
+    if (!lab || !(zg = higan_var_new(t, 2, zs))) return 0;
+    for (k = 0; k < n; ++k) {
+        const int64_t b = c->order[e + k], len = c->lens[b] > L ? L : c->lens[b];
+        memcpy(zg->data + k * zd, c->z->data + b * zd, sizeof(float) * (size_t)zd);
+        memcpy(lab + k * wg, c->labels + b * L, sizeof(int) * (size_t)wg);
+        if (len > maxlen) maxlen = len;
+    }
+    if (!(y = higan__gen_forward_cols(t, g, c->gw, zg, lab, wg, L, cpc * maxlen))) return 0;
+    for (k = 0; k < n; ++k) {                  /* the valid columns into place */
+        const int64_t b = c->order[e + k], len = c->lens[b] > L ? L : c->lens[b], Wy = y->shape[3];
+        for (ch = 0; ch < C; ++ch)
+            for (r = 0; r < H; ++r)
+                memcpy(c->out->data + (b * C + ch) * plane + r * W, y->data + ((k * C + ch) * H + r) * Wy,
+                       sizeof(float) * (size_t)(cpc * len));
+    }
+    return 1;
+}
 static higan_var *higan__gen_forward_words(higan_tape *t, const higan_generator *g, higan_var *z,
                                            const int *labels, const int *lens, int64_t L) {
-    const int64_t B = z->shape[0], zd = g->cfg.style_dim, bt = g->cfg.bottom, cpc = 8 * bt;
-    const int64_t C = g->cfg.input_nc, H = 16 * bt, W = cpc * L, plane = H * W;
-    int64_t s[4], i, j, k, r, c, wg, margin = higan_generator_margin(g);
-    int *width, *order;
+    const int64_t B = z->shape[0], bt = g->cfg.bottom, cpc = 8 * bt;
+    const int64_t C = g->cfg.input_nc, H = 16 * bt, W = cpc * L;
+    int64_t s[4], i, j, e, wg, nch = 0, margin = higan_generator_margin(g);
+    int *width, *order, *chunk, *all;
     higan__gen_weights gw;
+    higan__gen_words_ctx ctx;
     higan_var *out;
     s[0] = B; s[1] = C; s[2] = H; s[3] = W;
     if (!(out = higan_var_new(t, 4, s)) || !higan__gen_weights_eval(t, g, &gw)) return NULL;
-    width = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(2 * B));
+    width = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(5 * B + B));
     if (!width) return NULL;
-    order = width + B;
-    for (i = 0; i < B * C * plane; ++i) out->data[i] = -1.0f;      /* the masked background */
+    order = width + B; chunk = order + B; all = chunk + 3 * B;
+    for (i = 0; i < B * C * H * W; ++i) out->data[i] = -1.0f;      /* the masked background */
+    /* the embedding rows of the whole padded batch renormalised once, as its forward does */
+    for (i = 0; i < B; ++i) all[i] = (int)L;
+    higan__gen_renorm(g, labels, L, all, B);
     /* computed width of each word (0: nothing valid), and the words sorted by it */
     for (i = 0; i < B; ++i) {
         const int64_t len = lens[i] < 0 ? 0 : lens[i] > L ? L : lens[i];
@@ -12347,38 +12821,24 @@ static higan_var *higan__gen_forward_words(higan_tape *t, const higan_generator 
         for (j = i; j > 0 && width[order[j - 1]] > width[order[j]]; --j) {
             int tmp = order[j]; order[j] = order[j - 1]; order[j - 1] = tmp;
         }
-    for (i = 0; i < B; i = j) {
-        int64_t per, e;
-        wg = width[order[i]];
-        for (j = i; j < B && width[order[j]] == wg; ++j) {}
-        if (wg == 0) continue;
+    /* one forward per chunk of a width group, the widest groups first (the largest jobs
+       first, for the threads) */
+    for (i = B; i > 0; i = j) {
+        int64_t per;
+        wg = width[order[i - 1]];
+        for (j = i; j > 0 && width[order[j - 1]] == wg; --j) {}
+        if (wg == 0) break;
         per = HIGAN__GEN_GROUP_CHARS / wg < 1 ? 1 : HIGAN__GEN_GROUP_CHARS / wg;
-        for (e = i; e < j; e += per) {                 /* one forward per chunk of the group */
-            const int64_t n = j - e < per ? j - e : per;
-            size_t mark = higan_arena_mark(t->arena);
-            int64_t maxlen = 0, zs[2];
-            int *lab = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(n * wg));
-            higan_var *zg, *y;
-            zs[0] = n; zs[1] = zd;
-            if (!lab || !(zg = higan_var_new(t, 2, zs))) return NULL;
-            for (k = 0; k < n; ++k) {
-                const int64_t b = order[e + k], len = lens[b] > L ? L : lens[b];
-                memcpy(zg->data + k * zd, z->data + b * zd, sizeof(float) * (size_t)zd);
-                memcpy(lab + k * wg, labels + b * L, sizeof(int) * (size_t)wg);
-                if (len > maxlen) maxlen = len;
-            }
-            if (!(y = higan__gen_forward_cols(t, g, &gw, zg, lab, wg, L, cpc * maxlen))) return NULL;
-            for (k = 0; k < n; ++k) {                  /* the valid columns into place */
-                const int64_t b = order[e + k], len = lens[b] > L ? L : lens[b], Wy = y->shape[3];
-                for (c = 0; c < C; ++c)
-                    for (r = 0; r < H; ++r)
-                        memcpy(out->data + (b * C + c) * plane + r * W, y->data + ((k * C + c) * H + r) * Wy,
-                               sizeof(float) * (size_t)(cpc * len));
-            }
-            higan_arena_release(t->arena, mark);
+        for (e = j; e < i; e += per) {
+            chunk[3 * nch] = (int)e;
+            chunk[3 * nch + 1] = (int)(i - e < per ? i - e : per);
+            chunk[3 * nch + 2] = (int)wg;
+            ++nch;
         }
     }
-    return out;
+    ctx.g = g; ctx.gw = &gw; ctx.z = z; ctx.labels = labels; ctx.lens = lens; ctx.order = order;
+    ctx.chunk = chunk; ctx.L = L; ctx.out = out;
+    return higan__gen_jobs(t, nch, higan__gen_words_job, &ctx) == HIGAN_OK ? out : NULL;
 }
 
 HIGAN_DEF higan_var *higan_generator_forward(higan_tape *t, const higan_generator *g, higan_var *z,
@@ -13304,10 +13764,26 @@ static higan_status higan__generate_run(higan_model *m, higan_tape *t, const hig
     return higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : higan__error(HIGAN_ERR_ARG, "generate_words: forward failed");
 }
 
+/* generate_words alone: one job per chunk of same-length words */
+typedef struct {
+    higan_model *m;
+    const higan__gen_weights *gw;
+    const int *codes, *lens, *idx, *chunk;   /* chunk[2 i ..]: first index into idx, words */
+    const float *styles;
+    int64_t style_stride;
+    float *const *outs;
+} higan__generate_ctx;
+static int higan__generate_job(higan_tape *t, void *p, int64_t ci) {
+    const higan__generate_ctx *c = (const higan__generate_ctx *)p;
+    const int *idx = c->idx + c->chunk[2 * ci];
+    return higan__generate_run(c->m, t, c->gw, c->codes, c->lens, idx, c->chunk[2 * ci + 1], c->lens[idx[0]],
+                               c->styles, c->style_stride, c->outs) == HIGAN_OK;
+}
+
 HIGAN_DEF higan_status higan_generate_words(higan_model *m, higan_tape *t, const char *const *texts, int64_t n,
                                             const float *styles, int64_t style_stride, int batch,
                                             float *const *outs, const int64_t *caps) {
-    int *codes = NULL, *lens = NULL, *idx = NULL;
+    int *codes = NULL, *lens = NULL, *idx = NULL, *chunk = NULL;
     int64_t i, j, e, L = 0, C, H, per;
     higan__gen_weights gw;
     size_t mark;
@@ -13319,10 +13795,11 @@ HIGAN_DEF higan_status higan_generate_words(higan_model *m, higan_tape *t, const
                             (long long)n, (long long)style_stride);
     C = m->cfg.G.input_nc;
     H = 16 * m->cfg.G.bottom;
-    codes = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)(n * (HIGAN_MAX_WORD_LEN + 2)));
+    codes = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)(n * (HIGAN_MAX_WORD_LEN + 4)));
     if (!codes) return higan__error(HIGAN_ERR_NOMEM, "generate_words: out of memory");
     lens = codes + n * HIGAN_MAX_WORD_LEN;
     idx = lens + n;
+    chunk = idx + n;
     for (i = 0; i < n && rc == HIGAN_OK; ++i) {
         int len = texts[i] ? higan_text_encode(texts[i], codes + i * HIGAN_MAX_WORD_LEN, HIGAN_MAX_WORD_LEN)
                            : higan__error(HIGAN_ERR_ARG, "NULL text");
@@ -13354,18 +13831,28 @@ HIGAN_DEF higan_status higan_generate_words(higan_model *m, higan_tape *t, const
         rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : higan__error(HIGAN_ERR_ARG, "generate_words: weights");
     } else {
         /* alone: same-length words together, each forward exactly its words' width, the
-           normalised weights computed once */
+           normalised weights computed once, the embedding rows renormalised once; the
+           longest words' forwards first (higan__gen_jobs) */
+        higan__generate_ctx gc;
+        int64_t nch = 0;
+        higan__gen_renorm(&m->G, codes, HIGAN_MAX_WORD_LEN, lens, n);
         for (i = 0; i < n; ++i) idx[i] = (int)i;
         for (i = 1; i < n; ++i)    /* insertion sort by length, stable */
             for (j = i; j > 0 && lens[idx[j - 1]] > lens[idx[j]]; --j) { int s = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = s; }
-        for (i = 0; i < n && rc == HIGAN_OK; i = j) {
-            const int64_t len = lens[idx[i]];
-            for (j = i; j < n && lens[idx[j]] == len; ++j) {}
+        for (i = n; i > 0; i = j) {
+            const int64_t len = lens[idx[i - 1]];
+            for (j = i; j > 0 && lens[idx[j - 1]] == len; --j) {}
+            if (len == 0) break;
             per = HIGAN__MAX(1, HIGAN__GEN_GROUP_CHARS / len);
-            for (e = i; e < j && rc == HIGAN_OK; e += per)
-                rc = higan__generate_run(m, t, &gw, codes, lens, idx + e, HIGAN__MIN(per, j - e), len, styles,
-                                         style_stride, outs);
+            for (e = j; e < i; e += per) {
+                chunk[2 * nch] = (int)e;
+                chunk[2 * nch + 1] = (int)HIGAN__MIN(per, i - e);
+                ++nch;
+            }
         }
+        gc.m = m; gc.gw = &gw; gc.codes = codes; gc.lens = lens; gc.idx = idx; gc.chunk = chunk;
+        gc.styles = styles; gc.style_stride = style_stride; gc.outs = outs;
+        rc = higan__gen_jobs(t, nch, higan__generate_job, &gc);
     }
     higan_no_grad_end(t);
     higan_arena_release(t->arena, mark);

@@ -8,7 +8,9 @@
    (d) each way of running a pass (packed GEMM, channel-vector and pixel-vector direct
        convolution: higan__conv_force) on shapes that reach their edge cases: channel panels
        and tiles not filled, row tails of pixel vectors, samples split into row chunks, no
-       padding (read in place), strides, asymmetric padding. */
+       padding (read in place), strides, asymmetric padding;
+   (e) nearest upsampling fused into the convolution (higan_upsample_conv2d) against upsample +
+       the reference loops, threads, gradients. */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
 #include "check.h"
@@ -320,6 +322,89 @@ static void linear_threads(void) {
     free(db1); free(db2); free(yr);
 }
 
+/* ---- (e) nearest upsampling fused into the convolution (higan_conv2d_upsampled_forward,
+   higan_upsample_conv2d): against upsample + the reference loops, 1 vs 2 threads, and the
+   tape op's gradients by finite differences ---------------------------------------------- */
+typedef struct { int uh, uw; int64_t pt, pb, pl, pr; int bias; } upconv_cfg;
+static higan_var *build_upconv(higan_tape *t, higan_var **in, void *ctx) {
+    const upconv_cfg *c = (const upconv_cfg *)ctx;
+    return higan_upsample_conv2d(t, in[0], in[1], c->bias ? in[2] : NULL, c->uh, c->uw, c->pt, c->pb, c->pl, c->pr);
+}
+static void upconv_case(int64_t N, int64_t IC, int64_t H, int64_t W, int64_t OC, int64_t K, upconv_cfg c) {
+    const higan_conv2d_shape s = higan_conv2d_make_shape(N, IC, c.uh * H, c.uw * W, OC, K, K, 1, 1, c.pt, c.pb,
+                                                         c.pl, c.pr);
+    const int64_t ny = N * OC * higan_conv2d_out_h(&s) * higan_conv2d_out_w(&s);
+    float *x = check_rand_array(N * IC * H * W), *w = check_rand_array(OC * IC * K * K), *b = check_rand_array(OC);
+    float *xu = (float *)malloc(sizeof(float) * (size_t)(N * IC * H * W * c.uh * c.uw));
+    float *y1 = (float *)malloc(sizeof(float) * (size_t)ny), *y2 = (float *)malloc(sizeof(float) * (size_t)ny);
+    float *yr = (float *)malloc(sizeof(float) * (size_t)ny);
+    int keep = higan_get_num_threads();
+    char label[160];
+    higan_arena a;
+    higan_status st1, st2;
+    higan_arena_init(&a, (size_t)64 << 20);
+    snprintf(label, sizeof label, "%s upsampled conv %lldx%lldx%lldx%lld -> %lld, %lldx%lld, up %dx%d, pad %lld %lld %lld %lld%s",
+             lvl(), (long long)N, (long long)IC, (long long)H, (long long)W, (long long)OC, (long long)K, (long long)K,
+             c.uh, c.uw, (long long)c.pt, (long long)c.pb, (long long)c.pl, (long long)c.pr, c.bias ? "" : ", no bias");
+    higan_upsample_nearest_forward(xu, x, N, IC, H, W, c.uh, c.uw);
+    higan_conv2d_forward_ref(yr, xu, w, c.bias ? b : NULL, &s);
+    higan_set_num_threads(1);
+    st1 = higan_conv2d_upsampled_forward(y1, x, w, c.bias ? b : NULL, &s, c.uh, c.uw, &a);
+    higan_set_num_threads(2);
+    st2 = higan_conv2d_upsampled_forward(y2, x, w, c.bias ? b : NULL, &s, c.uh, c.uw, &a);
+    higan_set_num_threads(keep);
+    CHECK(st1 == HIGAN_OK && st2 == HIGAN_OK && a.used == 0, "%s: ok, scratch given back", label);
+    check_close(label, y1, yr, ny, 1e-4f, 1e-4f);
+    CHECK(!memcmp(y1, y2, sizeof(float) * (size_t)ny), "%s: 1 and 2 threads bit-identical", label);
+    {   /* the summed weights given once: the same numbers */
+        const int64_t nw = higan_conv2d_upsampled_weights_size(OC, IC, K, K, c.pt, c.pl, c.uh, c.uw);
+        float *wp = (float *)malloc(sizeof(float) * (size_t)nw);
+        higan_conv2d_upsampled_weights(wp, w, OC, IC, K, K, c.pt, c.pl, c.uh, c.uw);
+        st1 = higan_conv2d_upsampled_forward_wp(y2, x, NULL, wp, c.bias ? b : NULL, &s, c.uh, c.uw, &a);
+        CHECK(st1 == HIGAN_OK && !memcmp(y1, y2, sizeof(float) * (size_t)ny), "%s: with the weights summed beforehand", label);
+        free(wp);
+    }
+    higan_arena_free(&a);
+    free(x); free(w); free(b); free(xu); free(y1); free(y2); free(yr);
+}
+static void upconv_gradcheck(int64_t N, int64_t IC, int64_t H, int64_t W, int64_t OC, int64_t K, upconv_cfg c) {
+    check_input in[3];
+    char label[128];
+    int k;
+    in[0].ndim = 4; in[0].shape[0] = N; in[0].shape[1] = IC; in[0].shape[2] = H; in[0].shape[3] = W;
+    in[1].ndim = 4; in[1].shape[0] = OC; in[1].shape[1] = IC; in[1].shape[2] = K; in[1].shape[3] = K;
+    in[2].ndim = 1; in[2].shape[0] = OC;
+    in[0].data = check_rand_array(N * IC * H * W);
+    in[1].data = check_rand_array(OC * IC * K * K);
+    in[2].data = check_rand_array(OC);
+    for (k = 0; k < 3; ++k) in[k].grad = 1;
+    snprintf(label, sizeof label, "%s upsample_conv2d up %dx%d pad %lld %lld %lld %lld", lvl(), c.uh, c.uw,
+             (long long)c.pt, (long long)c.pb, (long long)c.pl, (long long)c.pr);
+    check_gradients(label, build_upconv, &c, in, c.bias ? 3 : 2, 1e-2f, 1e-3f, 1e-3f);
+    for (k = 0; k < 3; ++k) free(in[k].data);
+}
+static void upsampled_cases(void) {
+    upconv_cfg c;
+    c.uh = 2; c.uw = 2; c.pt = 1; c.pb = 1; c.pl = 1; c.pr = 1; c.bias = 1;
+    upconv_case(2, 5, 3, 4, 7, 3, c);              /* the GBlocks' conv1 */
+    upconv_case(2, 64, 8, 12, 64, 3, c);           /* channel-vector kernels, several tiles */
+    upconv_case(1, 48, 16, 40, 1, 3, c);           /* one output channel (pixel vectors) */
+    upconv_gradcheck(2, 3, 3, 4, 4, 3, c);
+    c.pr = 0;                                      /* the per-word eval: no right padding */
+    upconv_case(2, 16, 4, 9, 24, 3, c);
+    upconv_gradcheck(1, 2, 3, 3, 3, 3, c);
+    c.uw = 1; c.pr = 1;                            /* block 0: rows only */
+    upconv_case(3, 32, 4, 8, 40, 3, c);
+    upconv_gradcheck(1, 3, 2, 4, 2, 3, c);
+    c.uw = 2; c.uh = 1; c.bias = 0;                /* columns only, no bias */
+    upconv_case(2, 6, 5, 3, 9, 3, c);
+    c.uh = 3; c.uw = 2; c.pt = 2; c.pb = 2; c.pl = 2; c.pr = 1; c.bias = 1;   /* 5x5, odd factor */
+    upconv_case(2, 4, 3, 5, 6, 5, c);
+    upconv_gradcheck(1, 2, 2, 3, 2, 5, c);
+    c.uh = 1; c.uw = 1; c.pt = 0; c.pb = 1; c.pl = 1; c.pr = 0;               /* no upsampling */
+    upconv_case(2, 8, 6, 7, 5, 3, c);
+}
+
 int main(void) {
     check_rng_state = 777ull;                 /* the sequence this file always used */
     higan_cpu best = higan_cpu_level();
@@ -339,6 +424,7 @@ int main(void) {
         large_cases();
         if (higan_cpu_level() != HIGAN_CPU_SCALAR) forced_ways();   /* scalar: packed GEMM only */
         linear_threads();
+        upsampled_cases();
     }
     higan_cpu_set_level(best);
     higan_gemm_free_buffers();

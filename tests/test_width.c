@@ -216,6 +216,36 @@ static void test_exact(void) {
     higan_set_num_threads(threads == 1 ? 2 : 1);
     check_batch(&g8, &T, lens_b, 7, 17, 11, threads == 1 ? "2 threads" : "1 thread");
     higan_set_num_threads(threads);
+    {   /* 2 threads in an arena sized for one: the forwards (3 here) that do not fit a thread's
+           half run alone afterwards (higan__gen_jobs), with the same numbers */
+        const int64_t B = 14, L = 7;
+        float z[14 * 32];
+        int lab[14 * 7];
+        float *o1, *o2;
+        size_t need;
+        higan_arena A1, A2;
+        higan_tape T1, T2;
+        higan_rng rr;
+        int64_t i;
+        higan_rng_seed(&rr, 31);
+        higan_rng_fill_normal(&rr, z, B * 32, 0.0f, 1.0f);
+        for (i = 0; i < B * L; ++i) lab[i] = i % L < lens_c[i / L] ? 1 + (int)((i * 7) % 79) : 0;
+        higan_arena_init(&A1, (size_t)256 << 20);
+        higan_tape_init(&T1, &A1, 4096);
+        higan_set_num_threads(1);
+        o1 = run_g(&g8, &T1, z, lab, lens_c, B, L, 0, NULL, NULL);
+        need = A1.peak;
+        higan_arena_init(&A2, need);
+        higan_tape_init(&T2, &A2, 4096);
+        higan_set_num_threads(2);
+        o2 = run_g(&g8, &T2, z, lab, lens_c, B, L, 0, NULL, NULL);
+        higan_set_num_threads(threads);
+        CHECK(o1 && o2 && !memcmp(o1, o2, sizeof(float) * (size_t)(B * 64 * 32 * L)),
+              "2 threads in an arena of the 1-thread run's %.1f MB: runs, bit for bit", (double)need / 1048576.0);
+        free(o1); free(o2);
+        higan_tape_free(&T1); higan_tape_free(&T2);
+        higan_arena_free(&A1); higan_arena_free(&A2);
+    }
     gen_free(&g64); gen_free(&g8); gen_free(&gb2); gen_free(&gb1);
     higan_tape_free(&T);
     higan_arena_free(&A);
