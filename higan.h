@@ -730,6 +730,9 @@ HIGAN_DEF void higan_dropout_forward(float *y, float *mask, const float *x, floa
                                      higan_rng *rng, int64_t n);
 HIGAN_DEF void higan_dropout_backward(float *dx, const float *dy, const float *mask, int64_t n);
 HIGAN_DEF higan_var *higan_dropout(higan_tape *t, higan_var *x, float p, int train, higan_rng *rng);
+/* The mask [n] that higan_dropout_forward would apply, with the same rng draw (for other
+   backends: higan_cuda_dropout_forward uploads it). */
+HIGAN_DEF void higan_dropout_mask(float *mask, float p, higan_rng *rng, int64_t n);
 
 /* -- log-softmax over the last dim: x [rows, cols] -> y. Backward from y:
       dx = dy - softmax * sum(dy) per row. */
@@ -8332,6 +8335,13 @@ HIGAN_DEF void higan_dropout_forward(float *y, float *mask, const float *x, floa
 }
 HIGAN_DEF void higan_dropout_backward(float *dx, const float *dy, const float *mask, int64_t n) {
     if (dx) higan__ew(HIGAN__EW_ACC_MUL, dx, dy, mask, n);
+}
+HIGAN_DEF void higan_dropout_mask(float *mask, float p, higan_rng *rng, int64_t n) {
+    uint64_t key = higan_rng_u64(rng);
+    float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    int64_t i;
+    for (i = 0; i < n; ++i)
+        mask[i] = higan__dropout_uniform((uint32_t)key, (uint32_t)(key >> 32), (uint64_t)i) >= p ? scale : 0.0f;
 }
 typedef struct { higan_var *x, *y; float *mask; } higan__dropout_ctx;
 static void higan__dropout_backward_op(higan_tape *t, void *p) {

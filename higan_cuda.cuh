@@ -2269,9 +2269,7 @@ HIGAN_DEF higan_status higan_cuda_mean_all_backward(higan_cuda *ctx, float *dx, 
 
 /* ---- dropout: host-drawn mask (higan_dropout_forward's draws), applied on the device ---- */
 HIGAN_DEF void higan_cuda_dropout_mask(float *mask, float p, higan_rng *rng, int64_t n) {
-    int64_t i;
-    float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;   /* the CPU kernel's expressions */
-    for (i = 0; i < n; ++i) mask[i] = higan_rng_uniform(rng) >= p ? scale : 0.0f;
+    higan_dropout_mask(mask, p, rng, n);   /* the CPU's mask and draw */
 }
 struct higan__f_dropout {   /* forward y = x * mask; backward dx += dy * mask (two roundings) */
     float *y; const float *x, *mask; int backward;
@@ -2288,7 +2286,10 @@ HIGAN_DEF higan_status higan_cuda_dropout_forward(higan_cuda *ctx, float *y, flo
     float *h;
     higan_status st;
     HIGAN__CU_ASSERT(n >= 0 && rng != NULL);
-    if (n == 0) return HIGAN_OK;   /* no draws, like the CPU */
+    if (n == 0) {                  /* the CPU still draws the key */
+        higan_dropout_mask(NULL, p, rng, 0);
+        return HIGAN_OK;
+    }
     HIGAN__CU_ASSERT(mask != NULL && "the device needs the mask in device memory");
     if (!host_scratch) return higan_set_error(HIGAN_ERR_ARG, "dropout forward: no host scratch arena");
     mark = higan_arena_mark(host_scratch);

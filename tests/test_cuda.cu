@@ -765,7 +765,7 @@ static void test_dropout(void) {
     dropout_case(1000, 0.3f);   // several blocks' worth, scale 1/0.7 (not a power of 2)
     dropout_case(257, 0.0f);    // everything kept, scale 1
     dropout_case(100, 1.0f);    // everything dropped (scale 0)
-    dropout_case(0, 0.5f);      // empty: no draws, rng untouched
+    dropout_case(0, 0.5f);      // empty: one key draw, as the CPU
     // the host mask alone: about 1 - p kept
     higan_rng_seed(&r, 99);
     higan_cuda_dropout_mask(m, 0.25f, &r, 1000);
