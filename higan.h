@@ -40,9 +40,11 @@
        - On top sits a light tape (higan_tape): higan_<op>(tape, vars...) runs the forward
          kernel, allocates its output in the per-step arena and records the backward.
          higan_tape_backward() gives gradients of any scalar with respect to every
-         variable that requires one, intermediates included.
+         leaf and parameter that requires one (intermediates with v->retain_grad).
        - No allocation happens in forward or backward: activations and caches come from a
          fixed arena (higan_arena). Overflow is sticky and reported with the size needed.
+         Spent gradients (and, in higan_tape_backward_release, spent values) go back into
+         the arena for reuse as the backward passes them.
        - I/O and format errors return a higan_status (< 0) and set higan_last_error().
          Programmer errors (wrong shapes) trip HIGAN_ASSERT. The library never calls exit().
 
@@ -52,12 +54,14 @@
        cpu         higan_cpu_detect, higan_cpu_level, higan_cpu_set_level, higan_cpu_level_name,
                    higan_set_num_threads, higan_get_num_threads, higan_set_precision,
                    higan_get_precision, higan_bf16_round
-       memory      higan_arena_init/free/reset/alloc/floats/zeros/mark/release/status
+       memory      higan_arena_init/free/reset/alloc/floats/zeros/mark/release/status,
+                   higan_arena_alloc_recycled, higan_arena_recycle
        rng         higan_rng_seed, higan_rng_u64, higan_rng_uniform, higan_rng_normal,
                    higan_rng_fill_normal, higan_rng_fill_uniform
        params      higan_params_init/add/alloc/free/find/zero_grad, higan_params_data,
                    higan_params_grad, higan_params_idata
-       tape        higan_tape_init/free/reset/status/backward/grad_wrt, higan_var_new,
+       tape        higan_tape_init/free/reset/status/backward/backward_release/grad_wrt,
+                   higan_var_new,
                    higan_var_wrap, higan_param_var, higan_var_grad, higan_var_has_grad,
                    higan_op_output, higan_tape_record, higan_tape_ctx, higan_no_grad_begin/end
        gemm        higan_gemm, higan_gemm_ref, higan_gemm_ref_bf16, higan_gemm_free_buffers,
