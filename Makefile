@@ -3,6 +3,7 @@
 #   make test       build and run the tests (ends with "N passed, N failed")
 #   make test-scalar  the same tests with every kernel forced to the scalar reference (slow)
 #   make test-cuda  build and run tests/test_cuda.cu on the GPU (fails without one)
+#                   (make also builds build/generate_cuda: examples/generate.c with --device cuda)
 #   make oracle     regenerate tests/oracle/*.safetensors (needs python3 with torch)
 #   make bench      build bench/ programs
 #   make tools      build data_tools/ programs
@@ -61,6 +62,10 @@ NVCC_FLAGS := -std=c++17 -O2 -I. -Xcompiler -Wall,-Wextra
 HAVE_STB := $(shell test -f /usr/include/stb/stb_image_write.h && echo 1)
 ifeq ($(HAVE_STB),1)
   EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
+  # generate.c through nvcc with the CUDA backend (--device cuda)
+  ifeq ($(HAVE_NVCC),1)
+    CUDA_EXAMPLE_BINS := $(BUILD)/generate_cuda
+  endif
 endif
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench_%,$(BENCH_SRCS))
@@ -69,7 +74,7 @@ TOOL_SRCS := $(wildcard data_tools/*.c)
 TOOL_BINS := $(patsubst data_tools/%.c,$(BUILD)/%,$(TOOL_SRCS))
 
 .PHONY: all test test-scalar test-cuda bench tools oracle clean demo
-all: $(TEST_BINS) $(BENCH_BINS) $(TOOL_BINS) $(EXAMPLE_BINS)
+all: $(TEST_BINS) $(BENCH_BINS) $(TOOL_BINS) $(EXAMPLE_BINS) $(CUDA_EXAMPLE_BINS)
 tools: $(TOOL_BINS)
 
 $(BUILD):
@@ -107,6 +112,13 @@ bench: $(BENCH_BINS)
 
 $(EXAMPLE_BINS): $(BUILD)/%: examples/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+
+# The same generate.c, compiled as CUDA C++ with the CUDA backend: --device cuda selects it.
+# generate_cuda_emu: through higan_cuda.cuh's host emulation, to try it without a GPU.
+$(BUILD)/generate_cuda: examples/generate.c higan_cuda.cuh $(HEADERS) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) $(NVCC_ARCH) -x cu -DHIGAN_WITH_CUDA $< -o $@ -lcublas
+$(BUILD)/generate_cuda_emu: examples/generate.c higan_cuda.cuh $(HEADERS) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) -arch=sm_80 -x cu -DHIGAN_WITH_CUDA -DHIGAN_CUDA_EMULATE $< -o $@ -lcublas
 
 # data_tools: checkpoint converter and inspector (C, no Python)
 $(TOOL_BINS): $(BUILD)/%: data_tools/%.c $(HEADERS) | $(BUILD)

@@ -95,6 +95,9 @@
                    higan_resize_area/linear/pil
        evaluation  higan_edit_distance, higan_text_score_*, higan_wier, higan_fid, higan_kid,
                    higan_psnr, higan_ssim, higan_backbone_features, higan_evaluate
+       backends    higan_cpu_backend, higan_tape_set_backend, higan_backend_arena_init/free,
+                   higan_tape_sync, higan_tape_mark/release, higan_var_upload, higan_var_read,
+                   higan_params_set_device (CUDA: higan_cuda_backend in higan_cuda.cuh)
 
    A SMALL TRAINING STEP
        higan_params P; higan_arena A; higan_tape T; higan_adam opt = higan_adam_default(1e-3f);
@@ -243,6 +246,11 @@ typedef struct higan_params {
     int64_t *ibuffer;                       /* n_ibuffer (e.g. num_batches_tracked) */
     int frozen;     /* 1: higan_param_var gives no gradients (frozen net still passes dx) */
     int allocated;
+    /* Device mirror (higan_params_set_device; NULL: none): the same offsets in a backend's
+       memory. A tape whose backend is a device points parameter variables and the buffers the
+       networks pass to ops (running stats, u0, sv0) there. */
+    float *dev_value, *dev_grad, *dev_buffer;
+    int64_t *dev_ibuffer;
 } higan_params;
 HIGAN_DEF void higan_params_init(higan_params *p);
 HIGAN_DEF int higan_params_add(higan_params *p, const char *name, higan_param_kind kind,
@@ -254,6 +262,12 @@ HIGAN_DEF float *higan_params_data(const higan_params *p, int handle);      /* f
 HIGAN_DEF float *higan_params_grad(const higan_params *p, int handle);      /* NULL for buffers */
 HIGAN_DEF int64_t *higan_params_idata(const higan_params *p, int handle);   /* I64 buffers */
 HIGAN_DEF void higan_params_zero_grad(higan_params *p);
+/* Attaches a device mirror of p (e.g. higan_cuda_params_attach in higan_cuda.cuh): arrays
+   of n_param, n_param, n_buffer floats and n_ibuffer int64 in device memory, or all NULL to
+   detach. Copies between them are the caller's (the mirror is authoritative while a device
+   tape trains or renormalises embeddings in it). */
+HIGAN_DEF void higan_params_set_device(higan_params *p, float *value, float *grad, float *buffer,
+                                       int64_t *ibuffer);
 
 /* ==== TAPE: light reverse-mode autodiff over the per-step arena ========== */
 typedef struct higan_var {
@@ -271,14 +285,20 @@ typedef struct higan_var {
 struct higan_tape;
 typedef void (*higan_backward_fn)(struct higan_tape *t, void *ctx);
 typedef struct higan_tape_entry { higan_backward_fn backward; void *ctx; higan_var *out; } higan_tape_entry;
+struct higan_backend;
 typedef struct higan_tape {
-    higan_arena *arena;
+    higan_arena *arena;   /* host memory: variables, op contexts, copied int arrays; on the
+                             CPU backend also every float buffer (data == arena) */
     higan_tape_entry *entries;
     int count, capacity;
     int no_grad;          /* > 0: nothing is recorded (like torch.no_grad) */
     int param_grads;      /* 0: parameter gradients are not accumulated (gradient probes) */
     int overflow;         /* entry table full (sticky until reset) */
     int pass;             /* current backward pass id */
+    const struct higan_backend *be;   /* the kernels (higan_cpu_backend() after init) */
+    higan_arena *data;    /* float buffers (values, gradients, op caches, scratch): arena on
+                             the CPU; with a device backend an arena in device memory
+                             (higan_backend_arena_init) */
 } higan_tape;
 HIGAN_DEF higan_status higan_tape_init(higan_tape *t, higan_arena *a, int max_entries);
 HIGAN_DEF void higan_tape_free(higan_tape *t);
@@ -319,6 +339,11 @@ HIGAN_DEF higan_status higan_tape_backward_release(higan_tape *t, higan_var *out
 HIGAN_DEF higan_status higan_tape_grad_wrt(higan_tape *t, higan_var *out, higan_var *wrt);
 /* 1 if v holds a gradient from the latest backward pass. */
 HIGAN_DEF int higan_var_has_grad(const higan_tape *t, const higan_var *v);
+/* Marks of both arenas of a tape (host and data), for scratch that spans ops: code that
+   may run on a device tape takes these instead of higan_arena_mark(t->arena). */
+typedef struct higan_tape_pos { size_t host, data; } higan_tape_pos;
+HIGAN_DEF higan_tape_pos higan_tape_mark(const higan_tape *t);
+HIGAN_DEF void higan_tape_release(higan_tape *t, higan_tape_pos pos);
 
 /* ==== SAFETENSORS ========================================================= */
 typedef enum { HIGAN_F32 = 0, HIGAN_F16, HIGAN_BF16, HIGAN_I64, HIGAN_I32, HIGAN_I16, HIGAN_U8 } higan_dtype;
@@ -2417,6 +2442,134 @@ HIGAN_DEF higan_status higan_gan_g_step(higan_gan_trainer *tr, higan_tape *t, co
 HIGAN_DEF higan_status higan_gan_iteration(higan_gan_trainer *tr, higan_tape *t, const higan_batch *b,
                                            higan_gan_losses *out);
 
+/* ==== BACKENDS: where a tape's kernels run (CPU, or a device such as higan_cuda.cuh's) =====
+   A tape calls its ops' raw kernels through a function table, t->be. higan_tape_init selects
+   higan_cpu_backend(), whose entries are the CPU kernels above (results bit for bit those of
+   calling them directly). A device backend (higan_cuda_backend in higan_cuda.cuh) fills the
+   same table with its kernels; then the tape's float buffers live in device memory:
+       higan_backend be; higan_cuda ctx; higan_cuda_params dp; higan_arena host, dev;
+       higan_cuda_init(&ctx, 0); higan_cuda_backend(&be, &ctx);
+       higan_arena_init(&host, 1 << 20);                         // variables, contexts
+       higan_backend_arena_init(&dev, &be, 512 << 20);           // values, gradients, scratch
+       higan_tape_init(&T, &host, 1024); higan_tape_set_backend(&T, &be, &dev);
+       higan_cuda_params_init(&ctx, &dp, m.G.p); higan_cuda_params_upload(&ctx, &dp, m.G.p, HIGAN_CUDA_ALL);
+       higan_cuda_params_attach(&dp, m.G.p);                     // parameter vars on the device
+       higan_generate_words(&m, &T, ...);                        // as on the CPU
+   Every entry takes the backend's ctx first, then the CPU kernel's arguments in its order;
+   float and int arrays are in the backend's memory (arrays OF pointers, shape structs and
+   scalars on the host). Device errors are sticky in the backend and reported by sync (a
+   kernel's fault surfaces at the next sync at the latest); higan_tape_sync calls it.
+   Status (issue 6, step by step): the ops of the Generator (everything higan_generator_forward
+   runs, in eval and train mode, higan_generate_word(s), higan_generate_text) and mul,
+   sum_all, mean_all dispatch through the table, forward and backward (the tape's backward
+   seeds and zeroes gradients through it; parameter gradients go to the device mirror). The
+   other ops (discriminators, style and recognition networks, losses, LSTM, CTC, pools,
+   dropout, ...) still call the CPU kernels directly: on a device tape they are programmer
+   errors (they would read device memory on the host), not yet caught. */
+typedef struct higan_backend {
+    const char *name;     /* "cpu", "cuda" */
+    int device;           /* 0: buffers are host memory; 1: device memory (host code must copy) */
+    void *ctx;            /* first argument of every entry */
+    /* memory: alloc/free_memory for setup (arenas); the rest are queued in order */
+    void *(*alloc)(void *ctx, size_t bytes);                   /* NULL on failure (message set) */
+    void (*free_memory)(void *ctx, void *p);
+    void (*zero)(void *ctx, void *dst, size_t bytes);
+    void (*copy)(void *ctx, void *dst, const void *src, size_t bytes);         /* within */
+    void (*upload)(void *ctx, void *dst, const void *src, size_t bytes);       /* host -> */
+    void (*download)(void *ctx, void *dst, const void *src, size_t bytes);     /* -> host, synchronous */
+    void (*fill)(void *ctx, float *dst, float value, int64_t n);
+    /* rows floats x rows: dst[r * dst_stride + i] = src[r * src_stride + i], i < cols */
+    void (*copy_rows)(void *ctx, float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
+                      int64_t cols, int64_t rows);
+    higan_status (*sync)(void *ctx);   /* waits for queued work; first error since the last sync */
+    /* kernels (the CPU names without higan_; see each CPU kernel for the contract) */
+    void (*linear_forward)(void *ctx, float *y, const float *x, const float *w, const float *b,
+                           int64_t N, int64_t IN, int64_t OUT);
+    void (*conv2d_forward)(void *ctx, float *y, const float *x, const float *w, const float *b,
+                           const higan_conv2d_shape *s, higan_arena *scratch);   /* scratch: t->data */
+    /* sigma: one float in the backend's memory */
+    void (*spectral_norm_forward)(void *ctx, float *y, float *u, float *v, float *sigma, const float *w,
+                                  const float *u0, int64_t out, int64_t in, float eps);
+    void (*batch_norm2d_forward)(void *ctx, float *y, float *mean, float *rstd, const float *x,
+                                 const float *weight, const float *bias, float *running_mean,
+                                 float *running_var, float momentum, float eps, int batch_stats,
+                                 int64_t N, int64_t C, int64_t HW);
+    void (*cond_batch_norm_forward)(void *ctx, float *y, float *mean, float *rstd, const float *x,
+                                    const float *gain, const float *bias, float *running_mean,
+                                    float *running_var, float momentum, float eps, int batch_stats,
+                                    int64_t N, int64_t C, int64_t HW);
+    void (*embedding_renorm)(void *ctx, float *weight, const int *idx, int64_t n_idx, int64_t num,
+                             int64_t D, float max_norm);
+    void (*embedding_forward)(void *ctx, float *y, const float *weight, const int *idx, int64_t n_idx,
+                              int64_t num, int64_t D);
+    void (*upsample_nearest_forward)(void *ctx, float *y, const float *x, int64_t N, int64_t C, int64_t H,
+                                     int64_t W, int sh, int sw);
+    void (*relu_forward)(void *ctx, float *y, const float *x, int64_t n);
+    void (*tanh_forward)(void *ctx, float *y, const float *x, int64_t n);
+    void (*add_forward)(void *ctx, float *y, const float *a, const float *b, int64_t n);
+    void (*concat_forward)(void *ctx, float *y, const float *const *xs, const int64_t *sizes, int n,
+                           int64_t outer, int64_t inner);     /* xs, sizes: host arrays */
+    void (*slice_forward)(void *ctx, float *y, const float *x, int64_t outer, int64_t size, int64_t inner,
+                          int64_t start, int64_t len);
+    void (*permute_forward)(void *ctx, float *y, const float *x, int ndim, const int64_t *shape,
+                            const int *perm);                /* shape, perm: host arrays */
+    /* y [N,C,H,W] = x where w < lens[n], else value (the Generator's eval mask) */
+    void (*mask_width_forward)(void *ctx, float *y, const float *x, const int *lens, float value,
+                               int64_t N, int64_t C, int64_t H, int64_t W);
+    void (*mul_forward)(void *ctx, float *y, const float *a, const float *b, int64_t n);
+    void (*sum_all_forward)(void *ctx, float *y, const float *x, int64_t n);    /* y: one float */
+    void (*mean_all_forward)(void *ctx, float *y, const float *x, int64_t n);
+    /* backward kernels of the same ops (accumulate, NULL gradient: skipped) */
+    void (*linear_backward)(void *ctx, float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, int64_t N, int64_t IN, int64_t OUT);
+    void (*conv2d_backward)(void *ctx, float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, const higan_conv2d_shape *s, higan_arena *scratch);
+    void (*spectral_norm_backward)(void *ctx, float *dw, const float *dy, const float *w, const float *u,
+                                   const float *v, const float *sigma, int64_t out, int64_t in);
+    void (*batch_norm2d_backward)(void *ctx, float *dx, float *dweight, float *dbias, const float *dy,
+                                  const float *x, const float *mean, const float *rstd, const float *weight,
+                                  int batch_stats, int64_t N, int64_t C, int64_t HW);
+    void (*cond_batch_norm_backward)(void *ctx, float *dx, float *dgain, float *dbias, const float *dy,
+                                     const float *x, const float *mean, const float *rstd, const float *gain,
+                                     int batch_stats, int64_t N, int64_t C, int64_t HW);
+    /* num: rows of dweight (the CPU kernel does not need it) */
+    void (*embedding_backward)(void *ctx, float *dweight, const float *dy, const int *idx, int64_t n_idx,
+                               int64_t num, int64_t D, int padding_idx);
+    void (*upsample_nearest_backward)(void *ctx, float *dx, const float *dy, int64_t N, int64_t C, int64_t H,
+                                      int64_t W, int sh, int sw);
+    void (*relu_backward)(void *ctx, float *dx, const float *dy, const float *x, int64_t n);
+    void (*tanh_backward)(void *ctx, float *dx, const float *dy, const float *y, int64_t n);
+    void (*add_backward)(void *ctx, float *da, float *db, const float *dy, int64_t n);
+    void (*mul_backward)(void *ctx, float *da, float *db, const float *dy, const float *a, const float *b,
+                         int64_t n);
+    void (*concat_backward)(void *ctx, float *const *dxs, const float *dy, const int64_t *sizes, int n,
+                            int64_t outer, int64_t inner);    /* dxs, sizes: host arrays */
+    void (*slice_backward)(void *ctx, float *dx, const float *dy, int64_t outer, int64_t size, int64_t inner,
+                           int64_t start, int64_t len);
+    void (*permute_backward)(void *ctx, float *dx, const float *dy, int ndim, const int64_t *shape,
+                             const int *perm);
+    void (*mask_width_backward)(void *ctx, float *dx, const float *dy, const int *lens, int64_t N, int64_t C,
+                                int64_t H, int64_t W);
+    void (*sum_all_backward)(void *ctx, float *dx, const float *dy, int64_t n);
+    void (*mean_all_backward)(void *ctx, float *dx, const float *dy, int64_t n);
+} higan_backend;
+/* The CPU kernels (the default of every tape). */
+HIGAN_DEF const higan_backend *higan_cpu_backend(void);
+/* be NULL: the CPU. A device backend needs data, an arena made by higan_backend_arena_init
+   with the same backend (the CPU ignores data: its buffers stay in t->arena). */
+HIGAN_DEF void higan_tape_set_backend(higan_tape *t, const higan_backend *be, higan_arena *data);
+/* An arena whose memory comes from be->alloc (device memory for a device backend: only the
+   bookkeeping calls alloc / mark / release / reset / status may be used on it, and it is
+   freed with higan_backend_arena_free, never higan_arena_free). */
+HIGAN_DEF higan_status higan_backend_arena_init(higan_arena *a, const higan_backend *be, size_t capacity);
+HIGAN_DEF void higan_backend_arena_free(higan_arena *a, const higan_backend *be);
+/* Waits for the tape's queued device work: the first device error, else arena overflow. */
+HIGAN_DEF higan_status higan_tape_sync(higan_tape *t);
+/* A new variable holding a copy of host data (uploaded on a device tape). NULL on overflow. */
+HIGAN_DEF higan_var *higan_var_upload(higan_tape *t, const float *host, int ndim, const int64_t *shape);
+/* Copies n values of v into host memory (a download on a device tape: synchronous). */
+HIGAN_DEF void higan_var_read(higan_tape *t, const higan_var *v, float *host, int64_t n);
+
 #endif /* HIGAN_H */
 
 /* ======================================================================== */
@@ -2966,6 +3119,19 @@ HIGAN_DEF void higan_params_zero_grad(higan_params *p) {
     if (p->allocated) memset(p->grad, 0, (size_t)p->n_param * sizeof(float));
 }
 
+HIGAN_DEF void higan_params_set_device(higan_params *p, float *value, float *grad, float *buffer,
+                                       int64_t *ibuffer) {
+    p->dev_value = value; p->dev_grad = grad; p->dev_buffer = buffer; p->dev_ibuffer = ibuffer;
+}
+/* higan_params_data in the memory of t's backend (the device mirror on a device tape). */
+static float *higan__tape_params_data(const higan_tape *t, const higan_params *p, int h) {
+    float *d = higan_params_data(p, h);
+    if (!t->be->device) return d;
+    HIGAN_ASSERT(p->dev_value && p->dev_buffer && "device tape: the store has no device mirror");
+    return p->entries[h].kind == HIGAN_PARAM ? p->dev_value + p->entries[h].offset
+                                             : p->dev_buffer + p->entries[h].offset;
+}
+
 /* ---- tape ----------------------------------------------------------------------------- */
 HIGAN_DEF higan_status higan_tape_init(higan_tape *t, higan_arena *a, int max_entries) {
     memset(t, 0, sizeof *t);
@@ -2975,6 +3141,8 @@ HIGAN_DEF higan_status higan_tape_init(higan_tape *t, higan_arena *a, int max_en
     t->capacity = max_entries;
     t->param_grads = 1;
     t->pass = 1;
+    t->be = higan_cpu_backend();
+    t->data = a;
     return HIGAN_OK;
 }
 HIGAN_DEF void higan_tape_free(higan_tape *t) {
@@ -2988,11 +3156,13 @@ HIGAN_DEF void higan_tape_reset(higan_tape *t) {
     t->param_grads = 1;
     t->pass = 1;
     higan_arena_reset(t->arena);
+    if (t->data && t->data != t->arena) higan_arena_reset(t->data);
 }
 HIGAN_DEF higan_status higan_tape_status(const higan_tape *t) {
     if (t->overflow)
         return higan__error(HIGAN_ERR_NOMEM, "tape overflow: more than %d ops recorded; "
                             "initialise the tape with more entries", t->capacity);
+    if (t->data && t->data != t->arena && t->data->overflow) return higan_arena_status(t->data);
     return higan_arena_status(t->arena);
 }
 HIGAN_DEF void higan_no_grad_begin(higan_tape *t) { ++t->no_grad; }
@@ -3018,7 +3188,7 @@ HIGAN_DEF int64_t higan_var_numel(const higan_var *v) {
 HIGAN_DEF higan_var *higan_var_new(higan_tape *t, int ndim, const int64_t *shape) {
     higan_var *v = higan__var_struct(t, ndim, shape);
     if (!v) return NULL;
-    v->data = (float *)higan_arena_alloc_recycled(t->arena, (size_t)higan_var_numel(v) * sizeof(float));
+    v->data = (float *)higan_arena_alloc_recycled(t->data, (size_t)higan_var_numel(v) * sizeof(float));
     v->owns_data = 1;
     return v->data ? v : NULL;
 }
@@ -3036,10 +3206,10 @@ HIGAN_DEF higan_var *higan_param_var(higan_tape *t, const higan_params *p, int h
     HIGAN_ASSERT(e->kind != HIGAN_BUFFER_I64);
     v = higan__var_struct(t, e->ndim ? e->ndim : 1, e->ndim ? e->shape : &one);
     if (!v) return NULL;
-    v->data = higan_params_data(p, h);
+    v->data = higan__tape_params_data(t, p, h);
     v->is_param = 1;
     if (e->kind == HIGAN_PARAM && !p->frozen) {
-        v->grad = p->grad + e->offset;
+        v->grad = (t->be->device ? p->dev_grad : p->grad) + e->offset;
         v->requires_grad = 1;
     }
     return v;
@@ -3049,9 +3219,9 @@ HIGAN_DEF float *higan_var_grad(higan_tape *t, higan_var *v) {
     if (v->is_param) return t->param_grads ? v->grad : NULL;
     if (v->grad_pass != t->pass) {
         int64_t n = higan_var_numel(v);
-        if (!v->grad) v->grad = (float *)higan_arena_alloc_recycled(t->arena, (size_t)n * sizeof(float));
+        if (!v->grad) v->grad = (float *)higan_arena_alloc_recycled(t->data, (size_t)n * sizeof(float));
         if (!v->grad) return NULL;                 /* arena overflow: reported by backward */
-        memset(v->grad, 0, (size_t)n * sizeof(float));
+        t->be->zero(t->be->ctx, v->grad, (size_t)n * sizeof(float));
         v->grad_pass = t->pass;
     }
     return v->grad;
@@ -3060,9 +3230,10 @@ HIGAN_DEF float *higan_var_grad(higan_tape *t, higan_var *v) {
    buffer when x has none yet in this pass and y's is spent after this op (the op then
    computes dx in place over dy and sets y->grad to NULL), else higan_var_grad(t, x). */
 static float *higan__var_grad_take(higan_tape *t, higan_var *x, higan_var *y) {
-    if (x->requires_grad && !x->is_param && x->grad_pass != t->pass && !y->is_param && !y->retain_grad &&
+    /* host memory only: the callers then run in-place loops on the host */
+    if (!t->be->device && x->requires_grad && !x->is_param && x->grad_pass != t->pass && !y->is_param && !y->retain_grad &&
         y->grad && y->grad_pass == t->pass && higan_var_numel(x) == higan_var_numel(y)) {
-        if (x->grad) higan_arena_recycle(t->arena, x->grad, (size_t)higan_var_numel(x) * sizeof(float));
+        if (x->grad) higan_arena_recycle(t->data, x->grad, (size_t)higan_var_numel(x) * sizeof(float));
         x->grad = y->grad;
         x->grad_pass = t->pass;
         return x->grad;
@@ -3085,6 +3256,25 @@ HIGAN_DEF higan_var *higan_op_output(higan_tape *t, int ndim, const int64_t *sha
     return v;
 }
 HIGAN_DEF void *higan_tape_ctx(higan_tape *t, size_t bytes) { return higan_arena_alloc(t->arena, bytes); }
+/* Host ints an op passes to its kernel: the array itself on the CPU, an uploaded copy in
+   t->data on a device (NULL on overflow). */
+static const int *higan__tape_ints(higan_tape *t, const int *host, int64_t n) {
+    int *d;
+    if (!t->be->device) return host;
+    if (!(d = (int *)higan_arena_alloc(t->data, sizeof(int) * (size_t)(n > 0 ? n : 1)))) return NULL;
+    if (n > 0) t->be->upload(t->be->ctx, d, host, sizeof(int) * (size_t)n);
+    return d;
+}
+HIGAN_DEF higan_tape_pos higan_tape_mark(const higan_tape *t) {
+    higan_tape_pos p;
+    p.host = higan_arena_mark(t->arena);
+    p.data = t->data && t->data != t->arena ? higan_arena_mark(t->data) : 0;
+    return p;
+}
+HIGAN_DEF void higan_tape_release(higan_tape *t, higan_tape_pos pos) {
+    higan_arena_release(t->arena, pos.host);
+    if (t->data && t->data != t->arena) higan_arena_release(t->data, pos.data);
+}
 HIGAN_DEF void higan_tape_record(higan_tape *t, higan_var *out, higan_backward_fn fn, void *ctx) {
     if (!out->requires_grad || t->no_grad) return;
     if (t->count == t->capacity) {
@@ -3101,13 +3291,14 @@ HIGAN_DEF void higan_tape_record(higan_tape *t, higan_var *out, higan_backward_f
    value too); both go back to the arena. */
 static void higan__tape_spent(higan_tape *t, higan_var *v, int release) {
     size_t bytes = (size_t)higan_var_numel(v) * sizeof(float);
+    if (t->be->device) return;   /* the free list lives in the blocks: host memory only (for now) */
     if (v->grad && !v->is_param && !v->retain_grad) {
-        higan_arena_recycle(t->arena, v->grad, bytes);
+        higan_arena_recycle(t->data, v->grad, bytes);
         v->grad = NULL;
         v->grad_pass = 0;
     }
     if (release && v->owns_data && v->data) {
-        higan_arena_recycle(t->arena, v->data, bytes);
+        higan_arena_recycle(t->data, v->data, bytes);
         v->data = NULL;
         v->owns_data = 0;
     }
@@ -3126,15 +3317,25 @@ static higan_status higan__backward(higan_tape *t, higan_var *out, const float *
     g = higan_var_grad(t, out);
     if (!g) return higan_tape_status(t);
     n = higan_var_numel(out);
-    for (i = 0; i < n; ++i) g[i] += seed ? seed[i] : 1.0f;
+    if (!t->be->device) {
+        for (i = 0; i < n; ++i) g[i] += seed ? seed[i] : 1.0f;
+    } else {   /* the seed staged in the device arena, then added */
+        size_t mark = higan_arena_mark(t->data);
+        float *sd = higan_arena_floats(t->data, n);
+        if (!sd) return higan_tape_status(t);
+        if (seed) t->be->upload(t->be->ctx, sd, seed, sizeof(float) * (size_t)n);
+        else t->be->fill(t->be->ctx, sd, 1.0f, n);
+        t->be->add_forward(t->be->ctx, g, g, sd, n);
+        higan_arena_release(t->data, mark);
+    }
     for (e = out->producer; e > stop; --e) {
         higan_tape_entry *en = &t->entries[e];
         if (en->out->grad_pass != t->pass) continue;
         en->backward(t, en->ctx);
-        if (t->arena->overflow) break;           /* a NULL gradient skipped work: report it */
+        if (t->arena->overflow || t->data->overflow) break;   /* a NULL gradient skipped work: report it */
         higan__tape_spent(t, en->out, release && en->out != out);
     }
-    return higan_arena_status(t->arena);
+    return t->data->overflow ? higan_arena_status(t->data) : higan_arena_status(t->arena);
 }
 HIGAN_DEF higan_status higan_tape_backward(higan_tape *t, higan_var *out, const float *seed) {
     return higan__backward(t, out, seed, -1, 0);
@@ -6478,9 +6679,9 @@ static void higan__conv2d_backward_op(higan_tape *t, void *p) {
     float *db = c->b ? higan_var_grad(t, c->b) : NULL;
     size_t mark;
     if (!dx && !dw && !db) return;
-    mark = higan_arena_mark(t->arena);
-    higan_conv2d_backward(dx, dw, db, c->y->grad, c->x->data, c->w->data, &c->s, t->arena);
-    higan_arena_release(t->arena, mark);
+    mark = higan_arena_mark(t->data);
+    t->be->conv2d_backward(t->be->ctx, dx, dw, db, c->y->grad, c->x->data, c->w->data, &c->s, t->data);
+    higan_arena_release(t->data, mark);
 }
 HIGAN_DEF higan_var *higan_conv2d(higan_tape *t, higan_var *x, higan_var *w, higan_var *b,
                                   int64_t stride_h, int64_t stride_w, int64_t pad_top,
@@ -6500,9 +6701,9 @@ HIGAN_DEF higan_var *higan_conv2d(higan_tape *t, higan_var *x, higan_var *w, hig
     shape[0] = s.N; shape[1] = s.OC; shape[2] = higan_conv2d_out_h(&s); shape[3] = higan_conv2d_out_w(&s);
     in[0] = x; in[1] = w; in[2] = b;
     if (!(y = higan_op_output(t, 4, shape, in, b ? 3 : 2))) return NULL;
-    mark = higan_arena_mark(t->arena);
-    higan_conv2d_forward(y->data, x->data, w->data, b ? b->data : NULL, &s, t->arena);
-    higan_arena_release(t->arena, mark);
+    mark = higan_arena_mark(t->data);
+    t->be->conv2d_forward(t->be->ctx, y->data, x->data, w->data, b ? b->data : NULL, &s, t->data);
+    higan_arena_release(t->data, mark);
     if (y->requires_grad) {
         if (!(c = (higan__conv2d_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
         c->x = x; c->w = w; c->b = b; c->y = y; c->s = s;
@@ -6726,7 +6927,7 @@ static void higan__linear_backward_op(higan_tape *t, void *p) {
     higan__linear_ctx *c = (higan__linear_ctx *)p;
     float *dx = higan_var_grad(t, c->x), *dw = higan_var_grad(t, c->w);
     float *db = c->b ? higan_var_grad(t, c->b) : NULL;
-    higan_linear_backward(dx, dw, db, c->y->grad, c->x->data, c->w->data, c->n, c->in, c->out);
+    t->be->linear_backward(t->be->ctx, dx, dw, db, c->y->grad, c->x->data, c->w->data, c->n, c->in, c->out);
 }
 HIGAN_DEF higan_var *higan_linear(higan_tape *t, higan_var *x, higan_var *w, higan_var *b) {
     higan_var *in[3], *y;
@@ -6743,7 +6944,7 @@ HIGAN_DEF higan_var *higan_linear(higan_tape *t, higan_var *x, higan_var *w, hig
     shape[x->ndim - 1] = OUT;
     in[0] = x; in[1] = w; in[2] = b;
     if (!(y = higan_op_output(t, x->ndim, shape, in, b ? 3 : 2))) return NULL;
-    higan_linear_forward(y->data, x->data, w->data, b ? b->data : NULL, rows, IN, OUT);
+    t->be->linear_forward(t->be->ctx, y->data, x->data, w->data, b ? b->data : NULL, rows, IN, OUT);
     if (y->requires_grad) {
         if (!(c = (higan__linear_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
         c->x = x; c->w = w; c->b = b; c->y = y; c->n = rows; c->in = IN; c->out = OUT;
@@ -6835,35 +7036,36 @@ HIGAN_DEF void higan_spectral_norm_backward(float *dw, const float *dy, const fl
     }
 }
 
-typedef struct { higan_var *w, *y; float *u, *v; float sigma; int64_t out, in; } higan__sn_ctx;
+typedef struct { higan_var *w, *y; float *u, *v; float *sigma; int64_t out, in; } higan__sn_ctx;
 
 static void higan__sn_backward_op(higan_tape *t, void *p) {
     higan__sn_ctx *c = (higan__sn_ctx *)p;
     float *dw = higan_var_grad(t, c->w);
-    if (dw) higan_spectral_norm_backward(dw, c->y->grad, c->w->data, c->u, c->v, c->sigma,
-                                         c->out, c->in);
+    if (dw) t->be->spectral_norm_backward(t->be->ctx, dw, c->y->grad, c->w->data, c->u, c->v, c->sigma,
+                                          c->out, c->in);
 }
 
 HIGAN_DEF higan_var *higan_spectral_norm(higan_tape *t, higan_var *w, float *u0, float *sv0,
                                          int64_t out_features, int train) {
     higan_var *y;
     higan__sn_ctx *c = NULL;
-    float *u, *v, sigma;
-    int64_t n, in, i;
+    float *u, *v, *sigma;
+    int64_t n, in;
     if (!w) return NULL;
     n = higan_var_numel(w);
     HIGAN_ASSERT(u0 != NULL && out_features > 0 && n % out_features == 0);
     in = n / out_features;
     if (!(y = higan_op_output(t, w->ndim, w->shape, &w, 1))) return NULL;
-    u = higan_arena_floats(t->arena, out_features);
-    v = higan_arena_floats(t->arena, in);
-    if (!u || !v) return NULL;
+    u = higan_arena_floats(t->data, out_features);
+    v = higan_arena_floats(t->data, in);
+    sigma = higan_arena_floats(t->data, 1);     /* the backend's memory: a device writes it */
+    if (!u || !v || !sigma) return NULL;
     if (y->requires_grad && !(c = (higan__sn_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
-    higan_spectral_norm_forward(y->data, u, v, &sigma, w->data, u0, out_features, in,
-                                HIGAN_SN_EPS);
+    t->be->spectral_norm_forward(t->be->ctx, y->data, u, v, sigma, w->data, u0, out_features, in,
+                                 HIGAN_SN_EPS);
     if (train) {   /* BigGAN updates the buffers in training mode only */
-        for (i = 0; i < out_features; ++i) u0[i] = u[i];
-        if (sv0) sv0[0] = sigma;
+        t->be->copy(t->be->ctx, u0, u, sizeof(float) * (size_t)out_features);
+        if (sv0) t->be->copy(t->be->ctx, sv0, sigma, sizeof(float));
     }
     if (c) {
         c->w = w; c->y = y; c->u = u; c->v = v; c->sigma = sigma;
@@ -7178,12 +7380,13 @@ static void higan__bn_backward_op(higan_tape *t, void *p) {
     float *dw = c->w ? higan_var_grad(t, c->w) : NULL;
     float *db = c->b ? higan_var_grad(t, c->b) : NULL;
     if (!dx && !dw && !db) return;
+    /* the raw kernels are these two calls of the shared backward */
     if (c->cond)
-        higan__norm_backward(dx, NULL, NULL, dw, db, c->y->grad, c->x->data, c->mean, c->rstd,
-                             NULL, c->w->data, c->batch_stats, c->N, c->C, c->HW);
+        t->be->cond_batch_norm_backward(t->be->ctx, dx, dw, db, c->y->grad, c->x->data, c->mean, c->rstd,
+                                        c->w->data, c->batch_stats, c->N, c->C, c->HW);
     else
-        higan__norm_backward(dx, dw, db, NULL, NULL, c->y->grad, c->x->data, c->mean, c->rstd,
-                             c->w ? c->w->data : NULL, NULL, c->batch_stats, c->N, c->C, c->HW);
+        t->be->batch_norm2d_backward(t->be->ctx, dx, dw, db, c->y->grad, c->x->data, c->mean, c->rstd,
+                                     c->w ? c->w->data : NULL, c->batch_stats, c->N, c->C, c->HW);
 }
 
 /* Shared tape op body of batch norm (cond 0: w, b are [C] or NULL) and conditional batch norm
@@ -7208,19 +7411,20 @@ static higan_var *higan__bn_op(higan_tape *t, higan_var *x, higan_var *w, higan_
     if (w) ins[n_in++] = w;
     if (b) ins[n_in++] = b;
     if (!(y = higan_op_output(t, x->ndim, x->shape, ins, n_in))) return NULL;
-    mean = higan_arena_floats(t->arena, C);
-    rstd = higan_arena_floats(t->arena, C);
+    mean = higan_arena_floats(t->data, C);
+    rstd = higan_arena_floats(t->data, C);
     if (!mean || !rstd) return NULL;
     if (y->requires_grad && !(c = (higan__bn_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
     /* eval without running stats: batch statistics but nothing to update */
     if (batch_stats && !train) running_mean = running_var = NULL;
-    higan_batch_norm_stats(mean, rstd, running_mean, running_var, x->data, momentum, eps,
-                           batch_stats, N, C, HW);
+    /* the raw kernels are the statistics then the affine map, as written out before */
     if (cond)
-        higan__norm_apply(y->data, x->data, mean, rstd, NULL, NULL, w->data, b->data, N, C, HW);
+        t->be->cond_batch_norm_forward(t->be->ctx, y->data, mean, rstd, x->data, w->data, b->data,
+                                       running_mean, running_var, momentum, eps, batch_stats, N, C, HW);
     else
-        higan__norm_apply(y->data, x->data, mean, rstd, w ? w->data : NULL, b ? b->data : NULL,
-                          NULL, NULL, N, C, HW);
+        t->be->batch_norm2d_forward(t->be->ctx, y->data, mean, rstd, x->data, w ? w->data : NULL,
+                                    b ? b->data : NULL, running_mean, running_var, momentum, eps,
+                                    batch_stats, N, C, HW);
     if (c) {
         c->x = x; c->w = w; c->b = b; c->y = y; c->mean = mean; c->rstd = rstd;
         c->batch_stats = batch_stats; c->cond = cond; c->N = N; c->C = C; c->HW = HW;
@@ -7321,7 +7525,8 @@ typedef struct { higan_var *w, *y; int *idx; int64_t n_idx, D; int padding_idx; 
 static void higan__emb_backward_op(higan_tape *t, void *p) {
     higan__emb_ctx *c = (higan__emb_ctx *)p;
     float *dw = higan_var_grad(t, c->w);
-    if (dw) higan_embedding_backward(dw, c->y->grad, c->idx, c->n_idx, c->D, c->padding_idx);
+    if (dw) t->be->embedding_backward(t->be->ctx, dw, c->y->grad, c->idx, c->n_idx, c->w->shape[0], c->D,
+                                      c->padding_idx);
 }
 
 HIGAN_DEF higan_var *higan_embedding(higan_tape *t, higan_var *weight, const int *idx,
@@ -7334,14 +7539,22 @@ HIGAN_DEF higan_var *higan_embedding(higan_tape *t, higan_var *weight, const int
     num = weight->shape[0]; D = weight->shape[1];
     shape[0] = n_idx; shape[1] = D;
     if (!(y = higan_op_output(t, 2, shape, &weight, 1))) return NULL;
-    if (y->requires_grad) {
+    if (y->requires_grad && !t->be->device) {   /* the backward's copy (a device uses di below) */
         if (!(c = (higan__emb_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
         c->idx = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(n_idx ? n_idx : 1));
         if (!c->idx) return NULL;
         if (n_idx) memcpy(c->idx, idx, sizeof(int) * (size_t)n_idx);
     }
-    if (max_norm > 0) higan_embedding_renorm(weight->data, idx, n_idx, num, D, max_norm);
-    higan_embedding_forward(y->data, weight->data, idx, n_idx, num, D);
+    {
+        const int *di = higan__tape_ints(t, idx, n_idx);   /* idx itself on the CPU */
+        if (!di) return NULL;
+        if (y->requires_grad && t->be->device) {
+            if (!(c = (higan__emb_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+            c->idx = (int *)di;
+        }
+        if (max_norm > 0) t->be->embedding_renorm(t->be->ctx, weight->data, di, n_idx, num, D, max_norm);
+        t->be->embedding_forward(t->be->ctx, y->data, weight->data, di, n_idx, num, D);
+    }
     if (c) {
         c->w = weight; c->y = y; c->n_idx = n_idx; c->D = D; c->padding_idx = padding_idx;
         higan_tape_record(t, y, higan__emb_backward_op, c);
@@ -7580,8 +7793,8 @@ typedef struct { higan_var *x, *y; int sh, sw; } higan__upsample_ctx;
 static void higan__upsample_backward_op(higan_tape *t, void *p) {
     higan__upsample_ctx *c = (higan__upsample_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_upsample_nearest_backward(dx, c->y->grad, c->x->shape[0], c->x->shape[1],
-                                            c->x->shape[2], c->x->shape[3], c->sh, c->sw);
+    if (dx) t->be->upsample_nearest_backward(t->be->ctx, dx, c->y->grad, c->x->shape[0], c->x->shape[1],
+                                             c->x->shape[2], c->x->shape[3], c->sh, c->sw);
 }
 HIGAN_DEF higan_var *higan_upsample_nearest(higan_tape *t, higan_var *x, int sh, int sw) {
     higan_var *y;
@@ -7591,8 +7804,8 @@ HIGAN_DEF higan_var *higan_upsample_nearest(higan_tape *t, higan_var *x, int sh,
     HIGAN_ASSERT(x->ndim == 4 && sh >= 1 && sw >= 1);
     s[0] = x->shape[0]; s[1] = x->shape[1]; s[2] = x->shape[2] * sh; s[3] = x->shape[3] * sw;
     if (!(y = higan_op_output(t, 4, s, &x, 1))) return NULL;
-    higan_upsample_nearest_forward(y->data, x->data, x->shape[0], x->shape[1], x->shape[2],
-                                   x->shape[3], sh, sw);
+    t->be->upsample_nearest_forward(t->be->ctx, y->data, x->data, x->shape[0], x->shape[1], x->shape[2],
+                                    x->shape[3], sh, sw);
     if (y->requires_grad) {
         if (!(c = (higan__upsample_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
         c->x = x; c->y = y; c->sh = sh; c->sw = sw;
@@ -7877,12 +8090,12 @@ HIGAN_DEF void higan_relu_backward(float *dx, const float *dy, const float *x, i
 static void higan__relu_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_relu_backward(dx, c->y->grad, c->x->data, higan_var_numel(c->x));
+    if (dx) t->be->relu_backward(t->be->ctx, dx, c->y->grad, c->x->data, higan_var_numel(c->x));
 }
 HIGAN_DEF higan_var *higan_relu(higan_tape *t, higan_var *x) {
     higan_var *y;
     if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
-    higan_relu_forward(y->data, x->data, higan_var_numel(x));
+    t->be->relu_forward(t->be->ctx, y->data, x->data, higan_var_numel(x));
     return higan__record_unary(t, x, y, higan__relu_backward_op, 0.0f);
 }
 
@@ -7900,7 +8113,7 @@ static void higan__relu_inplace_backward_op(higan_tape *t, void *p) {
         HIGAN__PARALLEL_FOR_IF(n > HIGAN__SHAPE_PAR)
         for (i = 0; i < n; ++i) g[i] = y[i] > 0.0f ? 0.0f + g[i] : 0.0f;
     } else if (dx) {
-        higan_relu_backward(dx, c->y->grad, c->y->data, n);
+        t->be->relu_backward(t->be->ctx, dx, c->y->grad, c->y->data, n);
     }
 }
 static higan_var *higan__relu_inplace(higan_tape *t, higan_var *x) {
@@ -7909,15 +8122,15 @@ static higan_var *higan__relu_inplace(higan_tape *t, higan_var *x) {
     HIGAN_ASSERT(x->owns_data);
     if (!(y = higan_var_wrap(t, x->data, x->ndim, x->shape))) return NULL;
     y->requires_grad = x->requires_grad && t->no_grad == 0;
-    higan_relu_forward(y->data, x->data, higan_var_numel(x));
+    t->be->relu_forward(t->be->ctx, y->data, x->data, higan_var_numel(x));
     return higan__record_unary(t, x, y, higan__relu_inplace_backward_op, 0.0f);
 }
 /* A network hands back the value of a variable it made once no op will read it again: not
    its consumers' forward (all done) nor any backward (pooling, add and conv's output need
    none). The variable keeps its shape and its gradient; its data becomes NULL. */
 static void higan__var_drop(higan_tape *t, higan_var *v) {
-    if (!v || !v->owns_data || !v->data) return;
-    higan_arena_recycle(t->arena, v->data, (size_t)higan_var_numel(v) * sizeof(float));
+    if (!v || !v->owns_data || !v->data || t->be->device) return;
+    higan_arena_recycle(t->data, v->data, (size_t)higan_var_numel(v) * sizeof(float));
     v->data = NULL;
     v->owns_data = 0;
 }
@@ -7960,12 +8173,12 @@ HIGAN_DEF void higan_tanh_backward(float *dx, const float *dy, const float *y, i
 static void higan__tanh_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_tanh_backward(dx, c->y->grad, c->y->data, higan_var_numel(c->x));
+    if (dx) t->be->tanh_backward(t->be->ctx, dx, c->y->grad, c->y->data, higan_var_numel(c->x));
 }
 HIGAN_DEF higan_var *higan_tanh(higan_tape *t, higan_var *x) {
     higan_var *y;
     if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
-    higan_tanh_forward(y->data, x->data, higan_var_numel(x));
+    t->be->tanh_forward(t->be->ctx, y->data, x->data, higan_var_numel(x));
     return higan__record_unary(t, x, y, higan__tanh_backward_op, 0.0f);
 }
 
@@ -8033,15 +8246,23 @@ HIGAN_DEF void higan_slice_backward(float *dx, const float *dy, int64_t outer, i
 typedef struct { higan_var **xs; higan_var *y; int n, dim; } higan__concat_ctx;
 static void higan__concat_backward_op(higan_tape *t, void *p) {
     higan__concat_ctx *c = (higan__concat_ctx *)p;
-    int64_t outer, inner, S = c->y->shape[c->dim], off = 0;
+    int64_t outer, inner, *sizes;
+    float **dxs;
+    size_t mark;
     int i;
     higan__outer_inner(c->y, c->dim, &outer, &inner);
-    for (i = 0; i < c->n; ++i) {   /* dx_i += dy[:, off:off+size_i, :] */
-        float *dx = higan_var_grad(t, c->xs[i]);
-        int64_t s = c->xs[i]->shape[c->dim];
-        if (dx) higan__gather_add(dx, c->y->grad, outer, S, inner, off, s);
-        off += s;
+    /* dx_i += dy[:, off:off+size_i, :]. Every gradient buffer is taken before the mark (on the
+       CPU they come from the same arena and must outlive the release); the host tables after. */
+    for (i = 0; i < c->n; ++i) (void)higan_var_grad(t, c->xs[i]);
+    mark = higan_arena_mark(t->arena);
+    dxs = (float **)higan_arena_alloc(t->arena, sizeof(float *) * (size_t)c->n);
+    sizes = (int64_t *)higan_arena_alloc(t->arena, sizeof(int64_t) * (size_t)c->n);
+    for (i = 0; dxs && sizes && i < c->n; ++i) {
+        dxs[i] = higan_var_grad(t, c->xs[i]);
+        sizes[i] = c->xs[i]->shape[c->dim];
     }
+    if (dxs && sizes) t->be->concat_backward(t->be->ctx, dxs, c->y->grad, sizes, c->n, outer, inner);
+    higan_arena_release(t->arena, mark);
 }
 HIGAN_DEF higan_var *higan_concat(higan_tape *t, higan_var *const *xs, int n, int dim) {
     higan_var *y;
@@ -8074,7 +8295,7 @@ HIGAN_DEF higan_var *higan_concat(higan_tape *t, higan_var *const *xs, int n, in
     sizes = (int64_t *)higan_arena_alloc(t->arena, (size_t)n * sizeof(int64_t));
     if (!ptrs || !sizes) return NULL;
     for (i = 0; i < n; ++i) { ptrs[i] = xs[i]->data; sizes[i] = xs[i]->shape[dim]; }
-    higan_concat_forward(y->data, ptrs, sizes, n, outer, inner);
+    t->be->concat_forward(t->be->ctx, y->data, ptrs, sizes, n, outer, inner);
     higan_arena_release(t->arena, mark);
     if (y->requires_grad) higan_tape_record(t, y, higan__concat_backward_op, c);
     return y;
@@ -8086,8 +8307,8 @@ static void higan__slice_backward_op(higan_tape *t, void *p) {
     float *dx = higan_var_grad(t, c->x);
     int64_t outer, inner;
     higan__outer_inner(c->x, c->dim, &outer, &inner);
-    if (dx) higan_slice_backward(dx, c->y->grad, outer, c->x->shape[c->dim], inner, c->start,
-                                 c->y->shape[c->dim]);
+    if (dx) t->be->slice_backward(t->be->ctx, dx, c->y->grad, outer, c->x->shape[c->dim], inner, c->start,
+                                  c->y->shape[c->dim]);
 }
 HIGAN_DEF higan_var *higan_slice(higan_tape *t, higan_var *x, int dim, int64_t start, int64_t len) {
     higan_var *y;
@@ -8101,7 +8322,7 @@ HIGAN_DEF higan_var *higan_slice(higan_tape *t, higan_var *x, int dim, int64_t s
     s[dim] = len;
     if (!(y = higan_op_output(t, x->ndim, s, &x, 1))) return NULL;
     higan__outer_inner(x, dim, &outer, &inner);
-    higan_slice_forward(y->data, x->data, outer, x->shape[dim], inner, start, len);
+    t->be->slice_forward(t->be->ctx, y->data, x->data, outer, x->shape[dim], inner, start, len);
     if (y->requires_grad) {
         if (!(c = (higan__slice_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
         c->x = x; c->y = y; c->dim = dim; c->start = start;
@@ -8134,7 +8355,7 @@ HIGAN_DEF higan_status higan_split(higan_tape *t, higan_var *x, int dim, int n, 
 static void higan__reshape_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_add_backward(dx, NULL, c->y->grad, higan_var_numel(c->x));
+    if (dx) t->be->add_backward(t->be->ctx, dx, NULL, c->y->grad, higan_var_numel(c->x));
 }
 HIGAN_DEF higan_var *higan_reshape(higan_tape *t, higan_var *x, int ndim, const int64_t *shape) {
     higan_var *y;
@@ -8213,7 +8434,7 @@ typedef struct { higan_var *x, *y; int perm[4]; } higan__permute_ctx;
 static void higan__permute_backward_op(higan_tape *t, void *p) {
     higan__permute_ctx *c = (higan__permute_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_permute_backward(dx, c->y->grad, c->x->ndim, c->x->shape, c->perm);
+    if (dx) t->be->permute_backward(t->be->ctx, dx, c->y->grad, c->x->ndim, c->x->shape, c->perm);
 }
 HIGAN_DEF higan_var *higan_permute(higan_tape *t, higan_var *x, const int *perm) {
     higan_var *y;
@@ -8226,7 +8447,7 @@ HIGAN_DEF higan_var *higan_permute(higan_tape *t, higan_var *x, const int *perm)
         s[d] = x->shape[perm[d]];
     }
     if (!(y = higan_op_output(t, x->ndim, s, &x, 1))) return NULL;
-    higan_permute_forward(y->data, x->data, x->ndim, x->shape, perm);
+    t->be->permute_forward(t->be->ctx, y->data, x->data, x->ndim, x->shape, perm);
     if (y->requires_grad) {
         if (!(c = (higan__permute_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
         c->x = x; c->y = y;
@@ -8472,12 +8693,12 @@ static void higan__add_backward_op(higan_tape *t, void *p) {
     higan__binary_ctx *c = (higan__binary_ctx *)p;
     int64_t n = higan_var_numel(c->y);
     float *db = higan_var_grad(t, c->b), *da;
-    higan_add_backward(NULL, db, c->y->grad, n);          /* b first: a may take dy's buffer */
+    t->be->add_backward(t->be->ctx, NULL, db, c->y->grad, n);   /* b first: a may take dy's buffer */
     da = c->a != c->b ? higan__var_grad_take(t, c->a, c->y) : higan_var_grad(t, c->a);
     if (da == c->y->grad) {   /* da is dy (a -0.0 stays -0.0 where 0 + dy gives +0.0) */
         c->y->grad = NULL;
     } else {
-        higan_add_backward(da, NULL, c->y->grad, n);
+        t->be->add_backward(t->be->ctx, da, NULL, c->y->grad, n);
     }
 }
 HIGAN_DEF higan_var *higan_add(higan_tape *t, higan_var *a, higan_var *b) {
@@ -8486,7 +8707,7 @@ HIGAN_DEF higan_var *higan_add(higan_tape *t, higan_var *a, higan_var *b) {
     if (!a || !b) return NULL;
     HIGAN_ASSERT(higan__same_shape(a, b));
     if (!(y = higan_op_output(t, a->ndim, a->shape, in, 2))) return NULL;
-    higan_add_forward(y->data, a->data, b->data, higan_var_numel(a));
+    t->be->add_forward(t->be->ctx, y->data, a->data, b->data, higan_var_numel(a));
     return higan__record_binary(t, a, b, y, higan__add_backward_op);
 }
 
@@ -8541,7 +8762,7 @@ HIGAN_DEF void higan_mul_backward(float *da, float *db, const float *dy, const f
 static void higan__mul_backward_op(higan_tape *t, void *p) {
     higan__binary_ctx *c = (higan__binary_ctx *)p;
     float *da = higan_var_grad(t, c->a), *db = higan_var_grad(t, c->b);
-    higan_mul_backward(da, db, c->y->grad, c->a->data, c->b->data, higan_var_numel(c->y));
+    t->be->mul_backward(t->be->ctx, da, db, c->y->grad, c->a->data, c->b->data, higan_var_numel(c->y));
 }
 HIGAN_DEF higan_var *higan_mul(higan_tape *t, higan_var *a, higan_var *b) {
     higan_var *in[2], *y;
@@ -8549,7 +8770,7 @@ HIGAN_DEF higan_var *higan_mul(higan_tape *t, higan_var *a, higan_var *b) {
     if (!a || !b) return NULL;
     HIGAN_ASSERT(higan__same_shape(a, b));
     if (!(y = higan_op_output(t, a->ndim, a->shape, in, 2))) return NULL;
-    higan_mul_forward(y->data, a->data, b->data, higan_var_numel(a));
+    t->be->mul_forward(t->be->ctx, y->data, a->data, b->data, higan_var_numel(a));
     return higan__record_binary(t, a, b, y, higan__mul_backward_op);
 }
 
@@ -8635,13 +8856,13 @@ HIGAN_DEF void higan_sum_all_backward(float *dx, const float *dy, int64_t n) {
 static void higan__sum_all_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_sum_all_backward(dx, c->y->grad, higan_var_numel(c->x));
+    if (dx) t->be->sum_all_backward(t->be->ctx, dx, c->y->grad, higan_var_numel(c->x));
 }
 HIGAN_DEF higan_var *higan_sum_all(higan_tape *t, higan_var *x) {
     higan_var *y;
     int64_t one = 1;
     if (!x || !(y = higan_op_output(t, 1, &one, &x, 1))) return NULL;
-    higan_sum_all_forward(y->data, x->data, higan_var_numel(x));
+    t->be->sum_all_forward(t->be->ctx, y->data, x->data, higan_var_numel(x));
     return higan__record_unary(t, x, y, higan__sum_all_backward_op, 0.0f);
 }
 HIGAN_DEF void higan_mean_all_forward(float *y, const float *x, int64_t n) {
@@ -8661,13 +8882,13 @@ HIGAN_DEF void higan_mean_all_backward(float *dx, const float *dy, int64_t n) {
 static void higan__mean_all_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_mean_all_backward(dx, c->y->grad, higan_var_numel(c->x));
+    if (dx) t->be->mean_all_backward(t->be->ctx, dx, c->y->grad, higan_var_numel(c->x));
 }
 HIGAN_DEF higan_var *higan_mean_all(higan_tape *t, higan_var *x) {
     higan_var *y;
     int64_t one = 1;
     if (!x || !(y = higan_op_output(t, 1, &one, &x, 1))) return NULL;
-    higan_mean_all_forward(y->data, x->data, higan_var_numel(x));
+    t->be->mean_all_forward(t->be->ctx, y->data, x->data, higan_var_numel(x));
     return higan__record_unary(t, x, y, higan__mean_all_backward_op, 0.0f);
 }
 
@@ -12087,8 +12308,8 @@ HIGAN_DEF void higan_sn_linear_register(higan_sn_linear *m, higan_params *p, con
 /* The weight divided by sigma (one power step from u0; u0/sv0 updated when train). */
 static higan_var *higan__bg_sn_weight(higan_tape *t, higan_params *p, int weight, int u0, int sv0,
                                       int64_t out, int train) {
-    return higan_spectral_norm(t, higan_param_var(t, p, weight), higan_params_data(p, u0),
-                               higan_params_data(p, sv0), out, train);
+    return higan_spectral_norm(t, higan_param_var(t, p, weight), higan__tape_params_data(t, p, u0),
+                               higan__tape_params_data(t, p, sv0), out, train);
 }
 
 HIGAN_DEF higan_var *higan_sn_linear_forward(higan_tape *t, const higan_sn_linear *m,
@@ -12149,8 +12370,8 @@ HIGAN_DEF higan_var *higan_ccbn_forward(higan_tape *t, const higan_ccbn *m, higa
     HIGAN_ASSERT(x->ndim >= 2 && x->shape[1] == m->C && y->shape[0] == x->shape[0]);
     gain = higan_sn_linear_forward(t, &m->gain, y, train);   /* the op adds the 1 */
     bias = higan_sn_linear_forward(t, &m->bias, y, train);
-    return higan_cond_batch_norm(t, x, gain, bias, higan_params_data(m->p, m->stored_mean),
-                                 higan_params_data(m->p, m->stored_var), 0.1f, 1e-5f, train);
+    return higan_cond_batch_norm(t, x, gain, bias, higan__tape_params_data(t, m->p, m->stored_mean),
+                                 higan__tape_params_data(t, m->p, m->stored_var), 0.1f, 1e-5f, train);
 }
 
 HIGAN_DEF void higan_bn_out_register(higan_bn_out *m, higan_params *p, const char *prefix, int64_t C) {
@@ -12173,8 +12394,8 @@ HIGAN_DEF higan_var *higan_bn_out_forward(higan_tape *t, const higan_bn_out *m, 
     HIGAN_ASSERT(x->ndim >= 2 && x->shape[1] == m->C);
     if (!(gain = higan_param_var(t, m->p, m->gain)) || !(bias = higan_param_var(t, m->p, m->bias)))
         return NULL;
-    return higan_batch_norm2d(t, x, gain, bias, higan_params_data(m->p, m->stored_mean),
-                              higan_params_data(m->p, m->stored_var), NULL, 0.1f, 1e-5f, train);
+    return higan_batch_norm2d(t, x, gain, bias, higan__tape_params_data(t, m->p, m->stored_mean),
+                              higan__tape_params_data(t, m->p, m->stored_var), NULL, 0.1f, 1e-5f, train);
 }
 
 /* ---- GBlock / DBlock ---------------------------------------------------------------------- */
@@ -12206,7 +12427,7 @@ HIGAN_DEF higan_var *higan_gblock_forward(higan_tape *t, const higan_gblock *b, 
     higan_var *h, *sc = x, *out;
     int up = b->up_h != 1 || b->up_w != 1;
     h = higan__relu_inplace(t, higan_ccbn_forward(t, &b->bn1, x, y, train));
-    if (up && !train && h) {
+    if (up && !train && h && !t->be->device) {
         /* eval: conv1(up(h)) in one op (higan_upsample_conv2d: the upsampling folded into the
            weights, 2.25x fewer multiplies for 2x2; the per-word eval forward does the same,
            so that its columns equal these bit for bit) */
@@ -12304,8 +12525,8 @@ typedef struct { higan_var *x, *y; int *lens; } higan__bg_lens_ctx;
 static void higan__bg_mask_width_backward_op(higan_tape *t, void *p) {
     higan__bg_lens_ctx *c = (higan__bg_lens_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan__bg_mask_width_backward(dx, c->y->grad, c->lens, c->x->shape[0], c->x->shape[1],
-                                          c->x->shape[2], c->x->shape[3]);
+    if (dx) t->be->mask_width_backward(t->be->ctx, dx, c->y->grad, c->lens, c->x->shape[0], c->x->shape[1],
+                                       c->x->shape[2], c->x->shape[3]);
 }
 static int *higan__bg_copy_lens(higan_tape *t, const int *lens, int64_t n) {
     int *c = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(n ? n : 1));
@@ -12318,13 +12539,18 @@ static higan_var *higan__bg_mask_width(higan_tape *t, higan_var *x, const int *l
     if (!x) return NULL;
     HIGAN_ASSERT(x->ndim == 4);
     if (!(y = higan_op_output(t, 4, x->shape, &x, 1))) return NULL;
-    higan__bg_mask_width_forward(y->data, x->data, lens, value, x->shape[0], x->shape[1],
-                                 x->shape[2], x->shape[3]);
-    if (y->requires_grad) {
-        if (!(c = (higan__bg_lens_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
-        if (!(c->lens = higan__bg_copy_lens(t, lens, x->shape[0]))) return NULL;
-        c->x = x; c->y = y;
-        higan_tape_record(t, y, higan__bg_mask_width_backward_op, c);
+    {
+        const int *dl = higan__tape_ints(t, lens, x->shape[0]);
+        if (!dl) return NULL;
+        t->be->mask_width_forward(t->be->ctx, y->data, x->data, dl, value, x->shape[0], x->shape[1],
+                                  x->shape[2], x->shape[3]);
+        if (y->requires_grad) {   /* a device keeps its uploaded copy; the CPU copies lens */
+            if (!(c = (higan__bg_lens_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+            c->lens = t->be->device ? (int *)dl : higan__bg_copy_lens(t, lens, x->shape[0]);
+            if (!c->lens) return NULL;
+            c->x = x; c->y = y;
+            higan_tape_record(t, y, higan__bg_mask_width_backward_op, c);
+        }
     }
     return y;
 }
@@ -12594,8 +12820,8 @@ static higan_var *higan__gen_upconv(higan_tape *t, const higan_sn_conv2d *m, con
 static higan_var *higan__gen_ccbn(higan_tape *t, const higan_ccbn *m, const higan__gen_lin *gain,
                                   const higan__gen_lin *bias, higan_var *x, higan_var *y) {
     return higan_cond_batch_norm(t, x, higan_linear(t, y, gain->w, NULL), higan_linear(t, y, bias->w, NULL),
-                                 higan_params_data(m->p, m->stored_mean), higan_params_data(m->p, m->stored_var),
-                                 0.1f, 1e-5f, 0);
+                                 higan__tape_params_data(t, m->p, m->stored_mean),
+                                 higan__tape_params_data(t, m->p, m->stored_var), 0.1f, 1e-5f, 0);
 }
 /* GBlock i (eval) on the first `need` columns of x, whose full width is full_in. The
    shortcut applies its 1x1 conv before the upsampling: conv_sc(up(x)) and up(conv_sc(x)) are
@@ -12642,8 +12868,8 @@ static higan_var *higan__gen_forward_cols(higan_tape *t, const higan_generator *
        through the output layer is cheaper than a cropping copy */
     gain = higan_param_var(t, g->p, g->out_bn.gain);
     bias = higan_param_var(t, g->p, g->out_bn.bias);
-    h = higan_relu(t, higan_batch_norm2d(t, h, gain, bias, higan_params_data(g->p, g->out_bn.stored_mean),
-                                         higan_params_data(g->p, g->out_bn.stored_var), NULL, 0.1f, 1e-5f, 0));
+    h = higan_relu(t, higan_batch_norm2d(t, h, gain, bias, higan__tape_params_data(t, g->p, g->out_bn.stored_mean),
+                                         higan__tape_params_data(t, g->p, g->out_bn.stored_var), NULL, 0.1f, 1e-5f, 0));
     return higan_tanh(t, higan__gen_conv(t, &g->out_conv, &W->out, h, full));
 }
 
@@ -12673,7 +12899,9 @@ static higan_status higan__gen_job_fail(higan_tape *tt) {
 }
 #define HIGAN__GEN_JOBS_MAX 1024   /* jobs handed out at once (a flag each on the stack) */
 static higan_status higan__gen_jobs(higan_tape *t, int64_t njobs, higan__gen_job_fn job, void *ctx) {
+#if defined(_OPENMP) && !defined(HIGAN__NO_TLS)
     higan_arena *pa = t->arena;
+#endif
     unsigned char done[HIGAN__GEN_JOBS_MAX];
     int64_t j0, i;
     int nt = higan__threads();
@@ -12682,7 +12910,7 @@ static higan_status higan__gen_jobs(higan_tape *t, int64_t njobs, higan__gen_job
         int par = 0;
         memset(done, 0, sizeof done);
 #if defined(_OPENMP) && !defined(HIGAN__NO_TLS)
-        if (nt > 1 && nj > 1 && !pa->overflow) {
+        if (nt > 1 && nj > 1 && !pa->overflow && !t->be->device) {
             higan_arena sub[8];
             higan_tape st[8];
             higan_status rc[8];
@@ -12700,7 +12928,7 @@ static higan_status higan__gen_jobs(higan_tape *t, int64_t njobs, higan__gen_job
                 sub[k].base = base + (size_t)k * slice;   /* 64-byte aligned: arena_start adds nothing */
                 sub[k].capacity = slice;
                 st[k] = *t;
-                st[k].arena = &sub[k];
+                st[k].arena = st[k].data = &sub[k];   /* host tape: one arena for both */
                 st[k].entries = NULL; st[k].capacity = 0; st[k].count = 0; st[k].overflow = 0;
                 st[k].no_grad = 1;
                 rc[k] = HIGAN_OK;
@@ -12739,12 +12967,12 @@ static higan_status higan__gen_jobs(higan_tape *t, int64_t njobs, higan__gen_job
         /* without threads, or the jobs a share had no room for (or left after its overflow):
            one after the other in the whole free arena (the same numbers) */
         for (i = 0; i < nj; ++i) {
-            size_t mark;
+            higan_tape_pos mark;
             int ok;
             if (par && done[i]) continue;
-            mark = higan_arena_mark(pa);
+            mark = higan_tape_mark(t);
             ok = job(t, ctx, j0 + i);
-            higan_arena_release(pa, mark);
+            higan_tape_release(t, mark);
             if (!ok) return higan__gen_job_fail(t);
         }
     }
@@ -12786,24 +13014,23 @@ static int higan__gen_words_job(higan_tape *t, void *p, int64_t ci) {
     const int64_t e = c->chunk[3 * ci], n = c->chunk[3 * ci + 1], wg = c->chunk[3 * ci + 2];
     const int64_t zd = g->cfg.style_dim, cpc = 8 * g->cfg.bottom, L = c->L;
     const int64_t C = c->out->shape[1], H = c->out->shape[2], W = c->out->shape[3], plane = H * W;
-    int64_t maxlen = 0, zs[2], k, r, ch;
+    int64_t maxlen = 0, zs[2], k;
     int *lab = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(n * wg));
     higan_var *zg, *y;
     zs[0] = n; zs[1] = zd;
     if (!lab || !(zg = higan_var_new(t, 2, zs))) return 0;
     for (k = 0; k < n; ++k) {
         const int64_t b = c->order[e + k], len = c->lens[b] > L ? L : c->lens[b];
-        memcpy(zg->data + k * zd, c->z->data + b * zd, sizeof(float) * (size_t)zd);
+        t->be->copy(t->be->ctx, zg->data + k * zd, c->z->data + b * zd, sizeof(float) * (size_t)zd);
         memcpy(lab + k * wg, c->labels + b * L, sizeof(int) * (size_t)wg);
         if (len > maxlen) maxlen = len;
     }
     if (!(y = higan__gen_forward_cols(t, g, c->gw, zg, lab, wg, L, cpc * maxlen))) return 0;
     for (k = 0; k < n; ++k) {                  /* the valid columns into place */
         const int64_t b = c->order[e + k], len = c->lens[b] > L ? L : c->lens[b], Wy = y->shape[3];
-        for (ch = 0; ch < C; ++ch)
-            for (r = 0; r < H; ++r)
-                memcpy(c->out->data + (b * C + ch) * plane + r * W, y->data + ((k * C + ch) * H + r) * Wy,
-                       sizeof(float) * (size_t)(cpc * len));
+        /* the C * H rows of word k: out rows W apart, y rows Wy apart */
+        t->be->copy_rows(t->be->ctx, c->out->data + b * C * plane, W, y->data + k * C * H * Wy, Wy,
+                         cpc * len, C * H);
     }
     return 1;
 }
@@ -12821,7 +13048,7 @@ static higan_var *higan__gen_forward_words(higan_tape *t, const higan_generator 
     width = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(5 * B + B));
     if (!width) return NULL;
     order = width + B; chunk = order + B; all = chunk + 3 * B;
-    for (i = 0; i < B * C * H * W; ++i) out->data[i] = -1.0f;      /* the masked background */
+    t->be->fill(t->be->ctx, out->data, -1.0f, B * C * H * W);     /* the masked background */
     /* the embedding rows of the whole padded batch renormalised once, as its forward does */
     for (i = 0; i < B; ++i) all[i] = (int)L;
     higan__gen_renorm(g, labels, L, all, B);
@@ -12863,7 +13090,10 @@ HIGAN_DEF higan_var *higan_generator_forward(higan_tape *t, const higan_generato
     if (!z) return NULL;
     HIGAN_ASSERT(z->ndim == 2 && z->shape[1] == g->cfg.style_dim && L >= 1 && labels && lens);
     B = z->shape[0];
-    if (!train && !g->eval_full_width && (t->no_grad > 0 || (!z->requires_grad && g->p->frozen))) {
+    /* the per-word eval path runs host kernels (cached phase weights, in-place sums): a
+       device tape takes the padded forward, whose valid columns are the same numbers */
+    if (!train && !g->eval_full_width && !t->be->device &&
+        (t->no_grad > 0 || (!z->requires_grad && g->p->frozen))) {
         for (i = 0; i < B && lens[i] >= L; ++i) {}
         if (i < B) return higan__gen_forward_words(t, g, z, labels, lens, L);   /* something to save */
     }
@@ -13033,6 +13263,296 @@ HIGAN_DEF higan_var *higan_extract_patches(higan_tape *t, higan_var *x, const in
     }
     return y;
 }
+/* ==== BACKENDS (implementation): the CPU table, device arenas, tape helpers ================
+   The CPU entries call the raw kernels with the same arguments (ctx unused), so a tape on the
+   CPU backend computes exactly what the direct calls did. */
+static void *higan__cpu_alloc(void *ctx, size_t bytes) {
+    void *p = HIGAN_MALLOC(bytes ? bytes : 1);
+    (void)ctx;
+    if (!p) higan__error(HIGAN_ERR_NOMEM, "cpu backend: cannot allocate %zu bytes", bytes);
+    return p;
+}
+static void higan__cpu_free_memory(void *ctx, void *p) { (void)ctx; if (p) HIGAN_FREE(p); }
+static void higan__cpu_zero(void *ctx, void *dst, size_t bytes) { (void)ctx; if (bytes) memset(dst, 0, bytes); }
+static void higan__cpu_copy(void *ctx, void *dst, const void *src, size_t bytes) {
+    (void)ctx;
+    if (bytes && dst != src) memmove(dst, src, bytes);
+}
+static void higan__cpu_fill(void *ctx, float *dst, float value, int64_t n) {
+    int64_t i;
+    (void)ctx;
+    for (i = 0; i < n; ++i) dst[i] = value;
+}
+static void higan__cpu_copy_rows(void *ctx, float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
+                                 int64_t cols, int64_t rows) {
+    int64_t r;
+    (void)ctx;
+    for (r = 0; r < rows; ++r) memcpy(dst + r * dst_stride, src + r * src_stride, sizeof(float) * (size_t)cols);
+}
+static higan_status higan__cpu_sync(void *ctx) { (void)ctx; return HIGAN_OK; }
+static void higan__cpu_linear_forward(void *ctx, float *y, const float *x, const float *w, const float *b,
+                                      int64_t N, int64_t IN, int64_t OUT) {
+    (void)ctx;
+    higan_linear_forward(y, x, w, b, N, IN, OUT);
+}
+static void higan__cpu_conv2d_forward(void *ctx, float *y, const float *x, const float *w, const float *b,
+                                      const higan_conv2d_shape *s, higan_arena *scratch) {
+    (void)ctx;
+    (void)higan_conv2d_forward(y, x, w, b, s, scratch);   /* cannot fail: scratch is unused */
+}
+static void higan__cpu_spectral_norm_forward(void *ctx, float *y, float *u, float *v, float *sigma, const float *w,
+                                             const float *u0, int64_t out, int64_t in, float eps) {
+    (void)ctx;
+    higan_spectral_norm_forward(y, u, v, sigma, w, u0, out, in, eps);
+}
+static void higan__cpu_batch_norm2d_forward(void *ctx, float *y, float *mean, float *rstd, const float *x,
+                                            const float *weight, const float *bias, float *running_mean,
+                                            float *running_var, float momentum, float eps, int batch_stats,
+                                            int64_t N, int64_t C, int64_t HW) {
+    (void)ctx;
+    higan_batch_norm2d_forward(y, mean, rstd, x, weight, bias, running_mean, running_var, momentum, eps,
+                               batch_stats, N, C, HW);
+}
+static void higan__cpu_cond_batch_norm_forward(void *ctx, float *y, float *mean, float *rstd, const float *x,
+                                               const float *gain, const float *bias, float *running_mean,
+                                               float *running_var, float momentum, float eps, int batch_stats,
+                                               int64_t N, int64_t C, int64_t HW) {
+    (void)ctx;
+    higan_cond_batch_norm_forward(y, mean, rstd, x, gain, bias, running_mean, running_var, momentum, eps,
+                                  batch_stats, N, C, HW);
+}
+static void higan__cpu_embedding_renorm(void *ctx, float *weight, const int *idx, int64_t n_idx, int64_t num,
+                                        int64_t D, float max_norm) {
+    (void)ctx;
+    higan_embedding_renorm(weight, idx, n_idx, num, D, max_norm);
+}
+static void higan__cpu_embedding_forward(void *ctx, float *y, const float *weight, const int *idx, int64_t n_idx,
+                                         int64_t num, int64_t D) {
+    (void)ctx;
+    higan_embedding_forward(y, weight, idx, n_idx, num, D);
+}
+static void higan__cpu_upsample_nearest_forward(void *ctx, float *y, const float *x, int64_t N, int64_t C,
+                                                int64_t H, int64_t W, int sh, int sw) {
+    (void)ctx;
+    higan_upsample_nearest_forward(y, x, N, C, H, W, sh, sw);
+}
+static void higan__cpu_relu_forward(void *ctx, float *y, const float *x, int64_t n) {
+    (void)ctx;
+    higan_relu_forward(y, x, n);
+}
+static void higan__cpu_tanh_forward(void *ctx, float *y, const float *x, int64_t n) {
+    (void)ctx;
+    higan_tanh_forward(y, x, n);
+}
+static void higan__cpu_add_forward(void *ctx, float *y, const float *a, const float *b, int64_t n) {
+    (void)ctx;
+    higan_add_forward(y, a, b, n);
+}
+static void higan__cpu_concat_forward(void *ctx, float *y, const float *const *xs, const int64_t *sizes, int n,
+                                      int64_t outer, int64_t inner) {
+    (void)ctx;
+    higan_concat_forward(y, xs, sizes, n, outer, inner);
+}
+static void higan__cpu_slice_forward(void *ctx, float *y, const float *x, int64_t outer, int64_t size,
+                                     int64_t inner, int64_t start, int64_t len) {
+    (void)ctx;
+    higan_slice_forward(y, x, outer, size, inner, start, len);
+}
+static void higan__cpu_permute_forward(void *ctx, float *y, const float *x, int ndim, const int64_t *shape,
+                                       const int *perm) {
+    (void)ctx;
+    higan_permute_forward(y, x, ndim, shape, perm);
+}
+static void higan__cpu_mask_width_forward(void *ctx, float *y, const float *x, const int *lens, float value,
+                                          int64_t N, int64_t C, int64_t H, int64_t W) {
+    (void)ctx;
+    higan__bg_mask_width_forward(y, x, lens, value, N, C, H, W);
+}
+static void higan__cpu_mul_forward(void *ctx, float *y, const float *a, const float *b, int64_t n) {
+    (void)ctx;
+    higan_mul_forward(y, a, b, n);
+}
+static void higan__cpu_sum_all_forward(void *ctx, float *y, const float *x, int64_t n) {
+    (void)ctx;
+    higan_sum_all_forward(y, x, n);
+}
+static void higan__cpu_mean_all_forward(void *ctx, float *y, const float *x, int64_t n) {
+    (void)ctx;
+    higan_mean_all_forward(y, x, n);
+}
+static void higan__cpu_linear_backward(void *ctx, float *dx, float *dw, float *db, const float *dy, const float *x,
+                                       const float *w, int64_t N, int64_t IN, int64_t OUT) {
+    (void)ctx;
+    higan_linear_backward(dx, dw, db, dy, x, w, N, IN, OUT);
+}
+static void higan__cpu_conv2d_backward(void *ctx, float *dx, float *dw, float *db, const float *dy, const float *x,
+                                       const float *w, const higan_conv2d_shape *s, higan_arena *scratch) {
+    (void)ctx;
+    (void)higan_conv2d_backward(dx, dw, db, dy, x, w, s, scratch);   /* overflow: sticky in scratch */
+}
+static void higan__cpu_spectral_norm_backward(void *ctx, float *dw, const float *dy, const float *w, const float *u,
+                                              const float *v, const float *sigma, int64_t out, int64_t in) {
+    (void)ctx;
+    higan_spectral_norm_backward(dw, dy, w, u, v, *sigma, out, in);
+}
+static void higan__cpu_batch_norm2d_backward(void *ctx, float *dx, float *dweight, float *dbias, const float *dy,
+                                             const float *x, const float *mean, const float *rstd,
+                                             const float *weight, int batch_stats, int64_t N, int64_t C,
+                                             int64_t HW) {
+    (void)ctx;
+    higan_batch_norm2d_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, batch_stats, N, C, HW);
+}
+static void higan__cpu_cond_batch_norm_backward(void *ctx, float *dx, float *dgain, float *dbias, const float *dy,
+                                                const float *x, const float *mean, const float *rstd,
+                                                const float *gain, int batch_stats, int64_t N, int64_t C,
+                                                int64_t HW) {
+    (void)ctx;
+    higan_cond_batch_norm_backward(dx, dgain, dbias, dy, x, mean, rstd, gain, batch_stats, N, C, HW);
+}
+static void higan__cpu_embedding_backward(void *ctx, float *dweight, const float *dy, const int *idx, int64_t n_idx,
+                                          int64_t num, int64_t D, int padding_idx) {
+    (void)ctx; (void)num;
+    higan_embedding_backward(dweight, dy, idx, n_idx, D, padding_idx);
+}
+static void higan__cpu_upsample_nearest_backward(void *ctx, float *dx, const float *dy, int64_t N, int64_t C,
+                                                 int64_t H, int64_t W, int sh, int sw) {
+    (void)ctx;
+    higan_upsample_nearest_backward(dx, dy, N, C, H, W, sh, sw);
+}
+static void higan__cpu_relu_backward(void *ctx, float *dx, const float *dy, const float *x, int64_t n) {
+    (void)ctx;
+    higan_relu_backward(dx, dy, x, n);
+}
+static void higan__cpu_tanh_backward(void *ctx, float *dx, const float *dy, const float *y, int64_t n) {
+    (void)ctx;
+    higan_tanh_backward(dx, dy, y, n);
+}
+static void higan__cpu_add_backward(void *ctx, float *da, float *db, const float *dy, int64_t n) {
+    (void)ctx;
+    higan_add_backward(da, db, dy, n);
+}
+static void higan__cpu_mul_backward(void *ctx, float *da, float *db, const float *dy, const float *a, const float *b,
+                                    int64_t n) {
+    (void)ctx;
+    higan_mul_backward(da, db, dy, a, b, n);
+}
+static void higan__cpu_concat_backward(void *ctx, float *const *dxs, const float *dy, const int64_t *sizes, int n,
+                                       int64_t outer, int64_t inner) {
+    (void)ctx;
+    higan_concat_backward(dxs, dy, sizes, n, outer, inner);
+}
+static void higan__cpu_slice_backward(void *ctx, float *dx, const float *dy, int64_t outer, int64_t size,
+                                      int64_t inner, int64_t start, int64_t len) {
+    (void)ctx;
+    higan_slice_backward(dx, dy, outer, size, inner, start, len);
+}
+static void higan__cpu_permute_backward(void *ctx, float *dx, const float *dy, int ndim, const int64_t *shape,
+                                        const int *perm) {
+    (void)ctx;
+    higan_permute_backward(dx, dy, ndim, shape, perm);
+}
+static void higan__cpu_mask_width_backward(void *ctx, float *dx, const float *dy, const int *lens, int64_t N,
+                                           int64_t C, int64_t H, int64_t W) {
+    (void)ctx;
+    higan__bg_mask_width_backward(dx, dy, lens, N, C, H, W);
+}
+static void higan__cpu_sum_all_backward(void *ctx, float *dx, const float *dy, int64_t n) {
+    (void)ctx;
+    higan_sum_all_backward(dx, dy, n);
+}
+static void higan__cpu_mean_all_backward(void *ctx, float *dx, const float *dy, int64_t n) {
+    (void)ctx;
+    higan_mean_all_backward(dx, dy, n);
+}
+static higan_backend higan__cpu_backend_table;
+static int higan__cpu_backend_ready;
+HIGAN_DEF const higan_backend *higan_cpu_backend(void) {
+    higan_backend *b = &higan__cpu_backend_table;
+    if (higan__cpu_backend_ready) return b;   /* the same values each time: a benign race */
+    memset(b, 0, sizeof *b);
+    b->name = "cpu";
+    b->device = 0;
+    b->ctx = NULL;
+    b->alloc = higan__cpu_alloc;
+    b->free_memory = higan__cpu_free_memory;
+    b->zero = higan__cpu_zero;
+    b->copy = higan__cpu_copy;
+    b->upload = higan__cpu_copy;
+    b->download = higan__cpu_copy;
+    b->fill = higan__cpu_fill;
+    b->copy_rows = higan__cpu_copy_rows;
+    b->sync = higan__cpu_sync;
+    b->linear_forward = higan__cpu_linear_forward;
+    b->conv2d_forward = higan__cpu_conv2d_forward;
+    b->spectral_norm_forward = higan__cpu_spectral_norm_forward;
+    b->batch_norm2d_forward = higan__cpu_batch_norm2d_forward;
+    b->cond_batch_norm_forward = higan__cpu_cond_batch_norm_forward;
+    b->embedding_renorm = higan__cpu_embedding_renorm;
+    b->embedding_forward = higan__cpu_embedding_forward;
+    b->upsample_nearest_forward = higan__cpu_upsample_nearest_forward;
+    b->relu_forward = higan__cpu_relu_forward;
+    b->tanh_forward = higan__cpu_tanh_forward;
+    b->add_forward = higan__cpu_add_forward;
+    b->concat_forward = higan__cpu_concat_forward;
+    b->slice_forward = higan__cpu_slice_forward;
+    b->permute_forward = higan__cpu_permute_forward;
+    b->mask_width_forward = higan__cpu_mask_width_forward;
+    b->mul_forward = higan__cpu_mul_forward;
+    b->sum_all_forward = higan__cpu_sum_all_forward;
+    b->mean_all_forward = higan__cpu_mean_all_forward;
+    b->linear_backward = higan__cpu_linear_backward;
+    b->conv2d_backward = higan__cpu_conv2d_backward;
+    b->spectral_norm_backward = higan__cpu_spectral_norm_backward;
+    b->batch_norm2d_backward = higan__cpu_batch_norm2d_backward;
+    b->cond_batch_norm_backward = higan__cpu_cond_batch_norm_backward;
+    b->embedding_backward = higan__cpu_embedding_backward;
+    b->upsample_nearest_backward = higan__cpu_upsample_nearest_backward;
+    b->relu_backward = higan__cpu_relu_backward;
+    b->tanh_backward = higan__cpu_tanh_backward;
+    b->add_backward = higan__cpu_add_backward;
+    b->mul_backward = higan__cpu_mul_backward;
+    b->concat_backward = higan__cpu_concat_backward;
+    b->slice_backward = higan__cpu_slice_backward;
+    b->permute_backward = higan__cpu_permute_backward;
+    b->mask_width_backward = higan__cpu_mask_width_backward;
+    b->sum_all_backward = higan__cpu_sum_all_backward;
+    b->mean_all_backward = higan__cpu_mean_all_backward;
+    higan__cpu_backend_ready = 1;
+    return b;
+}
+HIGAN_DEF void higan_tape_set_backend(higan_tape *t, const higan_backend *be, higan_arena *data) {
+    if (!be) be = higan_cpu_backend();
+    HIGAN_ASSERT(!be->device || (data && data != t->arena && "a device tape needs its own data arena"));
+    t->be = be;
+    t->data = be->device ? data : t->arena;
+}
+HIGAN_DEF higan_status higan_backend_arena_init(higan_arena *a, const higan_backend *be, size_t capacity) {
+    memset(a, 0, sizeof *a);
+    capacity = higan__round_up(capacity);
+    a->base = (unsigned char *)be->alloc(be->ctx, capacity + HIGAN__ALIGN);
+    if (!a->base) return higan__error(HIGAN_ERR_NOMEM, "%s backend: cannot allocate an arena of %zu bytes",
+                                      be->name, capacity);
+    a->capacity = capacity;
+    return HIGAN_OK;
+}
+HIGAN_DEF void higan_backend_arena_free(higan_arena *a, const higan_backend *be) {
+    if (a->base) be->free_memory(be->ctx, a->base);
+    memset(a, 0, sizeof *a);
+}
+HIGAN_DEF higan_status higan_tape_sync(higan_tape *t) {
+    higan_status st = t->be->sync(t->be->ctx);
+    return st != HIGAN_OK ? st : higan_tape_status(t);
+}
+HIGAN_DEF higan_var *higan_var_upload(higan_tape *t, const float *host, int ndim, const int64_t *shape) {
+    higan_var *v = higan_var_new(t, ndim, shape);
+    if (v) t->be->upload(t->be->ctx, v->data, host, sizeof(float) * (size_t)higan_var_numel(v));
+    return v;
+}
+HIGAN_DEF void higan_var_read(higan_tape *t, const higan_var *v, float *host, int64_t n) {
+    HIGAN_ASSERT(n >= 0 && n <= higan_var_numel(v) && v->data);
+    t->be->download(t->be->ctx, host, v->data, sizeof(float) * (size_t)n);
+}
+
 /* ==== MODEL implementation: networks in stores, checkpoints, generation, image input ====== */
 
 static const char *const higan__model_net_names[HIGAN_NET_COUNT] = {
@@ -13711,7 +14231,7 @@ HIGAN_DEF int higan_generate_word(higan_model *m, higan_tape *t, const char *tex
                                   float *out, int64_t out_cap) {
     int labels[HIGAN_MAX_WORD_LEN], n, lens[1];
     int64_t H, W, C, zs[2];
-    size_t mark;
+    higan_tape_pos mark;
     higan_var *z, *y;
     higan_status rc = HIGAN_OK;
     if (!m || !m->initialised || !(m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_GENERATOR)))
@@ -13725,17 +14245,17 @@ HIGAN_DEF int higan_generate_word(higan_model *m, higan_tape *t, const char *tex
     if (out_cap < C * H * W)
         return higan__error(HIGAN_ERR_ARG, "generate_word: out has %lld floats, '%s' needs %lld (%lld x %lld x %lld)",
                             (long long)out_cap, text, (long long)(C * H * W), (long long)C, (long long)H, (long long)W);
-    mark = higan_arena_mark(t->arena);
+    mark = higan_tape_mark(t);
     higan_no_grad_begin(t);
     zs[0] = 1; zs[1] = m->cfg.G.style_dim;
-    z = higan_var_new(t, 2, zs);
-    if (z) memcpy(z->data, style, sizeof(float) * (size_t)zs[1]);
+    z = higan_var_upload(t, style, 2, zs);
     lens[0] = n;
     y = z ? higan_generator_forward(t, &m->G, z, labels, lens, n, 0) : NULL;
     higan_no_grad_end(t);
-    if (y) memcpy(out, y->data, sizeof(float) * (size_t)(C * H * W));
+    if (y) higan_var_read(t, y, out, C * H * W);
     else rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : HIGAN_ERR_ARG;   /* message already set */
-    higan_arena_release(t->arena, mark);
+    if (y && t->be->device && (rc = higan_tape_sync(t)) != HIGAN_OK) y = NULL;
+    higan_tape_release(t, mark);
     return rc != HIGAN_OK ? rc : (int)W;
 }
 
@@ -13747,16 +14267,17 @@ static higan_status higan__generate_run(higan_model *m, higan_tape *t, const hig
                                         float *const *outs) {
     const int64_t zd = m->cfg.G.style_dim, C = m->cfg.G.input_nc, H = 16 * m->cfg.G.bottom;
     const int64_t cpc = 8 * m->cfg.G.bottom;
-    size_t mark = higan_arena_mark(t->arena);
+    higan_tape_pos mark = higan_tape_mark(t);
     int *lab = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(k * L + k));
     int *ln = lab ? lab + k * L : NULL;
     int64_t zs[2], j, c, r;
     higan_var *z = NULL, *y = NULL;
+    const float *yh = NULL;
     zs[0] = k; zs[1] = zd;
     if (lab && (z = higan_var_new(t, 2, zs)) != NULL) {
         for (j = 0; j < k; ++j) {
             const int i = idx[j];
-            memcpy(z->data + j * zd, styles + i * style_stride, sizeof(float) * (size_t)zd);
+            t->be->upload(t->be->ctx, z->data + j * zd, styles + i * style_stride, sizeof(float) * (size_t)zd);
             memcpy(lab + j * L, codes + (int64_t)i * HIGAN_MAX_WORD_LEN, sizeof(int) * (size_t)lens[i]);
             for (c = lens[i]; c < L; ++c) lab[j * L + c] = 0;
             ln[j] = lens[i];
@@ -13765,15 +14286,25 @@ static higan_status higan__generate_run(higan_model *m, higan_tape *t, const hig
         y = gw ? higan__gen_forward_cols(t, &m->G, gw, z, lab, L, L, cpc * L)
                : higan_generator_forward(t, &m->G, z, lab, ln, L, 0);
     }
+    if (y && !t->be->device) {
+        yh = y->data;
+    } else if (y) {      /* a device tape: the images come back in one download */
+        float *h = higan_arena_floats(t->arena, higan_var_numel(y));
+        higan_status st;
+        if (h) higan_var_read(t, y, h, higan_var_numel(y));
+        if ((st = higan_tape_sync(t)) != HIGAN_OK) { higan_tape_release(t, mark); return st; }
+        if (!h) y = NULL;
+        yh = h;
+    }
     if (y)
         for (j = 0; j < k; ++j) {
             const int64_t w = cpc * lens[idx[j]];
             for (c = 0; c < C; ++c)
                 for (r = 0; r < H; ++r)
-                    memcpy(outs[idx[j]] + (c * H + r) * w, y->data + ((j * C + c) * H + r) * (cpc * L),
+                    memcpy(outs[idx[j]] + (c * H + r) * w, yh + ((j * C + c) * H + r) * (cpc * L),
                            sizeof(float) * (size_t)w);
         }
-    higan_arena_release(t->arena, mark);
+    higan_tape_release(t, mark);
     if (y) return HIGAN_OK;
     return higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : higan__error(HIGAN_ERR_ARG, "generate_words: forward failed");
 }
@@ -13800,7 +14331,7 @@ HIGAN_DEF higan_status higan_generate_words(higan_model *m, higan_tape *t, const
     int *codes = NULL, *lens = NULL, *idx = NULL, *chunk = NULL;
     int64_t i, j, e, L = 0, C, H, per;
     higan__gen_weights gw;
-    size_t mark;
+    higan_tape_pos mark;
     higan_status rc = HIGAN_OK;
     if (!m || !m->initialised || !(m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_GENERATOR)))
         return higan__error(HIGAN_ERR_ARG, "generate_words: the model has no Generator");
@@ -13831,9 +14362,24 @@ HIGAN_DEF higan_status higan_generate_words(higan_model *m, higan_tape *t, const
         }
     }
     if (rc != HIGAN_OK) { HIGAN_FREE(codes); return rc; }
-    mark = higan_arena_mark(t->arena);
+    mark = higan_tape_mark(t);
     higan_no_grad_begin(t);
-    if (batch) {
+    if (!batch && t->be->device) {
+        /* alone, on a device tape: each group of same-length words in one forward exactly its
+           width (the words-alone numbers below, without its host kernels) */
+        for (i = 0; i < n; ++i) idx[i] = (int)i;
+        for (i = 1; i < n; ++i)    /* insertion sort by length, stable */
+            for (j = i; j > 0 && lens[idx[j - 1]] > lens[idx[j]]; --j) { int s = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = s; }
+        for (i = n; i > 0 && rc == HIGAN_OK; i = j) {
+            const int64_t len = lens[idx[i - 1]];
+            for (j = i; j > 0 && lens[idx[j - 1]] == len; --j) {}
+            if (len == 0) break;
+            per = HIGAN__MAX(1, HIGAN__GEN_GROUP_CHARS / len);
+            for (e = j; e < i && rc == HIGAN_OK; e += per)
+                rc = higan__generate_run(m, t, NULL, codes, lens, idx + e, HIGAN__MIN(per, i - e), len, styles,
+                                         style_stride, outs);
+        }
+    } else if (batch) {
         /* one padded batch (the Generator runs it by width groups); chunks of the padded width
            when it computes that width */
         per = m->G.eval_full_width ? HIGAN__MAX(1, HIGAN__GEN_GROUP_CHARS / L) : n;
@@ -13869,7 +14415,7 @@ HIGAN_DEF higan_status higan_generate_words(higan_model *m, higan_tape *t, const
         rc = higan__gen_jobs(t, nch, higan__generate_job, &gc);
     }
     higan_no_grad_end(t);
-    higan_arena_release(t->arena, mark);
+    higan_tape_release(t, mark);
     HIGAN_FREE(codes);
     return rc;
 }

@@ -31,6 +31,11 @@
                                         with cuBLAS's argument checks. It checks index math,
                                         launch sequences and GEMM arguments, not CUDA itself
                                         (races, barriers, launch limits, cuBLAS numerics).
+       HIGAN_CUDA_EMULATE_GUARD         (with HIGAN_CUDA_EMULATE, POSIX) emulated device memory
+                                        comes from mmap and, while higan_cuda_emulate_guard(1)
+                                        is on, is PROT_NONE outside the emulated CUDA calls:
+                                        host code that touches device memory directly (which
+                                        works in plain emulation but faults on a GPU) crashes.
 
    CONVENTIONS (the same as higan.h's raw kernels, plus a context)
        - Every op is higan_cuda_<op>_forward / _backward(ctx, <the CPU kernel's arguments in
@@ -77,7 +82,8 @@
          labels and lengths into host arrays): device argmax, host collapse.
        - contextual loss: the cache (higan_cx_cache) holds device arrays
          (higan_cuda_cx_cache_alloc); forward and backward need a device scratch arena.
-       - not here yet: the tape, the networks.
+       - the tape and the networks: through higan_cuda_backend (BACKEND below), so far the
+         Generator's ops (generation, and its train-mode forward and backward).
 
    API INDEX
        errors      HIGAN_CUDA_CHECK(call), HIGAN_CUDA_STATUS(call), higan_cuda_status,
@@ -99,7 +105,30 @@
                    ctc_loss, cx_loss (+ higan_cuda_cx_cache_alloc, _scratch_bytes)
        decoding    higan_cuda_ctc_greedy_decode, higan_cuda_argmax_rows, higan_cuda_ctc_collapse
 
-   DESIGN NOTE: BACKEND SWITCHING (for the next session, which should have a GPU)
+   DESIGN NOTE: BACKEND SWITCHING
+       Progress (session 4, no GPU; everything checked in emulation only, with device memory
+       made inaccessible to host code: HIGAN_CUDA_EMULATE_GUARD):
+         step 1 done: higan_backend in higan.h (the entries the Generator's ops need, forward
+           and backward, plus mul / sum_all / mean_all; no CPU fallback entries: an op that
+           is not in the table calls the CPU kernel directly and so needs the CPU backend);
+           the CPU instance higan_cpu_backend(), the default (CPU results bit for bit as before:
+           generated PNGs and 5 GAN iterations' losses and weights compared with the old code).
+         step 2 done for those ops: t->data is the float arena (== t->arena on the CPU), a
+           device arena through higan_backend_arena_init; higan_tape_mark / _release cover both.
+           Recycling (higan_arena_recycle) stays host-only: on a device tape spent values and
+           gradients are not reused yet (the free list lives inside the blocks).
+         step 3 done for: linear, conv2d, spectral_norm, batch_norm2d, cond_batch_norm,
+           embedding (+ renorm), upsample_nearest, relu (+ in place), tanh, add, mul, concat,
+           slice (split), reshape, permute, sum_all, mean_all, the Generator's eval mask;
+           the Generator's host loops (word placement, z rows) use fill / copy / copy_rows.
+         step 4 partly: higan_params has a device mirror (higan_params_set_device,
+           higan_cuda_params_attach); param vars, u0 / sv0 and running stats use it. Not yet:
+           higan_params_zero_grad / higan_adam_step dispatch (call higan_cuda_params_zero_grad
+           / higan_cuda_adam_step yourself), checkpoints (download first).
+         steps 5, 6 open: the discriminators, style / recognition networks, losses, LSTM, CTC,
+           the trainers' host code. Test so far: tests/test_cuda.cu test_backend_generate
+           (generation and one Generator train step, CPU tape vs CUDA tape).
+       The original plan:
        Goal: drivers take --device cuda and nothing else in the networks or trainers
        changes. Every network builds its graph through tape ops (higan_conv2d(t, ...)),
        and every tape op calls raw kernels directly on var->data; so the switch belongs in
@@ -186,6 +215,11 @@ static inline higan_status higan__cuda_check(cublasStatus_t e, const char *expr,
 /* ==== DEVICE AND CONTEXT ====================================================== */
 /* 1 when at least one CUDA device can be used; 0 without a device or driver (never fails). */
 HIGAN_DEF int higan_cuda_available(void);
+#if defined(HIGAN_CUDA_EMULATE) && defined(HIGAN_CUDA_EMULATE_GUARD)
+/* on = 1: device memory is inaccessible to host code outside emulated CUDA calls (see
+   HIGAN_CUDA_EMULATE_GUARD); 0 (default): always accessible. */
+HIGAN_DEF void higan_cuda_emulate_guard(int on);
+#endif
 /* Name of a device ("NVIDIA H100 80GB HBM3"), for benchmark reports. */
 HIGAN_DEF higan_status higan_cuda_device_name(int device, char *buf, size_t size);
 
@@ -196,6 +230,8 @@ typedef struct higan_cuda {
     void *blas_workspace;     /* given to cuBLAS once (no allocation inside GEMMs) */
     float *ws;                /* HIGAN_CUDA_WS_FLOATS device floats for op scalars */
     int tf32;                 /* 1: cuBLAS may use TF32 tensor cores */
+    higan_status backend_error;   /* first error of a call through higan_cuda_backend's table
+                                     since its last sync (its entries return nothing) */
 } higan_cuda;
 #define HIGAN_CUDA_WS_FLOATS 64
 /* Selects the device, creates a non-blocking stream and a cuBLAS handle bound to it. */
@@ -547,6 +583,31 @@ HIGAN_DEF higan_status higan_cuda_lstm_backward(higan_cuda *ctx, float *dx, floa
                                                 int64_t IN, int64_t H, int num_layers,
                                                 int bidirectional, higan_cuda_arena *scratch);
 
+/* ==== BACKEND: higan.h's function table (higan_backend) filled with the CUDA ops ============
+   With it a higan_tape runs its ops on the device (higan_tape_set_backend, see higan.h's
+   BACKENDS section for the life cycle): the tape's float buffers come from a device arena
+   (higan_backend_arena_init with this table), host ints that ops pass (embedding indices,
+   mask lengths) are uploaded into it, conv2d takes its im2col scratch from its free top.
+   Entries return nothing: the first failing call's status is kept in ctx->backend_error and
+   returned by the table's sync (higan_tape_sync), which also waits for the stream. The table
+   holds ctx: keep ctx alive and in place while the table is used.
+   Covered so far: the ops of the Generator, forward and backward, and mul, sum_all, mean_all
+   (higan.h's table lists them). */
+HIGAN_DEF void higan_cuda_backend(higan_backend *be, higan_cuda *ctx);
+/* Points p's device mirror (higan_params_set_device) at d, the mirror made from p by
+   higan_cuda_params_init (NULL d: detach). Upload p's values first (HIGAN_CUDA_ALL). */
+HIGAN_DEF void higan_cuda_params_attach(const higan_cuda_params *d, higan_params *p);
+/* Device kernels of the table entries that have no higan_cuda_ function above. */
+HIGAN_DEF higan_status higan_cuda_fill(higan_cuda *ctx, float *dst, float value, int64_t n);
+HIGAN_DEF higan_status higan_cuda_copy_rows(higan_cuda *ctx, float *dst, int64_t dst_stride, const float *src,
+                                            int64_t src_stride, int64_t cols, int64_t rows);
+/* y [N,C,H,W] = x where w < lens[n] (device ints), else value. */
+HIGAN_DEF higan_status higan_cuda_mask_width_forward(higan_cuda *ctx, float *y, const float *x, const int *lens,
+                                                     float value, int64_t N, int64_t C, int64_t H, int64_t W);
+/* dx += dy where w < lens[n] (a negative length: nothing) */
+HIGAN_DEF higan_status higan_cuda_mask_width_backward(higan_cuda *ctx, float *dx, const float *dy, const int *lens,
+                                                      int64_t N, int64_t C, int64_t H, int64_t W);
+
 #endif /* HIGAN_CUDA_CUH */
 
 /* ======================================================================== */
@@ -614,6 +675,60 @@ static inline higan_status higan__cu_launched(const char *what, int line) {
 /* ---- device and context ---------------------------------------------------------------- */
 #ifdef HIGAN_CUDA_EMULATE
 /* ---- host emulation of the device (tests without a GPU) ----------------------------------- */
+#ifdef HIGAN_CUDA_EMULATE_GUARD
+/* Every emulated allocation is a mapping of its own, recorded here; while the guard is on
+   they are PROT_NONE except inside an emulated call (open .. close, nestable). */
+#include <sys/mman.h>
+#define HIGAN__EMU_MAX_REGIONS 1024
+static struct { void *p; size_t n; } higan__emu_regions[HIGAN__EMU_MAX_REGIONS];
+static int higan__emu_nregions, higan__emu_guard_on, higan__emu_depth;
+static void higan__emu_protect_all(int prot) {
+    int i;
+    for (i = 0; i < higan__emu_nregions; ++i)
+        if (mprotect(higan__emu_regions[i].p, higan__emu_regions[i].n, prot) != 0) abort();
+}
+static void higan__emu_open(void) {
+    if (higan__emu_depth++ == 0 && higan__emu_guard_on) higan__emu_protect_all(PROT_READ | PROT_WRITE);
+}
+static void higan__emu_close(void) {
+    if (--higan__emu_depth == 0 && higan__emu_guard_on) higan__emu_protect_all(PROT_NONE);
+}
+HIGAN_DEF void higan_cuda_emulate_guard(int on) {
+    if (higan__emu_guard_on == (on != 0)) return;
+    higan__emu_guard_on = on != 0;
+    if (higan__emu_depth == 0) higan__emu_protect_all(on ? PROT_NONE : PROT_READ | PROT_WRITE);
+}
+static void *higan__emu_malloc(size_t bytes) {
+    size_t n = ((bytes ? bytes : 1) + 4095) & ~(size_t)4095;
+    void *p;
+    if (higan__emu_nregions == HIGAN__EMU_MAX_REGIONS) return NULL;
+    p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    if (higan__emu_guard_on && higan__emu_depth == 0) (void)mprotect(p, n, PROT_NONE);
+    higan__emu_regions[higan__emu_nregions].p = p;
+    higan__emu_regions[higan__emu_nregions].n = n;
+    ++higan__emu_nregions;
+    return p;
+}
+static void higan__emu_free(void *p) {
+    int i;
+    if (!p) return;
+    for (i = 0; i < higan__emu_nregions; ++i)
+        if (higan__emu_regions[i].p == p) {
+            (void)munmap(p, higan__emu_regions[i].n);
+            higan__emu_regions[i] = higan__emu_regions[--higan__emu_nregions];
+            return;
+        }
+    abort();   /* not an emulated device allocation */
+}
+#  define HIGAN__EMU_OPEN() higan__emu_open()
+#  define HIGAN__EMU_CLOSE() higan__emu_close()
+#else
+static void *higan__emu_malloc(size_t bytes) { return aligned_alloc(256, ((bytes ? bytes : 1) + 255) & ~(size_t)255); }
+static void higan__emu_free(void *p) { free(p); }
+#  define HIGAN__EMU_OPEN() ((void)0)
+#  define HIGAN__EMU_CLOSE() ((void)0)
+#endif
 HIGAN_DEF int higan_cuda_available(void) { return 1; }
 HIGAN_DEF higan_status higan_cuda_device_name(int device, char *buf, size_t size) {
     (void)device;
@@ -623,28 +738,28 @@ HIGAN_DEF higan_status higan_cuda_device_name(int device, char *buf, size_t size
 HIGAN_DEF higan_status higan_cuda_init(higan_cuda *ctx, int device) {
     memset(ctx, 0, sizeof *ctx);
     ctx->device = device;
-    ctx->ws = (float *)malloc(HIGAN_CUDA_WS_FLOATS * sizeof(float));
+    ctx->ws = (float *)higan__emu_malloc(HIGAN_CUDA_WS_FLOATS * sizeof(float));
     return ctx->ws ? HIGAN_OK : higan_set_error(HIGAN_ERR_NOMEM, "emulated context: out of memory");
 }
-HIGAN_DEF void higan_cuda_free(higan_cuda *ctx) { free(ctx->ws); memset(ctx, 0, sizeof *ctx); }
+HIGAN_DEF void higan_cuda_free(higan_cuda *ctx) { higan__emu_free(ctx->ws); memset(ctx, 0, sizeof *ctx); }
 HIGAN_DEF higan_status higan_cuda_sync(higan_cuda *ctx) { (void)ctx; return HIGAN_OK; }
 HIGAN_DEF higan_status higan_cuda_set_tf32(higan_cuda *ctx, int on) { ctx->tf32 = on != 0; return HIGAN_OK; }
 HIGAN_DEF higan_status higan_cuda_malloc(void **ptr, size_t bytes) {
-    *ptr = aligned_alloc(256, ((bytes ? bytes : 1) + 255) & ~(size_t)255);
+    *ptr = higan__emu_malloc(bytes);
     return *ptr ? HIGAN_OK : higan_set_error(HIGAN_ERR_NOMEM, "emulated cudaMalloc of %zu bytes failed", bytes);
 }
-HIGAN_DEF void higan_cuda_free_memory(void *ptr) { free(ptr); }
+HIGAN_DEF void higan_cuda_free_memory(void *ptr) { higan__emu_free(ptr); }
 HIGAN_DEF higan_status higan_cuda_upload(higan_cuda *ctx, void *dst, const void *src, size_t bytes) {
-    (void)ctx; if (bytes) memcpy(dst, src, bytes); return HIGAN_OK;
+    (void)ctx; HIGAN__EMU_OPEN(); if (bytes) memcpy(dst, src, bytes); HIGAN__EMU_CLOSE(); return HIGAN_OK;
 }
 HIGAN_DEF higan_status higan_cuda_download(higan_cuda *ctx, void *dst, const void *src, size_t bytes) {
-    (void)ctx; if (bytes) memcpy(dst, src, bytes); return HIGAN_OK;
+    (void)ctx; HIGAN__EMU_OPEN(); if (bytes) memcpy(dst, src, bytes); HIGAN__EMU_CLOSE(); return HIGAN_OK;
 }
 HIGAN_DEF higan_status higan_cuda_copy(higan_cuda *ctx, void *dst, const void *src, size_t bytes) {
-    (void)ctx; if (bytes) memmove(dst, src, bytes); return HIGAN_OK;
+    (void)ctx; HIGAN__EMU_OPEN(); if (bytes) memmove(dst, src, bytes); HIGAN__EMU_CLOSE(); return HIGAN_OK;
 }
 HIGAN_DEF higan_status higan_cuda_zero(higan_cuda *ctx, void *dst, size_t bytes) {
-    (void)ctx; if (bytes) memset(dst, 0, bytes); return HIGAN_OK;
+    (void)ctx; HIGAN__EMU_OPEN(); if (bytes) memset(dst, 0, bytes); HIGAN__EMU_CLOSE(); return HIGAN_OK;
 }
 /* cublasSgemmStridedBatched's contract on the host: column-major, op(A) [m,k], op(B) [k,n],
    cuBLAS's leading-dimension rules, beta == 0: C not read; double accumulators. It is fed
@@ -657,6 +772,7 @@ static cublasStatus_t higan__emu_sgemm(cublasOperation_t opa, cublasOperation_t 
     if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < (opa == CUBLAS_OP_N ? (m > 1 ? m : 1) : (k > 1 ? k : 1)) ||
         ldb < (opb == CUBLAS_OP_N ? (k > 1 ? k : 1) : (n > 1 ? n : 1)) || ldc < (m > 1 ? m : 1))
         return CUBLAS_STATUS_INVALID_VALUE;
+    HIGAN__EMU_OPEN();
     for (bi = 0; bi < batch; ++bi)
         for (j = 0; j < n; ++j)
             for (i = 0; i < m; ++i) {
@@ -668,6 +784,7 @@ static cublasStatus_t higan__emu_sgemm(cublasOperation_t opa, cublasOperation_t 
                            (double)(opb == CUBLAS_OP_N ? b[p + j * ldb] : b[j + p * ldb]);
                 *c = (float)((double)*alpha * acc + (*beta == 0.0f ? 0.0 : (double)*beta * (double)*c));
             }
+    HIGAN__EMU_CLOSE();
     return CUBLAS_STATUS_SUCCESS;
 }
 #else
@@ -1014,7 +1131,9 @@ template <class F> static higan_status higan__cu_map(higan_cuda *ctx, int64_t n,
     {
         int64_t i;
         (void)ctx; (void)what;
+        HIGAN__EMU_OPEN();
         for (i = 0; i < n; ++i) f(i);
+        HIGAN__EMU_CLOSE();
         return HIGAN_OK;
     }
 #else
@@ -1042,11 +1161,13 @@ template <class F> static higan_status higan__cu_rows(higan_cuda *ctx, int64_t r
     {
         int64_t r, i;
         (void)ctx; (void)what;
+        HIGAN__EMU_OPEN();
         for (r = 0; r < rows; ++r) {
             double acc = 0.0;
             for (i = 0; i < n; ++i) acc += f.term(r, i);
             f.finish(r, acc);
         }
+        HIGAN__EMU_CLOSE();
         return HIGAN_OK;
     }
 #else
@@ -1083,7 +1204,9 @@ template <class F> static higan_status higan__cu_blocks(higan_cuda *ctx, int64_t
         int64_t it;
         (void)ctx;
         if (!dyn) return higan_set_error(HIGAN_ERR_NOMEM, "%s: emulation out of memory", what);
+        HIGAN__EMU_OPEN();
         for (it = 0; it < items; ++it) f(it, sh, shf, dyn);
+        HIGAN__EMU_CLOSE();
         free(dyn);
         return HIGAN_OK;
     }
@@ -3305,6 +3428,339 @@ HIGAN_DEF higan_status higan_cuda_adam_step(higan_cuda *ctx, higan_adam *opt, hi
     f.step_size = (float)(opt->lr / (1.0 - pow(opt->beta1, (double)opt->step)));
     f.bc2_sqrt = (float)sqrt(1.0 - pow(opt->beta2, (double)opt->step));
     return higan__cu_map(ctx, d->n_param, f, "adam step");
+}
+
+/* ==== BACKEND (implementation) ============================================================== */
+struct higan__f_fill {
+    float *y; float v;
+    HIGAN__CU_HD void operator()(int64_t i) const { y[i] = v; }
+};
+HIGAN_DEF higan_status higan_cuda_fill(higan_cuda *ctx, float *dst, float value, int64_t n) {
+    higan__f_fill f;
+    f.y = dst; f.v = value;
+    return higan__cu_map(ctx, n, f, "fill");
+}
+struct higan__f_copy_rows {   /* one thread per copied value */
+    float *dst; const float *src; int64_t ds, ss, cols;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        const int64_t r = i / cols, c = i % cols;
+        dst[r * ds + c] = src[r * ss + c];
+    }
+};
+HIGAN_DEF higan_status higan_cuda_copy_rows(higan_cuda *ctx, float *dst, int64_t dst_stride, const float *src,
+                                            int64_t src_stride, int64_t cols, int64_t rows) {
+    higan__f_copy_rows f;
+    HIGAN__CU_ASSERT(cols >= 0 && rows >= 0);
+    if (cols == 0) return HIGAN_OK;
+    f.dst = dst; f.src = src; f.ds = dst_stride; f.ss = src_stride; f.cols = cols;
+    return higan__cu_map(ctx, rows * cols, f, "copy rows");
+}
+struct higan__f_mask_width {
+    float *y; const float *x; const int *lens; float value; int64_t CH, W;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        const int64_t w = i % W, n = i / (CH * W);
+        y[i] = w < (int64_t)lens[n] ? x[i] : value;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_mask_width_forward(higan_cuda *ctx, float *y, const float *x, const int *lens,
+                                                     float value, int64_t N, int64_t C, int64_t H, int64_t W) {
+    higan__f_mask_width f;
+    f.y = y; f.x = x; f.lens = lens; f.value = value; f.CH = C * H; f.W = W;
+    return higan__cu_map(ctx, N * C * H * W, f, "mask width");
+}
+
+struct higan__f_mask_width_back {
+    float *dx; const float *dy; const int *lens; int64_t CH, W;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        const int64_t w = i % W, n = i / (CH * W);
+        if (w < (int64_t)lens[n]) dx[i] += dy[i];
+    }
+};
+HIGAN_DEF higan_status higan_cuda_mask_width_backward(higan_cuda *ctx, float *dx, const float *dy, const int *lens,
+                                                      int64_t N, int64_t C, int64_t H, int64_t W) {
+    higan__f_mask_width_back f;
+    if (!dx) return HIGAN_OK;
+    f.dx = dx; f.dy = dy; f.lens = lens; f.CH = C * H; f.W = W;
+    return higan__cu_map(ctx, N * C * H * W, f, "mask width backward");
+}
+
+HIGAN_DEF void higan_cuda_params_attach(const higan_cuda_params *d, higan_params *p) {
+    if (!d) { higan_params_set_device(p, NULL, NULL, NULL, NULL); return; }
+    higan__cu_params_match(d, p);
+    higan_params_set_device(p, d->value, d->grad, d->buffer, d->ibuffer);
+}
+
+/* The table's entries: the higan_cuda_ op, its status kept when it is the first failure. */
+static void higan__cub_note(void *c, higan_status st) {
+    higan_cuda *ctx = (higan_cuda *)c;
+    if (st != HIGAN_OK && ctx->backend_error == HIGAN_OK) ctx->backend_error = st;
+}
+#define HIGAN__CUB(c) ((higan_cuda *)(c))
+static void *higan__cub_alloc(void *c, size_t bytes) {
+    void *p = NULL;
+    (void)c;
+    return higan_cuda_malloc(&p, bytes) == HIGAN_OK ? p : NULL;
+}
+static void higan__cub_free_memory(void *c, void *p) { (void)c; higan_cuda_free_memory(p); }
+static void higan__cub_zero(void *c, void *dst, size_t bytes) { higan__cub_note(c, higan_cuda_zero(HIGAN__CUB(c), dst, bytes)); }
+static void higan__cub_copy(void *c, void *dst, const void *src, size_t bytes) {
+    if (dst != src) higan__cub_note(c, higan_cuda_copy(HIGAN__CUB(c), dst, src, bytes));
+}
+static void higan__cub_upload(void *c, void *dst, const void *src, size_t bytes) {
+    higan__cub_note(c, higan_cuda_upload(HIGAN__CUB(c), dst, src, bytes));
+}
+static void higan__cub_download(void *c, void *dst, const void *src, size_t bytes) {
+    higan__cub_note(c, higan_cuda_download(HIGAN__CUB(c), dst, src, bytes));
+}
+static void higan__cub_fill(void *c, float *dst, float value, int64_t n) {
+    higan__cub_note(c, higan_cuda_fill(HIGAN__CUB(c), dst, value, n));
+}
+static void higan__cub_copy_rows(void *c, float *dst, int64_t ds, const float *src, int64_t ss, int64_t cols,
+                                 int64_t rows) {
+    higan__cub_note(c, higan_cuda_copy_rows(HIGAN__CUB(c), dst, ds, src, ss, cols, rows));
+}
+static higan_status higan__cub_sync(void *c) {
+    higan_cuda *ctx = HIGAN__CUB(c);
+    higan_status st = higan_cuda_sync(ctx);
+    if (ctx->backend_error != HIGAN_OK) st = ctx->backend_error;
+    ctx->backend_error = HIGAN_OK;
+    return st;
+}
+static void higan__cub_linear_forward(void *c, float *y, const float *x, const float *w, const float *b,
+                                      int64_t N, int64_t IN, int64_t OUT) {
+    higan__cub_note(c, higan_cuda_linear_forward(HIGAN__CUB(c), y, x, w, b, N, IN, OUT));
+}
+/* conv2d's scratch: a device arena over the free top of the tape's data arena (a higan_arena
+   whose base is device memory; its blocks start at the base rounded up to 64 bytes, as
+   higan.h's arena does). Overflow is passed back to the tape's arena, with the size needed. */
+static void higan__cub_conv2d_forward(void *c, float *y, const float *x, const float *w, const float *b,
+                                      const higan_conv2d_shape *s, higan_arena *scratch) {
+    higan_cuda_arena view;
+    size_t start, off;
+    higan_status st;
+    memset(&view, 0, sizeof view);
+    if (scratch->overflow) { higan__cub_note(c, HIGAN_ERR_NOMEM); return; }
+    start = ((size_t)(uintptr_t)scratch->base + 63) & ~(size_t)63;
+    off = ((start + scratch->used + 255) & ~(size_t)255) - start;       /* 256-byte aligned view */
+    if (off <= scratch->capacity) {
+        view.base = (unsigned char *)(uintptr_t)(start + off);
+        view.capacity = scratch->capacity - off;
+    }
+    st = higan_cuda_conv2d_forward(HIGAN__CUB(c), y, x, w, b, s, &view);
+    if (view.overflow || (!view.base && higan_cuda_conv2d_scratch_bytes(s) > 0)) {
+        scratch->overflow = 1;
+        scratch->needed = off + (view.needed > 0 ? view.needed : higan_cuda_conv2d_scratch_bytes(s));
+        if (st == HIGAN_OK) st = higan_set_error(HIGAN_ERR_NOMEM, "conv2d: the device arena has no room for "
+                                                 "%zu bytes of scratch", higan_cuda_conv2d_scratch_bytes(s));
+    } else if (view.peak + off > scratch->peak) {
+        scratch->peak = view.peak + off;
+    }
+    higan__cub_note(c, st);
+}
+static void higan__cub_spectral_norm_forward(void *c, float *y, float *u, float *v, float *sigma, const float *w,
+                                             const float *u0, int64_t out, int64_t in, float eps) {
+    higan__cub_note(c, higan_cuda_spectral_norm_forward(HIGAN__CUB(c), y, u, v, sigma, w, u0, out, in, eps));
+}
+static void higan__cub_batch_norm2d_forward(void *c, float *y, float *mean, float *rstd, const float *x,
+                                            const float *weight, const float *bias, float *running_mean,
+                                            float *running_var, float momentum, float eps, int batch_stats,
+                                            int64_t N, int64_t C, int64_t HW) {
+    higan__cub_note(c, higan_cuda_batch_norm2d_forward(HIGAN__CUB(c), y, mean, rstd, x, weight, bias, running_mean,
+                                                       running_var, momentum, eps, batch_stats, N, C, HW));
+}
+static void higan__cub_cond_batch_norm_forward(void *c, float *y, float *mean, float *rstd, const float *x,
+                                               const float *gain, const float *bias, float *running_mean,
+                                               float *running_var, float momentum, float eps, int batch_stats,
+                                               int64_t N, int64_t C, int64_t HW) {
+    higan__cub_note(c, higan_cuda_cond_batch_norm_forward(HIGAN__CUB(c), y, mean, rstd, x, gain, bias, running_mean,
+                                                          running_var, momentum, eps, batch_stats, N, C, HW));
+}
+static void higan__cub_embedding_renorm(void *c, float *weight, const int *idx, int64_t n_idx, int64_t num,
+                                        int64_t D, float max_norm) {
+    higan__cub_note(c, higan_cuda_embedding_renorm(HIGAN__CUB(c), weight, idx, n_idx, num, D, max_norm));
+}
+static void higan__cub_embedding_forward(void *c, float *y, const float *weight, const int *idx, int64_t n_idx,
+                                         int64_t num, int64_t D) {
+    higan__cub_note(c, higan_cuda_embedding_forward(HIGAN__CUB(c), y, weight, idx, n_idx, num, D));
+}
+static void higan__cub_upsample_nearest_forward(void *c, float *y, const float *x, int64_t N, int64_t C,
+                                                int64_t H, int64_t W, int sh, int sw) {
+    higan__cub_note(c, higan_cuda_upsample_nearest_forward(HIGAN__CUB(c), y, x, N, C, H, W, sh, sw));
+}
+static void higan__cub_relu_forward(void *c, float *y, const float *x, int64_t n) {
+    higan__cub_note(c, higan_cuda_relu_forward(HIGAN__CUB(c), y, x, n));
+}
+static void higan__cub_tanh_forward(void *c, float *y, const float *x, int64_t n) {
+    higan__cub_note(c, higan_cuda_tanh_forward(HIGAN__CUB(c), y, x, n));
+}
+static void higan__cub_add_forward(void *c, float *y, const float *a, const float *b, int64_t n) {
+    higan__cub_note(c, higan_cuda_add_forward(HIGAN__CUB(c), y, a, b, n));
+}
+static void higan__cub_concat_forward(void *c, float *y, const float *const *xs, const int64_t *sizes, int n,
+                                      int64_t outer, int64_t inner) {
+    higan__cub_note(c, higan_cuda_concat_forward(HIGAN__CUB(c), y, xs, sizes, n, outer, inner));
+}
+static void higan__cub_slice_forward(void *c, float *y, const float *x, int64_t outer, int64_t size,
+                                     int64_t inner, int64_t start, int64_t len) {
+    higan__cub_note(c, higan_cuda_slice_forward(HIGAN__CUB(c), y, x, outer, size, inner, start, len));
+}
+static void higan__cub_permute_forward(void *c, float *y, const float *x, int ndim, const int64_t *shape,
+                                       const int *perm) {
+    higan__cub_note(c, higan_cuda_permute_forward(HIGAN__CUB(c), y, x, ndim, shape, perm));
+}
+static void higan__cub_mask_width_forward(void *c, float *y, const float *x, const int *lens, float value,
+                                          int64_t N, int64_t C, int64_t H, int64_t W) {
+    higan__cub_note(c, higan_cuda_mask_width_forward(HIGAN__CUB(c), y, x, lens, value, N, C, H, W));
+}
+static void higan__cub_mul_forward(void *c, float *y, const float *a, const float *b, int64_t n) {
+    higan__cub_note(c, higan_cuda_mul_forward(HIGAN__CUB(c), y, a, b, n));
+}
+static void higan__cub_sum_all_forward(void *c, float *y, const float *x, int64_t n) {
+    higan__cub_note(c, higan_cuda_sum_all_forward(HIGAN__CUB(c), y, x, n));
+}
+static void higan__cub_mean_all_forward(void *c, float *y, const float *x, int64_t n) {
+    higan__cub_note(c, higan_cuda_mean_all_forward(HIGAN__CUB(c), y, x, n));
+}
+static void higan__cub_linear_backward(void *c, float *dx, float *dw, float *db, const float *dy, const float *x,
+                                       const float *w, int64_t N, int64_t IN, int64_t OUT) {
+    higan__cub_note(c, higan_cuda_linear_backward(HIGAN__CUB(c), dx, dw, db, dy, x, w, N, IN, OUT));
+}
+/* conv2d backward: the same scratch view as the forward */
+static void higan__cub_conv2d_backward(void *c, float *dx, float *dw, float *db, const float *dy, const float *x,
+                                       const float *w, const higan_conv2d_shape *s, higan_arena *scratch) {
+    higan_cuda_arena view;
+    size_t start, off;
+    higan_status st;
+    memset(&view, 0, sizeof view);
+    if (scratch->overflow) { higan__cub_note(c, HIGAN_ERR_NOMEM); return; }
+    start = ((size_t)(uintptr_t)scratch->base + 63) & ~(size_t)63;
+    off = ((start + scratch->used + 255) & ~(size_t)255) - start;
+    if (off <= scratch->capacity) {
+        view.base = (unsigned char *)(uintptr_t)(start + off);
+        view.capacity = scratch->capacity - off;
+    }
+    st = higan_cuda_conv2d_backward(HIGAN__CUB(c), dx, dw, db, dy, x, w, s, &view);
+    if (view.overflow || (!view.base && higan_cuda_conv2d_scratch_bytes(s) > 0)) {
+        scratch->overflow = 1;
+        scratch->needed = off + (view.needed > 0 ? view.needed : higan_cuda_conv2d_scratch_bytes(s));
+        if (st == HIGAN_OK) st = higan_set_error(HIGAN_ERR_NOMEM, "conv2d backward: the device arena has no room "
+                                                 "for %zu bytes of scratch", higan_cuda_conv2d_scratch_bytes(s));
+    } else if (view.peak + off > scratch->peak) {
+        scratch->peak = view.peak + off;
+    }
+    higan__cub_note(c, st);
+}
+static void higan__cub_spectral_norm_backward(void *c, float *dw, const float *dy, const float *w, const float *u,
+                                              const float *v, const float *sigma, int64_t out, int64_t in) {
+    higan__cub_note(c, higan_cuda_spectral_norm_backward(HIGAN__CUB(c), dw, dy, w, u, v, sigma, out, in));
+}
+static void higan__cub_batch_norm2d_backward(void *c, float *dx, float *dweight, float *dbias, const float *dy,
+                                             const float *x, const float *mean, const float *rstd,
+                                             const float *weight, int batch_stats, int64_t N, int64_t C,
+                                             int64_t HW) {
+    higan__cub_note(c, higan_cuda_batch_norm2d_backward(HIGAN__CUB(c), dx, dweight, dbias, dy, x, mean, rstd, weight,
+                                                        batch_stats, N, C, HW));
+}
+static void higan__cub_cond_batch_norm_backward(void *c, float *dx, float *dgain, float *dbias, const float *dy,
+                                                const float *x, const float *mean, const float *rstd,
+                                                const float *gain, int batch_stats, int64_t N, int64_t C,
+                                                int64_t HW) {
+    higan__cub_note(c, higan_cuda_cond_batch_norm_backward(HIGAN__CUB(c), dx, dgain, dbias, dy, x, mean, rstd, gain,
+                                                           batch_stats, N, C, HW));
+}
+static void higan__cub_embedding_backward(void *c, float *dweight, const float *dy, const int *idx, int64_t n_idx,
+                                          int64_t num, int64_t D, int padding_idx) {
+    higan__cub_note(c, higan_cuda_embedding_backward(HIGAN__CUB(c), dweight, dy, idx, n_idx, num, D, padding_idx));
+}
+static void higan__cub_upsample_nearest_backward(void *c, float *dx, const float *dy, int64_t N, int64_t C,
+                                                 int64_t H, int64_t W, int sh, int sw) {
+    higan__cub_note(c, higan_cuda_upsample_nearest_backward(HIGAN__CUB(c), dx, dy, N, C, H, W, sh, sw));
+}
+static void higan__cub_relu_backward(void *c, float *dx, const float *dy, const float *x, int64_t n) {
+    higan__cub_note(c, higan_cuda_relu_backward(HIGAN__CUB(c), dx, dy, x, n));
+}
+static void higan__cub_tanh_backward(void *c, float *dx, const float *dy, const float *y, int64_t n) {
+    higan__cub_note(c, higan_cuda_tanh_backward(HIGAN__CUB(c), dx, dy, y, n));
+}
+static void higan__cub_add_backward(void *c, float *da, float *db, const float *dy, int64_t n) {
+    higan__cub_note(c, higan_cuda_add_backward(HIGAN__CUB(c), da, db, dy, n));
+}
+static void higan__cub_mul_backward(void *c, float *da, float *db, const float *dy, const float *a, const float *b,
+                                    int64_t n) {
+    higan__cub_note(c, higan_cuda_mul_backward(HIGAN__CUB(c), da, db, dy, a, b, n));
+}
+static void higan__cub_concat_backward(void *c, float *const *dxs, const float *dy, const int64_t *sizes, int n,
+                                       int64_t outer, int64_t inner) {
+    higan__cub_note(c, higan_cuda_concat_backward(HIGAN__CUB(c), dxs, dy, sizes, n, outer, inner));
+}
+static void higan__cub_slice_backward(void *c, float *dx, const float *dy, int64_t outer, int64_t size,
+                                      int64_t inner, int64_t start, int64_t len) {
+    higan__cub_note(c, higan_cuda_slice_backward(HIGAN__CUB(c), dx, dy, outer, size, inner, start, len));
+}
+static void higan__cub_permute_backward(void *c, float *dx, const float *dy, int ndim, const int64_t *shape,
+                                        const int *perm) {
+    higan__cub_note(c, higan_cuda_permute_backward(HIGAN__CUB(c), dx, dy, ndim, shape, perm));
+}
+static void higan__cub_mask_width_backward(void *c, float *dx, const float *dy, const int *lens, int64_t N,
+                                           int64_t C, int64_t H, int64_t W) {
+    higan__cub_note(c, higan_cuda_mask_width_backward(HIGAN__CUB(c), dx, dy, lens, N, C, H, W));
+}
+static void higan__cub_sum_all_backward(void *c, float *dx, const float *dy, int64_t n) {
+    higan__cub_note(c, higan_cuda_sum_all_backward(HIGAN__CUB(c), dx, dy, n));
+}
+static void higan__cub_mean_all_backward(void *c, float *dx, const float *dy, int64_t n) {
+    higan__cub_note(c, higan_cuda_mean_all_backward(HIGAN__CUB(c), dx, dy, n));
+}
+HIGAN_DEF void higan_cuda_backend(higan_backend *b, higan_cuda *ctx) {
+    memset(b, 0, sizeof *b);
+    b->name = "cuda";
+    b->device = 1;
+    b->ctx = ctx;
+    ctx->backend_error = HIGAN_OK;
+    b->alloc = higan__cub_alloc;
+    b->free_memory = higan__cub_free_memory;
+    b->zero = higan__cub_zero;
+    b->copy = higan__cub_copy;
+    b->upload = higan__cub_upload;
+    b->download = higan__cub_download;
+    b->fill = higan__cub_fill;
+    b->copy_rows = higan__cub_copy_rows;
+    b->sync = higan__cub_sync;
+    b->linear_forward = higan__cub_linear_forward;
+    b->conv2d_forward = higan__cub_conv2d_forward;
+    b->spectral_norm_forward = higan__cub_spectral_norm_forward;
+    b->batch_norm2d_forward = higan__cub_batch_norm2d_forward;
+    b->cond_batch_norm_forward = higan__cub_cond_batch_norm_forward;
+    b->embedding_renorm = higan__cub_embedding_renorm;
+    b->embedding_forward = higan__cub_embedding_forward;
+    b->upsample_nearest_forward = higan__cub_upsample_nearest_forward;
+    b->relu_forward = higan__cub_relu_forward;
+    b->tanh_forward = higan__cub_tanh_forward;
+    b->add_forward = higan__cub_add_forward;
+    b->concat_forward = higan__cub_concat_forward;
+    b->slice_forward = higan__cub_slice_forward;
+    b->permute_forward = higan__cub_permute_forward;
+    b->mask_width_forward = higan__cub_mask_width_forward;
+    b->mul_forward = higan__cub_mul_forward;
+    b->sum_all_forward = higan__cub_sum_all_forward;
+    b->mean_all_forward = higan__cub_mean_all_forward;
+    b->linear_backward = higan__cub_linear_backward;
+    b->conv2d_backward = higan__cub_conv2d_backward;
+    b->spectral_norm_backward = higan__cub_spectral_norm_backward;
+    b->batch_norm2d_backward = higan__cub_batch_norm2d_backward;
+    b->cond_batch_norm_backward = higan__cub_cond_batch_norm_backward;
+    b->embedding_backward = higan__cub_embedding_backward;
+    b->upsample_nearest_backward = higan__cub_upsample_nearest_backward;
+    b->relu_backward = higan__cub_relu_backward;
+    b->tanh_backward = higan__cub_tanh_backward;
+    b->add_backward = higan__cub_add_backward;
+    b->mul_backward = higan__cub_mul_backward;
+    b->concat_backward = higan__cub_concat_backward;
+    b->slice_backward = higan__cub_slice_backward;
+    b->permute_backward = higan__cub_permute_backward;
+    b->mask_width_backward = higan__cub_mask_width_backward;
+    b->sum_all_backward = higan__cub_sum_all_backward;
+    b->mean_all_backward = higan__cub_mean_all_backward;
 }
 
 #endif /* HIGAN_CUDA__IMPLEMENTED */

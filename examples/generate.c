@@ -38,10 +38,23 @@
    avx2|avx512) round floats differently (up to ~4e-7 apart), so very rarely one pixel lands
    one gray level apart between levels. Build (from the repository root): make, or
        cc -std=c99 -O2 -I. examples/generate.c -o build/generate -lm     (+ -fopenmp)
-   stb_image / stb_image_write come from Debian's libstb-dev (/usr/include/stb). */
+   stb_image / stb_image_write come from Debian's libstb-dev (/usr/include/stb).
+
+   --device cuda runs the Generator on an NVIDIA GPU: the same source built by nvcc with
+   HIGAN_WITH_CUDA (make builds it as build/generate_cuda):
+       nvcc -x cu -std=c++17 -O2 -I. -DHIGAN_WITH_CUDA examples/generate.c -o build/generate_cuda -lcublas
+   Only the setup differs (the tape's backend, a device arena, the Generator's weights mirrored
+   on the device: see open_device); the generation calls are the CPU's. Styles from reference
+   images are computed on the CPU. The GPU's sums run in another order, so pixels may land a
+   gray level apart from the CPU build's. A build without HIGAN_WITH_CUDA answers --device cuda
+   with an error. */
 #define _POSIX_C_SOURCE 200809L     /* mkdir (example_util.h) */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
+#ifdef HIGAN_WITH_CUDA
+#  define HIGAN_CUDA_IMPLEMENTATION
+#  include "higan_cuda.cuh"
+#endif
 
 #define EXAMPLE_READ_IMAGES           /* reference images */
 #include "example_util.h"
@@ -73,7 +86,8 @@ static void usage(FILE *f) {
         "  --line-gap PX           extra space between lines (default 0)\n"
         "  --margin PX             blank border (default 8)\n"
         "  --no-baseline           align word tops instead of baselines\n"
-        "  --all                   (--init-random) all seven networks, not only the deploy set\n");
+        "  --all                   (--init-random) all seven networks, not only the deploy set\n"
+        "  --device cpu|cuda       where the Generator runs (default cpu; cuda: build/generate_cuda)\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out) {
@@ -93,20 +107,83 @@ static int utf8_chars(const char *s) {
 }
 
 /* The arena for the activations. A call that overflows it stops at the first allocation
-   that fails, so arena.needed is a lower bound: grow (at least doubling) and retry. */
-typedef struct { higan_arena arena; higan_tape tape; } workspace;
-static int workspace_init(workspace *ws, size_t bytes) {
+   that fails, so arena.needed is a lower bound: grow (at least doubling) and retry.
+   With a device backend (be) the activations live in a second arena in device memory (data)
+   and arena holds the tape's bookkeeping only. */
+typedef struct { higan_arena arena, data; higan_tape tape; const higan_backend *be; } workspace;
+static int workspace_init(workspace *ws, size_t bytes, size_t data_bytes, const higan_backend *be) {
+    ws->be = be;
     if (higan_arena_init(&ws->arena, bytes) != HIGAN_OK) return 0;
-    if (higan_tape_init(&ws->tape, &ws->arena, 1024) != HIGAN_OK) { higan_arena_free(&ws->arena); return 0; }
+    if (be && higan_backend_arena_init(&ws->data, be, data_bytes) != HIGAN_OK) { higan_arena_free(&ws->arena); return 0; }
+    if (higan_tape_init(&ws->tape, &ws->arena, 1024) != HIGAN_OK) {
+        if (be) higan_backend_arena_free(&ws->data, be);
+        higan_arena_free(&ws->arena);
+        return 0;
+    }
+    if (be) higan_tape_set_backend(&ws->tape, be, &ws->data);
     return 1;
 }
-static void workspace_free(workspace *ws) { higan_tape_free(&ws->tape); higan_arena_free(&ws->arena); }
+static void workspace_free(workspace *ws) {
+    higan_tape_free(&ws->tape);
+    if (ws->be) higan_backend_arena_free(&ws->data, ws->be);
+    higan_arena_free(&ws->arena);
+}
+static size_t grown(const higan_arena *a) {
+    size_t need = a->needed + a->needed / 4;
+    if (!a->overflow) return a->capacity;
+    return need < 2 * a->capacity ? 2 * a->capacity : need;
+}
 static int workspace_grow(workspace *ws) {
-    size_t need = ws->arena.needed + ws->arena.needed / 4;
-    if (!ws->arena.overflow || ws->arena.capacity >= ((size_t)1 << 36)) return 0;   /* 64 GB: give up */
-    if (need < 2 * ws->arena.capacity) need = 2 * ws->arena.capacity;
+    const higan_backend *be = ws->be;
+    size_t host = grown(&ws->arena), data = be ? grown(&ws->data) : 0;
+    if (!ws->arena.overflow && !(be && ws->data.overflow)) return 0;
+    if (host > ((size_t)1 << 36) || data > ((size_t)1 << 36)) return 0;   /* 64 GB: give up */
     workspace_free(ws);
-    return workspace_init(ws, need);
+    return workspace_init(ws, host, data, be);
+}
+
+/* --device cuda: the CUDA backend, and the Generator's weights in a device mirror. */
+typedef struct {
+#ifdef HIGAN_WITH_CUDA
+    higan_cuda cuda;
+    higan_cuda_params params;
+#endif
+    higan_backend table;
+    int on;
+} device;
+static int open_device(device *d, higan_model *m) {
+#ifdef HIGAN_WITH_CUDA
+    char name[256];
+    if (!higan_cuda_available()) { fprintf(stderr, "generate: --device cuda: no CUDA device found\n"); return 0; }
+    if (higan_cuda_init(&d->cuda, 0) != HIGAN_OK) { fprintf(stderr, "generate: --device cuda: %s\n", higan_last_error()); return 0; }
+    d->on = 1;
+    higan_cuda_backend(&d->table, &d->cuda);
+    if (higan_cuda_params_init(&d->cuda, &d->params, m->G.p) != HIGAN_OK ||
+        higan_cuda_params_upload(&d->cuda, &d->params, m->G.p, HIGAN_CUDA_ALL) != HIGAN_OK) {
+        fprintf(stderr, "generate: --device cuda: the Generator's weights: %s\n", higan_last_error());
+        return 0;
+    }
+    higan_cuda_params_attach(&d->params, m->G.p);
+    if (higan_cuda_device_name(0, name, sizeof name) == HIGAN_OK) fprintf(stderr, "generate: running on %s\n", name);
+    return 1;
+#else
+    (void)d; (void)m;
+    fprintf(stderr, "generate: --device cuda: this build has no CUDA backend; use build/generate_cuda "
+                    "(examples/generate.c built by nvcc with -DHIGAN_WITH_CUDA)\n");
+    return 0;
+#endif
+}
+static void close_device(device *d, higan_model *m) {
+#ifdef HIGAN_WITH_CUDA
+    if (d->params.block) {
+        higan_cuda_params_attach(NULL, m->G.p);
+        higan_cuda_params_free(&d->params);
+    }
+    if (d->on) higan_cuda_free(&d->cuda);
+#else
+    (void)m;
+#endif
+    d->on = 0;
 }
 
 static int init_random(const char *path, uint64_t seed, int all) {
@@ -206,7 +283,9 @@ int main(int argc, char **argv) {
     int transparent = 0, all = 0, i, rc = 1, n_rows = 0;
     higan_layout_options lo = higan_layout_default_options();
     higan_model m;
-    workspace ws;
+    workspace ws, dws, *gws = &ws;     /* gws: where the words are generated */
+    device dev;
+    const char *device_name = "cpu";
     float *style = NULL, *style_b = NULL, *row_style = NULL, *canvas = NULL;
     char *text_buf = NULL;
     higan_page *pages = NULL;
@@ -217,6 +296,8 @@ int main(int argc, char **argv) {
     memset(&s2, 0, sizeof s2);
     memset(&m, 0, sizeof m);
     memset(&ws, 0, sizeof ws);
+    memset(&dws, 0, sizeof dws);
+    memset(&dev, 0, sizeof dev);
     for (i = 1; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = 1;
@@ -226,6 +307,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--output") || !strcmp(a, "-o")) out_path = v;
         else if (!strcmp(a, "--init-random")) init_path = v;
         else if (!strcmp(a, "--save-style")) save_path = v;
+        else if (!strcmp(a, "--device")) {
+            if (v && strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0) {
+                fprintf(stderr, "generate: --device takes cpu or cuda, not '%s'\n", v);
+                return 2;
+            }
+            device_name = v;
+        }
         else if (!strcmp(a, "--style-file")) s1.file = v;
         else if (!strcmp(a, "--style2-file")) s2.file = v;
         else if (!strcmp(a, "--style-image") || !strcmp(a, "--style2-image")) {
@@ -277,6 +365,9 @@ int main(int argc, char **argv) {
         }
         return init_random(init_path, s1.have_seed ? s1.seed : 1, all);
     }
+#ifndef HIGAN_WITH_CUDA
+    if (device_name && !strcmp(device_name, "cuda") && !open_device(&dev, &m)) return 2;   /* the error */
+#endif
     if (!ckpt || (!text == !text_file) || !out_path) {
         fprintf(stderr, "generate: --checkpoint, one of --text / --text-file, and -o are required\n");
         usage(stderr);
@@ -307,7 +398,15 @@ int main(int argc, char **argv) {
         return 1;
     }
     n_rows = n_seeds ? n_seeds : (int)steps;
-    if (!workspace_init(&ws, (size_t)128 << 20)) { fprintf(stderr, "generate: %s\n", higan_last_error()); goto done; }
+    if (!workspace_init(&ws, (size_t)128 << 20, 0, NULL)) { fprintf(stderr, "generate: %s\n", higan_last_error()); goto done; }
+    if (!strcmp(device_name, "cuda")) {   /* the words on the device: its own workspace */
+        if (!open_device(&dev, &m)) goto done;
+        if (!workspace_init(&dws, (size_t)16 << 20, (size_t)512 << 20, &dev.table)) {
+            fprintf(stderr, "generate: --device cuda: %s\n", higan_last_error());
+            goto done;
+        }
+        gws = &dws;
+    }
     style = (float *)malloc(sizeof(float) * (size_t)m.cfg.G.style_dim);
     style_b = (float *)malloc(sizeof(float) * (size_t)m.cfg.G.style_dim);
     row_style = (float *)malloc(sizeof(float) * (size_t)m.cfg.G.style_dim);
@@ -329,8 +428,8 @@ int main(int argc, char **argv) {
             higan_style_random(&m, &r, row_style);
         } else if (n_rows > 1) higan_style_lerp(style, style_b, m.cfg.G.style_dim, (float)i / (float)(n_rows - 1), row_style);
         else memcpy(row_style, style, sizeof(float) * (size_t)m.cfg.G.style_dim);
-        st = higan_generate_text(&m, &ws.tape, text, row_style, &lo, &pages[i]);
-        while (st == HIGAN_ERR_NOMEM && workspace_grow(&ws)) st = higan_generate_text(&m, &ws.tape, text, row_style, &lo, &pages[i]);
+        st = higan_generate_text(&m, &gws->tape, text, row_style, &lo, &pages[i]);
+        while (st == HIGAN_ERR_NOMEM && workspace_grow(gws)) st = higan_generate_text(&m, &gws->tape, text, row_style, &lo, &pages[i]);
         if (st != HIGAN_OK) { fprintf(stderr, "generate: %s\n", higan_last_error()); goto done; }
         if (pages[i].width > W) W = pages[i].width;
         H += pages[i].height;
@@ -358,6 +457,8 @@ done:
     if (pages) for (i = 0; i < n_rows; ++i) higan_page_free(&pages[i]);
     free(pages); free(style); free(style_b); free(row_style); free(canvas); free(png); free(text_buf);
     workspace_free(&ws);
+    if (gws == &dws) workspace_free(&dws);
+    close_device(&dev, &m);
     higan_model_free(&m);
     return rc;
 }

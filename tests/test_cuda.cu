@@ -14,6 +14,9 @@
 // launch sequences and GEMM arguments without a GPU; it cannot check races, barriers, launch
 // limits or cuBLAS itself, which only the real build on a GPU does.
 //
+// test_backend_generate runs the Generator through higan_cuda_backend's table (a tape on the
+// device) against a CPU tape: generated words, and one train-mode forward and backward.
+//
 // Tolerances (|got - ref| <= atol + rtol |ref|), and why:
 //   exact (0, 0)      copies, pooling, upsampling, permute, pad, relu, embedding, backward
 //                     kernels that only add, Adam and dropout (explicit _rn intrinsics): the
@@ -32,9 +35,18 @@
 #include "higan.h"
 // small im2col blocks, so that the conv tests run in several groups of samples
 #define HIGAN_CUDA_CONV_SCRATCH_FLOATS 1500
+// emulation: device memory can be made inaccessible to host code (test_backend_generate)
+#ifdef HIGAN_CUDA_EMULATE
+#  define HIGAN_CUDA_EMULATE_GUARD
+#endif
 #define HIGAN_CUDA_IMPLEMENTATION
 #include "higan_cuda.cuh"
 #include "check.h"
+#ifdef HIGAN_CUDA_EMULATE
+#  include <signal.h>
+#  include <sys/wait.h>
+#  include <unistd.h>
+#endif
 
 static higan_cuda G;            // the CUDA context
 static higan_cuda_arena DA;     // device memory of the current test
@@ -1151,6 +1163,239 @@ static void test_arena_errors(void) {
     }
 }
 
+// ---- the backend switch: the Generator through higan_cuda_backend's table ---------------------
+// The same higan_generate_words / higan_generate_word calls on a CPU tape and on a tape whose
+// backend is the CUDA table (device data arena, parameters in a higan_cuda_params mirror),
+// images compared. Tolerance 2e-4 absolute + 2e-4 relative on tanh outputs in [-1, 1]: about
+// 14 GEMM-based layers (conv, linear) in a row, each summing in another order than the CPU
+// (1e-4 per op above), the errors partly averaging out. The masked background (-1) and the
+// image widths must match exactly. In the emulated build (build/test_cuda_emu) the device
+// memory is PROT_NONE outside the emulated CUDA calls (HIGAN_CUDA_EMULATE_GUARD) during this
+// test: a host access to device memory anywhere on the generation path crashes it, as it
+// would fault on a GPU.
+static const char *GEN_MODEL = "examples/models/higan_small.safetensors";
+static void gen_compare(const char *what, float *const *a, float *const *b, const int64_t *n, int64_t k,
+                        float atol, float rtol) {
+    int64_t i, j;
+    double worst = 0.0;
+    for (i = 0; i < k; ++i) {
+        check_close(what, b[i], a[i], n[i], atol, rtol);
+        for (j = 0; j < n[i]; ++j) {
+            double d = fabs((double)a[i][j] - (double)b[i][j]);
+            if (d > worst) worst = d;
+        }
+    }
+    printf("  %s: largest |cpu - cuda| %.3g over %lld words\n", what, worst, (long long)k);
+}
+// Largest |a - b| relative to the largest |b| (for gradients of very different scales).
+static double rel_err(const float *a, const float *b, int64_t n) {
+    double worst = 0.0, scale = 0.0;
+    int64_t i;
+    for (i = 0; i < n; ++i) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > worst) worst = d;
+        if (fabs((double)b[i]) > scale) scale = fabs((double)b[i]);
+    }
+    return scale > 0.0 ? worst / scale : worst;
+}
+// One training-mode forward and backward of the Generator (batch statistics and running-stat
+// updates, u0 / sv0 updates, the embedding and every other op's backward) on a tape: loss =
+// mean(G(z) * R), gradients of z and of every parameter.
+static higan_var *gen_train(higan_model *m, higan_tape *t, const float *z, const float *Rw, const int *labels,
+                            const int *lens, int64_t B, int64_t L, higan_var **zv) {
+    int64_t zs[2];
+    higan_var *out, *rv, *loss;
+    higan_tape_reset(t);
+    zs[0] = B; zs[1] = m->cfg.G.style_dim;
+    if (!(*zv = higan_var_upload(t, z, 2, zs))) return NULL;
+    (*zv)->requires_grad = 1;
+    if (!(out = higan_generator_forward(t, &m->G, *zv, labels, lens, L, 1))) return NULL;
+    if (!(rv = higan_var_upload(t, Rw, out->ndim, out->shape))) return NULL;
+    loss = higan_mean_all(t, higan_mul(t, out, rv));
+    if (!loss || higan_tape_backward(t, loss, NULL) != HIGAN_OK) return NULL;
+    return loss;
+}
+static void backend_train_step(higan_model *m, higan_cuda_params *dp, higan_tape *tc, higan_tape *td) {
+    const int64_t B = 2, L = 3, zd = m->cfg.G.style_dim, np = m->G.p->n_param, nb = m->G.p->n_buffer;
+    const int labels[6] = {5, 17, 0, 30, 41, 12}, lens[2] = {2, 3};
+    const int64_t nout = B * m->cfg.G.input_nc * 64 * 32 * L;
+    float *z = hrand(B * zd, -1.0f, 1.0f), *Rw = hrand(nout, -1.0f, 1.0f);
+    float *gz_c = hnew(B * zd), *gz_d = hnew(B * zd), *g_d = hnew(np), *b_d = hnew(nb), lc = 0.0f, ld = 0.0f;
+    higan_var *zc, *zdv, *loss_c, *loss_d;
+    double e;
+    // both sides from the same state: the host store's values and buffers on the device
+    ok(higan_cuda_params_upload(&G, dp, m->G.p, HIGAN_CUDA_ALL), "re-upload the Generator");
+    higan_params_zero_grad(m->G.p);
+    ok(higan_cuda_params_zero_grad(&G, dp), "device zero_grad");
+    loss_c = gen_train(m, tc, z, Rw, labels, lens, B, L, &zc);
+    loss_d = gen_train(m, td, z, Rw, labels, lens, B, L, &zdv);
+    CHECK(loss_c && loss_d, "train-mode forward and backward on both tapes");
+    if (!loss_c || !loss_d) return;
+    lc = loss_c->data[0];
+    higan_var_read(td, loss_d, &ld, 1);
+    memcpy(gz_c, zc->grad, sizeof(float) * (size_t)(B * zd));
+    ok(higan_cuda_download(&G, gz_d, zdv->grad, sizeof(float) * (size_t)(B * zd)), "download dz");
+    ok(higan_cuda_download(&G, g_d, dp->grad, sizeof(float) * (size_t)np), "download parameter gradients");
+    ok(higan_cuda_download(&G, b_d, dp->buffer, sizeof(float) * (size_t)nb), "download buffers");
+    ok(higan_tape_sync(td), "device backward sync");
+    printf("  train step: loss cpu %.9g cuda %.9g; relative errors: dz %.3g, parameter gradients %.3g, "
+           "buffers %.3g\n", (double)lc, (double)ld, rel_err(gz_d, gz_c, B * zd),
+           rel_err(g_d, m->G.p->grad, np), rel_err(b_d, m->G.p->buffer, nb));
+    CHECK(fabs((double)lc - (double)ld) <= 1e-5 * fabs((double)lc) + 1e-7, "train step loss: cpu %.9g, cuda %.9g",
+          (double)lc, (double)ld);
+    e = rel_err(gz_d, gz_c, B * zd);
+    CHECK(e <= 1e-3, "dL/dz on the device within 1e-3 of the largest (%.3g)", e);
+    e = rel_err(g_d, m->G.p->grad, np);
+    CHECK(e <= 1e-3, "every Generator parameter gradient within 1e-3 of the largest (%.3g)", e);
+    {   // per tensor, relative to the tensor's own largest gradient; the biases of convs that
+        // feed a batch-statistics BN have gradient 0 mathematically (rounding noise here):
+        // those tensors (largest gradient below 1e-4 of the global largest) must stay that small
+        int h, bad = 0, zero = 0;
+        double worst = 0.0, gmax = 0.0;
+        int64_t k;
+        for (k = 0; k < np; ++k) if (fabs((double)m->G.p->grad[k]) > gmax) gmax = fabs((double)m->G.p->grad[k]);
+        for (h = 0; h < m->G.p->count; ++h) {
+            const higan_param_entry *en = &m->G.p->entries[h];
+            double tmax = 0.0, dmax = 0.0;
+            if (en->kind != HIGAN_PARAM) continue;
+            for (k = 0; k < en->numel; ++k) {
+                if (fabs((double)m->G.p->grad[en->offset + k]) > tmax) tmax = fabs((double)m->G.p->grad[en->offset + k]);
+                if (fabs((double)g_d[en->offset + k]) > dmax) dmax = fabs((double)g_d[en->offset + k]);
+            }
+            if (tmax < 1e-4 * gmax) {
+                ++zero;
+                if (dmax >= 1e-4 * gmax) { ++bad; printf("    %s: should be ~0, largest %.3g\n", en->name, dmax); }
+                continue;
+            }
+            e = rel_err(g_d + en->offset, m->G.p->grad + en->offset, en->numel);
+            if (e > worst) worst = e;
+            if (e > 1e-3) { ++bad; printf("    %s: relative error %.3g\n", en->name, e); }
+        }
+        CHECK(bad == 0, "each parameter tensor's gradient within 1e-3 of its largest (worst %.3g; %d tensors "
+              "numerically zero on both)", worst, zero);
+    }
+    check_close("train-mode buffers (running stats, u0, sv0) updated on the device", b_d, m->G.p->buffer, nb,
+                1e-5f, 1e-4f);
+}
+static void test_backend_generate(void) {
+    static const char *words[] = {"a", "Higan", "writes", "on", "GPUs", "xy", "Zebra", "handwriting"};
+    const int64_t n = 8;
+    higan_model m;
+    higan_backend be;
+    higan_cuda_params dp;
+    higan_arena ch, hh, dd;
+    higan_tape tc, td;
+    float *styles, *oc[8], *od[8], *emb_host, *emb_dev;
+    int64_t caps[8], zd, i, nemb;
+    int h_emb, pass;
+    higan_rng r;
+    memset(&m, 0, sizeof m);
+    if (higan_model_load(&m, GEN_MODEL, HIGAN_NET_BIT(HIGAN_NET_GENERATOR), NULL) != HIGAN_OK) {
+        CHECK(0, "load %s: %s", GEN_MODEL, higan_last_error());
+        return;
+    }
+    zd = m.cfg.G.style_dim;
+#ifdef HIGAN_CUDA_EMULATE
+    higan_cuda_emulate_guard(1);
+#endif
+    styles = (float *)malloc(sizeof(float) * (size_t)(n * zd));
+    higan_rng_seed(&r, 99);
+    higan_rng_fill_normal(&r, styles, n * zd, 0.0f, 1.0f);
+    for (i = 0; i < n; ++i) {
+        caps[i] = 64 * 32 * (int64_t)strlen(words[i]) * m.cfg.G.input_nc;
+        oc[i] = (float *)malloc(sizeof(float) * (size_t)caps[i]);
+        od[i] = (float *)malloc(sizeof(float) * (size_t)caps[i]);
+    }
+    // the device side: table, arenas, the Generator's store mirrored (before any CPU forward
+    // renormalises the embedding rows on the host: the device must do it in its mirror)
+    higan_cuda_backend(&be, &G);
+    CHECK(be.device == 1 && strcmp(be.name, "cuda") == 0, "higan_cuda_backend fills a device table");
+    ok(higan_cuda_params_init(&G, &dp, m.G.p), "Generator mirror");
+    ok(higan_cuda_params_upload(&G, &dp, m.G.p, HIGAN_CUDA_ALL), "Generator upload");
+    higan_cuda_params_attach(&dp, m.G.p);
+    ok(higan_arena_init(&hh, (size_t)8 << 20), "device tape: host arena");
+    ok(higan_backend_arena_init(&dd, &be, (size_t)256 << 20), "device tape: data arena");
+    higan_tape_init(&td, &hh, 1024);
+    higan_tape_set_backend(&td, &be, &dd);
+    CHECK(td.be == &be && td.data == &dd, "higan_tape_set_backend selects the table and the data arena");
+    ok(higan_arena_init(&ch, (size_t)256 << 20), "CPU arena");
+    higan_tape_init(&tc, &ch, 1024);
+    CHECK(tc.be == higan_cpu_backend() && tc.data == &ch && !tc.be->device, "a new tape runs on the CPU backend");
+    for (pass = 0; pass < 3; ++pass) {
+        // 0: words alone (batch 0); 1: one padded batch at each word's width; 2: the padded
+        // batch at full width (eval_full_width: GBlocks, the eval mask)
+        const char *names[3] = {"generate_words batch 0", "generate_words batch 1", "batch 1, full width"};
+        const int batch = pass > 0;
+        m.G.eval_full_width = pass == 2;
+        ok(higan_generate_words(&m, &td, words, n, styles, zd, batch, od, caps), "device generate_words");
+        ok(higan_generate_words(&m, &tc, words, n, styles, zd, batch, oc, caps), "CPU generate_words");
+        gen_compare(names[pass], oc, od, caps, n, 2e-4f, 2e-4f);
+        CHECK(dd.used == 0 && hh.used == 0, "%s gives both arenas back (data %zu, host %zu bytes used)",
+              names[pass], dd.used, hh.used);
+    }
+    m.G.eval_full_width = 0;
+    printf("  device data arena peak %.1f MB, host arena peak %.1f MB\n", (double)dd.peak / 1e6, (double)hh.peak / 1e6);
+    {   // one word, and its width
+        int wc = higan_generate_word(&m, &tc, "Backend", styles + zd, oc[7], caps[7]);
+        int wd = higan_generate_word(&m, &td, "Backend", styles + zd, od[7], caps[7]);
+        CHECK(wc == 7 * 32 && wd == wc, "generate_word: widths %d (cpu) and %d (cuda)", wc, wd);
+        check_close("generate_word on the device", od[7], oc[7], (int64_t)wc * 64, 2e-4f, 2e-4f);
+    }
+    // the embedding rows the words used were renormalised (max_norm 1) in the device mirror
+    h_emb = m.G.text_embedding;
+    nemb = m.G.p->entries[h_emb].numel;
+    emb_host = higan_params_data(m.G.p, h_emb);
+    emb_dev = hnew(nemb);
+    ok(higan_cuda_download(&G, emb_dev, higan_cuda_params_data(&dp, m.G.p, h_emb), sizeof(float) * (size_t)nemb),
+       "download the embedding");
+    check_close("embedding rows renormalised on the device as on the host", emb_dev, emb_host, nemb, 1e-6f, 1e-5f);
+    // a device arena too small: HIGAN_ERR_NOMEM, and the tape works again after a reset
+    {
+        higan_arena tiny;
+        higan_tape tt;
+        higan_status st;
+        ok(higan_backend_arena_init(&tiny, &be, (size_t)1 << 20), "1 MB device arena");
+        higan_tape_init(&tt, &hh, 1024);
+        higan_tape_set_backend(&tt, &be, &tiny);
+        st = higan_generate_words(&m, &tt, words, n, styles, zd, 0, od, caps);
+        CHECK(st == HIGAN_ERR_NOMEM && tiny.overflow && tiny.needed > tiny.capacity,
+              "1 MB device arena: HIGAN_ERR_NOMEM (%s)", higan_last_error());
+        higan_tape_reset(&tt);
+        CHECK(!tiny.overflow && higan_tape_sync(&tt) == HIGAN_OK, "after a reset the device tape is clean");
+        higan_tape_free(&tt);
+        higan_backend_arena_free(&tiny, &be);
+    }
+    ok(higan_tape_sync(&td), "device tape sync");
+    backend_train_step(&m, &dp, &tc, &td);
+    higan_cuda_params_attach(NULL, m.G.p);
+    higan_cuda_params_free(&dp);
+    higan_tape_free(&td);
+    higan_tape_free(&tc);
+    higan_backend_arena_free(&dd, &be);
+    higan_arena_free(&hh);
+    higan_arena_free(&ch);
+    for (i = 0; i < n; ++i) { free(oc[i]); free(od[i]); }
+    free(styles);
+    higan_model_free(&m);
+#ifdef HIGAN_CUDA_EMULATE
+    higan_cuda_emulate_guard(0);
+    {   // the guard works: a host write into device memory faults (checked in a child process)
+        pid_t pid;
+        int status = 0;
+        float *d = dnew(4);
+        fflush(stdout);
+        higan_cuda_emulate_guard(1);
+        pid = fork();
+        if (pid == 0) { d[0] = 1.0f; _exit(0); }
+        higan_cuda_emulate_guard(0);
+        waitpid(pid, &status, 0);
+        CHECK(pid > 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
+              "emulation guard: a host write into device memory faults (signal %d)",
+              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    }
+#endif
+}
+
 int main(void) {
     const char *req = getenv("HIGAN_REQUIRE_CUDA");
     if (!higan_cuda_available()) {
@@ -1184,6 +1429,7 @@ int main(void) {
     test_cx_loss();
     test_lstm();
     test_params_adam();
+    test_backend_generate();
     ok(higan_cuda_sync(&G), "final sync (errors of kernels that ran)");
     higan_cuda_arena_free(&DA);
     higan_arena_free(&HA);
