@@ -121,6 +121,10 @@
            embedding (+ renorm), upsample_nearest, relu (+ in place), tanh, add, mul, concat,
            slice (split), reshape, permute, sum_all, mean_all, the Generator's eval mask;
            the Generator's host loops (word placement, z rows) use fill / copy / copy_rows.
+           The CPU's faster eval paths stay host-only (higan_upsample_conv2d and its cached
+           phase weights, the per-word forwards run as parallel jobs, in-place gradients):
+           a device tape takes the padded forward, and higan_generate_words with batch 0
+           runs same-length groups at their exact width (the words-alone numbers).
          step 4 partly: higan_params has a device mirror (higan_params_set_device,
            higan_cuda_params_attach); param vars, u0 / sv0 and running stats use it. Not yet:
            higan_params_zero_grad / higan_adam_step dispatch (call higan_cuda_params_zero_grad
