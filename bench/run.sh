@@ -4,7 +4,7 @@
 # peak MB (each for both). See bench/README.md.
 #
 #   sh bench/run.sh [--threads N] [--repeats N] [--warmup N] [--workload LIST] [--gan-batch N]
-#                   [--precision fp32|bf16] [--out DIR]
+#                   [--precision fp32|bf16] [--out DIR] [--omp-wait passive|default|active]
 #
 # --precision sets higan's precision; PyTorch always runs fp32 (the baseline), unless
 # TORCH_PRECISION=bf16 is set (torch.autocast). Results: DIR/higan.{txt,json}, DIR/torch.{txt,json}
@@ -20,6 +20,7 @@ WORKLOAD=all
 GAN_BATCH=8
 PRECISION=fp32
 OUT=runs/bench
+OMP_WAIT=${OMP_WAIT_POLICY:-passive}
 PYTHON=${PYTHON:-/usr/bin/python3}
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -30,13 +31,19 @@ while [ $# -gt 0 ]; do
         --gan-batch) GAN_BATCH=$2; shift 2 ;;
         --precision) PRECISION=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
+        --omp-wait) OMP_WAIT=$2; shift 2 ;;
         *) sed -n '2,15p' "$0"; exit 2 ;;
     esac
 done
 make build/bench_higan_bench >/dev/null || exit 1
 mkdir -p "$OUT" || exit 1
-# both sides on the same wait policy (a shared machine: passive, unless the caller chose)
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# both sides on the same OpenMP wait policy: passive (threads sleep at once; right for a
+# shared machine) unless the caller chose; `default` leaves libgomp's own (spin a moment,
+# then sleep: faster on an idle machine)
+case "$OMP_WAIT" in
+    default) unset OMP_WAIT_POLICY ;;
+    *) OMP_WAIT_POLICY=$OMP_WAIT; export OMP_WAIT_POLICY ;;
+esac
 echo "== higan (build/bench_higan_bench)"
 ./build/bench_higan_bench --threads "$THREADS" --repeats "$REPEATS" --warmup "$WARMUP" --workload "$WORKLOAD" \
     --gan-batch "$GAN_BATCH" --precision "$PRECISION" --json "$OUT/higan.json" | tee "$OUT/higan.txt"
