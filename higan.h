@@ -2787,8 +2787,10 @@ HIGAN_DEF int higan_get_num_threads(void) {
 /* >0 on a thread that runs whole forwards of its own next to others (the word-parallel
    generation, higan__gen_jobs): its ops then run on it alone. Thread-local; where the compiler
    has no thread-local storage the word-parallel path is off and this stays 0. */
+#ifdef _OPENMP
 static HIGAN__TLS int higan__worker;
-#define higan__threads() (higan__worker ? 1 : higan_get_num_threads())
+#  define higan__threads() (higan__worker ? 1 : higan_get_num_threads())
+#endif
 /* Put before a `for` whose iterations write disjoint outputs. Static schedule, so each
    output is computed by one thread in one order: results never depend on the thread count. */
 #ifdef _OPENMP
@@ -12901,10 +12903,10 @@ static higan_status higan__gen_job_fail(higan_tape *tt) {
 static higan_status higan__gen_jobs(higan_tape *t, int64_t njobs, higan__gen_job_fn job, void *ctx) {
 #if defined(_OPENMP) && !defined(HIGAN__NO_TLS)
     higan_arena *pa = t->arena;
+    int nt = higan__threads();
 #endif
     unsigned char done[HIGAN__GEN_JOBS_MAX];
     int64_t j0, i;
-    int nt = higan__threads();
     for (j0 = 0; j0 < njobs; j0 += HIGAN__GEN_JOBS_MAX) {
         const int64_t nj = HIGAN__MIN(HIGAN__GEN_JOBS_MAX, njobs - j0);
         int par = 0;
@@ -14364,22 +14366,7 @@ HIGAN_DEF higan_status higan_generate_words(higan_model *m, higan_tape *t, const
     if (rc != HIGAN_OK) { HIGAN_FREE(codes); return rc; }
     mark = higan_tape_mark(t);
     higan_no_grad_begin(t);
-    if (!batch && t->be->device) {
-        /* alone, on a device tape: each group of same-length words in one forward exactly its
-           width (the words-alone numbers below, without its host kernels) */
-        for (i = 0; i < n; ++i) idx[i] = (int)i;
-        for (i = 1; i < n; ++i)    /* insertion sort by length, stable */
-            for (j = i; j > 0 && lens[idx[j - 1]] > lens[idx[j]]; --j) { int s = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = s; }
-        for (i = n; i > 0 && rc == HIGAN_OK; i = j) {
-            const int64_t len = lens[idx[i - 1]];
-            for (j = i; j > 0 && lens[idx[j - 1]] == len; --j) {}
-            if (len == 0) break;
-            per = HIGAN__MAX(1, HIGAN__GEN_GROUP_CHARS / len);
-            for (e = j; e < i && rc == HIGAN_OK; e += per)
-                rc = higan__generate_run(m, t, NULL, codes, lens, idx + e, HIGAN__MIN(per, i - e), len, styles,
-                                         style_stride, outs);
-        }
-    } else if (batch) {
+    if (batch) {
         /* one padded batch (the Generator runs it by width groups); chunks of the padded width
            when it computes that width */
         per = m->G.eval_full_width ? HIGAN__MAX(1, HIGAN__GEN_GROUP_CHARS / L) : n;
@@ -14387,15 +14374,17 @@ HIGAN_DEF higan_status higan_generate_words(higan_model *m, higan_tape *t, const
         for (e = 0; e < n && rc == HIGAN_OK; e += per)
             rc = higan__generate_run(m, t, NULL, codes, lens, idx + e, HIGAN__MIN(per, n - e), L, styles,
                                      style_stride, outs);
-    } else if (!higan__gen_weights_eval(t, &m->G, &gw)) {
+    } else if (!t->be->device && !higan__gen_weights_eval(t, &m->G, &gw)) {
         rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : higan__error(HIGAN_ERR_ARG, "generate_words: weights");
     } else {
         /* alone: same-length words together, each forward exactly its words' width, the
            normalised weights computed once, the embedding rows renormalised once; the
-           longest words' forwards first (higan__gen_jobs) */
+           longest words' forwards first (higan__gen_jobs). A device tape runs the same
+           groups through the Generator's own forward (the cached weights and the renorm
+           here are host kernels; higan__gen_jobs runs them one after the other there). */
         higan__generate_ctx gc;
         int64_t nch = 0;
-        higan__gen_renorm(&m->G, codes, HIGAN_MAX_WORD_LEN, lens, n);
+        if (!t->be->device) higan__gen_renorm(&m->G, codes, HIGAN_MAX_WORD_LEN, lens, n);
         for (i = 0; i < n; ++i) idx[i] = (int)i;
         for (i = 1; i < n; ++i)    /* insertion sort by length, stable */
             for (j = i; j > 0 && lens[idx[j - 1]] > lens[idx[j]]; --j) { int s = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = s; }
@@ -14410,7 +14399,7 @@ HIGAN_DEF higan_status higan_generate_words(higan_model *m, higan_tape *t, const
                 ++nch;
             }
         }
-        gc.m = m; gc.gw = &gw; gc.codes = codes; gc.lens = lens; gc.idx = idx; gc.chunk = chunk;
+        gc.m = m; gc.gw = t->be->device ? NULL : &gw; gc.codes = codes; gc.lens = lens; gc.idx = idx; gc.chunk = chunk;
         gc.styles = styles; gc.style_stride = style_stride; gc.outs = outs;
         rc = higan__gen_jobs(t, nch, higan__generate_job, &gc);
     }
