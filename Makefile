@@ -2,7 +2,7 @@
 #   make            build everything that can be built here
 #   make test       build and run the tests (ends with "N passed, N failed")
 #   make test-scalar  the same tests with every kernel forced to the scalar reference (slow)
-#   make test-cuda  build and run tests/test_cuda.cu on the GPU (fails without one)
+#   make test-cuda  build and run tests/test_cuda*.cu on the GPU (fails without one)
 #                   (make also builds build/generate_cuda: examples/generate.c with --device cuda)
 #   make oracle     regenerate tests/oracle/*.safetensors (needs python3 with torch)
 #   make bench      build bench/ programs
@@ -51,8 +51,11 @@ FLAGS_STAMP := $(BUILD)/flags-$(shell echo '$(CC) $(ALL_CFLAGS) $(LDLIBS)' | cks
 
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRCS)) $(BUILD)/test_compile_cpp
+# tests/test_cuda*.cu: each builds twice, for the GPU (skips without one) and emulated (_emu)
+CUDA_TEST_SRCS := $(wildcard tests/test_cuda*.cu)
+CUDA_TEST_BINS := $(patsubst tests/%.cu,$(BUILD)/%,$(CUDA_TEST_SRCS))
 ifeq ($(HAVE_NVCC),1)
-  TEST_BINS += $(BUILD)/test_compile_nvcc $(BUILD)/test_cuda $(BUILD)/test_cuda_emu
+  TEST_BINS += $(BUILD)/test_compile_nvcc $(CUDA_TEST_BINS) $(patsubst %,%_emu,$(CUDA_TEST_BINS))
 endif
 # CUDA: SASS for sm_80 (A100) and sm_90 (H100/H200), PTX for newer GPUs (JIT-compiled once).
 NVCC_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
@@ -95,15 +98,16 @@ $(BUILD)/test_compile_nvcc: tests/compile_cpp.cpp $(HEADERS) | $(BUILD)
 	$(NVCC) -x cu -std=c++17 -O2 -I. -Xcompiler -Wall,-Wextra $< -o $@
 
 # higan_cuda.cuh against the CPU kernels: skips without a GPU (make test-cuda requires one) ...
-$(BUILD)/test_cuda: tests/test_cuda.cu higan_cuda.cuh $(HEADERS) | $(BUILD)
+CUDA_TEST_DEPS := higan_cuda.cuh tests/cuda_check.h $(HEADERS)
+$(CUDA_TEST_BINS): $(BUILD)/%: tests/%.cu $(CUDA_TEST_DEPS) | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) $(NVCC_ARCH) $< -o $@ -lcublas
 
 # ... and the same tests through its host emulation (HIGAN_CUDA_EMULATE), run everywhere.
-$(BUILD)/test_cuda_emu: tests/test_cuda.cu higan_cuda.cuh $(HEADERS) | $(BUILD)
+$(patsubst %,%_emu,$(CUDA_TEST_BINS)): $(BUILD)/%_emu: tests/%.cu $(CUDA_TEST_DEPS) | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) -arch=sm_80 -DHIGAN_CUDA_EMULATE $< -o $@ -lcublas
 
-test-cuda: $(BUILD)/test_cuda
-	@HIGAN_REQUIRE_CUDA=1 sh tests/run_tests.sh $(BUILD)/test_cuda
+test-cuda: $(CUDA_TEST_BINS)
+	@HIGAN_REQUIRE_CUDA=1 sh tests/run_tests.sh $(CUDA_TEST_BINS)
 
 $(BUILD)/bench_%: bench/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -O3 $< -o $@ $(LDLIBS)

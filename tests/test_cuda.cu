@@ -31,96 +31,7 @@
 //   2e-4, 2e-4        contextual loss gradients (1 / (rmin + 1e-5) amplifies the
 //                     similarity GEMM's rounding)
 //   2e-2, 2e-2        GEMM with TF32 enabled (10-bit mantissa inputs)
-#define HIGAN_IMPLEMENTATION
-#include "higan.h"
-// small im2col blocks, so that the conv tests run in several groups of samples
-#define HIGAN_CUDA_CONV_SCRATCH_FLOATS 1500
-// emulation: device memory can be made inaccessible to host code (test_backend_generate)
-#ifdef HIGAN_CUDA_EMULATE
-#  define HIGAN_CUDA_EMULATE_GUARD
-#endif
-#define HIGAN_CUDA_IMPLEMENTATION
-#include "higan_cuda.cuh"
-#include "check.h"
-#ifdef HIGAN_CUDA_EMULATE
-#  include <signal.h>
-#  include <sys/wait.h>
-#  include <unistd.h>
-#endif
-
-static higan_cuda G;            // the CUDA context
-static higan_cuda_arena DA;     // device memory of the current test
-static higan_arena HA;          // host memory of the current test
-static higan_rng R;
-
-static void fresh(void) {
-    higan_arena_reset(&HA);
-    higan_cuda_arena_reset(&DA);
-}
-static int ok(higan_status st, const char *what) {
-    if (st != HIGAN_OK) CHECK(0, "%s: status %d: %s", what, st, higan_last_error());
-    return st == HIGAN_OK;
-}
-static float *hnew(int64_t n) {
-    float *p = higan_arena_floats(&HA, n > 0 ? n : 1);
-    if (!p) { fprintf(stderr, "host test arena overflow\n"); abort(); }
-    return p;
-}
-static float *hrand(int64_t n, float lo, float hi) {
-    float *p = hnew(n);
-    higan_rng_fill_uniform(&R, p, n, lo, hi);
-    return p;
-}
-static float *hcopy(const float *src, int64_t n) {
-    float *p = hnew(n);
-    memcpy(p, src, (size_t)n * sizeof(float));
-    return p;
-}
-static void *dalloc(size_t bytes) {
-    void *p = higan_cuda_arena_alloc(&DA, bytes ? bytes : 1);
-    if (!p) { fprintf(stderr, "device test arena overflow: %s\n", higan_last_error()); abort(); }
-    return p;
-}
-static float *dnew(int64_t n) { return (float *)dalloc((size_t)n * sizeof(float)); }
-// device copy of host data (NULL stays NULL)
-static float *dup(const float *h, int64_t n) {
-    float *d;
-    if (!h) return NULL;
-    d = dnew(n);
-    ok(higan_cuda_upload(&G, d, h, (size_t)n * sizeof(float)), "upload");
-    return d;
-}
-static int *dupi(const int *h, int64_t n) {
-    int *d = (int *)dalloc((size_t)n * sizeof(int));
-    ok(higan_cuda_upload(&G, d, h, (size_t)n * sizeof(int)), "upload ints");
-    return d;
-}
-static float *fetch(const float *d, int64_t n) {
-    float *h = hnew(n);
-    ok(higan_cuda_download(&G, h, d, (size_t)n * sizeof(float)), "download");
-    return h;
-}
-static void cmp(const char *name, const float *d, const float *ref, int64_t n, float atol, float rtol) {
-    check_close(name, fetch(d, n), ref, n, atol, rtol);
-}
-// like cmp, with +-inf mapped to +-1e30 on both sides (equal infinities pass, an infinity
-// against a finite value fails)
-static void cmp_inf(const char *name, const float *d, const float *ref, int64_t n, float atol, float rtol) {
-    float *g = fetch(d, n), *r = hcopy(ref, n);
-    int64_t i;
-    for (i = 0; i < n; ++i) {
-        if (isinf(g[i])) g[i] = g[i] > 0 ? 1e30f : -1e30f;
-        if (isinf(r[i])) r[i] = r[i] > 0 ? 1e30f : -1e30f;
-    }
-    check_close(name, g, r, n, atol, rtol);
-}
-static void cmp_i32(const char *name, const int32_t *d, const int32_t *ref, int64_t n) {
-    int32_t *h = (int32_t *)higan_arena_alloc(&HA, (size_t)n * sizeof(int32_t));
-    int64_t i, bad = 0;
-    ok(higan_cuda_download(&G, h, d, (size_t)n * sizeof(int32_t)), "download ints");
-    for (i = 0; i < n; ++i) bad += h[i] != ref[i];
-    CHECK(bad == 0, "%s: %lld ints, %lld differ", name, (long long)n, (long long)bad);
-}
+#include "cuda_check.h"
 
 /* ---- GEMM ------------------------------------------------------------------------------ */
 static void test_gemm(void) {
@@ -1187,17 +1098,6 @@ static void gen_compare(const char *what, float *const *a, float *const *b, cons
     }
     printf("  %s: largest |cpu - cuda| %.3g over %lld words\n", what, worst, (long long)k);
 }
-// Largest |a - b| relative to the largest |b| (for gradients of very different scales).
-static double rel_err(const float *a, const float *b, int64_t n) {
-    double worst = 0.0, scale = 0.0;
-    int64_t i;
-    for (i = 0; i < n; ++i) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (d > worst) worst = d;
-        if (fabs((double)b[i]) > scale) scale = fabs((double)b[i]);
-    }
-    return scale > 0.0 ? worst / scale : worst;
-}
 // One training-mode forward and backward of the Generator (batch statistics and running-stat
 // updates, u0 / sv0 updates, the embedding and every other op's backward) on a tape: loss =
 // mean(G(z) * R), gradients of z and of every parameter.
@@ -1395,22 +1295,8 @@ static void test_backend_generate(void) {
     }
 #endif
 }
-
 int main(void) {
-    const char *req = getenv("HIGAN_REQUIRE_CUDA");
-    if (!higan_cuda_available()) {
-        if (req && *req && strcmp(req, "0") != 0) {
-            CHECK(0, "test_cuda: no CUDA device, and HIGAN_REQUIRE_CUDA is set (make test-cuda needs a GPU)");
-            return check_finish();
-        }
-        printf("SKIP test_cuda: no CUDA device\n");
-        printf("RESULT 0 0\n");
-        return 0;
-    }
-    if (!ok(higan_cuda_init(&G, 0), "cuda init")) return check_finish();
-    if (!ok(higan_cuda_arena_init(&DA, (size_t)256 << 20), "device arena")) return check_finish();
-    if (!ok(higan_arena_init(&HA, (size_t)256 << 20), "host arena")) return check_finish();
-    higan_rng_seed(&R, 20240611);
+    if (!cuda_test_begin("test_cuda")) return cuda_test_skip();
     test_arena_errors();
     test_gemm();
     test_conv();
@@ -1430,9 +1316,5 @@ int main(void) {
     test_lstm();
     test_params_adam();
     test_backend_generate();
-    ok(higan_cuda_sync(&G), "final sync (errors of kernels that ran)");
-    higan_cuda_arena_free(&DA);
-    higan_arena_free(&HA);
-    higan_cuda_free(&G);
-    return check_finish();
+    return cuda_test_end();
 }
