@@ -26,11 +26,18 @@
                                         init (default 32 MB), so cuBLAS allocates nothing later
        HIGAN_CUDA_EMULATE               run everything on the host, for tests without a GPU:
                                         "device" memory is host memory, every kernel functor
-                                        runs in host loops (blocks of one thread), GEMMs go
+                                        runs in host loops, GEMMs go
                                         through a host model of cublasSgemm(StridedBatched)
                                         with cuBLAS's argument checks. It checks index math,
-                                        launch sequences and GEMM arguments, not CUDA itself
-                                        (races, barriers, launch limits, cuBLAS numerics).
+                                        launch sequences and GEMM arguments, and the barriers
+                                        of block kernels (next), not CUDA itself (launch
+                                        limits, cuBLAS numerics, races between blocks).
+       HIGAN_CUDA_EMULATE_THREADS       (emulation) host threads per block of the kernels that
+                                        use __syncthreads (default 4, a power of two; the
+                                        environment variable of the same name overrides it):
+                                        they meet at a real barrier, so a missing barrier or a
+                                        read of another thread's write before one shows as a
+                                        wrong result here too (1: serial, as before).
        HIGAN_CUDA_EMULATE_GUARD         (with HIGAN_CUDA_EMULATE, POSIX) emulated device memory
                                         comes from mmap and, while higan_cuda_emulate_guard(1)
                                         is on, is PROT_NONE outside the emulated CUDA calls:
@@ -679,6 +686,8 @@ static inline higan_status higan__cu_launched(const char *what, int line) {
 /* ---- device and context ---------------------------------------------------------------- */
 #ifdef HIGAN_CUDA_EMULATE
 /* ---- host emulation of the device (tests without a GPU) ----------------------------------- */
+#include <pthread.h>
+#include <thread>
 #ifdef HIGAN_CUDA_EMULATE_GUARD
 /* Every emulated allocation is a mapping of its own, recorded here; while the guard is on
    they are PROT_NONE except inside an emulated call (open .. close, nestable). */
@@ -1020,19 +1029,39 @@ HIGAN_DEF higan_status higan_cuda_params_zero_grad(higan_cuda *ctx, higan_cuda_p
 /* Kernels are written as functors whose methods are __host__ __device__, launched by three
    templates: higan__cu_map (one call per element), higan__cu_rows (a double sum per row) and
    higan__cu_blocks (one thread block per item, for the kernels that need __syncthreads).
-   Under HIGAN_CUDA_EMULATE the same functors run on the host (blocks of one thread), so
+   Under HIGAN_CUDA_EMULATE the same functors run on the host (block kernels on a team of
+   host threads, see HIGAN__SYNC below), so
    tests/test_cuda.cu can check the index math and launch sequences without a GPU. */
 #define HIGAN__CU_HD __host__ __device__
 /* Every kernel runs HIGAN__CU_BLOCK threads per block; reductions rely on it. */
 #define HIGAN__CU_BLOCK 256
 #define HIGAN__CU_MAX_GRID 65535
-/* Inside a block functor: this thread, the block's threads, a block barrier. The host pass
-   (emulation) is one thread per block, where the barrier is nothing. */
+/* Inside a block functor: this thread, the block's threads, a block barrier. The emulation
+   runs a block kernel's blocks on a team of host threads (HIGAN_CUDA_EMULATE_THREADS, a power
+   of two, default 4; the environment variable of that name overrides it, 1 runs serially)
+   meeting at a real barrier at every HIGAN__SYNC: a functor that reads what another thread
+   writes without a barrier between, or that leaves threads out of a barrier, gives wrong
+   results or hangs there too, not only on a GPU. */
 #ifdef __CUDA_ARCH__
 #  define HIGAN__TID ((int64_t)threadIdx.x)
 #  define HIGAN__NTHR ((int64_t)HIGAN__CU_BLOCK)
 #  define HIGAN__SYNC() __syncthreads()
-#else
+#endif
+#ifdef HIGAN_CUDA_EMULATE
+#  ifndef HIGAN_CUDA_EMULATE_THREADS
+#    define HIGAN_CUDA_EMULATE_THREADS 4
+#  endif
+static int higan__emu_nthr;                       /* threads per emulated block (set per launch) */
+static thread_local int higan__emu_tid;           /* this host thread's index in its team */
+static thread_local pthread_barrier_t *higan__emu_bar;
+static void higan__emu_sync(void) { if (higan__emu_bar) pthread_barrier_wait(higan__emu_bar); }
+#endif
+#ifdef __CUDA_ARCH__
+#elif defined(HIGAN_CUDA_EMULATE)
+#  define HIGAN__TID ((int64_t)higan__emu_tid)
+#  define HIGAN__NTHR ((int64_t)higan__emu_nthr)
+#  define HIGAN__SYNC() higan__emu_sync()
+#else   /* host code of a GPU build: never runs (kernels run on the device) */
 #  define HIGAN__TID ((int64_t)0)
 #  define HIGAN__NTHR ((int64_t)1)
 #  define HIGAN__SYNC() ((void)0)
@@ -1074,6 +1103,17 @@ static HIGAN__CU_HD double higan__block_sum(double v, double *sh) {
     }
     v = sh[0];
     __syncthreads();   /* sh may be reused at once */
+#elif defined(HIGAN_CUDA_EMULATE)
+    const int t = higan__emu_tid;
+    int s;
+    sh[t] = v;
+    HIGAN__SYNC();
+    for (s = higan__emu_nthr / 2; s > 0; s >>= 1) {
+        if (t < s) sh[t] += sh[t + s];
+        HIGAN__SYNC();
+    }
+    v = sh[0];
+    HIGAN__SYNC();
 #else
     (void)sh;
 #endif
@@ -1091,6 +1131,17 @@ static HIGAN__CU_HD float higan__block_max(float v, float *sh) {
     }
     v = sh[0];
     __syncthreads();
+#elif defined(HIGAN_CUDA_EMULATE)
+    const int t = higan__emu_tid;
+    int s;
+    sh[t] = v;
+    HIGAN__SYNC();
+    for (s = higan__emu_nthr / 2; s > 0; s >>= 1) {
+        if (t < s && sh[t + s] > sh[t]) sh[t] = sh[t + s];
+        HIGAN__SYNC();
+    }
+    v = sh[0];
+    HIGAN__SYNC();
 #else
     (void)sh;
 #endif
@@ -1117,6 +1168,22 @@ static HIGAN__CU_HD float higan__block_argmin(float v, int64_t *i, float *shf, d
     v = shf[0];
     *i = (int64_t)sh[0];
     __syncthreads();
+#elif defined(HIGAN_CUDA_EMULATE)
+    const int t = higan__emu_tid;
+    int s;
+    shf[t] = v;
+    sh[t] = (double)*i;
+    HIGAN__SYNC();
+    for (s = higan__emu_nthr / 2; s > 0; s >>= 1) {
+        if (t < s && (shf[t + s] < shf[t] || (shf[t + s] == shf[t] && sh[t + s] < sh[t]))) {
+            shf[t] = shf[t + s];
+            sh[t] = sh[t + s];
+        }
+        HIGAN__SYNC();
+    }
+    v = shf[0];
+    *i = (int64_t)sh[0];
+    HIGAN__SYNC();
 #else
     (void)i; (void)shf; (void)sh;
 #endif
@@ -1202,14 +1269,40 @@ template <class F> static higan_status higan__cu_blocks(higan_cuda *ctx, int64_t
         return higan_set_error(HIGAN_ERR_ARG, "%s: %zu floats of dynamic shared memory do not fit in 48 KB",
                                what, dyn_floats);
 #ifdef HIGAN_CUDA_EMULATE
-    {
-        double sh[4];     /* one thread: block reductions use sh[0]; functors may use shf[0..3] */
-        float shf[4], *dyn = (float *)malloc((dyn_floats ? dyn_floats : 1) * sizeof(float));
-        int64_t it;
+    {   /* a team of nthr host threads runs the blocks one after another, as one block would */
+        double sh[HIGAN__CU_BLOCK];
+        float shf[HIGAN__CU_BLOCK], *dyn = (float *)malloc((dyn_floats ? dyn_floats : 1) * sizeof(float));
+        std::thread team[HIGAN__CU_BLOCK];
+        pthread_barrier_t bar;
+        const char *env = getenv("HIGAN_CUDA_EMULATE_THREADS");
+        int nthr = env && *env ? atoi(env) : HIGAN_CUDA_EMULATE_THREADS, k;
         (void)ctx;
+        if (nthr < 1 || nthr > 64 || (nthr & (nthr - 1)))
+            return higan_set_error(HIGAN_ERR_ARG, "%s: HIGAN_CUDA_EMULATE_THREADS must be a power of two in 1..64",
+                                   what);
         if (!dyn) return higan_set_error(HIGAN_ERR_NOMEM, "%s: emulation out of memory", what);
+        higan__emu_nthr = nthr;
         HIGAN__EMU_OPEN();
-        for (it = 0; it < items; ++it) f(it, sh, shf, dyn);
+        if (nthr == 1) {
+            int64_t it;
+            higan__emu_tid = 0;
+            for (it = 0; it < items; ++it) f(it, sh, shf, dyn);
+        } else {
+            pthread_barrier_init(&bar, NULL, (unsigned)nthr);
+            for (k = 0; k < nthr; ++k)
+                team[k] = std::thread([&, k]() {
+                    int64_t it;
+                    higan__emu_tid = k;
+                    higan__emu_bar = &bar;
+                    for (it = 0; it < items; ++it) {
+                        f(it, sh, shf, dyn);
+                        higan__emu_sync();   /* the next block reuses the shared memory */
+                    }
+                    higan__emu_bar = NULL;
+                });
+            for (k = 0; k < nthr; ++k) team[k].join();
+            pthread_barrier_destroy(&bar);
+        }
         HIGAN__EMU_CLOSE();
         free(dyn);
         return HIGAN_OK;
