@@ -3,6 +3,7 @@
 #   make test       build and run the tests (ends with "N passed, N failed")
 #   make test-scalar  the same tests with every kernel forced to the scalar reference (slow)
 #   make test-cuda  build and run tests/test_cuda*.cu on the GPU (fails without one)
+#   make tsan-cuda  the emulated CUDA tests under ThreadSanitizer (kernel races; minutes)
 #                   (make also builds build/generate_cuda: examples/generate.c with --device cuda)
 #   make oracle     regenerate tests/oracle/*.safetensors (needs python3 with torch)
 #   make bench      build bench/ programs
@@ -76,7 +77,7 @@ HEADERS := higan.h tests/check.h $(wildcard data_tools/*.h) $(wildcard examples/
 TOOL_SRCS := $(wildcard data_tools/*.c)
 TOOL_BINS := $(patsubst data_tools/%.c,$(BUILD)/%,$(TOOL_SRCS))
 
-.PHONY: all test test-scalar test-cuda bench tools oracle clean demo
+.PHONY: all test test-scalar test-cuda tsan-cuda bench tools oracle clean demo
 all: $(TEST_BINS) $(BENCH_BINS) $(TOOL_BINS) $(EXAMPLE_BINS) $(CUDA_EXAMPLE_BINS)
 tools: $(TOOL_BINS)
 
@@ -105,6 +106,14 @@ $(CUDA_TEST_BINS): $(BUILD)/%: tests/%.cu $(CUDA_TEST_DEPS) | $(BUILD)
 # ... and the same tests through its host emulation (HIGAN_CUDA_EMULATE), run everywhere.
 $(patsubst %,%_emu,$(CUDA_TEST_BINS)): $(BUILD)/%_emu: tests/%.cu $(CUDA_TEST_DEPS) | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) -arch=sm_80 -DHIGAN_CUDA_EMULATE $< -o $@ -lcublas
+
+# The emulated CUDA tests under ThreadSanitizer, elementwise kernels spread over 4 threads and
+# block kernels on 4-thread teams: a data race inside a kernel is reported (slow: minutes).
+tsan-cuda: $(patsubst %,%_tsan,$(CUDA_TEST_BINS))
+	@HIGAN_CUDA_EMULATE_MAP_THREADS=4 OMP_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
+	  sh tests/run_tests.sh $(patsubst %,%_tsan,$(CUDA_TEST_BINS))
+$(patsubst %,%_tsan,$(CUDA_TEST_BINS)): $(BUILD)/%_tsan: tests/%.cu $(CUDA_TEST_DEPS) | $(BUILD)
+	$(NVCC) -std=c++17 -O1 -g -I. -Xcompiler -fsanitize=thread -arch=sm_80 -DHIGAN_CUDA_EMULATE $< -o $@ -lcublas -ltsan
 
 test-cuda: $(CUDA_TEST_BINS)
 	@HIGAN_REQUIRE_CUDA=1 sh tests/run_tests.sh $(CUDA_TEST_BINS)
