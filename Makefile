@@ -108,7 +108,8 @@ $(patsubst %,%_emu,$(CUDA_TEST_BINS)): $(BUILD)/%_emu: tests/%.cu $(CUDA_TEST_DE
 	$(NVCC) $(NVCC_FLAGS) -arch=sm_80 -DHIGAN_CUDA_EMULATE $< -o $@ -lcublas
 
 # The emulated CUDA tests under ThreadSanitizer, elementwise kernels spread over 4 threads and
-# block kernels on 4-thread teams: a data race inside a kernel is reported (slow: minutes).
+# block kernels on two 4-thread teams at once: a data race inside a kernel, or between its
+# blocks, is reported (slow: minutes).
 tsan-cuda: $(patsubst %,%_tsan,$(CUDA_TEST_BINS))
 	@HIGAN_CUDA_EMULATE_MAP_THREADS=4 OMP_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
 	  sh tests/run_tests.sh $(patsubst %,%_tsan,$(CUDA_TEST_BINS))

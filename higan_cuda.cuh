@@ -1055,6 +1055,15 @@ static int higan__emu_nthr;                       /* threads per emulated block 
 static thread_local int higan__emu_tid;           /* this host thread's index in its team */
 static thread_local pthread_barrier_t *higan__emu_bar;
 static void higan__emu_sync(void) { if (higan__emu_bar) pthread_barrier_wait(higan__emu_bar); }
+/* HIGAN_CUDA_EMULATE_MAP_THREADS (environment, default 1): see higan__cu_map */
+static int higan__emu_map_threads(void) {
+    static int n = -1;
+    if (n < 0) {
+        const char *env = getenv("HIGAN_CUDA_EMULATE_MAP_THREADS");
+        n = env && atoi(env) > 1 ? (atoi(env) < 64 ? atoi(env) : 64) : 1;
+    }
+    return n;
+}
 #endif
 #ifdef __CUDA_ARCH__
 #elif defined(HIGAN_CUDA_EMULATE)
@@ -1202,13 +1211,9 @@ template <class F> static higan_status higan__cu_map(higan_cuda *ctx, int64_t n,
     {   /* HIGAN_CUDA_EMULATE_MAP_THREADS=k (environment) spreads the elements over k host threads,
            element i on thread i % k: under ThreadSanitizer (make tsan-cuda) two elements that
            write the same place, or one that reads another's output, are reported as races */
-        static int map_threads = -1;
+        const int map_threads = higan__emu_map_threads();
         int64_t i;
         (void)ctx; (void)what;
-        if (map_threads < 0) {
-            const char *env = getenv("HIGAN_CUDA_EMULATE_MAP_THREADS");
-            map_threads = env && atoi(env) > 1 ? (atoi(env) < 64 ? atoi(env) : 64) : 1;
-        }
         HIGAN__EMU_OPEN();
         if (map_threads == 1 || n < 2) {
             for (i = 0; i < n; ++i) f(i);
@@ -1287,42 +1292,51 @@ template <class F> static higan_status higan__cu_blocks(higan_cuda *ctx, int64_t
         return higan_set_error(HIGAN_ERR_ARG, "%s: %zu floats of dynamic shared memory do not fit in 48 KB",
                                what, dyn_floats);
 #ifdef HIGAN_CUDA_EMULATE
-    {   /* a team of nthr host threads runs the blocks one after another, as one block would */
-        double sh[HIGAN__CU_BLOCK];
-        float shf[HIGAN__CU_BLOCK], *dyn = (float *)malloc((dyn_floats ? dyn_floats : 1) * sizeof(float));
-        std::thread team[HIGAN__CU_BLOCK];
-        pthread_barrier_t bar;
+    {   /* a team of nthr host threads runs the blocks one after another, as one block would;
+           with HIGAN_CUDA_EMULATE_MAP_THREADS > 1 two teams take alternate blocks at the same
+           time (each with its own shared memory), so races between blocks show under TSan */
         const char *env = getenv("HIGAN_CUDA_EMULATE_THREADS");
-        int nthr = env && *env ? atoi(env) : HIGAN_CUDA_EMULATE_THREADS, k;
+        const int nthr = env && *env ? atoi(env) : HIGAN_CUDA_EMULATE_THREADS;
+        const int teams = higan__emu_map_threads() > 1 && items > 1 ? 2 : 1;
+        double sh[2][HIGAN__CU_BLOCK];
+        float shf[2][HIGAN__CU_BLOCK], *dyn[2] = {NULL, NULL};
+        std::thread team[2 * 64];
+        pthread_barrier_t bar[2];
+        int k, g;
         (void)ctx;
         if (nthr < 1 || nthr > 64 || (nthr & (nthr - 1)))
             return higan_set_error(HIGAN_ERR_ARG, "%s: HIGAN_CUDA_EMULATE_THREADS must be a power of two in 1..64",
                                    what);
-        if (!dyn) return higan_set_error(HIGAN_ERR_NOMEM, "%s: emulation out of memory", what);
+        for (g = 0; g < teams; ++g)
+            if (!(dyn[g] = (float *)malloc((dyn_floats ? dyn_floats : 1) * sizeof(float)))) {
+                free(dyn[0]);
+                return higan_set_error(HIGAN_ERR_NOMEM, "%s: emulation out of memory", what);
+            }
         higan__emu_nthr = nthr;
         HIGAN__EMU_OPEN();
-        if (nthr == 1) {
+        if (nthr == 1 && teams == 1) {
             int64_t it;
             higan__emu_tid = 0;
-            for (it = 0; it < items; ++it) f(it, sh, shf, dyn);
+            for (it = 0; it < items; ++it) f(it, sh[0], shf[0], dyn[0]);
         } else {
-            pthread_barrier_init(&bar, NULL, (unsigned)nthr);
-            for (k = 0; k < nthr; ++k)
-                team[k] = std::thread([&, k]() {
-                    int64_t it;
-                    higan__emu_tid = k;
-                    higan__emu_bar = &bar;
-                    for (it = 0; it < items; ++it) {
-                        f(it, sh, shf, dyn);
-                        higan__emu_sync();   /* the next block reuses the shared memory */
-                    }
-                    higan__emu_bar = NULL;
-                });
-            for (k = 0; k < nthr; ++k) team[k].join();
-            pthread_barrier_destroy(&bar);
+            for (g = 0; g < teams; ++g) pthread_barrier_init(&bar[g], NULL, (unsigned)nthr);
+            for (g = 0; g < teams; ++g)
+                for (k = 0; k < nthr; ++k)
+                    team[g * nthr + k] = std::thread([&, g, k]() {
+                        int64_t it;
+                        higan__emu_tid = k;
+                        higan__emu_bar = &bar[g];
+                        for (it = g; it < items; it += teams) {
+                            f(it, sh[g], shf[g], dyn[g]);
+                            higan__emu_sync();   /* the next block reuses the shared memory */
+                        }
+                        higan__emu_bar = NULL;
+                    });
+            for (k = 0; k < teams * nthr; ++k) team[k].join();
+            for (g = 0; g < teams; ++g) pthread_barrier_destroy(&bar[g]);
         }
         HIGAN__EMU_CLOSE();
-        free(dyn);
+        for (g = 0; g < teams; ++g) free(dyn[g]);
         return HIGAN_OK;
     }
 #else
