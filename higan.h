@@ -1173,6 +1173,10 @@ HIGAN_DEF higan_var *higan_recognizer_forward(higan_tape *t, const higan_recogni
    cap - 1 characters and a NUL), or a negative status. */
 HIGAN_DEF int higan_recognizer_decode(const higan_var *out, int train, int b, int img_len,
                                       char *text, int cap);
+/* The same for an output on any tape t (on a device tape the argmax runs there and only the
+   indices come back; on the CPU it is higan_recognizer_decode). */
+HIGAN_DEF int higan_recognizer_decode_tape(higan_tape *t, const higan_var *out, int train, int b, int img_len,
+                                           char *text, int cap);
 
 /* ---- Alphabet (lib/alphabet.py 'all'): index 0 '`' is the CTC blank and the label pad,
    1 ' ', 2..27 A-Z, 28..53 a-z, 54..63 0-9, 64..79 '-"/,.+_!#&():;? ------------------------ */
@@ -2462,10 +2466,12 @@ HIGAN_DEF higan_status higan_gan_iteration(higan_gan_trainer *tr, higan_tape *t,
    Status (issue 6, step by step): the ops of the Generator (everything higan_generator_forward
    runs, in eval and train mode, higan_generate_word(s), higan_generate_text) and mul,
    sum_all, mean_all dispatch through the table, forward and backward (the tape's backward
-   seeds and zeroes gradients through it; parameter gradients go to the device mirror). The
-   other ops (discriminators, style and recognition networks, losses, LSTM, CTC, pools,
-   dropout, ...) still call the CPU kernels directly: on a device tape they are programmer
-   errors (they would read device memory on the host), not yet caught. */
+   seeds and zeroes gradients through it; parameter gradients go to the device mirror). So do
+   the ops of the style and recognition networks (pad, max_pool3s2, leaky_relu, dropout and
+   the backbone's fused relu(dropout), log_softmax, the LSTM, CTC, cross-entropy; greedy
+   decoding through higan_recognizer_decode_tape, higan_backbone_features). The other ops
+   (discriminators, GAN losses, ...) still call the CPU kernels directly: on a device tape
+   they are programmer errors (they would read device memory on the host), not yet caught. */
 typedef struct higan_backend {
     const char *name;     /* "cpu", "cuda" */
     int device;           /* 0: buffers are host memory; 1: device memory (host code must copy) */
@@ -2552,6 +2558,58 @@ typedef struct higan_backend {
                                 int64_t H, int64_t W);
     void (*sum_all_backward)(void *ctx, float *dx, const float *dy, int64_t n);
     void (*mean_all_backward)(void *ctx, float *dx, const float *dy, int64_t n);
+    /* ---- style and recognition networks (StyleBackbone, StyleEncoder, WriterIdentifier,
+       Recognizer): their ops, forward and backward ---- */
+    /* argmax: int32 [like y] in the backend's memory, or NULL (no backward) */
+    void (*max_pool3s2_forward)(void *ctx, float *y, int32_t *argmax, const float *x, int64_t N, int64_t C,
+                                int64_t H, int64_t W);
+    void (*max_pool3s2_backward)(void *ctx, float *dx, const float *dy, const int32_t *argmax, int64_t N,
+                                 int64_t C, int64_t H, int64_t W);
+    void (*pad_forward)(void *ctx, float *y, const float *x, int64_t N, int64_t C, int64_t H, int64_t W, int top,
+                        int bottom, int left, int right, float value);
+    void (*pad_backward)(void *ctx, float *dx, const float *dy, int64_t N, int64_t C, int64_t H, int64_t W,
+                         int top, int bottom, int left, int right);
+    void (*leaky_relu_forward)(void *ctx, float *y, const float *x, float slope, int64_t n);
+    void (*leaky_relu_backward)(void *ctx, float *dx, const float *dy, const float *x, float slope, int64_t n);
+    /* dropout: the mask is drawn on the host from rng (the CPU's draws, the same rng state
+       afterwards); host_scratch (t->arena) stages it for a device, where mask is required (the
+       CPU takes NULL: no backward) */
+    void (*dropout_forward)(void *ctx, float *y, float *mask, const float *x, float p, higan_rng *rng, int64_t n,
+                            higan_arena *host_scratch);
+    void (*dropout_backward)(void *ctx, float *dx, const float *dy, const float *mask, int64_t n);
+    /* relu(dropout(x)) in one op (the StyleBackbone's): the same mask; dx += dy * mask where y > 0 */
+    void (*dropout_relu_forward)(void *ctx, float *y, float *mask, const float *x, float p, higan_rng *rng,
+                                 int64_t n, higan_arena *host_scratch);
+    void (*dropout_relu_backward)(void *ctx, float *dx, const float *dy, const float *y, const float *mask,
+                                  int64_t n);
+    void (*log_softmax_forward)(void *ctx, float *y, const float *x, int64_t rows, int64_t cols);
+    void (*log_softmax_backward)(void *ctx, float *dx, const float *dy, const float *y, int64_t rows,
+                                 int64_t cols);
+    /* weights / dweights: host arrays of pointers into the backend's memory; scratch: t->data
+       (an overflow is sticky there: the op checks it) */
+    void (*lstm_forward)(void *ctx, float *y, float *cache, const float *x, const int *lengths,
+                         const float *const *weights, int64_t B, int64_t T, int64_t IN, int64_t H, int num_layers,
+                         int bidirectional, higan_arena *scratch);
+    void (*lstm_backward)(void *ctx, float *dx, float *const *dweights, const float *dy, const float *y,
+                          const float *cache, const float *x, const int *lengths, const float *const *weights,
+                          int64_t B, int64_t T, int64_t IN, int64_t H, int num_layers, int bidirectional,
+                          higan_arena *scratch);
+    void (*ctc_loss_forward)(void *ctx, float *y, float *nll, float *alpha, const float *log_probs,
+                             const int *targets, const int *input_lengths, const int *target_lengths, int64_t T,
+                             int64_t B, int64_t C, int blank, int zero_infinity);
+    /* max_target_length: a host value >= every target length (a device sizes its shared memory
+       by it); scratch: t->data (the CPU's work rows) */
+    void (*ctc_loss_backward)(void *ctx, float *dlog_probs, const float *dy, const float *log_probs,
+                              const float *nll, const float *alpha, const int *targets, const int *input_lengths,
+                              const int *target_lengths, int64_t T, int64_t B, int64_t C, int blank,
+                              int zero_infinity, int max_target_length, higan_arena *scratch);
+    void (*cross_entropy_forward)(void *ctx, float *y, float *lse, const float *logits, const int *labels,
+                                  int64_t N, int64_t C);
+    void (*cross_entropy_backward)(void *ctx, float *dlogits, const float *dy, const float *logits,
+                                   const float *lse, const int *labels, int64_t N, int64_t C);
+    /* best [rows] (ints, backend memory) = the first maximum over the cols of each row of x,
+       as greedy CTC decoding takes it (higan_recognizer_decode_tape downloads the indices) */
+    void (*argmax_rows)(void *ctx, int *best, const float *x, int64_t rows, int64_t cols);
 } higan_backend;
 /* The CPU kernels (the default of every tape). */
 HIGAN_DEF const higan_backend *higan_cpu_backend(void);
@@ -7972,8 +8030,8 @@ typedef struct { higan_var *x, *y; int32_t *argmax; } higan__maxpool_ctx;
 static void higan__maxpool_backward_op(higan_tape *t, void *p) {
     higan__maxpool_ctx *c = (higan__maxpool_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_max_pool3s2_backward(dx, c->y->grad, c->argmax, c->x->shape[0], c->x->shape[1],
-                                       c->x->shape[2], c->x->shape[3]);
+    if (dx) t->be->max_pool3s2_backward(t->be->ctx, dx, c->y->grad, c->argmax, c->x->shape[0], c->x->shape[1],
+                                        c->x->shape[2], c->x->shape[3]);
 }
 HIGAN_DEF higan_var *higan_max_pool3s2(higan_tape *t, higan_var *x) {
     higan_var *y;
@@ -7986,11 +8044,11 @@ HIGAN_DEF higan_var *higan_max_pool3s2(higan_tape *t, higan_var *x) {
     s[2] = (x->shape[2] - 3) / 2 + 1; s[3] = (x->shape[3] - 3) / 2 + 1;
     if (!(y = higan_op_output(t, 4, s, &x, 1))) return NULL;
     if (y->requires_grad) {   /* the argmax is kept only when a backward will need it */
-        argmax = (int32_t *)higan_arena_alloc(t->arena, (size_t)higan_var_numel(y) * sizeof(int32_t));
+        argmax = (int32_t *)higan_arena_alloc(t->data, (size_t)higan_var_numel(y) * sizeof(int32_t));
         if (!argmax || !(c = (higan__maxpool_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
     }
-    higan_max_pool3s2_forward(y->data, argmax, x->data, x->shape[0], x->shape[1], x->shape[2],
-                              x->shape[3]);
+    t->be->max_pool3s2_forward(t->be->ctx, y->data, argmax, x->data, x->shape[0], x->shape[1], x->shape[2],
+                               x->shape[3]);
     if (c) {
         c->x = x; c->y = y; c->argmax = argmax;
         higan_tape_record(t, y, higan__maxpool_backward_op, c);
@@ -8058,8 +8116,8 @@ typedef struct { higan_var *x, *y; int top, bottom, left, right; } higan__pad_ct
 static void higan__pad_backward_op(higan_tape *t, void *p) {
     higan__pad_ctx *c = (higan__pad_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_pad_backward(dx, c->y->grad, c->x->shape[0], c->x->shape[1], c->x->shape[2],
-                               c->x->shape[3], c->top, c->bottom, c->left, c->right);
+    if (dx) t->be->pad_backward(t->be->ctx, dx, c->y->grad, c->x->shape[0], c->x->shape[1], c->x->shape[2],
+                                c->x->shape[3], c->top, c->bottom, c->left, c->right);
 }
 HIGAN_DEF higan_var *higan_pad(higan_tape *t, higan_var *x, int top, int bottom, int left,
                                int right, float value) {
@@ -8072,8 +8130,8 @@ HIGAN_DEF higan_var *higan_pad(higan_tape *t, higan_var *x, int top, int bottom,
     s[2] = x->shape[2] + top + bottom; s[3] = x->shape[3] + left + right;
     HIGAN_ASSERT(s[2] >= 1 && s[3] >= 1);
     if (!(y = higan_op_output(t, 4, s, &x, 1))) return NULL;
-    higan_pad_forward(y->data, x->data, x->shape[0], x->shape[1], x->shape[2], x->shape[3],
-                      top, bottom, left, right, value);
+    t->be->pad_forward(t->be->ctx, y->data, x->data, x->shape[0], x->shape[1], x->shape[2], x->shape[3],
+                       top, bottom, left, right, value);
     if (y->requires_grad) {
         if (!(c = (higan__pad_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
         c->x = x; c->y = y; c->top = top; c->bottom = bottom; c->left = left; c->right = right;
@@ -8152,12 +8210,12 @@ HIGAN_DEF void higan_leaky_relu_backward(float *dx, const float *dy, const float
 static void higan__leaky_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_leaky_relu_backward(dx, c->y->grad, c->x->data, c->s, higan_var_numel(c->x));
+    if (dx) t->be->leaky_relu_backward(t->be->ctx, dx, c->y->grad, c->x->data, c->s, higan_var_numel(c->x));
 }
 HIGAN_DEF higan_var *higan_leaky_relu(higan_tape *t, higan_var *x, float slope) {
     higan_var *y;
     if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
-    higan_leaky_relu_forward(y->data, x->data, slope, higan_var_numel(x));
+    t->be->leaky_relu_forward(t->be->ctx, y->data, x->data, slope, higan_var_numel(x));
     return higan__record_unary(t, x, y, higan__leaky_backward_op, slope);
 }
 
@@ -8574,7 +8632,7 @@ typedef struct { higan_var *x, *y; float *mask; } higan__dropout_ctx;
 static void higan__dropout_backward_op(higan_tape *t, void *p) {
     higan__dropout_ctx *c = (higan__dropout_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_dropout_backward(dx, c->y->grad, c->mask, higan_var_numel(c->x));
+    if (dx) t->be->dropout_backward(t->be->ctx, dx, c->y->grad, c->mask, higan_var_numel(c->x));
 }
 HIGAN_DEF higan_var *higan_dropout(higan_tape *t, higan_var *x, float p, int train, higan_rng *rng) {
     higan_var *y;
@@ -8586,11 +8644,10 @@ HIGAN_DEF higan_var *higan_dropout(higan_tape *t, higan_var *x, float p, int tra
     HIGAN_ASSERT(rng != NULL);
     if (!(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
     n = higan_var_numel(x);
-    if (y->requires_grad) {
-        if (!(mask = higan_arena_floats(t->arena, n))) return NULL;
-        if (!(c = (higan__dropout_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
-    }
-    higan_dropout_forward(y->data, mask, x->data, p, rng, n);
+    /* the mask: for the backward, and always on a device (the device applies it from there) */
+    if ((y->requires_grad || t->be->device) && !(mask = higan_arena_floats(t->data, n))) return NULL;
+    if (y->requires_grad && !(c = (higan__dropout_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+    t->be->dropout_forward(t->be->ctx, y->data, mask, x->data, p, rng, n, t->arena);
     if (c) {
         c->x = x; c->y = y; c->mask = mask;
         higan_tape_record(t, y, higan__dropout_backward_op, c);
@@ -8601,36 +8658,45 @@ HIGAN_DEF higan_var *higan_dropout(higan_tape *t, higan_var *x, float p, int tra
 /* relu(dropout(x)) in one pass each way (the StyleBackbone's dropout before an act-first conv
    block): the same mask and values as the two ops (the mask is >= 0, so the order does not
    matter). Backward dx += dy * mask where y > 0. Train mode and p > 0 only (else: relu). */
-static void higan__dropout_relu_backward_op(higan_tape *t, void *p) {
-    higan__dropout_ctx *c = (higan__dropout_ctx *)p;
-    float *dx = higan_var_grad(t, c->x);
+/* The raw kernels (the CPU backend's entries): y, mask, x [n] (mask may be NULL) */
+static void higan__dropout_relu_forward(float *y, float *mask, const float *x, float p, higan_rng *rng,
+                                        int64_t n) {
+    higan__ew_args e;
+    uint64_t key = higan_rng_u64(rng);   /* as higan_dropout_forward */
+    memset(&e, 0, sizeof e);
+    e.kind = HIGAN__EW_DROPOUT_RELU; e.y = y; e.a = x; e.mask = mask; e.p = p;
+    e.scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    e.k0 = (uint32_t)key; e.k1 = (uint32_t)(key >> 32);
+    higan__ew_run(&e, n);
+}
+static void higan__dropout_relu_backward(float *dx, const float *dy, const float *y, const float *mask,
+                                         int64_t n) {
     higan__ew_args e;
     if (!dx) return;
     memset(&e, 0, sizeof e);
-    e.kind = HIGAN__EW_RELU_MASK_BWD; e.y = dx; e.a = c->y->data; e.b = c->y->grad; e.mask = c->mask;
-    higan__ew_run(&e, higan_var_numel(c->x));
+    e.kind = HIGAN__EW_RELU_MASK_BWD; e.y = dx; e.a = y; e.b = dy; e.mask = (float *)(uintptr_t)mask;
+    higan__ew_run(&e, n);
+}
+static void higan__dropout_relu_backward_op(higan_tape *t, void *p) {
+    higan__dropout_ctx *c = (higan__dropout_ctx *)p;
+    float *dx = higan_var_grad(t, c->x);
+    if (dx) t->be->dropout_relu_backward(t->be->ctx, dx, c->y->grad, c->y->data, c->mask, higan_var_numel(c->x));
 }
 static higan_var *higan__dropout_relu(higan_tape *t, higan_var *x, float p, int train, higan_rng *rng) {
     higan_var *y;
     higan__dropout_ctx *c = NULL;
-    higan__ew_args e;
-    uint64_t key;
+    float *mask = NULL;
+    int64_t n;
     if (!x) return NULL;
     if (!train || p <= 0.0f) return higan_relu(t, x);
     HIGAN_ASSERT(rng != NULL);
     if (!(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
-    memset(&e, 0, sizeof e);
-    if (y->requires_grad) {
-        if (!(e.mask = higan_arena_floats(t->arena, higan_var_numel(x)))) return NULL;
-        if (!(c = (higan__dropout_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
-    }
-    key = higan_rng_u64(rng);   /* as higan_dropout_forward */
-    e.kind = HIGAN__EW_DROPOUT_RELU; e.y = y->data; e.a = x->data; e.p = p;
-    e.scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-    e.k0 = (uint32_t)key; e.k1 = (uint32_t)(key >> 32);
-    higan__ew_run(&e, higan_var_numel(x));
+    n = higan_var_numel(x);
+    if ((y->requires_grad || t->be->device) && !(mask = higan_arena_floats(t->data, n))) return NULL;
+    if (y->requires_grad && !(c = (higan__dropout_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
+    t->be->dropout_relu_forward(t->be->ctx, y->data, mask, x->data, p, rng, n, t->arena);
     if (c) {
-        c->x = x; c->y = y; c->mask = e.mask;
+        c->x = x; c->y = y; c->mask = mask;
         higan_tape_record(t, y, higan__dropout_relu_backward_op, c);
     }
     return y;
@@ -8671,7 +8737,7 @@ static void higan__log_softmax_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
     int64_t cols = c->x->shape[c->x->ndim - 1];
-    if (dx) higan_log_softmax_backward(dx, c->y->grad, c->y->data, higan_var_numel(c->x) / cols, cols);
+    if (dx) t->be->log_softmax_backward(t->be->ctx, dx, c->y->grad, c->y->data, higan_var_numel(c->x) / cols, cols);
 }
 HIGAN_DEF higan_var *higan_log_softmax(higan_tape *t, higan_var *x) {
     higan_var *y;
@@ -8679,7 +8745,7 @@ HIGAN_DEF higan_var *higan_log_softmax(higan_tape *t, higan_var *x) {
     if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
     cols = x->shape[x->ndim - 1];
     HIGAN_ASSERT(cols >= 1);
-    higan_log_softmax_forward(y->data, x->data, higan_var_numel(x) / cols, cols);
+    t->be->log_softmax_forward(t->be->ctx, y->data, x->data, higan_var_numel(x) / cols, cols);
     return higan__record_unary(t, x, y, higan__log_softmax_backward_op, 0.0f);
 }
 
@@ -9222,7 +9288,8 @@ typedef struct {
     higan_var **w;          /* num_layers*D*4 */
     const float **wdata;    /* their data pointers */
     float **dw;             /* gradient pointers, filled in backward */
-    int *lengths;
+    int *lengths;           /* host copy */
+    const int *dlengths;    /* in the backend's memory (lengths itself on the CPU) */
     float *cache;
     int64_t B, T, IN, H;
     int num_layers, bidirectional;
@@ -9239,11 +9306,11 @@ static void higan__lstm_backward_op(higan_tape *t, void *p) {
         any |= c->dw[k] != NULL;
     }
     if (!any) return;
-    mark = higan_arena_mark(t->arena);
-    higan_lstm_backward(dx, c->dw, c->y->grad, c->y->data, c->cache, c->x->data, c->lengths,
-                        c->wdata, c->B, c->T, c->IN, c->H, c->num_layers, c->bidirectional,
-                        t->arena);   /* an overflow stays sticky in the arena: backward reports it */
-    higan_arena_release(t->arena, mark);
+    mark = higan_arena_mark(t->data);
+    t->be->lstm_backward(t->be->ctx, dx, c->dw, c->y->grad, c->y->data, c->cache, c->x->data, c->dlengths,
+                         c->wdata, c->B, c->T, c->IN, c->H, c->num_layers, c->bidirectional,
+                         t->data);   /* an overflow stays sticky in the arena: backward reports it */
+    higan_arena_release(t->data, mark);
 }
 
 HIGAN_DEF higan_var *higan_lstm(higan_tape *t, higan_var *x, const int *lengths, int hidden,
@@ -9253,6 +9320,7 @@ HIGAN_DEF higan_var *higan_lstm(higan_tape *t, higan_var *x, const int *lengths,
     higan_var *y;
     higan__lstm_ctx *c;
     const float **wdata;
+    const int *dl;
     float *cache = NULL;
     size_t mark;
     int l, d;
@@ -9283,7 +9351,7 @@ HIGAN_DEF higan_var *higan_lstm(higan_tape *t, higan_var *x, const int *lengths,
         c->w = (higan_var **)higan_arena_alloc(t->arena, (size_t)nw * sizeof(higan_var *));
         c->dw = (float **)higan_arena_alloc(t->arena, (size_t)nw * sizeof(float *));
         c->lengths = (int *)higan_arena_alloc(t->arena, (size_t)B * sizeof(int));
-        cache = higan_arena_floats(t->arena, higan_lstm_cache_floats(B, T, H, num_layers, bidirectional));
+        cache = higan_arena_floats(t->data, higan_lstm_cache_floats(B, T, H, num_layers, bidirectional));
         if (!c->w || !c->dw || !c->lengths || !cache) return NULL;
         for (k = 0; k < nw; ++k) c->w[k] = weights[k];
         memcpy(c->lengths, lengths, (size_t)B * sizeof(int));
@@ -9291,10 +9359,13 @@ HIGAN_DEF higan_var *higan_lstm(higan_tape *t, higan_var *x, const int *lengths,
         c->B = B; c->T = T; c->IN = IN; c->H = H;
         c->num_layers = num_layers; c->bidirectional = bidirectional;
     }
-    mark = higan_arena_mark(t->arena);
-    if (higan_lstm_forward(y->data, cache, x->data, lengths, wdata, B, T, IN, H, num_layers,
-                           bidirectional, t->arena) != HIGAN_OK) return NULL;
-    higan_arena_release(t->arena, mark);
+    if (!(dl = higan__tape_ints(t, c ? c->lengths : lengths, B))) return NULL;   /* uploaded on a device */
+    if (c) c->dlengths = dl;
+    mark = higan_arena_mark(t->data);
+    t->be->lstm_forward(t->be->ctx, y->data, cache, x->data, dl, wdata, B, T, IN, H, num_layers, bidirectional,
+                        t->data);
+    if (t->data->overflow) return NULL;   /* scratch (sticky): the output is not valid */
+    higan_arena_release(t->data, mark);
     if (c) higan_tape_record(t, y, higan__lstm_backward_op, c);
     return y;
 }
@@ -9439,10 +9510,10 @@ HIGAN_DEF higan_status higan_ctc_loss_backward(float *dlog_probs, const float *d
 
 typedef struct {
     higan_var *lp, *y;
-    int *targets, *input_lengths, *target_lengths;
+    const int *targets, *input_lengths, *target_lengths;   /* copies in the backend's memory */
     float *nll, *alpha;
     int64_t T, B, C;
-    int blank, zero_infinity;
+    int blank, zero_infinity, max_target_length;
 } higan__ctc_ctx;
 
 static void higan__ctc_backward_op(higan_tape *t, void *p) {
@@ -9450,11 +9521,11 @@ static void higan__ctc_backward_op(higan_tape *t, void *p) {
     float *dlp = higan_var_grad(t, c->lp);
     size_t mark;
     if (!dlp) return;
-    mark = higan_arena_mark(t->arena);
-    higan_ctc_loss_backward(dlp, c->y->grad, c->lp->data, c->nll, c->alpha, c->targets,
-                            c->input_lengths, c->target_lengths, c->T, c->B, c->C, c->blank,
-                            c->zero_infinity, t->arena);
-    higan_arena_release(t->arena, mark);
+    mark = higan_arena_mark(t->data);
+    t->be->ctc_loss_backward(t->be->ctx, dlp, c->y->grad, c->lp->data, c->nll, c->alpha, c->targets,
+                             c->input_lengths, c->target_lengths, c->T, c->B, c->C, c->blank,
+                             c->zero_infinity, c->max_target_length, t->data);
+    higan_arena_release(t->data, mark);
 }
 
 HIGAN_DEF higan_var *higan_ctc_loss(higan_tape *t, higan_var *log_probs, const int *targets,
@@ -9463,28 +9534,37 @@ HIGAN_DEF higan_var *higan_ctc_loss(higan_tape *t, higan_var *log_probs, const i
     int64_t T, B, C, ntg, one = 1, k;
     higan_var *y;
     higan__ctc_ctx *c;
-    int *ints;
+    int *ints, max_tl = 0;
+    const int *tg = targets, *il = input_lengths, *tl = target_lengths;
     float *nll, *alpha;
     if (!log_probs) return NULL;
     HIGAN_ASSERT(log_probs->ndim == 3 && targets && input_lengths && target_lengths);
     T = log_probs->shape[0]; B = log_probs->shape[1]; C = log_probs->shape[2];
     ntg = higan__ctc_target_offset(B, target_lengths);
-    for (k = 0; k < B; ++k) HIGAN_ASSERT(input_lengths[k] >= 0 && input_lengths[k] <= T && target_lengths[k] >= 0);
+    for (k = 0; k < B; ++k) {
+        HIGAN_ASSERT(input_lengths[k] >= 0 && input_lengths[k] <= T && target_lengths[k] >= 0);
+        if (target_lengths[k] > max_tl) max_tl = target_lengths[k];
+    }
     if (!(y = higan_op_output(t, 1, &one, &log_probs, 1))) return NULL;
-    nll = higan_arena_floats(t->arena, B);
-    alpha = higan_arena_floats(t->arena, higan_ctc_alpha_floats(T, B, target_lengths));
+    nll = higan_arena_floats(t->data, B);
+    alpha = higan_arena_floats(t->data, higan_ctc_alpha_floats(T, B, target_lengths));
     if (!nll || !alpha) return NULL;
-    higan_ctc_loss_forward(y->data, nll, alpha, log_probs->data, targets, input_lengths,
-                           target_lengths, T, B, C, blank, zero_infinity);
+    if (y->requires_grad || t->be->device) {   /* copies (the caller's arrays may die), uploaded on a device */
+        if (!(ints = (int *)higan_arena_alloc(t->arena, (size_t)(ntg + 2 * B) * sizeof(int)))) return NULL;
+        memcpy(ints, input_lengths, (size_t)B * sizeof(int));
+        memcpy(ints + B, target_lengths, (size_t)B * sizeof(int));
+        if (ntg) memcpy(ints + 2 * B, targets, (size_t)ntg * sizeof(int));
+        if (!(il = higan__tape_ints(t, ints, ntg + 2 * B))) return NULL;
+        tl = il + B; tg = il + 2 * B;
+    }
+    t->be->ctc_loss_forward(t->be->ctx, y->data, nll, alpha, log_probs->data, tg, il, tl, T, B, C, blank,
+                            zero_infinity);
     if (y->requires_grad) {
         if (!(c = (higan__ctc_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
-        if (!(ints = (int *)higan_arena_alloc(t->arena, (size_t)(ntg + 2 * B) * sizeof(int)))) return NULL;
-        c->input_lengths = ints; c->target_lengths = ints + B; c->targets = ints + 2 * B;
-        memcpy(c->input_lengths, input_lengths, (size_t)B * sizeof(int));
-        memcpy(c->target_lengths, target_lengths, (size_t)B * sizeof(int));
-        if (ntg) memcpy(c->targets, targets, (size_t)ntg * sizeof(int));
+        c->input_lengths = il; c->target_lengths = tl; c->targets = tg;
         c->lp = log_probs; c->y = y; c->nll = nll; c->alpha = alpha;
         c->T = T; c->B = B; c->C = C; c->blank = blank; c->zero_infinity = zero_infinity;
+        c->max_target_length = max_tl;
         higan_tape_record(t, y, higan__ctc_backward_op, c);
     }
     return y;
@@ -9548,28 +9628,37 @@ HIGAN_DEF void higan_cross_entropy_backward(float *dlogits, const float *dy, con
     }
 }
 
-typedef struct { higan_var *x, *y; float *lse; int *labels; } higan__ce_ctx;
+typedef struct { higan_var *x, *y; float *lse; const int *labels; } higan__ce_ctx;
 static void higan__ce_backward_op(higan_tape *t, void *p) {
     higan__ce_ctx *c = (higan__ce_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_cross_entropy_backward(dx, c->y->grad, c->x->data, c->lse, c->labels,
-                                         c->x->shape[0], c->x->shape[1]);
+    if (dx) t->be->cross_entropy_backward(t->be->ctx, dx, c->y->grad, c->x->data, c->lse, c->labels,
+                                          c->x->shape[0], c->x->shape[1]);
 }
 HIGAN_DEF higan_var *higan_cross_entropy(higan_tape *t, higan_var *logits, const int *labels) {
     int64_t N, C, one = 1;
     higan_var *y;
     higan__ce_ctx *c;
     float *lse;
+    int *copy;
+    const int *lb = labels;
+    int64_t n;
     if (!logits) return NULL;
     HIGAN_ASSERT(logits->ndim == 2 && labels);
     N = logits->shape[0]; C = logits->shape[1];
+    /* the device cannot assert the labels: a bad one would give NaN there, so catch it here */
+    for (n = 0; n < N; ++n) HIGAN_ASSERT(labels[n] >= 0 && labels[n] < C);
     if (!(y = higan_op_output(t, 1, &one, &logits, 1))) return NULL;
-    if (!(lse = higan_arena_floats(t->arena, N))) return NULL;
-    higan_cross_entropy_forward(y->data, lse, logits->data, labels, N, C);
+    if (!(lse = higan_arena_floats(t->data, N))) return NULL;
+    if (y->requires_grad || t->be->device) {   /* a copy (the caller's may die), uploaded on a device */
+        if (!(copy = (int *)higan_arena_alloc(t->arena, (size_t)N * sizeof(int)))) return NULL;
+        memcpy(copy, labels, (size_t)N * sizeof(int));
+        if (!(lb = higan__tape_ints(t, copy, N))) return NULL;
+    }
+    t->be->cross_entropy_forward(t->be->ctx, y->data, lse, logits->data, lb, N, C);
     if (y->requires_grad) {
         if (!(c = (higan__ce_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
-        if (!(c->labels = (int *)higan_arena_alloc(t->arena, (size_t)N * sizeof(int)))) return NULL;
-        memcpy(c->labels, labels, (size_t)N * sizeof(int));
+        c->labels = lb;
         c->x = logits; c->y = y; c->lse = lse;
         higan_tape_record(t, y, higan__ce_backward_op, c);
     }
@@ -10071,8 +10160,10 @@ HIGAN_DEF higan_var *higan_bn2d_forward(higan_tape *t, const higan_bn2d *m, higa
     const higan_params *p = m->params;
     if (!x) return NULL;
     HIGAN_ASSERT(x->ndim >= 2 && x->shape[1] == m->C);
+    /* running stats in the tape's memory (the device mirror on a device tape); the counter on the host */
     return higan_batch_norm2d(t, x, higan_param_var(t, p, m->weight), higan_param_var(t, p, m->bias),
-                              higan_params_data(p, m->running_mean), higan_params_data(p, m->running_var),
+                              higan__tape_params_data(t, p, m->running_mean),
+                              higan__tape_params_data(t, p, m->running_var),
                               higan_params_idata(p, m->num_batches_tracked), m->momentum, m->eps, train);
 }
 
@@ -10320,12 +10411,17 @@ HIGAN_DEF higan_var *higan_style_encoder_forward(higan_tape *t, const higan_styl
     if (mu_out) *mu_out = mu;
     if (logvar_out) *logvar_out = logvar;
     if (!vae_mode) return mu;
-    /* reparameterize: z = eps * exp(0.5 logvar) + mu */
+    /* reparameterize: z = eps * exp(0.5 logvar) + mu; eps is drawn on the host (uploaded on a device) */
     if (!(eps = higan_var_new(t, 2, mu->shape))) return NULL;
-    if (noise) memcpy(eps->data, noise, sizeof(float) * (size_t)higan_var_numel(mu));
+    if (noise) t->be->upload(t->be->ctx, eps->data, noise, sizeof(float) * (size_t)higan_var_numel(mu));
     else {
+        size_t mark = higan_arena_mark(t->arena);
+        float *h = t->be->device ? higan_arena_floats(t->arena, higan_var_numel(mu)) : eps->data;
         HIGAN_ASSERT(rng != NULL && "StyleEncoder: VAE mode needs an rng or noise");
-        higan_rng_fill_normal(rng, eps->data, higan_var_numel(mu), 0.0f, 1.0f);
+        if (!h) return NULL;
+        higan_rng_fill_normal(rng, h, higan_var_numel(mu), 0.0f, 1.0f);
+        if (h != eps->data) t->be->upload(t->be->ctx, eps->data, h, sizeof(float) * (size_t)higan_var_numel(mu));
+        higan_arena_release(t->arena, mark);
     }
     z = higan_mul(t, eps, higan_exp(t, higan_scale(t, logvar, 0.5f)));
     return higan_add(t, z, mu);
@@ -10435,25 +10531,61 @@ HIGAN_DEF higan_var *higan_recognizer_forward(higan_tape *t, const higan_recogni
     if (!train || !h) return h;
     return higan_permute(t, higan_log_softmax(t, h), perm_tbc);              /* [T', B, n_class] */
 }
-HIGAN_DEF int higan_recognizer_decode(const higan_var *out, int train, int b, int img_len,
-                                      char *text, int cap) {
-    int64_t B, T, C, stride;
-    const float *scores;
-    int frames;
+/* The checks and sizes of a decode: B, T, C of out and sample b's frames; a status < 0 on error. */
+static int higan__rec_decode_setup(const higan_var *out, int train, int b, int img_len, int64_t *B, int64_t *T,
+                                   int *frames) {
+    int64_t C;
     if (!out || out->ndim != 3) return higan__error(HIGAN_ERR_ARG, "recognizer_decode: not a recognizer output");
-    B = train ? out->shape[1] : out->shape[0];
-    T = train ? out->shape[0] : out->shape[1];
+    *B = train ? out->shape[1] : out->shape[0];
+    *T = train ? out->shape[0] : out->shape[1];
     C = out->shape[2];
-    if (b < 0 || b >= B) return higan__error(HIGAN_ERR_ARG, "recognizer_decode: sample %d of %d", b, (int)B);
+    if (b < 0 || b >= *B) return higan__error(HIGAN_ERR_ARG, "recognizer_decode: sample %d of %d", b, (int)*B);
     if (C != HIGAN_ALPHABET_SIZE)
         return higan__error(HIGAN_ERR_ARG, "recognizer_decode: %d classes, the alphabet has %d", (int)C,
                             HIGAN_ALPHABET_SIZE);
-    frames = img_len / HIGAN_BACKBONE_LEN_SCALE;
-    if (frames > T) frames = (int)T;
-    if (frames < 0) frames = 0;
+    *frames = img_len / HIGAN_BACKBONE_LEN_SCALE;
+    if (*frames > *T) *frames = (int)*T;
+    if (*frames < 0) *frames = 0;
+    return HIGAN_OK;
+}
+HIGAN_DEF int higan_recognizer_decode(const higan_var *out, int train, int b, int img_len,
+                                      char *text, int cap) {
+    int64_t B, T, C = HIGAN_ALPHABET_SIZE, stride;
+    const float *scores;
+    int frames, rc = higan__rec_decode_setup(out, train, b, img_len, &B, &T, &frames);
+    if (rc < 0) return rc;
     scores = train ? out->data + (int64_t)b * C : out->data + (int64_t)b * T * C;
     stride = train ? B * C : C;
     return higan_ctc_decode_text(scores, stride, frames, text, cap);
+}
+HIGAN_DEF int higan_recognizer_decode_tape(higan_tape *t, const higan_var *out, int train, int b, int img_len,
+                                           char *text, int cap) {
+    int64_t B, T, C = HIGAN_ALPHABET_SIZE, rows, k;
+    higan_tape_pos pos;
+    int *best, *hbest, frames, n = 0, prev = -1, rc;
+    if (!t->be->device) return higan_recognizer_decode(out, train, b, img_len, text, cap);
+    if ((rc = higan__rec_decode_setup(out, train, b, img_len, &B, &T, &frames)) < 0) return rc;
+    /* the argmax of sample b's rows on the device ([T, B, C]: every row; [B, T, C]: its own T) */
+    rows = train ? T * B : T;
+    pos = higan_tape_mark(t);
+    best = (int *)higan_arena_alloc(t->data, sizeof(int) * (size_t)rows);
+    hbest = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)rows);
+    if (!best || !hbest) {
+        higan_tape_release(t, pos);
+        return higan__error(HIGAN_ERR_NOMEM, "recognizer_decode: no room for %lld indices", (long long)rows);
+    }
+    t->be->argmax_rows(t->be->ctx, best, train ? out->data : out->data + (int64_t)b * T * C, rows, C);
+    t->be->download(t->be->ctx, hbest, best, sizeof(int) * (size_t)rows);
+    if ((rc = (int)t->be->sync(t->be->ctx)) != HIGAN_OK) { higan_tape_release(t, pos); return rc; }
+    /* collapse repeats, then drop blanks (higan_ctc_greedy_decode_strided), in place */
+    for (k = 0; k < frames; ++k) {
+        int l = hbest[train ? k * B + b : k];
+        if (l != prev && l != 0) hbest[n++] = l;
+        prev = l;
+    }
+    rc = higan_text_decode(hbest, n, text, cap);
+    higan_tape_release(t, pos);
+    return rc;
 }
 
 /* ---- Alphabet and text -------------------------------------------------------------------------- */
@@ -13466,6 +13598,115 @@ static void higan__cpu_mean_all_backward(void *ctx, float *dx, const float *dy, 
     (void)ctx;
     higan_mean_all_backward(dx, dy, n);
 }
+/* ---- style and recognition networks: the CPU entries ---- */
+static void higan__cpu_max_pool3s2_forward(void *ctx, float *y, int32_t *argmax, const float *x, int64_t N,
+                                           int64_t C, int64_t H, int64_t W) {
+    (void)ctx;
+    higan_max_pool3s2_forward(y, argmax, x, N, C, H, W);
+}
+static void higan__cpu_max_pool3s2_backward(void *ctx, float *dx, const float *dy, const int32_t *argmax,
+                                            int64_t N, int64_t C, int64_t H, int64_t W) {
+    (void)ctx;
+    higan_max_pool3s2_backward(dx, dy, argmax, N, C, H, W);
+}
+static void higan__cpu_pad_forward(void *ctx, float *y, const float *x, int64_t N, int64_t C, int64_t H, int64_t W,
+                                   int top, int bottom, int left, int right, float value) {
+    (void)ctx;
+    higan_pad_forward(y, x, N, C, H, W, top, bottom, left, right, value);
+}
+static void higan__cpu_pad_backward(void *ctx, float *dx, const float *dy, int64_t N, int64_t C, int64_t H,
+                                    int64_t W, int top, int bottom, int left, int right) {
+    (void)ctx;
+    higan_pad_backward(dx, dy, N, C, H, W, top, bottom, left, right);
+}
+static void higan__cpu_leaky_relu_forward(void *ctx, float *y, const float *x, float slope, int64_t n) {
+    (void)ctx;
+    higan_leaky_relu_forward(y, x, slope, n);
+}
+static void higan__cpu_leaky_relu_backward(void *ctx, float *dx, const float *dy, const float *x, float slope,
+                                           int64_t n) {
+    (void)ctx;
+    higan_leaky_relu_backward(dx, dy, x, slope, n);
+}
+static void higan__cpu_dropout_forward(void *ctx, float *y, float *mask, const float *x, float p, higan_rng *rng,
+                                       int64_t n, higan_arena *host_scratch) {
+    (void)ctx; (void)host_scratch;
+    higan_dropout_forward(y, mask, x, p, rng, n);
+}
+static void higan__cpu_dropout_backward(void *ctx, float *dx, const float *dy, const float *mask, int64_t n) {
+    (void)ctx;
+    higan_dropout_backward(dx, dy, mask, n);
+}
+static void higan__cpu_dropout_relu_forward(void *ctx, float *y, float *mask, const float *x, float p,
+                                            higan_rng *rng, int64_t n, higan_arena *host_scratch) {
+    (void)ctx; (void)host_scratch;
+    higan__dropout_relu_forward(y, mask, x, p, rng, n);
+}
+static void higan__cpu_dropout_relu_backward(void *ctx, float *dx, const float *dy, const float *y,
+                                             const float *mask, int64_t n) {
+    (void)ctx;
+    higan__dropout_relu_backward(dx, dy, y, mask, n);
+}
+static void higan__cpu_log_softmax_forward(void *ctx, float *y, const float *x, int64_t rows, int64_t cols) {
+    (void)ctx;
+    higan_log_softmax_forward(y, x, rows, cols);
+}
+static void higan__cpu_log_softmax_backward(void *ctx, float *dx, const float *dy, const float *y, int64_t rows,
+                                            int64_t cols) {
+    (void)ctx;
+    higan_log_softmax_backward(dx, dy, y, rows, cols);
+}
+static void higan__cpu_lstm_forward(void *ctx, float *y, float *cache, const float *x, const int *lengths,
+                                    const float *const *weights, int64_t B, int64_t T, int64_t IN, int64_t H,
+                                    int num_layers, int bidirectional, higan_arena *scratch) {
+    (void)ctx;
+    (void)higan_lstm_forward(y, cache, x, lengths, weights, B, T, IN, H, num_layers, bidirectional, scratch);
+}
+static void higan__cpu_lstm_backward(void *ctx, float *dx, float *const *dweights, const float *dy, const float *y,
+                                     const float *cache, const float *x, const int *lengths,
+                                     const float *const *weights, int64_t B, int64_t T, int64_t IN, int64_t H,
+                                     int num_layers, int bidirectional, higan_arena *scratch) {
+    (void)ctx;
+    (void)higan_lstm_backward(dx, dweights, dy, y, cache, x, lengths, weights, B, T, IN, H, num_layers,
+                              bidirectional, scratch);   /* overflow: sticky in scratch */
+}
+static void higan__cpu_ctc_loss_forward(void *ctx, float *y, float *nll, float *alpha, const float *log_probs,
+                                        const int *targets, const int *input_lengths, const int *target_lengths,
+                                        int64_t T, int64_t B, int64_t C, int blank, int zero_infinity) {
+    (void)ctx;
+    higan_ctc_loss_forward(y, nll, alpha, log_probs, targets, input_lengths, target_lengths, T, B, C, blank,
+                           zero_infinity);
+}
+static void higan__cpu_ctc_loss_backward(void *ctx, float *dlog_probs, const float *dy, const float *log_probs,
+                                         const float *nll, const float *alpha, const int *targets,
+                                         const int *input_lengths, const int *target_lengths, int64_t T, int64_t B,
+                                         int64_t C, int blank, int zero_infinity, int max_target_length,
+                                         higan_arena *scratch) {
+    (void)ctx; (void)max_target_length;
+    (void)higan_ctc_loss_backward(dlog_probs, dy, log_probs, nll, alpha, targets, input_lengths, target_lengths,
+                                  T, B, C, blank, zero_infinity, scratch);   /* overflow: sticky in scratch */
+}
+static void higan__cpu_cross_entropy_forward(void *ctx, float *y, float *lse, const float *logits,
+                                             const int *labels, int64_t N, int64_t C) {
+    (void)ctx;
+    higan_cross_entropy_forward(y, lse, logits, labels, N, C);
+}
+static void higan__cpu_cross_entropy_backward(void *ctx, float *dlogits, const float *dy, const float *logits,
+                                              const float *lse, const int *labels, int64_t N, int64_t C) {
+    (void)ctx;
+    higan_cross_entropy_backward(dlogits, dy, logits, lse, labels, N, C);
+}
+/* the first maximum, the comparison of higan_ctc_greedy_decode_strided (NaN never wins) */
+static void higan__cpu_argmax_rows(void *ctx, int *best, const float *x, int64_t rows, int64_t cols) {
+    int64_t r, c;
+    (void)ctx;
+    for (r = 0; r < rows; ++r) {
+        const float *row = x + r * cols;
+        int64_t b = 0;
+        for (c = 1; c < cols; ++c) if (row[c] > row[b]) b = c;
+        best[r] = (int)b;
+    }
+}
 static higan_backend higan__cpu_backend_table;
 static int higan__cpu_backend_ready;
 HIGAN_DEF const higan_backend *higan_cpu_backend(void) {
@@ -13519,6 +13760,26 @@ HIGAN_DEF const higan_backend *higan_cpu_backend(void) {
     b->mask_width_backward = higan__cpu_mask_width_backward;
     b->sum_all_backward = higan__cpu_sum_all_backward;
     b->mean_all_backward = higan__cpu_mean_all_backward;
+    /* style and recognition networks */
+    b->max_pool3s2_forward = higan__cpu_max_pool3s2_forward;
+    b->max_pool3s2_backward = higan__cpu_max_pool3s2_backward;
+    b->pad_forward = higan__cpu_pad_forward;
+    b->pad_backward = higan__cpu_pad_backward;
+    b->leaky_relu_forward = higan__cpu_leaky_relu_forward;
+    b->leaky_relu_backward = higan__cpu_leaky_relu_backward;
+    b->dropout_forward = higan__cpu_dropout_forward;
+    b->dropout_backward = higan__cpu_dropout_backward;
+    b->dropout_relu_forward = higan__cpu_dropout_relu_forward;
+    b->dropout_relu_backward = higan__cpu_dropout_relu_backward;
+    b->log_softmax_forward = higan__cpu_log_softmax_forward;
+    b->log_softmax_backward = higan__cpu_log_softmax_backward;
+    b->lstm_forward = higan__cpu_lstm_forward;
+    b->lstm_backward = higan__cpu_lstm_backward;
+    b->ctc_loss_forward = higan__cpu_ctc_loss_forward;
+    b->ctc_loss_backward = higan__cpu_ctc_loss_backward;
+    b->cross_entropy_forward = higan__cpu_cross_entropy_forward;
+    b->cross_entropy_backward = higan__cpu_cross_entropy_backward;
+    b->argmax_rows = higan__cpu_argmax_rows;
     higan__cpu_backend_ready = 1;
     return b;
 }
@@ -14414,7 +14675,8 @@ HIGAN_DEF higan_status higan_style_from_image(higan_model *m, higan_tape *t, con
     const unsigned need = HIGAN_NET_BIT(HIGAN_NET_STYLE_BACKBONE) | HIGAN_NET_BIT(HIGAN_NET_STYLE_ENCODER);
     int64_t xs[4];
     int lens[1];
-    size_t mark;
+    higan_tape_pos pos;
+    float *h;
     higan_var *x, *feat, *mu;
     higan_status rc = HIGAN_OK;
     if (!m || !m->initialised || (m->cfg.nets & need) != need)
@@ -14428,19 +14690,23 @@ HIGAN_DEF higan_status higan_style_from_image(higan_model *m, higan_tape *t, con
     if (n_chars < 1 || n_chars > HIGAN_MAX_WORD_LEN)
         return higan__error(HIGAN_ERR_ARG, "style_from_image: %d characters; the reference must show 1..%d",
                             n_chars, HIGAN_MAX_WORD_LEN);
-    mark = higan_arena_mark(t->arena);
+    pos = higan_tape_mark(t);
     higan_no_grad_begin(t);
     xs[0] = 1; xs[1] = 1; xs[2] = HIGAN_IMAGE_HEIGHT; xs[3] = (int64_t)HIGAN_CHAR_WIDTH * n_chars;
     lens[0] = (int)xs[3];
-    x = higan_var_new(t, 4, xs);
-    /* process_style: 32 px per character, area when shrinking, linear otherwise */
-    if (x && (rc = higan_image_resize(x->data, HIGAN_IMAGE_HEIGHT, xs[3], img, HIGAN_IMAGE_HEIGHT, W)) != HIGAN_OK) x = NULL;
+    /* process_style: 32 px per character, area when shrinking, linear otherwise (on the host;
+       uploaded on a device tape) */
+    h = higan_arena_floats(t->arena, HIGAN_IMAGE_HEIGHT * xs[3]);
+    if (h && (rc = higan_image_resize(h, HIGAN_IMAGE_HEIGHT, xs[3], img, HIGAN_IMAGE_HEIGHT, W)) != HIGAN_OK) h = NULL;
+    x = h ? higan_var_upload(t, h, 4, xs) : NULL;
     feat = x ? higan_style_backbone_forward(t, &m->B, x, 0, NULL, NULL) : NULL;
     mu = feat ? higan_style_encoder_forward(t, &m->E, feat, lens, 0, NULL, NULL, NULL, NULL) : NULL;
     higan_no_grad_end(t);
-    if (mu) memcpy(style_out, mu->data, sizeof(float) * (size_t)m->cfg.G.style_dim);
-    else if (rc == HIGAN_OK) rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : HIGAN_ERR_ARG;
-    higan_arena_release(t->arena, mark);
+    if (mu) {
+        higan_var_read(t, mu, style_out, m->cfg.G.style_dim);
+        rc = higan_tape_sync(t);
+    } else if (rc == HIGAN_OK) rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : HIGAN_ERR_ARG;
+    higan_tape_release(t, pos);
     return rc;
 }
 
@@ -15182,31 +15448,51 @@ HIGAN_DEF void higan_rescale_width(float *y, int64_t out_w, const float *x, int6
     }
 }
 
+/* [1, 1, 64, W rounded up to 32] var holding img [64, W], padded with -1 (built on the host and
+   uploaded on a device tape) */
+static higan_var *higan__eval_input(higan_tape *t, const float *img, int64_t W) {
+    int64_t xs[4], Wp = (W + 31) / 32 * 32, r, c;
+    higan_var *x;
+    size_t mark;
+    float *h;
+    xs[0] = 1; xs[1] = 1; xs[2] = HIGAN_IMAGE_HEIGHT; xs[3] = Wp;
+    if (!(x = higan_var_new(t, 4, xs))) return NULL;
+    mark = higan_arena_mark(t->arena);
+    h = t->be->device ? higan_arena_floats(t->arena, HIGAN_IMAGE_HEIGHT * Wp) : x->data;
+    if (!h) return NULL;
+    for (r = 0; r < HIGAN_IMAGE_HEIGHT; ++r) {
+        memcpy(h + r * Wp, img + r * W, sizeof(float) * (size_t)W);
+        for (c = W; c < Wp; ++c) h[r * Wp + c] = -1.0f;
+    }
+    if (h != x->data) t->be->upload(t->be->ctx, x->data, h, sizeof(float) * (size_t)(HIGAN_IMAGE_HEIGHT * Wp));
+    higan_arena_release(t->arena, mark);
+    return x;
+}
 /* ---- backbone features ---------------------------------------------------------------------- */
 HIGAN_DEF higan_status higan_backbone_features(const higan_style_backbone *b, higan_tape *t, const float *img,
                                                int64_t W, float *feat) {
-    int64_t xs[4], Wp, r, T, C, P, p, c;
-    size_t mark;
+    int64_t T, C, P, p, c;
+    higan_tape_pos pos;
     higan_var *x, *y;
+    const float *yd = NULL;
     higan_status rc = HIGAN_OK;
     if (!b || !t || !img || !feat) return higan__error(HIGAN_ERR_ARG, "backbone_features: NULL argument");
     if (b->cfg.in_channel != 1)
         return higan__error(HIGAN_ERR_ARG, "backbone_features: the backbone takes %d channels, not 1", b->cfg.in_channel);
     if (W < 1 || W > HIGAN_MAX_IMAGE_WIDTH)
         return higan__error(HIGAN_ERR_ARG, "backbone_features: image width %lld", (long long)W);
-    Wp = (W + 31) / 32 * 32;
-    mark = higan_arena_mark(t->arena);
+    pos = higan_tape_mark(t);
     higan_no_grad_begin(t);
-    xs[0] = 1; xs[1] = 1; xs[2] = HIGAN_IMAGE_HEIGHT; xs[3] = Wp;
-    x = higan_var_new(t, 4, xs);
-    if (x)
-        for (r = 0; r < HIGAN_IMAGE_HEIGHT; ++r) {
-            memcpy(x->data + r * Wp, img + r * W, sizeof(float) * (size_t)W);
-            for (c = W; c < Wp; ++c) x->data[r * Wp + c] = -1.0f;
-        }
+    x = higan__eval_input(t, img, W);
     y = x ? higan_style_backbone_forward(t, b, x, 0, NULL, NULL) : NULL;
     higan_no_grad_end(t);
-    if (!y) rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : HIGAN_ERR_ARG;
+    if (y) {   /* the feature on the host (downloaded from a device) */
+        float *h = t->be->device ? higan_arena_floats(t->arena, higan_var_numel(y)) : y->data;
+        if (h && h != y->data) higan_var_read(t, y, h, higan_var_numel(y));
+        if (h && t->be->device && t->be->sync(t->be->ctx) != HIGAN_OK) h = NULL;
+        yd = h;
+    }
+    if (!y || !yd) rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : y ? HIGAN_ERR_DEVICE : HIGAN_ERR_ARG;
     else {
         C = y->shape[1]; T = y->shape[2];
         P = (W + HIGAN_BACKBONE_LEN_SCALE - 1) / HIGAN_BACKBONE_LEN_SCALE;
@@ -15214,11 +15500,11 @@ HIGAN_DEF higan_status higan_backbone_features(const higan_style_backbone *b, hi
         if (P < 1) P = 1;
         for (c = 0; c < C; ++c) {
             double acc = 0.0;
-            for (p = 0; p < P; ++p) acc += y->data[c * T + p];
+            for (p = 0; p < P; ++p) acc += yd[c * T + p];
             feat[c] = (float)(acc / (double)P);
         }
     }
-    higan_arena_release(t->arena, mark);
+    higan_tape_release(t, pos);
     return rc;
 }
 /* ---- the test-set evaluation ------------------------------------------------------------------ */
@@ -15251,22 +15537,10 @@ static higan_status higan__eval_ws_grow(higan__eval_ws *w) {
     return higan__eval_ws_init(w, need);
 }
 
-/* [1, 1, 64, W rounded up to 32] var holding img [64, W], padded with -1 */
-static higan_var *higan__eval_input(higan_tape *t, const float *img, int64_t W) {
-    int64_t xs[4], Wp = (W + 31) / 32 * 32, r, c;
-    higan_var *x;
-    xs[0] = 1; xs[1] = 1; xs[2] = HIGAN_IMAGE_HEIGHT; xs[3] = Wp;
-    if (!(x = higan_var_new(t, 4, xs))) return NULL;
-    for (r = 0; r < HIGAN_IMAGE_HEIGHT; ++r) {
-        memcpy(x->data + r * Wp, img + r * W, sizeof(float) * (size_t)W);
-        for (c = W; c < Wp; ++c) x->data[r * Wp + c] = -1.0f;
-    }
-    return x;
-}
 /* The Recognizer's greedy reading of img [64, W] (eval mode). */
 static higan_status higan__eval_read(const higan_recognizer *R, higan_tape *t, const float *img, int64_t W,
                                      char *text, int cap) {
-    size_t mark = higan_arena_mark(t->arena);
+    higan_tape_pos pos = higan_tape_mark(t);
     int lens[1], n;
     higan_var *x, *y;
     higan_status rc = HIGAN_OK;
@@ -15276,14 +15550,14 @@ static higan_status higan__eval_read(const higan_recognizer *R, higan_tape *t, c
     y = x ? higan_recognizer_forward(t, R, x, lens, 0, NULL) : NULL;
     higan_no_grad_end(t);
     if (!y) rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : HIGAN_ERR_ARG;
-    else if ((n = higan_recognizer_decode(y, 0, 0, lens[0], text, cap)) < 0) rc = n;
-    higan_arena_release(t->arena, mark);
+    else if ((n = higan_recognizer_decode_tape(t, y, 0, 0, lens[0], text, cap)) < 0) rc = (higan_status)n;
+    higan_tape_release(t, pos);
     return rc;
 }
 /* The WriterIdentifier's predicted writer of img [64, W]. */
 static higan_status higan__eval_writer(const higan_writer_identifier *Wn, const higan_style_backbone *B,
                                        higan_tape *t, const float *img, int64_t W, int *pred) {
-    size_t mark = higan_arena_mark(t->arena);
+    higan_tape_pos pos = higan_tape_mark(t);
     int lens[1];
     higan_var *x, *f, *y;
     higan_status rc = HIGAN_OK;
@@ -15294,8 +15568,14 @@ static higan_status higan__eval_writer(const higan_writer_identifier *Wn, const 
     y = f ? higan_writer_identifier_forward(t, Wn, f, lens) : NULL;
     higan_no_grad_end(t);
     if (!y) rc = higan_tape_status(t) != HIGAN_OK ? HIGAN_ERR_NOMEM : HIGAN_ERR_ARG;
-    else *pred = (int)higan_argmax(y->data, y->shape[1]);
-    higan_arena_release(t->arena, mark);
+    else {   /* the logits on the host (downloaded from a device) */
+        float *h = t->be->device ? higan_arena_floats(t->arena, y->shape[1]) : y->data;
+        if (h && h != y->data) higan_var_read(t, y, h, y->shape[1]);
+        if (!h) rc = HIGAN_ERR_NOMEM;
+        else if (t->be->device) rc = t->be->sync(t->be->ctx);
+        if (rc == HIGAN_OK) *pred = (int)higan_argmax(h, y->shape[1]);
+    }
+    higan_tape_release(t, pos);
     return rc;
 }
 

@@ -90,7 +90,8 @@
        - contextual loss: the cache (higan_cx_cache) holds device arrays
          (higan_cuda_cx_cache_alloc); forward and backward need a device scratch arena.
        - the tape and the networks: through higan_cuda_backend (BACKEND below), so far the
-         Generator's ops (generation, and its train-mode forward and backward).
+         Generator's ops (generation, and its train-mode forward and backward) and those of the
+         style and recognition networks.
 
    API INDEX
        errors      HIGAN_CUDA_CHECK(call), HIGAN_CUDA_STATUS(call), higan_cuda_status,
@@ -136,9 +137,20 @@
            higan_cuda_params_attach); param vars, u0 / sv0 and running stats use it. Not yet:
            higan_params_zero_grad / higan_adam_step dispatch (call higan_cuda_params_zero_grad
            / higan_cuda_adam_step yourself), checkpoints (download first).
-         steps 5, 6 open: the discriminators, style / recognition networks, losses, LSTM, CTC,
-           the trainers' host code. Test so far: tests/test_cuda.cu test_backend_generate
-           (generation and one Generator train step, CPU tape vs CUDA tape).
+         step 3 done also for the style and recognition networks (session 5): pad,
+           max_pool3s2, leaky_relu, dropout (host-drawn mask, uploaded) and the backbone's
+           fused relu(dropout), log_softmax, LSTM (host arrays of device weight pointers,
+           lengths uploaded, scratch from the data arena's free top), CTC (targets uploaded,
+           the host's max target length), cross-entropy, argmax_rows for greedy decoding
+           (higan_recognizer_decode_tape: device argmax, host collapse). Step 5 for their host
+           code: BN running stats in the device mirror, the StyleEncoder's eps drawn on the
+           host and uploaded, higan_backbone_features' padded input uploaded and its feature
+           downloaded (also the evaluation's reading and writer helpers). Their masked mean,
+           exp, scale and KL go with the GAN losses. Test: tests/test_cuda_nets.cu (train step,
+           eval, decoding, features; CPU tape vs CUDA tape).
+         steps 5, 6 open: the discriminators, GAN losses, the trainers' host code. Test so far:
+           tests/test_cuda.cu test_backend_generate (generation and one Generator train step,
+           CPU tape vs CUDA tape), tests/test_cuda_nets.cu.
        The original plan:
        Goal: drivers take --device cuda and nothing else in the networks or trainers
        changes. Every network builds its graph through tape ops (higan_conv2d(t, ...)),
@@ -602,8 +614,9 @@ HIGAN_DEF higan_status higan_cuda_lstm_backward(higan_cuda *ctx, float *dx, floa
    Entries return nothing: the first failing call's status is kept in ctx->backend_error and
    returned by the table's sync (higan_tape_sync), which also waits for the stream. The table
    holds ctx: keep ctx alive and in place while the table is used.
-   Covered so far: the ops of the Generator, forward and backward, and mul, sum_all, mean_all
-   (higan.h's table lists them). */
+   Covered so far: the ops of the Generator, forward and backward, and mul, sum_all, mean_all;
+   the ops of the style and recognition networks (higan.h's table lists them). The LSTM takes
+   its device scratch from the free top of the tape's data arena, like conv2d. */
 HIGAN_DEF void higan_cuda_backend(higan_backend *be, higan_cuda *ctx);
 /* Points p's device mirror (higan_params_set_device) at d, the mirror made from p by
    higan_cuda_params_init (NULL d: detach). Upload p's values first (HIGAN_CUDA_ALL). */
@@ -3840,6 +3853,139 @@ static void higan__cub_sum_all_backward(void *c, float *dx, const float *dy, int
 static void higan__cub_mean_all_backward(void *c, float *dx, const float *dy, int64_t n) {
     higan__cub_note(c, higan_cuda_mean_all_backward(HIGAN__CUB(c), dx, dy, n));
 }
+/* ---- style and recognition networks: the CUDA entries ---- */
+/* A device arena over the free top of the tape's data arena (as conv2d's scratch above); after
+   the call, higan__cub_nets_done passes an overflow (with the size needed) or the peak back. */
+static size_t higan__cub_nets_view(higan_arena *scratch, higan_cuda_arena *view) {
+    size_t start, off;
+    memset(view, 0, sizeof *view);
+    start = ((size_t)(uintptr_t)scratch->base + 63) & ~(size_t)63;
+    off = ((start + scratch->used + 255) & ~(size_t)255) - start;       /* 256-byte aligned view */
+    if (!scratch->overflow && off <= scratch->capacity) {
+        view->base = (unsigned char *)(uintptr_t)(start + off);
+        view->capacity = scratch->capacity - off;
+    }
+    return off;
+}
+static higan_status higan__cub_nets_done(higan_arena *scratch, const higan_cuda_arena *view, size_t off,
+                                         higan_status st, const char *what) {
+    if (view->overflow || !view->base) {
+        if (!scratch->overflow) {
+            scratch->overflow = 1;
+            scratch->needed = off + view->needed;
+        }
+        if (st == HIGAN_OK || st == HIGAN_ERR_NOMEM)
+            st = higan_set_error(HIGAN_ERR_NOMEM, "%s: the device arena has no room for its scratch", what);
+    } else if (view->peak + off > scratch->peak) {
+        scratch->peak = view->peak + off;
+    }
+    return st;
+}
+static void higan__cub_max_pool3s2_forward(void *c, float *y, int32_t *argmax, const float *x, int64_t N,
+                                           int64_t C, int64_t H, int64_t W) {
+    higan__cub_note(c, higan_cuda_max_pool3s2_forward(HIGAN__CUB(c), y, argmax, x, N, C, H, W));
+}
+static void higan__cub_max_pool3s2_backward(void *c, float *dx, const float *dy, const int32_t *argmax, int64_t N,
+                                            int64_t C, int64_t H, int64_t W) {
+    higan__cub_note(c, higan_cuda_max_pool3s2_backward(HIGAN__CUB(c), dx, dy, argmax, N, C, H, W));
+}
+static void higan__cub_pad_forward(void *c, float *y, const float *x, int64_t N, int64_t C, int64_t H, int64_t W,
+                                   int top, int bottom, int left, int right, float value) {
+    higan__cub_note(c, higan_cuda_pad_forward(HIGAN__CUB(c), y, x, N, C, H, W, top, bottom, left, right, value));
+}
+static void higan__cub_pad_backward(void *c, float *dx, const float *dy, int64_t N, int64_t C, int64_t H, int64_t W,
+                                    int top, int bottom, int left, int right) {
+    higan__cub_note(c, higan_cuda_pad_backward(HIGAN__CUB(c), dx, dy, N, C, H, W, top, bottom, left, right));
+}
+static void higan__cub_leaky_relu_forward(void *c, float *y, const float *x, float slope, int64_t n) {
+    higan__cub_note(c, higan_cuda_leaky_relu_forward(HIGAN__CUB(c), y, x, slope, n));
+}
+static void higan__cub_leaky_relu_backward(void *c, float *dx, const float *dy, const float *x, float slope,
+                                           int64_t n) {
+    higan__cub_note(c, higan_cuda_leaky_relu_backward(HIGAN__CUB(c), dx, dy, x, slope, n));
+}
+static void higan__cub_dropout_forward(void *c, float *y, float *mask, const float *x, float p, higan_rng *rng,
+                                       int64_t n, higan_arena *host_scratch) {
+    higan__cub_note(c, higan_cuda_dropout_forward(HIGAN__CUB(c), y, mask, x, p, rng, n, host_scratch));
+}
+static void higan__cub_dropout_backward(void *c, float *dx, const float *dy, const float *mask, int64_t n) {
+    higan__cub_note(c, higan_cuda_dropout_backward(HIGAN__CUB(c), dx, dy, mask, n));
+}
+/* relu(dropout(x)): the dropout (host mask, uploaded), then relu in place (NaN stays, as on the CPU) */
+static void higan__cub_dropout_relu_forward(void *c, float *y, float *mask, const float *x, float p,
+                                            higan_rng *rng, int64_t n, higan_arena *host_scratch) {
+    higan_status st = higan_cuda_dropout_forward(HIGAN__CUB(c), y, mask, x, p, rng, n, host_scratch);
+    if (st == HIGAN_OK) st = higan_cuda_relu_forward(HIGAN__CUB(c), y, y, n);
+    higan__cub_note(c, st);
+}
+struct higan__f_dropout_relu_back {   /* dx += dy * mask where y > 0 (two roundings, as the CPU) */
+    float *dx; const float *dy, *y, *mask;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        if (y[i] > 0.0f) dx[i] = HIGAN__FADD(dx[i], HIGAN__FMUL(dy[i], mask[i]));
+    }
+};
+static void higan__cub_dropout_relu_backward(void *c, float *dx, const float *dy, const float *y,
+                                             const float *mask, int64_t n) {
+    higan__f_dropout_relu_back f;
+    if (!dx) return;
+    f.dx = dx; f.dy = dy; f.y = y; f.mask = mask;
+    higan__cub_note(c, higan__cu_map(HIGAN__CUB(c), n, f, "dropout relu backward"));
+}
+static void higan__cub_log_softmax_forward(void *c, float *y, const float *x, int64_t rows, int64_t cols) {
+    higan__cub_note(c, higan_cuda_log_softmax_forward(HIGAN__CUB(c), y, x, rows, cols));
+}
+static void higan__cub_log_softmax_backward(void *c, float *dx, const float *dy, const float *y, int64_t rows,
+                                            int64_t cols) {
+    higan__cub_note(c, higan_cuda_log_softmax_backward(HIGAN__CUB(c), dx, dy, y, rows, cols));
+}
+static void higan__cub_lstm_forward(void *c, float *y, float *cache, const float *x, const int *lengths,
+                                    const float *const *weights, int64_t B, int64_t T, int64_t IN, int64_t H,
+                                    int num_layers, int bidirectional, higan_arena *scratch) {
+    higan_cuda_arena view;
+    size_t off = higan__cub_nets_view(scratch, &view);
+    higan_status st = view.base ? higan_cuda_lstm_forward(HIGAN__CUB(c), y, cache, x, lengths, weights, B, T, IN, H,
+                                                          num_layers, bidirectional, &view)
+                                : HIGAN_ERR_NOMEM;
+    higan__cub_note(c, higan__cub_nets_done(scratch, &view, off, st, "lstm"));
+}
+static void higan__cub_lstm_backward(void *c, float *dx, float *const *dweights, const float *dy, const float *y,
+                                     const float *cache, const float *x, const int *lengths,
+                                     const float *const *weights, int64_t B, int64_t T, int64_t IN, int64_t H,
+                                     int num_layers, int bidirectional, higan_arena *scratch) {
+    higan_cuda_arena view;
+    size_t off = higan__cub_nets_view(scratch, &view);
+    higan_status st = view.base ? higan_cuda_lstm_backward(HIGAN__CUB(c), dx, dweights, dy, y, cache, x, lengths,
+                                                           weights, B, T, IN, H, num_layers, bidirectional, &view)
+                                : HIGAN_ERR_NOMEM;
+    higan__cub_note(c, higan__cub_nets_done(scratch, &view, off, st, "lstm backward"));
+}
+static void higan__cub_ctc_loss_forward(void *c, float *y, float *nll, float *alpha, const float *log_probs,
+                                        const int *targets, const int *input_lengths, const int *target_lengths,
+                                        int64_t T, int64_t B, int64_t C, int blank, int zero_infinity) {
+    higan__cub_note(c, higan_cuda_ctc_loss_forward(HIGAN__CUB(c), y, nll, alpha, log_probs, targets, input_lengths,
+                                                   target_lengths, T, B, C, blank, zero_infinity));
+}
+static void higan__cub_ctc_loss_backward(void *c, float *dlog_probs, const float *dy, const float *log_probs,
+                                         const float *nll, const float *alpha, const int *targets,
+                                         const int *input_lengths, const int *target_lengths, int64_t T, int64_t B,
+                                         int64_t C, int blank, int zero_infinity, int max_target_length,
+                                         higan_arena *scratch) {
+    (void)scratch;   /* beta lives in shared memory */
+    higan__cub_note(c, higan_cuda_ctc_loss_backward(HIGAN__CUB(c), dlog_probs, dy, log_probs, nll, alpha, targets,
+                                                    input_lengths, target_lengths, T, B, C, blank, zero_infinity,
+                                                    max_target_length));
+}
+static void higan__cub_cross_entropy_forward(void *c, float *y, float *lse, const float *logits, const int *labels,
+                                             int64_t N, int64_t C) {
+    higan__cub_note(c, higan_cuda_cross_entropy_forward(HIGAN__CUB(c), y, lse, logits, labels, N, C));
+}
+static void higan__cub_cross_entropy_backward(void *c, float *dlogits, const float *dy, const float *logits,
+                                              const float *lse, const int *labels, int64_t N, int64_t C) {
+    higan__cub_note(c, higan_cuda_cross_entropy_backward(HIGAN__CUB(c), dlogits, dy, logits, lse, labels, N, C));
+}
+static void higan__cub_argmax_rows(void *c, int *best, const float *x, int64_t rows, int64_t cols) {
+    higan__cub_note(c, higan_cuda_argmax_rows(HIGAN__CUB(c), best, x, rows, cols));
+}
 HIGAN_DEF void higan_cuda_backend(higan_backend *b, higan_cuda *ctx) {
     memset(b, 0, sizeof *b);
     b->name = "cuda";
@@ -3890,6 +4036,26 @@ HIGAN_DEF void higan_cuda_backend(higan_backend *b, higan_cuda *ctx) {
     b->mask_width_backward = higan__cub_mask_width_backward;
     b->sum_all_backward = higan__cub_sum_all_backward;
     b->mean_all_backward = higan__cub_mean_all_backward;
+    /* style and recognition networks */
+    b->max_pool3s2_forward = higan__cub_max_pool3s2_forward;
+    b->max_pool3s2_backward = higan__cub_max_pool3s2_backward;
+    b->pad_forward = higan__cub_pad_forward;
+    b->pad_backward = higan__cub_pad_backward;
+    b->leaky_relu_forward = higan__cub_leaky_relu_forward;
+    b->leaky_relu_backward = higan__cub_leaky_relu_backward;
+    b->dropout_forward = higan__cub_dropout_forward;
+    b->dropout_backward = higan__cub_dropout_backward;
+    b->dropout_relu_forward = higan__cub_dropout_relu_forward;
+    b->dropout_relu_backward = higan__cub_dropout_relu_backward;
+    b->log_softmax_forward = higan__cub_log_softmax_forward;
+    b->log_softmax_backward = higan__cub_log_softmax_backward;
+    b->lstm_forward = higan__cub_lstm_forward;
+    b->lstm_backward = higan__cub_lstm_backward;
+    b->ctc_loss_forward = higan__cub_ctc_loss_forward;
+    b->ctc_loss_backward = higan__cub_ctc_loss_backward;
+    b->cross_entropy_forward = higan__cub_cross_entropy_forward;
+    b->cross_entropy_backward = higan__cub_cross_entropy_backward;
+    b->argmax_rows = higan__cub_argmax_rows;
 }
 
 #endif /* HIGAN_CUDA__IMPLEMENTED */
