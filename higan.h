@@ -977,7 +977,8 @@ HIGAN_DEF void higan_cx_loss_forward(float *y, higan_cx_cache *cache, const floa
 HIGAN_DEF void higan_cx_loss_backward(float *dfeat_t, float *dfeat_i, const float *dy,
                                       const higan_cx_cache *cache, int64_t N, int64_t C, int64_t P,
                                       int64_t Q, float sigma, float b, higan_arena *scratch);
-/* feat_t [N, C, ...], feat_i [N, C, ...] (ndim >= 2, same N and C; HiGAN+: 4-D). */
+/* feat_t [N, C, ...], feat_i [N, C, ...] (ndim >= 2, same N and C; HiGAN+: 4-D). The cache
+   and the scratch come from the tape's data arena (device memory on a device tape). */
 HIGAN_DEF higan_var *higan_cx_loss(higan_tape *t, higan_var *feat_t, higan_var *feat_i,
                                           float sigma, float b);
 /* ==== STYLE AND RECOGNITION NETWORKS: StyleBackbone, StyleEncoder, WriterIdentifier,
@@ -2469,9 +2470,10 @@ HIGAN_DEF higan_status higan_gan_iteration(higan_gan_trainer *tr, higan_tape *t,
    seeds and zeroes gradients through it; parameter gradients go to the device mirror). So do
    the ops of the style and recognition networks (pad, max_pool3s2, leaky_relu, dropout and
    the backbone's fused relu(dropout), log_softmax, the LSTM, CTC, cross-entropy; greedy
-   decoding through higan_recognizer_decode_tape, higan_backbone_features). The other ops
-   (discriminators, GAN losses, ...) still call the CPU kernels directly: on a device tape
-   they are programmer errors (they would read device memory on the host), not yet caught. */
+   decoding through higan_recognizer_decode_tape, higan_backbone_features), the
+   Discriminator's and PatchDiscriminator's (avg_pool2, masked width sums / means, the
+   division by character counts, extract_patches) and the GAN losses' (hinge, masked L1, KL,
+   contextual loss, sub, scale, add_nc, exp). */
 typedef struct higan_backend {
     const char *name;     /* "cpu", "cuda" */
     int device;           /* 0: buffers are host memory; 1: device memory (host code must copy) */
@@ -2610,6 +2612,50 @@ typedef struct higan_backend {
     /* best [rows] (ints, backend memory) = the first maximum over the cols of each row of x,
        as greedy CTC decoding takes it (higan_recognizer_decode_tape downloads the indices) */
     void (*argmax_rows)(void *ctx, int *best, const float *x, int64_t rows, int64_t cols);
+    /* ---- BigGAN side: Discriminator, PatchDiscriminator, GAN losses (forward, backward) ---- */
+    void (*avg_pool2_forward)(void *ctx, float *y, const float *x, int64_t N, int64_t C, int64_t H, int64_t W);
+    void (*avg_pool2_backward)(void *ctx, float *dx, const float *dy, int64_t N, int64_t C, int64_t H, int64_t W);
+    void (*sub_forward)(void *ctx, float *y, const float *a, const float *b, int64_t n);
+    void (*sub_backward)(void *ctx, float *da, float *db, const float *dy, int64_t n);
+    void (*scale_forward)(void *ctx, float *y, const float *x, float s, int64_t n);
+    void (*scale_backward)(void *ctx, float *dx, const float *dy, float s, int64_t n);
+    void (*add_nc_forward)(void *ctx, float *y, const float *x, const float *b, int64_t N, int64_t C, int64_t HW);
+    void (*add_nc_backward)(void *ctx, float *dx, float *db, const float *dy, int64_t N, int64_t C, int64_t HW);
+    void (*exp_forward)(void *ctx, float *y, const float *x, int64_t n);
+    void (*exp_backward)(void *ctx, float *dx, const float *dy, const float *y, int64_t n);
+    /* masked_sum_width (mean 0) / masked_mean_width (mean 1, eps) in one entry */
+    void (*masked_width_forward)(void *ctx, float *y, const float *x, const int *lens, int64_t N, int64_t C,
+                                 int64_t H, int64_t W, float eps, int mean);
+    void (*masked_width_backward)(void *ctx, float *dx, const float *dy, const int *lens, int64_t N, int64_t C,
+                                  int64_t H, int64_t W, float eps, int mean);
+    /* y [N, C] = x / (float)den[n] (D's pooled features per character) */
+    void (*div_rows_forward)(void *ctx, float *y, const float *x, const int *den, int64_t N, int64_t C);
+    void (*div_rows_backward)(void *ctx, float *dx, const float *dy, const int *den, int64_t N, int64_t C);
+    /* lens may be NULL (every image W wide) */
+    void (*extract_patches_forward)(void *ctx, float *y, const float *x, const int *lens, int64_t B, int64_t C,
+                                    int64_t H, int64_t W, int64_t size, int64_t step);
+    void (*extract_patches_backward)(void *ctx, float *dx, const float *dy, const int *lens, int64_t B,
+                                     int64_t C, int64_t H, int64_t W, int64_t size, int64_t step);
+    void (*hinge_d_real_forward)(void *ctx, float *y, const float *x, int64_t n);     /* y, dy: one float */
+    void (*hinge_d_real_backward)(void *ctx, float *dx, const float *dy, const float *x, int64_t n);
+    void (*hinge_d_fake_forward)(void *ctx, float *y, const float *x, int64_t n);
+    void (*hinge_d_fake_backward)(void *ctx, float *dx, const float *dy, const float *x, int64_t n);
+    void (*hinge_g_forward)(void *ctx, float *y, const float *x, int64_t n);
+    void (*hinge_g_backward)(void *ctx, float *dx, const float *dy, int64_t n);
+    void (*masked_l1_forward)(void *ctx, float *y, const float *a, const float *b, const int *lens, int64_t N,
+                              int64_t M, int64_t W);
+    void (*masked_l1_backward)(void *ctx, float *da, float *db, const float *dy, const float *a, const float *b,
+                               const int *lens, int64_t N, int64_t M, int64_t W);
+    void (*kl_gaussian_forward)(void *ctx, float *y, const float *mu, const float *logvar, int64_t N, int64_t D);
+    void (*kl_gaussian_backward)(void *ctx, float *dmu, float *dlogvar, const float *dy, const float *mu,
+                                 const float *logvar, int64_t N, int64_t D);
+    /* cache (or NULL in the forward): a higan_cx_cache (host struct) whose arrays are in the
+       backend's memory (higan_cx_cache_alloc on the tape's data arena: bookkeeping only);
+       scratch: the tape's data arena (t->data), used above its top and given back */
+    void (*cx_loss_forward)(void *ctx, float *y, higan_cx_cache *cache, const float *feat_t, const float *feat_i,
+                            int64_t N, int64_t C, int64_t P, int64_t Q, float sigma, float b, higan_arena *scratch);
+    void (*cx_loss_backward)(void *ctx, float *dfeat_t, float *dfeat_i, const float *dy, const higan_cx_cache *cache,
+                             int64_t N, int64_t C, int64_t P, int64_t Q, float sigma, float b, higan_arena *scratch);
 } higan_backend;
 /* The CPU kernels (the default of every tape). */
 HIGAN_DEF const higan_backend *higan_cpu_backend(void);
@@ -7912,8 +7958,8 @@ HIGAN_DEF void higan_avg_pool2_backward(float *dx, const float *dy, int64_t N, i
 static void higan__avg_pool2_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_avg_pool2_backward(dx, c->y->grad, c->x->shape[0], c->x->shape[1],
-                                     c->x->shape[2], c->x->shape[3]);
+    if (dx) t->be->avg_pool2_backward(t->be->ctx, dx, c->y->grad, c->x->shape[0], c->x->shape[1],
+                                      c->x->shape[2], c->x->shape[3]);
 }
 HIGAN_DEF higan_var *higan_avg_pool2(higan_tape *t, higan_var *x) {
     higan_var *y;
@@ -7922,7 +7968,7 @@ HIGAN_DEF higan_var *higan_avg_pool2(higan_tape *t, higan_var *x) {
     HIGAN_ASSERT(x->ndim == 4 && x->shape[2] >= 2 && x->shape[3] >= 2);
     s[0] = x->shape[0]; s[1] = x->shape[1]; s[2] = x->shape[2] / 2; s[3] = x->shape[3] / 2;
     if (!(y = higan_op_output(t, 4, s, &x, 1))) return NULL;
-    higan_avg_pool2_forward(y->data, x->data, x->shape[0], x->shape[1], x->shape[2], x->shape[3]);
+    t->be->avg_pool2_forward(t->be->ctx, y->data, x->data, x->shape[0], x->shape[1], x->shape[2], x->shape[3]);
     return higan__record_unary(t, x, y, higan__avg_pool2_backward_op, 0.0f);
 }
 
@@ -8577,23 +8623,29 @@ static void higan__masked_backward_op(higan_tape *t, void *p) {
     float *dx = higan_var_grad(t, c->x);
     int64_t H, W;
     higan__masked_dims(c->x, &H, &W);
-    if (dx) higan__masked_width_backward(dx, c->y->grad, c->lens, c->x->shape[0], c->x->shape[1],
+    if (dx) t->be->masked_width_backward(t->be->ctx, dx, c->y->grad, c->lens, c->x->shape[0], c->x->shape[1],
                                          H, W, c->eps, c->mean);
 }
 static higan_var *higan__masked_width(higan_tape *t, higan_var *x, const int *lens, float eps,
                                       int mean) {
     higan_var *y;
     higan__masked_ctx *c;
+    const int *dl;
     int64_t s[2], H, W, n;
     if (!x) return NULL;
     higan__masked_dims(x, &H, &W);
     s[0] = x->shape[0]; s[1] = x->shape[1];
     if (!(y = higan_op_output(t, 2, s, &x, 1))) return NULL;
-    higan__masked_width_forward(y->data, x->data, lens, s[0], s[1], H, W, eps, mean);
+    if (!(dl = higan__tape_ints(t, lens, s[0]))) return NULL;   /* lens itself on the CPU */
+    t->be->masked_width_forward(t->be->ctx, y->data, x->data, dl, s[0], s[1], H, W, eps, mean);
     if (y->requires_grad) {   /* lens copied: the caller's array may be gone by backward */
         if (!(c = (higan__masked_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
-        if (!(c->lens = (int *)higan_arena_alloc(t->arena, (size_t)s[0] * sizeof(int)))) return NULL;
-        for (n = 0; n < s[0]; ++n) c->lens[n] = lens[n];
+        if (t->be->device) {
+            c->lens = (int *)dl;   /* the uploaded copy */
+        } else {
+            if (!(c->lens = (int *)higan_arena_alloc(t->arena, (size_t)s[0] * sizeof(int)))) return NULL;
+            for (n = 0; n < s[0]; ++n) c->lens[n] = lens[n];
+        }
         c->x = x; c->y = y; c->eps = eps; c->mean = mean;
         higan_tape_record(t, y, higan__masked_backward_op, c);
     }
@@ -8798,7 +8850,7 @@ HIGAN_DEF void higan_sub_backward(float *da, float *db, const float *dy, int64_t
 static void higan__sub_backward_op(higan_tape *t, void *p) {
     higan__binary_ctx *c = (higan__binary_ctx *)p;
     float *da = higan_var_grad(t, c->a), *db = higan_var_grad(t, c->b);
-    higan_sub_backward(da, db, c->y->grad, higan_var_numel(c->y));
+    t->be->sub_backward(t->be->ctx, da, db, c->y->grad, higan_var_numel(c->y));
 }
 HIGAN_DEF higan_var *higan_sub(higan_tape *t, higan_var *a, higan_var *b) {
     higan_var *in[2], *y;
@@ -8806,7 +8858,7 @@ HIGAN_DEF higan_var *higan_sub(higan_tape *t, higan_var *a, higan_var *b) {
     if (!a || !b) return NULL;
     HIGAN_ASSERT(higan__same_shape(a, b));
     if (!(y = higan_op_output(t, a->ndim, a->shape, in, 2))) return NULL;
-    higan_sub_forward(y->data, a->data, b->data, higan_var_numel(a));
+    t->be->sub_forward(t->be->ctx, y->data, a->data, b->data, higan_var_numel(a));
     return higan__record_binary(t, a, b, y, higan__sub_backward_op);
 }
 
@@ -8856,12 +8908,12 @@ HIGAN_DEF void higan_scale_backward(float *dx, const float *dy, float s, int64_t
 static void higan__scale_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_scale_backward(dx, c->y->grad, c->s, higan_var_numel(c->x));
+    if (dx) t->be->scale_backward(t->be->ctx, dx, c->y->grad, c->s, higan_var_numel(c->x));
 }
 HIGAN_DEF higan_var *higan_scale(higan_tape *t, higan_var *x, float s) {
     higan_var *y;
     if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
-    higan_scale_forward(y->data, x->data, s, higan_var_numel(x));
+    t->be->scale_forward(t->be->ctx, y->data, x->data, s, higan_var_numel(x));
     return higan__record_unary(t, x, y, higan__scale_backward_op, s);
 }
 
@@ -8893,7 +8945,7 @@ static void higan__add_nc_backward_op(higan_tape *t, void *p) {
     higan__binary_ctx *c = (higan__binary_ctx *)p;
     float *dx = higan_var_grad(t, c->a), *db = higan_var_grad(t, c->b);
     int64_t N = c->a->shape[0], C = c->a->shape[1];
-    higan_add_nc_backward(dx, db, c->y->grad, N, C, higan_var_numel(c->a) / (N * C));
+    t->be->add_nc_backward(t->be->ctx, dx, db, c->y->grad, N, C, higan_var_numel(c->a) / (N * C));
 }
 HIGAN_DEF higan_var *higan_add_nc(higan_tape *t, higan_var *x, higan_var *b) {
     higan_var *in[2], *y;
@@ -8904,7 +8956,8 @@ HIGAN_DEF higan_var *higan_add_nc(higan_tape *t, higan_var *x, higan_var *b) {
     N = x->shape[0]; C = x->shape[1];
     HIGAN_ASSERT(b->shape[0] == N && higan_var_numel(b) == N * C && "bias must be [N,C]");
     if (!(y = higan_op_output(t, x->ndim, x->shape, in, 2))) return NULL;
-    higan_add_nc_forward(y->data, x->data, b->data, N, C, N * C > 0 ? higan_var_numel(x) / (N * C) : 0);
+    t->be->add_nc_forward(t->be->ctx, y->data, x->data, b->data, N, C,
+                          N * C > 0 ? higan_var_numel(x) / (N * C) : 0);
     return higan__record_binary(t, x, b, y, higan__add_nc_backward_op);
 }
 
@@ -8974,12 +9027,12 @@ HIGAN_DEF void higan_exp_backward(float *dx, const float *dy, const float *y, in
 static void higan__exp_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_exp_backward(dx, c->y->grad, c->y->data, higan_var_numel(c->x));
+    if (dx) t->be->exp_backward(t->be->ctx, dx, c->y->grad, c->y->data, higan_var_numel(c->x));
 }
 HIGAN_DEF higan_var *higan_exp(higan_tape *t, higan_var *x) {
     higan_var *y;
     if (!x || !(y = higan_op_output(t, x->ndim, x->shape, &x, 1))) return NULL;
-    higan_exp_forward(y->data, x->data, higan_var_numel(x));
+    t->be->exp_forward(t->be->ctx, y->data, x->data, higan_var_numel(x));
     return higan__record_unary(t, x, y, higan__exp_backward_op, 0.0f);
 }
 /* ==== SEQUENCE OPS AND LOSSES: implementation ================================= */
@@ -9715,9 +9768,9 @@ static void higan__hinge_backward_op(higan_tape *t, void *p) {
     float *dx = higan_var_grad(t, c->x);
     int64_t n = higan_var_numel(c->x);
     if (!dx) return;
-    if (c->kind == 0) higan_hinge_d_real_backward(dx, c->y->grad, c->x->data, n);
-    else if (c->kind == 1) higan_hinge_d_fake_backward(dx, c->y->grad, c->x->data, n);
-    else higan_hinge_g_backward(dx, c->y->grad, n);
+    if (c->kind == 0) t->be->hinge_d_real_backward(t->be->ctx, dx, c->y->grad, c->x->data, n);
+    else if (c->kind == 1) t->be->hinge_d_fake_backward(t->be->ctx, dx, c->y->grad, c->x->data, n);
+    else t->be->hinge_g_backward(t->be->ctx, dx, c->y->grad, n);
 }
 static higan_var *higan__hinge_op(higan_tape *t, higan_var *x, int kind) {
     int64_t one = 1, n;
@@ -9726,9 +9779,9 @@ static higan_var *higan__hinge_op(higan_tape *t, higan_var *x, int kind) {
     if (!x || !(y = higan_op_output(t, 1, &one, &x, 1))) return NULL;
     n = higan_var_numel(x);
     HIGAN_ASSERT(n > 0);
-    if (kind == 0) higan_hinge_d_real_forward(y->data, x->data, n);
-    else if (kind == 1) higan_hinge_d_fake_forward(y->data, x->data, n);
-    else higan_hinge_g_forward(y->data, x->data, n);
+    if (kind == 0) t->be->hinge_d_real_forward(t->be->ctx, y->data, x->data, n);
+    else if (kind == 1) t->be->hinge_d_fake_forward(t->be->ctx, y->data, x->data, n);
+    else t->be->hinge_g_forward(t->be->ctx, y->data, x->data, n);
     if (y->requires_grad) {
         if (!(c = (higan__hinge_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
         c->x = x; c->y = y; c->kind = kind;
@@ -9792,12 +9845,13 @@ static void higan__masked_l1_backward_op(higan_tape *t, void *p) {
     float *da = higan_var_grad(t, c->a), *db = higan_var_grad(t, c->b);
     int64_t N, M, W;
     higan__masked_l1_dims(c->a, &N, &M, &W);
-    higan_masked_l1_backward(da, db, c->y->grad, c->a->data, c->b->data, c->lens, N, M, W);
+    t->be->masked_l1_backward(t->be->ctx, da, db, c->y->grad, c->a->data, c->b->data, c->lens, N, M, W);
 }
 HIGAN_DEF higan_var *higan_masked_l1(higan_tape *t, higan_var *a, higan_var *b, const int *lens) {
     higan_var *in[2];
     higan_var *y;
     higan__masked_l1_ctx *c;
+    const int *dl;
     int64_t one = 1, N, M, W;
     int d;
     if (!a || !b) return NULL;
@@ -9806,11 +9860,16 @@ HIGAN_DEF higan_var *higan_masked_l1(higan_tape *t, higan_var *a, higan_var *b, 
     in[0] = a; in[1] = b;
     if (!(y = higan_op_output(t, 1, &one, in, 2))) return NULL;
     higan__masked_l1_dims(a, &N, &M, &W);
-    higan_masked_l1_forward(y->data, a->data, b->data, lens, N, M, W);
+    if (!(dl = higan__tape_ints(t, lens, N))) return NULL;   /* lens itself on the CPU */
+    t->be->masked_l1_forward(t->be->ctx, y->data, a->data, b->data, dl, N, M, W);
     if (y->requires_grad) {
         if (!(c = (higan__masked_l1_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
-        if (!(c->lens = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)N))) return NULL;
-        memcpy(c->lens, lens, sizeof(int) * (size_t)N);
+        if (t->be->device) {
+            c->lens = (int *)dl;   /* the uploaded copy */
+        } else {
+            if (!(c->lens = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)N))) return NULL;
+            memcpy(c->lens, lens, sizeof(int) * (size_t)N);
+        }
         c->a = a; c->b = b; c->y = y;
         higan_tape_record(t, y, higan__masked_l1_backward_op, c);
     }
@@ -9839,8 +9898,8 @@ static void higan__kl_backward_op(higan_tape *t, void *p) {
     higan__kl_ctx *c = (higan__kl_ctx *)p;
     float *dmu = higan_var_grad(t, c->mu), *dlv = higan_var_grad(t, c->logvar);
     int64_t N = c->mu->shape[0];
-    higan_kl_gaussian_backward(dmu, dlv, c->y->grad, c->mu->data, c->logvar->data, N,
-                               higan_var_numel(c->mu) / N);
+    t->be->kl_gaussian_backward(t->be->ctx, dmu, dlv, c->y->grad, c->mu->data, c->logvar->data, N,
+                                higan_var_numel(c->mu) / N);
 }
 HIGAN_DEF higan_var *higan_kl_gaussian(higan_tape *t, higan_var *mu, higan_var *logvar) {
     higan_var *in[2];
@@ -9854,7 +9913,7 @@ HIGAN_DEF higan_var *higan_kl_gaussian(higan_tape *t, higan_var *mu, higan_var *
     in[0] = mu; in[1] = logvar;
     if (!(y = higan_op_output(t, 1, &one, in, 2))) return NULL;
     N = mu->shape[0];
-    higan_kl_gaussian_forward(y->data, mu->data, logvar->data, N, higan_var_numel(mu) / N);
+    t->be->kl_gaussian_forward(t->be->ctx, y->data, mu->data, logvar->data, N, higan_var_numel(mu) / N);
     if (y->requires_grad) {
         if (!(c = (higan__kl_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
         c->mu = mu; c->logvar = logvar; c->y = y;
@@ -10074,7 +10133,9 @@ typedef struct { higan_var *ft, *fi, *y; higan_cx_cache cache; int64_t N, C, P, 
 static void higan__cx_backward_op(higan_tape *t, void *p) {
     higan__cx_ctx *c = (higan__cx_ctx *)p;
     float *dt = higan_var_grad(t, c->ft), *di = higan_var_grad(t, c->fi);
-    higan_cx_loss_backward(dt, di, c->y->grad, &c->cache, c->N, c->C, c->P, c->Q, c->sigma, c->b, t->arena);
+    /* scratch: the data arena's top (t->arena on the CPU) */
+    t->be->cx_loss_backward(t->be->ctx, dt, di, c->y->grad, &c->cache, c->N, c->C, c->P, c->Q, c->sigma, c->b,
+                            t->data);
 }
 HIGAN_DEF higan_var *higan_cx_loss(higan_tape *t, higan_var *feat_t, higan_var *feat_i, float sigma, float b) {
     higan_var *in[2];
@@ -10090,15 +10151,15 @@ HIGAN_DEF higan_var *higan_cx_loss(higan_tape *t, higan_var *feat_t, higan_var *
     HIGAN_ASSERT(P > 0 && Q > 0);
     in[0] = feat_t; in[1] = feat_i;
     if (!(y = higan_op_output(t, 1, &one, in, 2))) return NULL;
-    if (y->requires_grad) {   /* the cache lives in the arena until backward */
+    if (y->requires_grad) {   /* the cache lives in the data arena until backward */
         if (!(c = (higan__cx_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
-        if (higan_cx_cache_alloc(&c->cache, t->arena, N, C, P, Q) != HIGAN_OK) return NULL;
+        if (higan_cx_cache_alloc(&c->cache, t->data, N, C, P, Q) != HIGAN_OK) return NULL;
         c->ft = feat_t; c->fi = feat_i; c->y = y;
         c->N = N; c->C = C; c->P = P; c->Q = Q; c->sigma = sigma; c->b = b;
     }
-    higan_cx_loss_forward(y->data, c ? &c->cache : NULL, feat_t->data, feat_i->data, N, C, P, Q,
-                          sigma, b, t->arena);
-    if (higan_arena_status(t->arena) != HIGAN_OK) return NULL;   /* scratch overflow */
+    t->be->cx_loss_forward(t->be->ctx, y->data, c ? &c->cache : NULL, feat_t->data, feat_i->data, N, C, P, Q,
+                           sigma, b, t->data);
+    if (higan_arena_status(t->data) != HIGAN_OK) return NULL;   /* scratch overflow */
     if (c) higan_tape_record(t, y, higan__cx_backward_op, c);
     return y;
 }
@@ -12690,27 +12751,36 @@ static higan_var *higan__bg_mask_width(higan_tape *t, higan_var *x, const int *l
 }
 
 /* ---- private op: y [N, C] = x [N, C] / den[n] (true division, as h / y_lens) -------------- */
+static void higan__bg_div_rows_forward(float *y, const float *x, const int *den, int64_t N, int64_t C) {
+    int64_t n, k;
+    for (n = 0; n < N; ++n)
+        for (k = 0; k < C; ++k) y[n * C + k] = x[n * C + k] / (float)den[n];
+}
+/* dx [N, C] += dy / den[n] */
+static void higan__bg_div_rows_backward(float *dx, const float *dy, const int *den, int64_t N, int64_t C) {
+    int64_t n, k;
+    if (!dx) return;
+    for (n = 0; n < N; ++n)
+        for (k = 0; k < C; ++k) dx[n * C + k] += dy[n * C + k] / (float)den[n];
+}
 static void higan__bg_div_rows_backward_op(higan_tape *t, void *p) {
     higan__bg_lens_ctx *c = (higan__bg_lens_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    int64_t n, k, C = c->x->shape[1];
-    if (!dx) return;
-    for (n = 0; n < c->x->shape[0]; ++n)
-        for (k = 0; k < C; ++k) dx[n * C + k] += c->y->grad[n * C + k] / (float)c->lens[n];
+    if (dx) t->be->div_rows_backward(t->be->ctx, dx, c->y->grad, c->lens, c->x->shape[0], c->x->shape[1]);
 }
 static higan_var *higan__bg_div_rows(higan_tape *t, higan_var *x, const int *den) {
     higan_var *y;
     higan__bg_lens_ctx *c;
-    int64_t n, k, C;
+    const int *dd;
     if (!x) return NULL;
     HIGAN_ASSERT(x->ndim == 2);
-    C = x->shape[1];
     if (!(y = higan_op_output(t, 2, x->shape, &x, 1))) return NULL;
-    for (n = 0; n < x->shape[0]; ++n)
-        for (k = 0; k < C; ++k) y->data[n * C + k] = x->data[n * C + k] / (float)den[n];
-    if (y->requires_grad) {
+    if (!(dd = higan__tape_ints(t, den, x->shape[0]))) return NULL;   /* den itself on the CPU */
+    t->be->div_rows_forward(t->be->ctx, y->data, x->data, dd, x->shape[0], x->shape[1]);
+    if (y->requires_grad) {   /* a device keeps its uploaded copy; the CPU copies den */
         if (!(c = (higan__bg_lens_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
-        if (!(c->lens = higan__bg_copy_lens(t, den, x->shape[0]))) return NULL;
+        c->lens = t->be->device ? (int *)dd : higan__bg_copy_lens(t, den, x->shape[0]);
+        if (!c->lens) return NULL;
         c->x = x; c->y = y;
         higan_tape_record(t, y, higan__bg_div_rows_backward_op, c);
     }
@@ -13372,13 +13442,14 @@ typedef struct { higan_var *x, *y; int *lens; int64_t size, step; } higan__patch
 static void higan__patches_backward_op(higan_tape *t, void *p) {
     higan__patches_ctx *c = (higan__patches_ctx *)p;
     float *dx = higan_var_grad(t, c->x);
-    if (dx) higan_extract_patches_backward(dx, c->y->grad, c->lens, c->x->shape[0], c->x->shape[1],
-                                           c->x->shape[2], c->x->shape[3], c->size, c->step);
+    if (dx) t->be->extract_patches_backward(t->be->ctx, dx, c->y->grad, c->lens, c->x->shape[0], c->x->shape[1],
+                                            c->x->shape[2], c->x->shape[3], c->size, c->step);
 }
 HIGAN_DEF higan_var *higan_extract_patches(higan_tape *t, higan_var *x, const int *lens,
                                            int64_t size, int64_t step) {
     higan_var *y;
     higan__patches_ctx *c;
+    const int *dl = NULL;
     int64_t s[4], P;
     if (!x) return NULL;
     HIGAN_ASSERT(x->ndim == 4);
@@ -13386,12 +13457,15 @@ HIGAN_DEF higan_var *higan_extract_patches(higan_tape *t, higan_var *x, const in
     HIGAN_ASSERT(P > 0 && "extract_patches: no image is as wide as one patch");
     s[0] = P; s[1] = x->shape[1]; s[2] = size; s[3] = size;
     if (!(y = higan_op_output(t, 4, s, &x, 1))) return NULL;
-    higan_extract_patches_forward(y->data, x->data, lens, x->shape[0], x->shape[1], x->shape[2],
-                                  x->shape[3], size, step);
-    if (y->requires_grad) {
+    /* the count above read the host lens; the kernels get them in the backend's memory */
+    if (lens && !(dl = higan__tape_ints(t, lens, x->shape[0]))) return NULL;
+    t->be->extract_patches_forward(t->be->ctx, y->data, x->data, dl, x->shape[0], x->shape[1], x->shape[2],
+                                   x->shape[3], size, step);
+    if (y->requires_grad) {   /* a device keeps its uploaded copy; the CPU copies lens */
         if (!(c = (higan__patches_ctx *)higan_tape_ctx(t, sizeof *c))) return NULL;
         c->lens = NULL;
-        if (lens && !(c->lens = higan__bg_copy_lens(t, lens, x->shape[0]))) return NULL;
+        if (lens && !(c->lens = t->be->device ? (int *)dl : higan__bg_copy_lens(t, lens, x->shape[0])))
+            return NULL;
         c->x = x; c->y = y; c->size = size; c->step = step;
         higan_tape_record(t, y, higan__patches_backward_op, c);
     }
@@ -13707,6 +13781,136 @@ static void higan__cpu_argmax_rows(void *ctx, int *best, const float *x, int64_t
         best[r] = (int)b;
     }
 }
+/* ---- BigGAN side: Discriminator, PatchDiscriminator, GAN losses ---- */
+static void higan__cpu_avg_pool2_forward(void *ctx, float *y, const float *x, int64_t N, int64_t C, int64_t H,
+                                         int64_t W) {
+    (void)ctx;
+    higan_avg_pool2_forward(y, x, N, C, H, W);
+}
+static void higan__cpu_avg_pool2_backward(void *ctx, float *dx, const float *dy, int64_t N, int64_t C, int64_t H,
+                                          int64_t W) {
+    (void)ctx;
+    higan_avg_pool2_backward(dx, dy, N, C, H, W);
+}
+static void higan__cpu_sub_forward(void *ctx, float *y, const float *a, const float *b, int64_t n) {
+    (void)ctx;
+    higan_sub_forward(y, a, b, n);
+}
+static void higan__cpu_sub_backward(void *ctx, float *da, float *db, const float *dy, int64_t n) {
+    (void)ctx;
+    higan_sub_backward(da, db, dy, n);
+}
+static void higan__cpu_scale_forward(void *ctx, float *y, const float *x, float s, int64_t n) {
+    (void)ctx;
+    higan_scale_forward(y, x, s, n);
+}
+static void higan__cpu_scale_backward(void *ctx, float *dx, const float *dy, float s, int64_t n) {
+    (void)ctx;
+    higan_scale_backward(dx, dy, s, n);
+}
+static void higan__cpu_add_nc_forward(void *ctx, float *y, const float *x, const float *b, int64_t N, int64_t C,
+                                      int64_t HW) {
+    (void)ctx;
+    higan_add_nc_forward(y, x, b, N, C, HW);
+}
+static void higan__cpu_add_nc_backward(void *ctx, float *dx, float *db, const float *dy, int64_t N, int64_t C,
+                                       int64_t HW) {
+    (void)ctx;
+    higan_add_nc_backward(dx, db, dy, N, C, HW);
+}
+static void higan__cpu_exp_forward(void *ctx, float *y, const float *x, int64_t n) {
+    (void)ctx;
+    higan_exp_forward(y, x, n);
+}
+static void higan__cpu_exp_backward(void *ctx, float *dx, const float *dy, const float *y, int64_t n) {
+    (void)ctx;
+    higan_exp_backward(dx, dy, y, n);
+}
+static void higan__cpu_masked_width_forward(void *ctx, float *y, const float *x, const int *lens, int64_t N,
+                                            int64_t C, int64_t H, int64_t W, float eps, int mean) {
+    (void)ctx;
+    higan__masked_width_forward(y, x, lens, N, C, H, W, eps, mean);
+}
+static void higan__cpu_masked_width_backward(void *ctx, float *dx, const float *dy, const int *lens, int64_t N,
+                                             int64_t C, int64_t H, int64_t W, float eps, int mean) {
+    (void)ctx;
+    higan__masked_width_backward(dx, dy, lens, N, C, H, W, eps, mean);
+}
+static void higan__cpu_div_rows_forward(void *ctx, float *y, const float *x, const int *den, int64_t N, int64_t C) {
+    (void)ctx;
+    higan__bg_div_rows_forward(y, x, den, N, C);
+}
+static void higan__cpu_div_rows_backward(void *ctx, float *dx, const float *dy, const int *den, int64_t N,
+                                         int64_t C) {
+    (void)ctx;
+    higan__bg_div_rows_backward(dx, dy, den, N, C);
+}
+static void higan__cpu_extract_patches_forward(void *ctx, float *y, const float *x, const int *lens, int64_t B,
+                                               int64_t C, int64_t H, int64_t W, int64_t size, int64_t step) {
+    (void)ctx;
+    higan_extract_patches_forward(y, x, lens, B, C, H, W, size, step);
+}
+static void higan__cpu_extract_patches_backward(void *ctx, float *dx, const float *dy, const int *lens, int64_t B,
+                                                int64_t C, int64_t H, int64_t W, int64_t size, int64_t step) {
+    (void)ctx;
+    higan_extract_patches_backward(dx, dy, lens, B, C, H, W, size, step);
+}
+static void higan__cpu_hinge_d_real_forward(void *ctx, float *y, const float *x, int64_t n) {
+    (void)ctx;
+    higan_hinge_d_real_forward(y, x, n);
+}
+static void higan__cpu_hinge_d_real_backward(void *ctx, float *dx, const float *dy, const float *x, int64_t n) {
+    (void)ctx;
+    higan_hinge_d_real_backward(dx, dy, x, n);
+}
+static void higan__cpu_hinge_d_fake_forward(void *ctx, float *y, const float *x, int64_t n) {
+    (void)ctx;
+    higan_hinge_d_fake_forward(y, x, n);
+}
+static void higan__cpu_hinge_d_fake_backward(void *ctx, float *dx, const float *dy, const float *x, int64_t n) {
+    (void)ctx;
+    higan_hinge_d_fake_backward(dx, dy, x, n);
+}
+static void higan__cpu_hinge_g_forward(void *ctx, float *y, const float *x, int64_t n) {
+    (void)ctx;
+    higan_hinge_g_forward(y, x, n);
+}
+static void higan__cpu_hinge_g_backward(void *ctx, float *dx, const float *dy, int64_t n) {
+    (void)ctx;
+    higan_hinge_g_backward(dx, dy, n);
+}
+static void higan__cpu_masked_l1_forward(void *ctx, float *y, const float *a, const float *b, const int *lens,
+                                         int64_t N, int64_t M, int64_t W) {
+    (void)ctx;
+    higan_masked_l1_forward(y, a, b, lens, N, M, W);
+}
+static void higan__cpu_masked_l1_backward(void *ctx, float *da, float *db, const float *dy, const float *a,
+                                          const float *b, const int *lens, int64_t N, int64_t M, int64_t W) {
+    (void)ctx;
+    higan_masked_l1_backward(da, db, dy, a, b, lens, N, M, W);
+}
+static void higan__cpu_kl_gaussian_forward(void *ctx, float *y, const float *mu, const float *logvar, int64_t N,
+                                           int64_t D) {
+    (void)ctx;
+    higan_kl_gaussian_forward(y, mu, logvar, N, D);
+}
+static void higan__cpu_kl_gaussian_backward(void *ctx, float *dmu, float *dlogvar, const float *dy, const float *mu,
+                                            const float *logvar, int64_t N, int64_t D) {
+    (void)ctx;
+    higan_kl_gaussian_backward(dmu, dlogvar, dy, mu, logvar, N, D);
+}
+static void higan__cpu_cx_loss_forward(void *ctx, float *y, higan_cx_cache *cache, const float *feat_t,
+                                       const float *feat_i, int64_t N, int64_t C, int64_t P, int64_t Q, float sigma,
+                                       float b, higan_arena *scratch) {
+    (void)ctx;
+    higan_cx_loss_forward(y, cache, feat_t, feat_i, N, C, P, Q, sigma, b, scratch);
+}
+static void higan__cpu_cx_loss_backward(void *ctx, float *dfeat_t, float *dfeat_i, const float *dy,
+                                        const higan_cx_cache *cache, int64_t N, int64_t C, int64_t P, int64_t Q,
+                                        float sigma, float b, higan_arena *scratch) {
+    (void)ctx;
+    higan_cx_loss_backward(dfeat_t, dfeat_i, dy, cache, N, C, P, Q, sigma, b, scratch);
+}
 static higan_backend higan__cpu_backend_table;
 static int higan__cpu_backend_ready;
 HIGAN_DEF const higan_backend *higan_cpu_backend(void) {
@@ -13780,6 +13984,35 @@ HIGAN_DEF const higan_backend *higan_cpu_backend(void) {
     b->cross_entropy_forward = higan__cpu_cross_entropy_forward;
     b->cross_entropy_backward = higan__cpu_cross_entropy_backward;
     b->argmax_rows = higan__cpu_argmax_rows;
+    /* BigGAN side: discriminators, GAN losses */
+    b->avg_pool2_forward = higan__cpu_avg_pool2_forward;
+    b->avg_pool2_backward = higan__cpu_avg_pool2_backward;
+    b->sub_forward = higan__cpu_sub_forward;
+    b->sub_backward = higan__cpu_sub_backward;
+    b->scale_forward = higan__cpu_scale_forward;
+    b->scale_backward = higan__cpu_scale_backward;
+    b->add_nc_forward = higan__cpu_add_nc_forward;
+    b->add_nc_backward = higan__cpu_add_nc_backward;
+    b->exp_forward = higan__cpu_exp_forward;
+    b->exp_backward = higan__cpu_exp_backward;
+    b->masked_width_forward = higan__cpu_masked_width_forward;
+    b->masked_width_backward = higan__cpu_masked_width_backward;
+    b->div_rows_forward = higan__cpu_div_rows_forward;
+    b->div_rows_backward = higan__cpu_div_rows_backward;
+    b->extract_patches_forward = higan__cpu_extract_patches_forward;
+    b->extract_patches_backward = higan__cpu_extract_patches_backward;
+    b->hinge_d_real_forward = higan__cpu_hinge_d_real_forward;
+    b->hinge_d_real_backward = higan__cpu_hinge_d_real_backward;
+    b->hinge_d_fake_forward = higan__cpu_hinge_d_fake_forward;
+    b->hinge_d_fake_backward = higan__cpu_hinge_d_fake_backward;
+    b->hinge_g_forward = higan__cpu_hinge_g_forward;
+    b->hinge_g_backward = higan__cpu_hinge_g_backward;
+    b->masked_l1_forward = higan__cpu_masked_l1_forward;
+    b->masked_l1_backward = higan__cpu_masked_l1_backward;
+    b->kl_gaussian_forward = higan__cpu_kl_gaussian_forward;
+    b->kl_gaussian_backward = higan__cpu_kl_gaussian_backward;
+    b->cx_loss_forward = higan__cpu_cx_loss_forward;
+    b->cx_loss_backward = higan__cpu_cx_loss_backward;
     higan__cpu_backend_ready = 1;
     return b;
 }

@@ -90,8 +90,9 @@
        - contextual loss: the cache (higan_cx_cache) holds device arrays
          (higan_cuda_cx_cache_alloc); forward and backward need a device scratch arena.
        - the tape and the networks: through higan_cuda_backend (BACKEND below), so far the
-         Generator's ops (generation, and its train-mode forward and backward) and those of the
-         style and recognition networks.
+         Generator's ops (generation, and its train-mode forward and backward), those of the
+         style and recognition networks, the Discriminator's and PatchDiscriminator's, and the
+         GAN losses'.
 
    API INDEX
        errors      HIGAN_CUDA_CHECK(call), HIGAN_CUDA_STATUS(call), higan_cuda_status,
@@ -145,12 +146,20 @@
            (higan_recognizer_decode_tape: device argmax, host collapse). Step 5 for their host
            code: BN running stats in the device mirror, the StyleEncoder's eps drawn on the
            host and uploaded, higan_backbone_features' padded input uploaded and its feature
-           downloaded (also the evaluation's reading and writer helpers). Their masked mean,
-           exp, scale and KL go with the GAN losses. Test: tests/test_cuda_nets.cu (train step,
-           eval, decoding, features; CPU tape vs CUDA tape).
-         steps 5, 6 open: the discriminators, GAN losses, the trainers' host code. Test so far:
-           tests/test_cuda.cu test_backend_generate (generation and one Generator train step,
-           CPU tape vs CUDA tape), tests/test_cuda_nets.cu.
+           downloaded (also the evaluation's reading and writer helpers). Test:
+           tests/test_cuda_nets.cu (train step, eval, decoding, features; CPU tape vs CUDA tape).
+         step 5 (session 5) done for the BigGAN side: the Discriminator and PatchDiscriminator
+           (avg_pool2, masked width sum / mean, higan__bg_div_rows and extract_patches, these
+           two with new kernels here, bit-identical to the CPU, no atomics) and the GAN losses
+           (hinge x3, masked L1, KL, cx loss, sub, scale, add_nc, exp): table entries, forward
+           and backward; int arrays uploaded once per op (higan__tape_ints); the cx loss keeps
+           its cache in the tape's data arena (higan_cx_cache_alloc on t->data: bookkeeping
+           only) and takes its scratch above the arena's top (a higan_cuda_arena view, as
+           conv2d; overflow marks the data arena with the size needed). CPU results bit for
+           bit as before (a D+P step with every loss hashed, old vs new header, both CPU
+           levels, 1 and 2 threads). Test: tests/test_cuda_gan.cu (each op, and a D+P train
+           step: scores, input and per-tensor parameter gradients, u0 / sv0).
+         steps 5, 6 open: the trainers' host code (loss reads, gradient balancing).
        The original plan:
        Goal: drivers take --device cuda and nothing else in the networks or trainers
        changes. Every network builds its graph through tape ops (higan_conv2d(t, ...)),
@@ -615,8 +624,10 @@ HIGAN_DEF higan_status higan_cuda_lstm_backward(higan_cuda *ctx, float *dx, floa
    returned by the table's sync (higan_tape_sync), which also waits for the stream. The table
    holds ctx: keep ctx alive and in place while the table is used.
    Covered so far: the ops of the Generator, forward and backward, and mul, sum_all, mean_all;
-   the ops of the style and recognition networks (higan.h's table lists them). The LSTM takes
-   its device scratch from the free top of the tape's data arena, like conv2d. */
+   the ops of the style and recognition networks, the Discriminator's, the PatchDiscriminator's
+   and the GAN losses' (higan.h's table lists them). The LSTM takes its device scratch from
+   the free top of the tape's data arena, like conv2d; the cx loss's is a device arena over
+   that free top. */
 HIGAN_DEF void higan_cuda_backend(higan_backend *be, higan_cuda *ctx);
 /* Points p's device mirror (higan_params_set_device) at d, the mirror made from p by
    higan_cuda_params_init (NULL d: detach). Upload p's values first (HIGAN_CUDA_ALL). */
@@ -631,6 +642,24 @@ HIGAN_DEF higan_status higan_cuda_mask_width_forward(higan_cuda *ctx, float *y, 
 /* dx += dy where w < lens[n] (a negative length: nothing) */
 HIGAN_DEF higan_status higan_cuda_mask_width_backward(higan_cuda *ctx, float *dx, const float *dy, const int *lens,
                                                       int64_t N, int64_t C, int64_t H, int64_t W);
+/* ---- BigGAN side (the discriminators' private ops) ----
+   div_rows: y [N, C] = x / (float)den[n] (den: device ints); backward dx += dy / (float)den[n].
+   Bit-identical to the CPU (one IEEE division, one addition per element).
+   extract_patches: higan_extract_patches_forward / _backward's contract (lens: device ints
+   [B], or NULL for all W). Forward: one thread per (image, patch row, patch column up to the
+   most an image of width W has, value); backward: one thread per dx value, adding the patches
+   that cover it in the CPU's order (patch row, then column): no atomics, the CPU's bits. A
+   thread finds its image's first patch by a loop over the images before it (O(B)). */
+HIGAN_DEF higan_status higan_cuda_div_rows_forward(higan_cuda *ctx, float *y, const float *x, const int *den,
+                                                   int64_t N, int64_t C);
+HIGAN_DEF higan_status higan_cuda_div_rows_backward(higan_cuda *ctx, float *dx, const float *dy, const int *den,
+                                                    int64_t N, int64_t C);
+HIGAN_DEF higan_status higan_cuda_extract_patches_forward(higan_cuda *ctx, float *y, const float *x, const int *lens,
+                                                          int64_t B, int64_t C, int64_t H, int64_t W, int64_t size,
+                                                          int64_t step);
+HIGAN_DEF higan_status higan_cuda_extract_patches_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                           const int *lens, int64_t B, int64_t C, int64_t H,
+                                                           int64_t W, int64_t size, int64_t step);
 
 #endif /* HIGAN_CUDA_CUH */
 
@@ -3626,6 +3655,89 @@ HIGAN_DEF higan_status higan_cuda_mask_width_backward(higan_cuda *ctx, float *dx
     return higan__cu_map(ctx, N * C * H * W, f, "mask width backward");
 }
 
+/* ---- BigGAN side: div_rows, extract_patches ---- */
+struct higan__f_div_rows {   /* y [N, C] = x / den[n]; backward: y is dx (accumulated), x is dy */
+    float *y; const float *x; const int *den; int64_t C; int acc;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        const float q = HIGAN__FDIV(x[i], (float)den[i / C]);
+        y[i] = acc ? HIGAN__FADD(y[i], q) : q;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_div_rows_forward(higan_cuda *ctx, float *y, const float *x, const int *den,
+                                                   int64_t N, int64_t C) {
+    higan__f_div_rows f;
+    f.y = y; f.x = x; f.den = den; f.C = C; f.acc = 0;
+    return higan__cu_map(ctx, N * C, f, "div rows");
+}
+HIGAN_DEF higan_status higan_cuda_div_rows_backward(higan_cuda *ctx, float *dx, const float *dy, const int *den,
+                                                    int64_t N, int64_t C) {
+    higan__f_div_rows f;
+    if (!dx) return HIGAN_OK;
+    f.y = dx; f.x = dy; f.den = den; f.C = C; f.acc = 1;
+    return higan__cu_map(ctx, N * C, f, "div rows backward");
+}
+/* patch columns of image b (higan.h's higan__patch_cols: lens NULL = W, > W counts as W,
+   shorter than size: none) */
+static HIGAN__CU_HD int64_t higan__cu_patch_cols(const int *lens, int64_t b, int64_t W, int64_t size, int64_t step) {
+    int64_t len = lens ? (int64_t)lens[b] : W;
+    if (len > W) len = W;
+    return len < size ? 0 : (len - size) / step + 1;
+}
+struct higan__f_patches {   /* one thread per (b, r, c < cmax, k, i, j); a column c >= cols_b: nothing */
+    float *y; const float *x; const int *lens; int64_t C, H, W, size, step, rows, cmax;
+    HIGAN__CU_HD void operator()(int64_t t) const {
+        const int64_t j = t % size, ii = (t / size) % size, k = (t / (size * size)) % C;
+        const int64_t pc = t / (C * size * size), c = pc % cmax, r = (pc / cmax) % rows, b = pc / (cmax * rows);
+        const int64_t cols = higan__cu_patch_cols(lens, b, W, size, step);
+        int64_t bb, first = 0;
+        if (c >= cols) return;
+        for (bb = 0; bb < b; ++bb) first += rows * higan__cu_patch_cols(lens, bb, W, size, step);
+        y[(((first + r * cols + c) * C + k) * size + ii) * size + j] =
+            x[((b * C + k) * H + r * step + ii) * W + c * step + j];
+    }
+};
+struct higan__f_patches_back {   /* one thread per dx [B, C, H, W] value */
+    float *dx; const float *dy; const int *lens; int64_t C, H, W, size, step, rows;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        const int64_t w = i % W, h = (i / W) % H, k = (i / (H * W)) % C, b = i / (C * H * W);
+        const int64_t cols = higan__cu_patch_cols(lens, b, W, size, step);
+        /* the windows r with r step <= h < r step + size (likewise c) that exist */
+        const int64_t r0 = h >= size ? (h - size) / step + 1 : 0, r1 = h / step < rows - 1 ? h / step : rows - 1;
+        const int64_t c0 = w >= size ? (w - size) / step + 1 : 0, c1 = w / step < cols - 1 ? w / step : cols - 1;
+        int64_t bb, first = 0, r, c;
+        float acc;
+        if (r0 > r1 || c0 > c1) return;
+        for (bb = 0; bb < b; ++bb) first += rows * higan__cu_patch_cols(lens, bb, W, size, step);
+        acc = dx[i];
+        for (r = r0; r <= r1; ++r)   /* the CPU's order: patch row, then column */
+            for (c = c0; c <= c1; ++c)
+                acc = HIGAN__FADD(acc, dy[((first + r * cols + c) * C + k) * size * size +
+                                          (h - r * step) * size + (w - c * step)]);
+        dx[i] = acc;
+    }
+};
+HIGAN_DEF higan_status higan_cuda_extract_patches_forward(higan_cuda *ctx, float *y, const float *x, const int *lens,
+                                                          int64_t B, int64_t C, int64_t H, int64_t W, int64_t size,
+                                                          int64_t step) {
+    higan__f_patches f;
+    HIGAN__CU_ASSERT(size > 0 && step > 0 && H >= size && (H - size) % step == 0);
+    f.y = y; f.x = x; f.lens = lens; f.C = C; f.H = H; f.W = W; f.size = size; f.step = step;
+    f.rows = (H - size) / step + 1;
+    f.cmax = W >= size ? (W - size) / step + 1 : 0;   /* the most columns an image can have */
+    if (f.cmax == 0) return HIGAN_OK;
+    return higan__cu_map(ctx, B * f.rows * f.cmax * C * size * size, f, "extract patches");
+}
+HIGAN_DEF higan_status higan_cuda_extract_patches_backward(higan_cuda *ctx, float *dx, const float *dy,
+                                                           const int *lens, int64_t B, int64_t C, int64_t H,
+                                                           int64_t W, int64_t size, int64_t step) {
+    higan__f_patches_back f;
+    if (!dx) return HIGAN_OK;
+    HIGAN__CU_ASSERT(size > 0 && step > 0 && H >= size && (H - size) % step == 0);
+    f.dx = dx; f.dy = dy; f.lens = lens; f.C = C; f.H = H; f.W = W; f.size = size; f.step = step;
+    f.rows = (H - size) / step + 1;
+    return higan__cu_map(ctx, B * C * H * W, f, "extract patches backward");
+}
+
 HIGAN_DEF void higan_cuda_params_attach(const higan_cuda_params *d, higan_params *p) {
     if (!d) { higan_params_set_device(p, NULL, NULL, NULL, NULL); return; }
     higan__cu_params_match(d, p);
@@ -3986,6 +4098,148 @@ static void higan__cub_cross_entropy_backward(void *c, float *dlogits, const flo
 static void higan__cub_argmax_rows(void *c, int *best, const float *x, int64_t rows, int64_t cols) {
     higan__cub_note(c, higan_cuda_argmax_rows(HIGAN__CUB(c), best, x, rows, cols));
 }
+/* ---- BigGAN side: Discriminator, PatchDiscriminator, GAN losses ---- */
+static void higan__cub_avg_pool2_forward(void *c, float *y, const float *x, int64_t N, int64_t C, int64_t H,
+                                         int64_t W) {
+    higan__cub_note(c, higan_cuda_avg_pool2_forward(HIGAN__CUB(c), y, x, N, C, H, W));
+}
+static void higan__cub_avg_pool2_backward(void *c, float *dx, const float *dy, int64_t N, int64_t C, int64_t H,
+                                          int64_t W) {
+    if (dx) higan__cub_note(c, higan_cuda_avg_pool2_backward(HIGAN__CUB(c), dx, dy, N, C, H, W));
+}
+static void higan__cub_sub_forward(void *c, float *y, const float *a, const float *b, int64_t n) {
+    higan__cub_note(c, higan_cuda_sub_forward(HIGAN__CUB(c), y, a, b, n));
+}
+static void higan__cub_sub_backward(void *c, float *da, float *db, const float *dy, int64_t n) {
+    higan__cub_note(c, higan_cuda_sub_backward(HIGAN__CUB(c), da, db, dy, n));
+}
+static void higan__cub_scale_forward(void *c, float *y, const float *x, float s, int64_t n) {
+    higan__cub_note(c, higan_cuda_scale_forward(HIGAN__CUB(c), y, x, s, n));
+}
+static void higan__cub_scale_backward(void *c, float *dx, const float *dy, float s, int64_t n) {
+    higan__cub_note(c, higan_cuda_scale_backward(HIGAN__CUB(c), dx, dy, s, n));
+}
+static void higan__cub_add_nc_forward(void *c, float *y, const float *x, const float *b, int64_t N, int64_t C,
+                                      int64_t HW) {
+    higan__cub_note(c, higan_cuda_add_nc_forward(HIGAN__CUB(c), y, x, b, N, C, HW));
+}
+static void higan__cub_add_nc_backward(void *c, float *dx, float *db, const float *dy, int64_t N, int64_t C,
+                                       int64_t HW) {
+    higan__cub_note(c, higan_cuda_add_nc_backward(HIGAN__CUB(c), dx, db, dy, N, C, HW));
+}
+static void higan__cub_exp_forward(void *c, float *y, const float *x, int64_t n) {
+    higan__cub_note(c, higan_cuda_exp_forward(HIGAN__CUB(c), y, x, n));
+}
+static void higan__cub_exp_backward(void *c, float *dx, const float *dy, const float *y, int64_t n) {
+    higan__cub_note(c, higan_cuda_exp_backward(HIGAN__CUB(c), dx, dy, y, n));
+}
+static void higan__cub_masked_width_forward(void *c, float *y, const float *x, const int *lens, int64_t N,
+                                            int64_t C, int64_t H, int64_t W, float eps, int mean) {
+    higan__cub_note(c, mean ? higan_cuda_masked_mean_width_forward(HIGAN__CUB(c), y, x, lens, N, C, H, W, eps)
+                            : higan_cuda_masked_sum_width_forward(HIGAN__CUB(c), y, x, lens, N, C, H, W));
+}
+static void higan__cub_masked_width_backward(void *c, float *dx, const float *dy, const int *lens, int64_t N,
+                                             int64_t C, int64_t H, int64_t W, float eps, int mean) {
+    higan__cub_note(c, mean ? higan_cuda_masked_mean_width_backward(HIGAN__CUB(c), dx, dy, lens, N, C, H, W, eps)
+                            : higan_cuda_masked_sum_width_backward(HIGAN__CUB(c), dx, dy, lens, N, C, H, W));
+}
+static void higan__cub_div_rows_forward(void *c, float *y, const float *x, const int *den, int64_t N, int64_t C) {
+    higan__cub_note(c, higan_cuda_div_rows_forward(HIGAN__CUB(c), y, x, den, N, C));
+}
+static void higan__cub_div_rows_backward(void *c, float *dx, const float *dy, const int *den, int64_t N, int64_t C) {
+    higan__cub_note(c, higan_cuda_div_rows_backward(HIGAN__CUB(c), dx, dy, den, N, C));
+}
+static void higan__cub_extract_patches_forward(void *c, float *y, const float *x, const int *lens, int64_t B,
+                                               int64_t C, int64_t H, int64_t W, int64_t size, int64_t step) {
+    higan__cub_note(c, higan_cuda_extract_patches_forward(HIGAN__CUB(c), y, x, lens, B, C, H, W, size, step));
+}
+static void higan__cub_extract_patches_backward(void *c, float *dx, const float *dy, const int *lens, int64_t B,
+                                                int64_t C, int64_t H, int64_t W, int64_t size, int64_t step) {
+    higan__cub_note(c, higan_cuda_extract_patches_backward(HIGAN__CUB(c), dx, dy, lens, B, C, H, W, size, step));
+}
+static void higan__cub_hinge_d_real_forward(void *c, float *y, const float *x, int64_t n) {
+    higan__cub_note(c, higan_cuda_hinge_d_real_forward(HIGAN__CUB(c), y, x, n));
+}
+static void higan__cub_hinge_d_real_backward(void *c, float *dx, const float *dy, const float *x, int64_t n) {
+    higan__cub_note(c, higan_cuda_hinge_d_real_backward(HIGAN__CUB(c), dx, dy, x, n));
+}
+static void higan__cub_hinge_d_fake_forward(void *c, float *y, const float *x, int64_t n) {
+    higan__cub_note(c, higan_cuda_hinge_d_fake_forward(HIGAN__CUB(c), y, x, n));
+}
+static void higan__cub_hinge_d_fake_backward(void *c, float *dx, const float *dy, const float *x, int64_t n) {
+    higan__cub_note(c, higan_cuda_hinge_d_fake_backward(HIGAN__CUB(c), dx, dy, x, n));
+}
+static void higan__cub_hinge_g_forward(void *c, float *y, const float *x, int64_t n) {
+    higan__cub_note(c, higan_cuda_hinge_g_forward(HIGAN__CUB(c), y, x, n));
+}
+static void higan__cub_hinge_g_backward(void *c, float *dx, const float *dy, int64_t n) {
+    higan__cub_note(c, higan_cuda_hinge_g_backward(HIGAN__CUB(c), dx, dy, n));
+}
+static void higan__cub_masked_l1_forward(void *c, float *y, const float *a, const float *b, const int *lens,
+                                         int64_t N, int64_t M, int64_t W) {
+    higan__cub_note(c, higan_cuda_masked_l1_forward(HIGAN__CUB(c), y, a, b, lens, N, M, W));
+}
+static void higan__cub_masked_l1_backward(void *c, float *da, float *db, const float *dy, const float *a,
+                                          const float *b, const int *lens, int64_t N, int64_t M, int64_t W) {
+    higan__cub_note(c, higan_cuda_masked_l1_backward(HIGAN__CUB(c), da, db, dy, a, b, lens, N, M, W));
+}
+static void higan__cub_kl_gaussian_forward(void *c, float *y, const float *mu, const float *logvar, int64_t N,
+                                           int64_t D) {
+    higan__cub_note(c, higan_cuda_kl_gaussian_forward(HIGAN__CUB(c), y, mu, logvar, N, D));
+}
+static void higan__cub_kl_gaussian_backward(void *c, float *dmu, float *dlogvar, const float *dy, const float *mu,
+                                            const float *logvar, int64_t N, int64_t D) {
+    higan__cub_note(c, higan_cuda_kl_gaussian_backward(HIGAN__CUB(c), dmu, dlogvar, dy, mu, logvar, N, D));
+}
+/* The cx loss's scratch: a device arena over the free top of the tape's data arena (as
+   conv2d's, 256-byte aligned); what does not fit marks the data arena overflowed with the
+   size needed, so the tape op sees it in higan_arena_status(t->data). */
+static size_t higan__cub_top_view(higan_arena *a, higan_cuda_arena *view) {
+    size_t start, off;
+    memset(view, 0, sizeof *view);
+    start = ((size_t)(uintptr_t)a->base + 63) & ~(size_t)63;
+    off = ((start + a->used + 255) & ~(size_t)255) - start;
+    if (!a->overflow && off <= a->capacity) {
+        view->base = (unsigned char *)(uintptr_t)(start + off);
+        view->capacity = a->capacity - off;
+    }
+    return off;
+}
+static higan_status higan__cub_top_done(higan_arena *a, const higan_cuda_arena *view, size_t off, size_t want,
+                                        higan_status st, const char *what) {
+    if (view->overflow || !view->base) {
+        if (!a->overflow) a->needed = off + (view->needed > 0 ? view->needed : want);
+        a->overflow = 1;
+        if (st == HIGAN_OK) st = higan_set_error(HIGAN_ERR_NOMEM, "%s: the device arena has no room for %zu bytes "
+                                                 "of scratch", what, want);
+    } else if (view->peak + off > a->peak) {
+        a->peak = view->peak + off;
+    }
+    return st;
+}
+static void higan__cub_cx_loss_forward(void *c, float *y, higan_cx_cache *cache, const float *feat_t,
+                                       const float *feat_i, int64_t N, int64_t C, int64_t P, int64_t Q, float sigma,
+                                       float b, higan_arena *scratch) {
+    higan_cuda_arena view;
+    size_t off = higan__cub_top_view(scratch, &view);
+    higan_status st = view.base ? higan_cuda_cx_loss_forward(HIGAN__CUB(c), y, cache, feat_t, feat_i, N, C, P, Q,
+                                                             sigma, b, &view) : HIGAN_OK;
+    higan__cub_note(c, higan__cub_top_done(scratch, &view, off, higan_cuda_cx_loss_scratch_bytes(N, C, P, Q), st,
+                                           "cx loss"));
+}
+static void higan__cub_cx_loss_backward(void *c, float *dfeat_t, float *dfeat_i, const float *dy,
+                                        const higan_cx_cache *cache, int64_t N, int64_t C, int64_t P, int64_t Q,
+                                        float sigma, float b, higan_arena *scratch) {
+    higan_cuda_arena view;
+    size_t off;
+    higan_status st = HIGAN_OK;
+    if (!dfeat_t && !dfeat_i) return;
+    off = higan__cub_top_view(scratch, &view);
+    if (view.base) st = higan_cuda_cx_loss_backward(HIGAN__CUB(c), dfeat_t, dfeat_i, dy, cache, N, C, P, Q, sigma, b,
+                                                    &view);
+    higan__cub_note(c, higan__cub_top_done(scratch, &view, off, higan_cuda_cx_loss_scratch_bytes(N, C, P, Q), st,
+                                           "cx loss backward"));
+}
 HIGAN_DEF void higan_cuda_backend(higan_backend *b, higan_cuda *ctx) {
     memset(b, 0, sizeof *b);
     b->name = "cuda";
@@ -4056,6 +4310,35 @@ HIGAN_DEF void higan_cuda_backend(higan_backend *b, higan_cuda *ctx) {
     b->cross_entropy_forward = higan__cub_cross_entropy_forward;
     b->cross_entropy_backward = higan__cub_cross_entropy_backward;
     b->argmax_rows = higan__cub_argmax_rows;
+    /* BigGAN side: discriminators, GAN losses */
+    b->avg_pool2_forward = higan__cub_avg_pool2_forward;
+    b->avg_pool2_backward = higan__cub_avg_pool2_backward;
+    b->sub_forward = higan__cub_sub_forward;
+    b->sub_backward = higan__cub_sub_backward;
+    b->scale_forward = higan__cub_scale_forward;
+    b->scale_backward = higan__cub_scale_backward;
+    b->add_nc_forward = higan__cub_add_nc_forward;
+    b->add_nc_backward = higan__cub_add_nc_backward;
+    b->exp_forward = higan__cub_exp_forward;
+    b->exp_backward = higan__cub_exp_backward;
+    b->masked_width_forward = higan__cub_masked_width_forward;
+    b->masked_width_backward = higan__cub_masked_width_backward;
+    b->div_rows_forward = higan__cub_div_rows_forward;
+    b->div_rows_backward = higan__cub_div_rows_backward;
+    b->extract_patches_forward = higan__cub_extract_patches_forward;
+    b->extract_patches_backward = higan__cub_extract_patches_backward;
+    b->hinge_d_real_forward = higan__cub_hinge_d_real_forward;
+    b->hinge_d_real_backward = higan__cub_hinge_d_real_backward;
+    b->hinge_d_fake_forward = higan__cub_hinge_d_fake_forward;
+    b->hinge_d_fake_backward = higan__cub_hinge_d_fake_backward;
+    b->hinge_g_forward = higan__cub_hinge_g_forward;
+    b->hinge_g_backward = higan__cub_hinge_g_backward;
+    b->masked_l1_forward = higan__cub_masked_l1_forward;
+    b->masked_l1_backward = higan__cub_masked_l1_backward;
+    b->kl_gaussian_forward = higan__cub_kl_gaussian_forward;
+    b->kl_gaussian_backward = higan__cub_kl_gaussian_backward;
+    b->cx_loss_forward = higan__cub_cx_loss_forward;
+    b->cx_loss_backward = higan__cub_cx_loss_backward;
 }
 
 #endif /* HIGAN_CUDA__IMPLEMENTED */

@@ -13,12 +13,8 @@
 //
 // Under emulation (build/test_cuda_nets_emu) device memory is guarded (PROT_NONE outside
 // emulated CUDA calls while higan_cuda_emulate_guard(1) is on): host code that reads or
-// writes device memory crashes there, as on a GPU. The Recognizer and the backbone run
-// guarded. The StyleEncoder and the WriterIdentifier call masked_mean_width, exp, scale and
-// kl_gaussian, which another change routes through the table: until it is merged their test
-// runs with the guard off (NETS_GUARD_STYLE 0; unguarded emulated device memory is host
-// memory, so the CPU kernels of those ops still compute the right values). Set
-// NETS_GUARD_STYLE to 1 once those ops dispatch.
+// writes device memory crashes there, as on a GPU. Every network runs guarded
+// (NETS_GUARD_STYLE 0 runs the StyleEncoder / WriterIdentifier test unguarded, for debugging).
 //
 // Tolerances (|got - ref| <= atol + rtol |ref|; see the table at the top of test_cuda.cu):
 //   2e-4, 2e-4   network outputs (conv / linear GEMMs in another order, batch norm and
@@ -32,7 +28,7 @@
 #include "cuda_check.h"
 
 #ifndef NETS_GUARD_STYLE
-#define NETS_GUARD_STYLE 0
+#define NETS_GUARD_STYLE 1
 #endif
 
 static void guard(int on) {
@@ -327,7 +323,7 @@ static void test_style(void) {
     int okc, okd, k;
     printf("  StyleBackbone (dropout 0.3) + StyleEncoder (VAE, eps from the rng) + WriterIdentifier (CE), "
            "batch %lld, width %lld%s\n", (long long)SB, (long long)SW,
-           NETS_GUARD_STYLE ? "" : " [unguarded: masked_mean_width / exp / scale / kl not yet routed here]");
+           NETS_GUARD_STYLE ? "" : " [unguarded]");
     fresh();
     cfg.resolution = 2; cfg.max_dim = 32; cfg.dropout = 0.3f;
     higan_params_init(&P);
