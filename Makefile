@@ -6,7 +6,7 @@
 #   make tsan-cuda  the emulated CUDA tests under ThreadSanitizer (kernel races; minutes)
 #                   (make also builds build/generate_cuda: examples/generate.c with --device cuda)
 #   make oracle     regenerate tests/oracle/*.safetensors (needs python3 with torch)
-#   make bench      build bench/ programs
+#   make bench      build bench/ programs (with nvcc also build/bench_higan_bench_cuda: --device cuda)
 #   make tools      build data_tools/ programs
 #   make demo       the main job: the shipped model writes examples/demo.txt in three styles
 #                   (out/demo.png)
@@ -73,12 +73,16 @@ ifeq ($(HAVE_STB),1)
 endif
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench_%,$(BENCH_SRCS))
+# bench/higan_bench.c through nvcc with the CUDA backend (--device cuda; _emu: host emulation)
+ifeq ($(HAVE_NVCC),1)
+  CUDA_BENCH_BINS := $(BUILD)/bench_higan_bench_cuda
+endif
 HEADERS := higan.h tests/check.h $(wildcard data_tools/*.h) $(wildcard examples/*.h) $(FLAGS_STAMP)
 TOOL_SRCS := $(wildcard data_tools/*.c)
 TOOL_BINS := $(patsubst data_tools/%.c,$(BUILD)/%,$(TOOL_SRCS))
 
 .PHONY: all test test-scalar test-cuda tsan-cuda bench tools oracle clean demo
-all: $(TEST_BINS) $(BENCH_BINS) $(TOOL_BINS) $(EXAMPLE_BINS) $(CUDA_EXAMPLE_BINS)
+all: $(TEST_BINS) $(BENCH_BINS) $(TOOL_BINS) $(EXAMPLE_BINS) $(CUDA_EXAMPLE_BINS) $(CUDA_BENCH_BINS)
 tools: $(TOOL_BINS)
 
 $(BUILD):
@@ -122,7 +126,12 @@ test-cuda: $(CUDA_TEST_BINS)
 $(BUILD)/bench_%: bench/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -O3 $< -o $@ $(LDLIBS)
 
-bench: $(BENCH_BINS)
+$(BUILD)/bench_higan_bench_cuda: bench/higan_bench.c higan_cuda.cuh $(HEADERS) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) $(NVCC_ARCH) -x cu -DHIGAN_WITH_CUDA $< -o $@ -lcublas
+$(BUILD)/bench_higan_bench_cuda_emu: bench/higan_bench.c higan_cuda.cuh $(HEADERS) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) -arch=sm_80 -x cu -DHIGAN_WITH_CUDA -DHIGAN_CUDA_EMULATE $< -o $@ -lcublas
+
+bench: $(BENCH_BINS) $(CUDA_BENCH_BINS)
 
 $(EXAMPLE_BINS): $(BUILD)/%: examples/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)

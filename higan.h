@@ -181,12 +181,14 @@ HIGAN_DEF int higan_get_num_threads(void);
    and inference use it unchanged: mixed precision. Default fp32, or HIGAN_PRECISION=bf16|fp32
    in the environment (read once). Fast at HIGAN_CPU_AVX512BF16 and above; below, the same
    numbers at the fp32 speed (the operands are rounded when packed). */
-typedef enum { HIGAN_PRECISION_FP32 = 0, HIGAN_PRECISION_BF16 = 1 } higan_precision;
+/* HIGAN_PRECISION_TF32: device GEMMs only (higan_cuda_set_precision); not for the CPU. */
+typedef enum { HIGAN_PRECISION_FP32 = 0, HIGAN_PRECISION_BF16 = 1, HIGAN_PRECISION_TF32 = 2 } higan_precision;
 HIGAN_DEF void higan_set_precision(higan_precision p);
 HIGAN_DEF higan_precision higan_get_precision(void);
 HIGAN_DEF float higan_bf16_round(float x);     /* x rounded to bf16 (as an fp32 value) */
 
 /* ==== ARENA: per-step memory for activations and backward caches ======== */
+typedef struct higan_arena_block { size_t offset, size; } higan_arena_block;   /* bytes from the arena's start */
 typedef struct higan_arena {
     unsigned char *base;
     size_t capacity;   /* bytes */
@@ -194,7 +196,11 @@ typedef struct higan_arena {
     size_t needed;     /* bytes that would have been needed (> capacity after overflow) */
     size_t peak;       /* high-water mark over the arena's life */
     int overflow;      /* sticky until reset */
-    void *recycled;    /* blocks handed back for reuse (tape variables), address order */
+    /* Blocks handed back for reuse (tape variables): a table in HOST memory, in address order,
+       for an arena in device memory as for one in host memory (the blocks are never read). */
+    higan_arena_block *recycled;
+    int n_recycled, max_recycled;   /* table entries used / allocated (HIGAN_ARENA_MAX_RECYCLED) */
+    int recycle_dropped;   /* blocks left out because the table was full (reused after reset) */
     size_t recycled_bytes;
 } higan_arena;
 HIGAN_DEF higan_status higan_arena_init(higan_arena *a, size_t capacity);
@@ -209,7 +215,10 @@ HIGAN_DEF void higan_arena_release(higan_arena *a, size_t mark);
 /* Blocks in the middle of the arena can be handed back (higan_arena_recycle) and are then
    reused, best fit first, by higan_arena_alloc_recycled: the tape's variables and gradients
    use this, so a backward pass reuses the memory of the values it no longer needs.
-   Scratch taken between a mark and its release keeps using the top of the arena. */
+   Scratch taken between a mark and its release keeps using the top of the arena. The list of
+   free blocks is a host table of HIGAN_ARENA_MAX_RECYCLED entries (default 4096) allocated by
+   higan_arena_init / higan_backend_arena_init, so device arenas recycle the same way; when it
+   is full a block handed back is left out (counted in recycle_dropped) until reset. */
 HIGAN_DEF void *higan_arena_alloc_recycled(higan_arena *a, size_t bytes);
 HIGAN_DEF void higan_arena_recycle(higan_arena *a, void *p, size_t bytes);
 HIGAN_DEF higan_status higan_arena_status(const higan_arena *a);
@@ -2919,6 +2928,16 @@ static HIGAN__TLS int higan__worker;
 #define HIGAN__ALIGN 64
 static size_t higan__round_up(size_t n) { return (n + (HIGAN__ALIGN - 1)) & ~(size_t)(HIGAN__ALIGN - 1); }
 
+#ifndef HIGAN_ARENA_MAX_RECYCLED
+#  define HIGAN_ARENA_MAX_RECYCLED 4096
+#endif
+/* The table of recycled blocks (host memory, for host and device arenas alike). */
+static higan_status higan__arena_table(higan_arena *a) {
+    a->recycled = (higan_arena_block *)HIGAN_MALLOC(sizeof(higan_arena_block) * HIGAN_ARENA_MAX_RECYCLED);
+    if (!a->recycled) return higan__error(HIGAN_ERR_NOMEM, "arena: cannot allocate its block table");
+    a->max_recycled = HIGAN_ARENA_MAX_RECYCLED;
+    return HIGAN_OK;
+}
 HIGAN_DEF higan_status higan_arena_init(higan_arena *a, size_t capacity) {
     memset(a, 0, sizeof *a);
     capacity = higan__round_up(capacity);
@@ -2926,20 +2945,35 @@ HIGAN_DEF higan_status higan_arena_init(higan_arena *a, size_t capacity) {
     a->base = (unsigned char *)HIGAN_MALLOC(capacity + HIGAN__ALIGN);
     if (!a->base) return higan__error(HIGAN_ERR_NOMEM, "arena: cannot allocate %zu bytes", capacity);
     a->capacity = capacity;
+    if (higan__arena_table(a) != HIGAN_OK) { HIGAN_FREE(a->base); a->base = NULL; a->capacity = 0; return HIGAN_ERR_NOMEM; }
     return HIGAN_OK;
 }
 HIGAN_DEF void higan_arena_free(higan_arena *a) {
     if (a->base) HIGAN_FREE(a->base);
+    if (a->recycled) HIGAN_FREE(a->recycled);
     memset(a, 0, sizeof *a);
 }
 HIGAN_DEF void higan_arena_reset(higan_arena *a) {
     a->used = 0; a->needed = 0; a->overflow = 0;
-    a->recycled = NULL; a->recycled_bytes = 0;
+    a->n_recycled = 0; a->recycled_bytes = 0;
 }
 static unsigned char *higan__arena_start(const higan_arena *a) {
     uintptr_t p = (uintptr_t)a->base;
     return a->base + ((HIGAN__ALIGN - (p & (HIGAN__ALIGN - 1))) & (HIGAN__ALIGN - 1));
 }
+#if defined(_OPENMP) && !defined(HIGAN__NO_TLS)   /* used by the generation jobs' thread shares */
+/* A host arena over caller memory [base, base + bytes) (64-byte aligned) whose block table
+   (max entries) takes the front of that memory: for arenas carved out of another one. */
+static void higan__arena_view(higan_arena *a, unsigned char *base, size_t bytes, int max) {
+    size_t table = higan__round_up(sizeof(higan_arena_block) * (size_t)max);
+    memset(a, 0, sizeof *a);
+    if (bytes < table) { max = 0; table = 0; }
+    a->recycled = (higan_arena_block *)base;
+    a->max_recycled = max;
+    a->base = base + table;
+    a->capacity = bytes - table;
+}
+#endif
 HIGAN_DEF void *higan_arena_alloc(higan_arena *a, size_t bytes) {
     size_t n = higan__round_up(bytes ? bytes : 1);
     a->needed = (a->overflow ? a->needed : a->used) + n;
@@ -2968,117 +3002,127 @@ HIGAN_DEF float *higan_arena_zeros(higan_arena *a, int64_t count) {
 }
 HIGAN_DEF size_t higan_arena_mark(const higan_arena *a) { return a->used; }
 
-/* Recycled blocks: a singly linked list in address order, the header stored in the block
-   itself (every block is a multiple of 64 bytes). Neighbours merge when handed back. */
-typedef struct higan__free_block { size_t size; struct higan__free_block *next; } higan__free_block;
+/* Recycled blocks: a table of (offset, size) in address order, in host memory (only offsets
+   are computed on the arena's memory, never read, so one policy serves device arenas too).
+   Every block is a multiple of 64 bytes; neighbours merge when handed back. */
+/* Index of the first block at or above offset off (binary search). */
+static int higan__arena_find(const higan_arena *a, size_t off) {
+    int lo = 0, hi = a->n_recycled;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (a->recycled[mid].offset < off) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+static void higan__arena_remove(higan_arena *a, int i, int count) {
+    if (count <= 0) return;
+    memmove(a->recycled + i, a->recycled + i + count, sizeof(higan_arena_block) * (size_t)(a->n_recycled - i - count));
+    a->n_recycled -= count;
+}
 /* Drop the recycled memory at or above offset `top` (it is part of the top again). */
 static void higan__arena_trim_recycled(higan_arena *a, size_t top) {
-    unsigned char *limit = higan__arena_start(a) + top;
-    higan__free_block **link = (higan__free_block **)&a->recycled;
-    while (*link) {
-        higan__free_block *b = *link;
-        unsigned char *lo = (unsigned char *)b;
-        if (lo >= limit) {                       /* the rest of the list lies above too */
-            while (*link) { a->recycled_bytes -= (*link)->size; *link = (*link)->next; }
-            return;
+    while (a->n_recycled > 0 && a->recycled[a->n_recycled - 1].offset >= top)
+        a->recycled_bytes -= a->recycled[--a->n_recycled].size;
+    if (a->n_recycled > 0) {                    /* only the highest block can straddle: keep the part below */
+        higan_arena_block *b = &a->recycled[a->n_recycled - 1];
+        if (b->offset + b->size > top) {
+            a->recycled_bytes -= b->offset + b->size - top;
+            b->size = top - b->offset;
         }
-        if (lo + b->size > limit) {              /* straddles: keep the part below */
-            a->recycled_bytes -= (size_t)(lo + b->size - limit);
-            b->size = (size_t)(limit - lo);
-        }
-        link = &b->next;
     }
 }
 HIGAN_DEF void higan_arena_release(higan_arena *a, size_t mark) {
     HIGAN_ASSERT(mark <= a->used || a->overflow);
     if (!a->overflow) {
         a->used = mark;
-        if (a->recycled) higan__arena_trim_recycled(a, mark);
+        if (a->n_recycled) higan__arena_trim_recycled(a, mark);
     }
+}
+/* Hand back n bytes (a multiple of 64) at offset off: merged with the neighbours. */
+static void higan__arena_give(higan_arena *a, size_t off, size_t n) {
+    int i = higan__arena_find(a, off);
+    higan_arena_block *prev = i > 0 ? &a->recycled[i - 1] : NULL;
+    higan_arena_block *next = i < a->n_recycled ? &a->recycled[i] : NULL;
+    HIGAN_ASSERT(off + n <= a->used && (off & (HIGAN__ALIGN - 1)) == 0);
+    HIGAN_ASSERT(!next || off + n <= next->offset);                    /* not handed back twice */
+    HIGAN_ASSERT(!prev || prev->offset + prev->size <= off);
+    if (prev && prev->offset + prev->size == off) {                     /* merge with the block below */
+        prev->size += n;
+        if (next && off + n == next->offset) {                          /* and above */
+            prev->size += next->size;
+            higan__arena_remove(a, i, 1);
+        }
+    } else if (next && off + n == next->offset) {                       /* with the block above */
+        next->offset = off;
+        next->size += n;
+    } else if (a->n_recycled < a->max_recycled) {
+        memmove(a->recycled + i + 1, a->recycled + i, sizeof(higan_arena_block) * (size_t)(a->n_recycled - i));
+        a->recycled[i].offset = off;
+        a->recycled[i].size = n;
+        ++a->n_recycled;
+    } else {                                                            /* table full: left out */
+        ++a->recycle_dropped;
+        return;
+    }
+    a->recycled_bytes += n;
 }
 HIGAN_DEF void higan_arena_recycle(higan_arena *a, void *p, size_t bytes) {
     unsigned char *lo = (unsigned char *)p, *start;
-    size_t n = higan__round_up(bytes ? bytes : 1);
-    higan__free_block **link = (higan__free_block **)&a->recycled, *prev = NULL, *b;
     if (!p || a->overflow) return;
     start = higan__arena_start(a);
-    HIGAN_ASSERT(lo >= start && lo + n <= start + a->used && ((size_t)(lo - start) & (HIGAN__ALIGN - 1)) == 0);
-    while (*link && (unsigned char *)*link < lo) { prev = *link; link = &prev->next; }
-    HIGAN_ASSERT(!*link || lo + n <= (unsigned char *)*link);          /* not handed back twice */
-    HIGAN_ASSERT(!prev || (unsigned char *)prev + prev->size <= lo);
-    a->recycled_bytes += n;
-    if (prev && (unsigned char *)prev + prev->size == lo) {            /* merge with the block below */
-        prev->size += n;
-        b = prev;
-    } else {
-        b = (higan__free_block *)p;
-        b->size = n;
-        b->next = *link;
-        *link = b;
-    }
-    if (b->next && (unsigned char *)b + b->size == (unsigned char *)b->next) {   /* and above */
-        b->size += b->next->size;
-        b->next = b->next->next;
-    }
+    HIGAN_ASSERT(lo >= start);
+    higan__arena_give(a, (size_t)(lo - start), higan__round_up(bytes ? bytes : 1));
 }
 /* Hand back every byte of [from, to) (offsets, 64-aligned), parts of which may already be
-   recycled: those blocks are taken out first, what they held outside the range goes back. */
+   recycled: those blocks are taken out first and the range grows to cover them. */
 static void higan__arena_recycle_range(higan_arena *a, size_t from, size_t to) {
-    unsigned char *lo = higan__arena_start(a) + from, *hi = higan__arena_start(a) + to;
-    unsigned char *keep_lo = NULL, *keep_hi = NULL;
-    size_t n_lo = 0, n_hi = 0;
-    higan__free_block **link = (higan__free_block **)&a->recycled;
+    int i, j;
     HIGAN_ASSERT(from <= to && to <= a->used);
     if (a->overflow || from == to) return;
-    while (*link) {
-        higan__free_block *b = *link;
-        unsigned char *bl = (unsigned char *)b, *bh = bl + b->size;
-        if (bh <= lo) { link = &b->next; continue; }
-        if (bl >= hi) break;
-        if (bl < lo) { keep_lo = bl; n_lo = (size_t)(lo - bl); }
-        if (bh > hi) { keep_hi = hi; n_hi = (size_t)(bh - hi); }
+    i = higan__arena_find(a, from);
+    if (i > 0 && a->recycled[i - 1].offset + a->recycled[i - 1].size > from) --i;   /* straddles from */
+    for (j = i; j < a->n_recycled && a->recycled[j].offset < to; ++j) {
+        const higan_arena_block *b = &a->recycled[j];
+        if (b->offset < from) from = b->offset;
+        if (b->offset + b->size > to) to = b->offset + b->size;
         a->recycled_bytes -= b->size;
-        *link = b->next;
     }
-    higan_arena_recycle(a, lo, (size_t)(hi - lo));
-    if (keep_lo) higan_arena_recycle(a, keep_lo, n_lo);
-    if (keep_hi) higan_arena_recycle(a, keep_hi, n_hi);
+    higan__arena_remove(a, i, j - i);
+    higan__arena_give(a, from, to - from);
 }
 HIGAN_DEF void *higan_arena_alloc_recycled(higan_arena *a, size_t bytes) {
     size_t n = higan__round_up(bytes ? bytes : 1);
-    higan__free_block **link, **best = NULL;
+    int i, best = -1;
     if (a->overflow) return higan_arena_alloc(a, bytes);
-    for (link = (higan__free_block **)&a->recycled; *link; link = &(*link)->next)
-        if ((*link)->size >= n && (!best || (*link)->size < (*best)->size)) {
-            best = link;
-            if ((*link)->size == n) break;
+    for (i = 0; i < a->n_recycled; ++i)
+        if (a->recycled[i].size >= n && (best < 0 || a->recycled[i].size < a->recycled[best].size)) {
+            best = i;
+            if (a->recycled[i].size == n) break;
         }
-    if (!best) {
+    if (best < 0) {
         /* No block fits: if the highest one ends at the top, start there and grow the top by
            the rest (else big gradients would skip a large block that lies just below). */
-        higan__free_block **last = NULL;
-        for (link = (higan__free_block **)&a->recycled; *link; link = &(*link)->next) last = link;
-        if (last && (unsigned char *)*last + (*last)->size == higan__arena_start(a) + a->used &&
-            a->used - (*last)->size + n <= a->capacity) {
-            higan__free_block *b = *last;
-            a->recycled_bytes -= b->size;
-            a->used += n - b->size;
+        higan_arena_block *last = a->n_recycled ? &a->recycled[a->n_recycled - 1] : NULL;
+        if (last && last->offset + last->size == a->used && last->offset + n <= a->capacity) {
+            size_t off = last->offset;
+            a->recycled_bytes -= last->size;
+            a->used = off + n;
             if (a->used > a->peak) a->peak = a->used;
-            *last = NULL;
-            return b;
+            --a->n_recycled;
+            return higan__arena_start(a) + off;
         }
         return higan_arena_alloc(a, bytes);
     }
     {
-        higan__free_block *b = *best;
+        higan_arena_block *b = &a->recycled[best];
         a->recycled_bytes -= n;
         if (b->size == n) {
-            *best = b->next;
-        } else {                                  /* hand out the top part, the rest stays */
-            b->size -= n;
-            return (unsigned char *)b + b->size;
+            size_t off = b->offset;
+            higan__arena_remove(a, best, 1);
+            return higan__arena_start(a) + off;
         }
-        return b;
+        b->size -= n;                             /* hand out the top part, the rest stays */
+        return higan__arena_start(a) + b->offset + b->size;
     }
 }
 HIGAN_DEF higan_status higan_arena_status(const higan_arena *a) {
@@ -3334,10 +3378,11 @@ HIGAN_DEF float *higan_var_grad(higan_tape *t, higan_var *v) {
 }
 /* Gradient buffer for x in the backward of an elementwise op y = f(x): y's own gradient
    buffer when x has none yet in this pass and y's is spent after this op (the op then
-   computes dx in place over dy and sets y->grad to NULL), else higan_var_grad(t, x). */
-static float *higan__var_grad_take(higan_tape *t, higan_var *x, higan_var *y) {
-    /* host memory only: the callers then run in-place loops on the host */
-    if (!t->be->device && x->requires_grad && !x->is_param && x->grad_pass != t->pass && !y->is_param && !y->retain_grad &&
+   computes dx in place over dy and sets y->grad to NULL), else higan_var_grad(t, x).
+   host_loop: the caller then computes dx with a host loop, so on a device tape nothing is
+   taken (a caller that only aliases dx = dy, as add's backward, is safe on a device). */
+static float *higan__var_grad_take(higan_tape *t, higan_var *x, higan_var *y, int host_loop) {
+    if ((!host_loop || !t->be->device) && x->requires_grad && !x->is_param && x->grad_pass != t->pass && !y->is_param && !y->retain_grad &&
         y->grad && y->grad_pass == t->pass && higan_var_numel(x) == higan_var_numel(y)) {
         if (x->grad) higan_arena_recycle(t->data, x->grad, (size_t)higan_var_numel(x) * sizeof(float));
         x->grad = y->grad;
@@ -3396,8 +3441,10 @@ HIGAN_DEF void higan_tape_record(higan_tape *t, higan_var *out, higan_backward_f
 /* After the backward of the op that made v: its gradient is spent (and, when release, its
    value too); both go back to the arena. */
 static void higan__tape_spent(higan_tape *t, higan_var *v, int release) {
+    /* A device arena recycles too (its free list is a host table). Stream order makes this
+       safe: every user of a device arena queues on the backend's one stream, so work queued
+       later that reuses the block runs after every queued kernel that still reads it. */
     size_t bytes = (size_t)higan_var_numel(v) * sizeof(float);
-    if (t->be->device) return;   /* the free list lives in the blocks: host memory only (for now) */
     if (v->grad && !v->is_param && !v->retain_grad) {
         higan_arena_recycle(t->data, v->grad, bytes);
         v->grad = NULL;
@@ -8211,7 +8258,7 @@ HIGAN_DEF higan_var *higan_relu(higan_tape *t, higan_var *x) {
 static void higan__relu_inplace_backward_op(higan_tape *t, void *p) {
     higan__unary_ctx *c = (higan__unary_ctx *)p;
     int64_t i, n = higan_var_numel(c->x);
-    float *dx = higan__var_grad_take(t, c->x, c->y);
+    float *dx = higan__var_grad_take(t, c->x, c->y, 1);
     if (dx == c->y->grad) {             /* in place: dx = 0 + (y > 0 ? dy : 0), as below */
         float *g = dx;
         const float *y = c->y->data;
@@ -8235,7 +8282,7 @@ static higan_var *higan__relu_inplace(higan_tape *t, higan_var *x) {
    its consumers' forward (all done) nor any backward (pooling, add and conv's output need
    none). The variable keeps its shape and its gradient; its data becomes NULL. */
 static void higan__var_drop(higan_tape *t, higan_var *v) {
-    if (!v || !v->owns_data || !v->data || t->be->device) return;
+    if (!v || !v->owns_data || !v->data) return;   /* device too: stream order (higan__tape_spent) */
     higan_arena_recycle(t->data, v->data, (size_t)higan_var_numel(v) * sizeof(float));
     v->data = NULL;
     v->owns_data = 0;
@@ -8814,7 +8861,7 @@ static void higan__add_backward_op(higan_tape *t, void *p) {
     int64_t n = higan_var_numel(c->y);
     float *db = higan_var_grad(t, c->b), *da;
     t->be->add_backward(t->be->ctx, NULL, db, c->y->grad, n);   /* b first: a may take dy's buffer */
-    da = c->a != c->b ? higan__var_grad_take(t, c->a, c->y) : higan_var_grad(t, c->a);
+    da = c->a != c->b ? higan__var_grad_take(t, c->a, c->y, 0) : higan_var_grad(t, c->a);
     if (da == c->y->grad) {   /* da is dy (a -0.0 stays -0.0 where 0 + dy gives +0.0) */
         c->y->grad = NULL;
     } else {
@@ -13128,9 +13175,8 @@ static higan_status higan__gen_jobs(higan_tape *t, int64_t njobs, higan__gen_job
             (void)higan__ops();   /* lazily set globals (CPU level, precision) before the threads */
             (void)higan_get_precision();
             for (k = 0; k < nw; ++k) {
-                memset(&sub[k], 0, sizeof sub[k]);
-                sub[k].base = base + (size_t)k * slice;   /* 64-byte aligned: arena_start adds nothing */
-                sub[k].capacity = slice;
+                /* 64-byte aligned: arena_start adds nothing; the block table takes the front */
+                higan__arena_view(&sub[k], base + (size_t)k * slice, slice, 1024);
                 st[k] = *t;
                 st[k].arena = st[k].data = &sub[k];   /* host tape: one arena for both */
                 st[k].entries = NULL; st[k].capacity = 0; st[k].count = 0; st[k].overflow = 0;
@@ -13163,7 +13209,7 @@ static higan_status higan__gen_jobs(higan_tape *t, int64_t njobs, higan__gen_job
             }
             for (k = 0; k < nw; ++k) {
                 if (rc[k] != HIGAN_OK && rc[k] != HIGAN_ERR_NOMEM) return higan__error(rc[k], "%s", msg);
-                peak += sub[k].peak;
+                peak += sub[k].peak + (slice - sub[k].capacity);   /* and its block table */
             }
             if (used0 + peak > pa->peak) pa->peak = used0 + peak;   /* the bytes the shares used */
         }
@@ -14029,10 +14075,16 @@ HIGAN_DEF higan_status higan_backend_arena_init(higan_arena *a, const higan_back
     if (!a->base) return higan__error(HIGAN_ERR_NOMEM, "%s backend: cannot allocate an arena of %zu bytes",
                                       be->name, capacity);
     a->capacity = capacity;
+    if (higan__arena_table(a) != HIGAN_OK) {   /* the free list: host memory (see the ARENA section) */
+        be->free_memory(be->ctx, a->base);
+        a->base = NULL; a->capacity = 0;
+        return HIGAN_ERR_NOMEM;
+    }
     return HIGAN_OK;
 }
 HIGAN_DEF void higan_backend_arena_free(higan_arena *a, const higan_backend *be) {
     if (a->base) be->free_memory(be->ctx, a->base);
+    if (a->recycled) HIGAN_FREE(a->recycled);
     memset(a, 0, sizeof *a);
 }
 HIGAN_DEF higan_status higan_tape_sync(higan_tape *t) {

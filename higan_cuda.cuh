@@ -24,11 +24,16 @@
                                         groups of samples (tests use it to cover grouping)
        HIGAN_CUDA_BLAS_WORKSPACE        bytes of cuBLAS workspace given to the handle at
                                         init (default 32 MB), so cuBLAS allocates nothing later
+       HIGAN_CUDA_BF16_SCRATCH_BYTES    device scratch for the bf16 GEMMs' rounded operands
+                                        (default 64 MB), allocated when HIGAN_PRECISION_BF16
+                                        is first selected; larger GEMMs run in blocks
        HIGAN_CUDA_EMULATE               run everything on the host, for tests without a GPU:
                                         "device" memory is host memory, every kernel functor
                                         runs in host loops, GEMMs go
                                         through a host model of cublasSgemm(StridedBatched)
-                                        with cuBLAS's argument checks. It checks index math,
+                                        and of cublasGemm(StridedBatched)Ex with bf16 operands
+                                        (bf16 GEMMs; TF32 is not modelled: fp32), with
+                                        cuBLAS's argument checks. It checks index math,
                                         launch sequences and GEMM arguments, and the barriers
                                         of block kernels (next), not CUDA itself (launch
                                         limits, cuBLAS numerics, races between blocks).
@@ -68,7 +73,10 @@
          CPU kernel's order; no atomics. Results are not bit-identical to the CPU (FMA
          contraction, other summation trees, CUDA's expf/tanhf/logf within 2 ulp) except
          where stated (Adam, pooling, upsampling, copies): tests use stated tolerances.
-       - fp32 by default; higan_cuda_set_tf32(ctx, 1) lets cuBLAS use TF32 tensor cores.
+       - fp32 by default; higan_cuda_set_precision(ctx, HIGAN_PRECISION_TF32) (or
+         higan_cuda_set_tf32(ctx, 1)) lets cuBLAS use TF32 tensor cores, HIGAN_PRECISION_BF16
+         runs every GEMM on bf16 operands rounded as the CPU's bf16 GEMM rounds them (fp32
+         sums, tensors stay fp32): mixed precision, see higan_cuda_set_precision.
 
    DIFFERENCES FROM THE CPU SIGNATURES (all forced by the device)
        - spectral norm: sigma is a device float [1] (forward writes it, backward reads it);
@@ -98,7 +106,7 @@
        errors      HIGAN_CUDA_CHECK(call), HIGAN_CUDA_STATUS(call), higan_cuda_status,
                    higan_cublas_status
        device      higan_cuda_available, higan_cuda_device_name, higan_cuda_init/free/sync,
-                   higan_cuda_set_tf32
+                   higan_cuda_set_tf32, higan_cuda_set_precision, higan_cuda_get_precision
        memory      higan_cuda_malloc/free_memory, higan_cuda_upload/download/copy/zero,
                    higan_cuda_arena_init/free/reset/alloc/floats/zeros/mark/release/status
        params      higan_cuda_params_init/free/upload/download/zero_grad, higan_cuda_params_data,
@@ -124,8 +132,12 @@
            generated PNGs and 5 GAN iterations' losses and weights compared with the old code).
          step 2 done for those ops: t->data is the float arena (== t->arena on the CPU), a
            device arena through higan_backend_arena_init; higan_tape_mark / _release cover both.
-           Recycling (higan_arena_recycle) stays host-only: on a device tape spent values and
-           gradients are not reused yet (the free list lives inside the blocks).
+           Recycling (session 5): an arena's free list is a host table of (offset, size) blocks
+           (the same best-fit policy for host and device arenas), so a device tape hands
+           spent gradients and, with higan_tape_backward_release, spent values back as the CPU
+           does (safe in stream order: every user of the arena queues on ctx->stream). Of the
+           in-place gradient tricks, add's (dx = dy, aliasing only) runs on a device too;
+           the in-place ReLU backward (a host loop) stays host-only.
          step 3 done for: linear, conv2d, spectral_norm, batch_norm2d, cond_batch_norm,
            embedding (+ renorm), upsample_nearest, relu (+ in place), tanh, add, mul, concat,
            slice (split), reshape, permute, sum_all, mean_all, the Generator's eval mask;
@@ -264,6 +276,11 @@ typedef struct higan_cuda {
     int tf32;                 /* 1: cuBLAS may use TF32 tensor cores */
     higan_status backend_error;   /* first error of a call through higan_cuda_backend's table
                                      since its last sync (its entries return nothing) */
+    /* precision (higan_cuda_set_precision): HIGAN_PRECISION_FP32 (default), _TF32, _BF16 */
+    int precision;
+    uint16_t *bf16;           /* BF16: scratch for the rounded operands (one allocation when
+                                 BF16 is first selected; reused by every GEMM, stream order) */
+    size_t bf16_elems;        /* its size in bf16 values (HIGAN_CUDA_BF16_SCRATCH_BYTES / 2) */
 } higan_cuda;
 #define HIGAN_CUDA_WS_FLOATS 64
 /* Selects the device, creates a non-blocking stream and a cuBLAS handle bound to it. */
@@ -273,6 +290,19 @@ HIGAN_DEF void higan_cuda_free(higan_cuda *ctx);
 HIGAN_DEF higan_status higan_cuda_sync(higan_cuda *ctx);
 /* on = 1: cuBLAS GEMMs (conv, linear, LSTM) may round inputs to TF32; 0 (default): fp32. */
 HIGAN_DEF higan_status higan_cuda_set_tf32(higan_cuda *ctx, int on);
+/* Precision of every GEMM of ctx (conv, linear, LSTM, contextual loss), higan.h's enum:
+   HIGAN_PRECISION_FP32 (default): cublasSgemm in fp32.
+   HIGAN_PRECISION_TF32: the same with TF32 tensor cores (higan_cuda_set_tf32(ctx, 1)).
+   HIGAN_PRECISION_BF16: both operands rounded to bfloat16 exactly as the CPU's bf16 GEMM
+     rounds them (round to nearest even, magnitudes below FLT_MIN to signed zero, NaN kept),
+     by a conversion kernel into ctx's bf16 scratch, then cublasGemmEx /
+     cublasGemmStridedBatchedEx (CUDA_R_16BF operands, fp32 C, CUBLAS_COMPUTE_32F): fp32 sums
+     of exact products, as on the CPU (only the summation order differs). Tensors stay fp32.
+     The first selection allocates the scratch, HIGAN_CUDA_BF16_SCRATCH_BYTES (default 64 MB;
+     later GEMMs allocate nothing): a GEMM whose operands do not fit runs in groups of
+     batch items, then in blocks of rows, columns and depth (partial sums added in C). */
+HIGAN_DEF higan_status higan_cuda_set_precision(higan_cuda *ctx, higan_precision p);
+HIGAN_DEF higan_precision higan_cuda_get_precision(const higan_cuda *ctx);
 
 /* ==== MEMORY ================================================================== */
 /* Plain device allocations for setup (arenas and parameter stores use these once). */
@@ -681,6 +711,9 @@ HIGAN_DEF higan_status higan_cuda_extract_patches_backward(higan_cuda *ctx, floa
 #ifndef HIGAN_CUDA_BLAS_WORKSPACE
 #  define HIGAN_CUDA_BLAS_WORKSPACE ((size_t)32 << 20)
 #endif
+#ifndef HIGAN_CUDA_BF16_SCRATCH_BYTES
+#  define HIGAN_CUDA_BF16_SCRATCH_BYTES ((size_t)64 << 20)
+#endif
 
 /* higan.h's HIGAN_ASSERT exists only in the file with HIGAN_IMPLEMENTATION. */
 #ifdef HIGAN_ASSERT
@@ -796,9 +829,24 @@ HIGAN_DEF higan_status higan_cuda_init(higan_cuda *ctx, int device) {
     ctx->ws = (float *)higan__emu_malloc(HIGAN_CUDA_WS_FLOATS * sizeof(float));
     return ctx->ws ? HIGAN_OK : higan_set_error(HIGAN_ERR_NOMEM, "emulated context: out of memory");
 }
-HIGAN_DEF void higan_cuda_free(higan_cuda *ctx) { higan__emu_free(ctx->ws); memset(ctx, 0, sizeof *ctx); }
+HIGAN_DEF void higan_cuda_free(higan_cuda *ctx) {
+    higan__emu_free(ctx->ws);
+    if (ctx->bf16) higan__emu_free(ctx->bf16);
+    memset(ctx, 0, sizeof *ctx);
+}
 HIGAN_DEF higan_status higan_cuda_sync(higan_cuda *ctx) { (void)ctx; return HIGAN_OK; }
-HIGAN_DEF higan_status higan_cuda_set_tf32(higan_cuda *ctx, int on) { ctx->tf32 = on != 0; return HIGAN_OK; }
+HIGAN_DEF higan_status higan_cuda_set_tf32(higan_cuda *ctx, int on) {   /* TF32 is not modelled: fp32 */
+    ctx->tf32 = on != 0;
+    ctx->precision = on ? HIGAN_PRECISION_TF32 : HIGAN_PRECISION_FP32;
+    return HIGAN_OK;
+}
+static higan_status higan__cu_bf16_scratch(higan_cuda *ctx) {
+    if (ctx->bf16) return HIGAN_OK;
+    ctx->bf16 = (uint16_t *)higan__emu_malloc(HIGAN_CUDA_BF16_SCRATCH_BYTES);
+    if (!ctx->bf16) return higan_set_error(HIGAN_ERR_NOMEM, "emulated bf16 scratch: out of memory");
+    ctx->bf16_elems = HIGAN_CUDA_BF16_SCRATCH_BYTES / sizeof(uint16_t);
+    return HIGAN_OK;
+}
 HIGAN_DEF higan_status higan_cuda_malloc(void **ptr, size_t bytes) {
     *ptr = higan__emu_malloc(bytes);
     return *ptr ? HIGAN_OK : higan_set_error(HIGAN_ERR_NOMEM, "emulated cudaMalloc of %zu bytes failed", bytes);
@@ -818,11 +866,20 @@ HIGAN_DEF higan_status higan_cuda_zero(higan_cuda *ctx, void *dst, size_t bytes)
 }
 /* cublasSgemmStridedBatched's contract on the host: column-major, op(A) [m,k], op(B) [k,n],
    cuBLAS's leading-dimension rules, beta == 0: C not read; double accumulators. It is fed
-   exactly what the real call gets, so the row-major transpose trick is checked too. */
-static cublasStatus_t higan__emu_sgemm(cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
-                                       const float *alpha, const float *A, int lda, long long sa,
-                                       const float *B, int ldb, long long sb, const float *beta, float *C,
-                                       int ldc, long long sc, int batch) {
+   exactly what the real call gets, so the row-major transpose trick is checked too.
+   T: the operands' type, float (Sgemm) or uint16_t holding bf16 bits (the Ex calls below). */
+static inline double higan__emu_load(const float *p, int64_t i) { return (double)p[i]; }
+static inline double higan__emu_load(const uint16_t *p, int64_t i) {
+    const uint32_t u = (uint32_t)p[i] << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return (double)x;
+}
+template <class T>
+static cublasStatus_t higan__emu_gemm(cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
+                                      const float *alpha, const T *A, int lda, long long sa,
+                                      const T *B, int ldb, long long sb, const float *beta, float *C,
+                                      int ldc, long long sc, int batch) {
     int64_t bi, i, j, p;
     if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < (opa == CUBLAS_OP_N ? (m > 1 ? m : 1) : (k > 1 ? k : 1)) ||
         ldb < (opb == CUBLAS_OP_N ? (k > 1 ? k : 1) : (n > 1 ? n : 1)) || ldc < (m > 1 ? m : 1))
@@ -831,16 +888,35 @@ static cublasStatus_t higan__emu_sgemm(cublasOperation_t opa, cublasOperation_t 
     for (bi = 0; bi < batch; ++bi)
         for (j = 0; j < n; ++j)
             for (i = 0; i < m; ++i) {
-                const float *a = A + bi * sa, *b = B + bi * sb;
+                const T *a = A + bi * sa, *b = B + bi * sb;
                 float *c = C + bi * sc + i + j * (int64_t)ldc;
                 double acc = 0.0;
                 for (p = 0; p < k; ++p)
-                    acc += (double)(opa == CUBLAS_OP_N ? a[i + p * lda] : a[p + i * lda]) *
-                           (double)(opb == CUBLAS_OP_N ? b[p + j * ldb] : b[j + p * ldb]);
+                    acc += higan__emu_load(a, opa == CUBLAS_OP_N ? i + p * lda : p + i * lda) *
+                           higan__emu_load(b, opb == CUBLAS_OP_N ? p + j * ldb : j + p * ldb);
                 *c = (float)((double)*alpha * acc + (*beta == 0.0f ? 0.0 : (double)*beta * (double)*c));
             }
     HIGAN__EMU_CLOSE();
     return CUBLAS_STATUS_SUCCESS;
+}
+static cublasStatus_t higan__emu_sgemm(cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
+                                       const float *alpha, const float *A, int lda, long long sa,
+                                       const float *B, int ldb, long long sb, const float *beta, float *C,
+                                       int ldc, long long sc, int batch) {
+    return higan__emu_gemm<float>(opa, opb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
+}
+/* cublasGemmStridedBatchedEx (and cublasGemmEx: batch 1) as higan_cuda uses them: bf16 A and
+   B (the bits as they are: the conversion kernel did the rounding), fp32 C, fp32 compute;
+   products of bf16 values are exact in double as in fp32, the sums in double. */
+static cublasStatus_t higan__emu_gemm_ex(cublasOperation_t opa, cublasOperation_t opb, int m, int n, int k,
+                                         const float *alpha, const void *A, cudaDataType_t ta, int lda,
+                                         long long sa, const void *B, cudaDataType_t tb, int ldb, long long sb,
+                                         const float *beta, void *C, cudaDataType_t tc, int ldc, long long sc,
+                                         int batch, cublasComputeType_t compute) {
+    if (ta != CUDA_R_16BF || tb != CUDA_R_16BF || tc != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F)
+        return CUBLAS_STATUS_NOT_SUPPORTED;   /* the only combination modelled */
+    return higan__emu_gemm<uint16_t>(opa, opb, m, n, k, alpha, (const uint16_t *)A, lda, sa, (const uint16_t *)B,
+                                     ldb, sb, beta, (float *)C, ldc, sc, batch);
 }
 #else
 HIGAN_DEF int higan_cuda_available(void) {
@@ -883,6 +959,7 @@ HIGAN_DEF void higan_cuda_free(higan_cuda *ctx) {
     if (ctx->blas) (void)cublasDestroy(ctx->blas);
     if (ctx->blas_workspace) (void)cudaFree(ctx->blas_workspace);
     if (ctx->ws) (void)cudaFree(ctx->ws);
+    if (ctx->bf16) (void)cudaFree(ctx->bf16);
     if (ctx->stream) (void)cudaStreamDestroy(ctx->stream);
     memset(ctx, 0, sizeof *ctx);
 }
@@ -893,6 +970,13 @@ HIGAN_DEF higan_status higan_cuda_sync(higan_cuda *ctx) {
 HIGAN_DEF higan_status higan_cuda_set_tf32(higan_cuda *ctx, int on) {
     HIGAN_CUDA_CHECK(cublasSetMathMode(ctx->blas, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     ctx->tf32 = on != 0;
+    ctx->precision = on ? HIGAN_PRECISION_TF32 : HIGAN_PRECISION_FP32;
+    return HIGAN_OK;
+}
+static higan_status higan__cu_bf16_scratch(higan_cuda *ctx) {
+    if (ctx->bf16) return HIGAN_OK;
+    HIGAN_CUDA_CHECK(cudaMalloc((void **)&ctx->bf16, HIGAN_CUDA_BF16_SCRATCH_BYTES));
+    ctx->bf16_elems = HIGAN_CUDA_BF16_SCRATCH_BYTES / sizeof(uint16_t);
     return HIGAN_OK;
 }
 
@@ -925,6 +1009,14 @@ HIGAN_DEF higan_status higan_cuda_zero(higan_cuda *ctx, void *dst, size_t bytes)
     return HIGAN_OK;
 }
 #endif /* HIGAN_CUDA_EMULATE */
+HIGAN_DEF higan_status higan_cuda_set_precision(higan_cuda *ctx, higan_precision p) {
+    HIGAN__CU_ASSERT(p == HIGAN_PRECISION_FP32 || p == HIGAN_PRECISION_TF32 || p == HIGAN_PRECISION_BF16);
+    if (p == HIGAN_PRECISION_BF16) HIGAN__CU_TRY(higan__cu_bf16_scratch(ctx));
+    HIGAN__CU_TRY(higan_cuda_set_tf32(ctx, p == HIGAN_PRECISION_TF32));
+    ctx->precision = (int)p;
+    return HIGAN_OK;
+}
+HIGAN_DEF higan_precision higan_cuda_get_precision(const higan_cuda *ctx) { return (higan_precision)ctx->precision; }
 
 /* ---- device arena: higan_arena's bookkeeping, 256-byte blocks --------------------------- */
 #define HIGAN__CU_ALIGN 256
@@ -1397,6 +1489,102 @@ struct higan__f_scale_c {
         *p = beta == 0.0f ? 0.0f : beta * *p;
     }
 };
+/* fp32 -> bf16 bits as higan.h's CPU GEMM rounds (higan__bf16_bits): magnitudes below
+   FLT_MIN become a signed zero, NaN stays a quiet NaN, else round to nearest even. */
+static HIGAN__CU_HD uint16_t higan__cu_bf16_bits(float x) {
+#ifdef __CUDA_ARCH__
+    uint32_t u = __float_as_uint(x);
+#else
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+#endif
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+/* dst [count, rows, cols] (dense) = bf16(scale * src[b * stride + r * ld + c]) */
+struct higan__f_to_bf16 {
+    uint16_t *dst; const float *src; int64_t rows, cols, ld, stride; float scale;
+    HIGAN__CU_HD void operator()(int64_t i) const {
+        const int64_t rc = rows * cols, b = i / rc, r = (i % rc) / cols, c = i % cols;
+        dst[i] = higan__cu_bf16_bits(scale * src[b * stride + r * ld + c]);
+    }
+};
+static higan_status higan__cu_to_bf16(higan_cuda *ctx, uint16_t *dst, const float *src, int64_t rows, int64_t cols,
+                                      int64_t ld, int64_t stride, int64_t count, float scale) {
+    higan__f_to_bf16 f;
+    f.dst = dst; f.src = src; f.rows = rows; f.cols = cols; f.ld = ld; f.stride = stride; f.scale = scale;
+    return higan__cu_map(ctx, count * rows * cols, f, "gemm: operands to bf16");
+}
+/* higan__cu_gemm_batched in HIGAN_PRECISION_BF16 (same arguments, checked there): op(B) and
+   alpha op(A) (alpha folded into A before rounding, as the CPU's bf16 GEMM and
+   higan_gemm_ref_bf16 do; cuBLAS then gets alpha 1) converted into ctx->bf16 as dense blocks
+   (B first, then A; an operand with stride 0 once per group), each pair one
+   cublasGemm(StridedBatched)Ex. Operands larger than the scratch go in groups of batch items,
+   then blocks of rows, columns and depth (the largest halved first; depth blocks after the
+   first add onto C with beta 1, so C then holds fp32 partial sums). Stream order makes
+   reusing the scratch safe. */
+static higan_status higan__cu_gemm_bf16(higan_cuda *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                                        float alpha, const float *A, int64_t lda, int64_t sa,
+                                        const float *B, int64_t ldb, int64_t sb, float beta,
+                                        float *C, int64_t ldc, int64_t sc, int64_t batch) {
+    cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    int64_t g = batch, mc = M, nc = N, kc = K, b0, m0, n0, k0;
+    const float one = 1.0f;
+#define HIGAN__BF16_NEED(g_, mc_, nc_, kc_) (((sa ? (g_) : 1) * (mc_) + (sb ? (g_) : 1) * (nc_)) * (kc_))
+    while ((size_t)HIGAN__BF16_NEED(g, mc, nc, kc) > ctx->bf16_elems) {
+        if (g > 1) g = (g + 1) / 2;
+        else if (kc >= mc && kc >= nc && kc > 1) kc = (kc + 1) / 2;
+        else if (mc >= nc && mc > 1) mc = (mc + 1) / 2;
+        else if (nc > 1) nc = (nc + 1) / 2;
+        else return higan_set_error(HIGAN_ERR_NOMEM, "bf16 GEMM: HIGAN_CUDA_BF16_SCRATCH_BYTES (%zu) is too small",
+                                    ctx->bf16_elems * sizeof(uint16_t));
+    }
+#undef HIGAN__BF16_NEED
+    for (b0 = 0; b0 < batch; b0 += g) {
+        const int64_t gb = batch - b0 < g ? batch - b0 : g;
+        for (n0 = 0; n0 < N; n0 += nc) {
+            const int64_t nn = N - n0 < nc ? N - n0 : nc;
+            for (k0 = 0; k0 < K; k0 += kc) {
+                const int64_t kk = K - k0 < kc ? K - k0 : kc;
+                const int64_t ldb2 = tb ? kk : nn, sb2 = sb ? nn * kk : 0;
+                const float beta2 = k0 == 0 ? beta : 1.0f;
+                uint16_t *hb = ctx->bf16, *ha = ctx->bf16 + (sb ? gb : 1) * nn * kk;
+                /* op(B) [k0 .. k0 + kk, n0 .. n0 + nn] as stored: B[k][n] (tb = 0) or B[n][k] */
+                HIGAN__CU_TRY(higan__cu_to_bf16(ctx, hb, B + b0 * sb + (tb ? n0 * ldb + k0 : k0 * ldb + n0),
+                                                tb ? nn : kk, tb ? kk : nn, ldb, sb, sb ? gb : 1, 1.0f));
+                for (m0 = 0; m0 < M; m0 += mc) {
+                    const int64_t mm = M - m0 < mc ? M - m0 : mc;
+                    const int64_t lda2 = ta ? mm : kk, sa2 = sa ? mm * kk : 0;
+                    float *Cb = C + b0 * sc + m0 * ldc + n0;
+                    /* op(A) [m0 .. m0 + mm, k0 .. k0 + kk] as stored: A[m][k] (ta = 0) or A[k][m] */
+                    HIGAN__CU_TRY(higan__cu_to_bf16(ctx, ha, A + b0 * sa + (ta ? k0 * lda + m0 : m0 * lda + k0),
+                                                    ta ? kk : mm, ta ? mm : kk, lda, sa, sa ? gb : 1, alpha));
+#ifdef HIGAN_CUDA_EMULATE
+                    HIGAN_CUDA_CHECK(higan__emu_gemm_ex(opb, opa, (int)nn, (int)mm, (int)kk, &one, hb, CUDA_R_16BF,
+                                                        (int)ldb2, (long long)sb2, ha, CUDA_R_16BF, (int)lda2,
+                                                        (long long)sa2, &beta2, Cb, CUDA_R_32F, (int)ldc,
+                                                        (long long)sc, (int)gb, CUBLAS_COMPUTE_32F));
+#else
+                    if (gb == 1)
+                        HIGAN_CUDA_CHECK(cublasGemmEx(ctx->blas, opb, opa, (int)nn, (int)mm, (int)kk, &one, hb,
+                                                      CUDA_R_16BF, (int)ldb2, ha, CUDA_R_16BF, (int)lda2, &beta2, Cb,
+                                                      CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                    else
+                        HIGAN_CUDA_CHECK(cublasGemmStridedBatchedEx(ctx->blas, opb, opa, (int)nn, (int)mm, (int)kk,
+                                                                    &one, hb, CUDA_R_16BF, (int)ldb2, (long long)sb2,
+                                                                    ha, CUDA_R_16BF, (int)lda2, (long long)sa2,
+                                                                    &beta2, Cb, CUDA_R_32F, (int)ldc, (long long)sc,
+                                                                    (int)gb, CUBLAS_COMPUTE_32F,
+                                                                    CUBLAS_GEMM_DEFAULT));
+#endif
+                }
+            }
+        }
+    }
+    return HIGAN_OK;
+}
 /* Row-major batched GEMM: C_i = alpha op(A_i) op(B_i) + beta C_i with A_i = A + i*sa etc.
    (sa or sb may be 0: the same matrix for every i). cuBLAS is column-major: the row-major
    C [M,N] is its C^T [N,M] = op(B)^T op(A)^T, so B goes first with op(B) = trans_b ? T : N. */
@@ -1417,6 +1605,8 @@ static higan_status higan__cu_gemm_batched(higan_cuda *ctx, int ta, int tb, int6
     HIGAN__CU_ASSERT(lda >= (ta ? M : K) && ldb >= (tb ? K : N));
     HIGAN__CU_ASSERT(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
                      ldc <= INT_MAX && batch <= INT_MAX);
+    if (ctx->precision == HIGAN_PRECISION_BF16)
+        return higan__cu_gemm_bf16(ctx, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
 #ifdef HIGAN_CUDA_EMULATE
     HIGAN_CUDA_CHECK(higan__emu_sgemm(opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, (long long)sb, A,
                                       (int)lda, (long long)sa, &beta, C, (int)ldc, (long long)sc, (int)batch));

@@ -49,8 +49,30 @@
    --max-arena-mb caps the tape arena's growth (default half of MemAvailable), so that a
    workload too big for the machine fails with "the arena needs more than ..." instead of
    pushing a shared machine into the OOM killer.
-   --no-fork runs everything in this process (peak memory is then the running maximum). */
-#define _GNU_SOURCE                 /* fork, wait4, syscall */
+   --no-fork runs everything in this process (peak memory is then the running maximum).
+
+   More generator workloads (not in "all", so run.sh's table with PyTorch is unchanged):
+     gen1       generator inference of 1 word (10 characters), words/s
+     gen256     generator inference of 256 words (the 8 fake lengths 32 times) in one batch
+   The GPU (build/bench_higan_bench_cuda: this file built by nvcc with -DHIGAN_WITH_CUDA and
+   higan_cuda.cuh; _emu: through its host emulation, to try the path without a GPU):
+     --device cuda   the workloads run on a device tape (higan_cuda_backend; the Generator's
+                     weights mirrored on the device, activations in a device arena that grows
+                     after an overflow); default workloads gen1, gen256, gan8, gan32. Each
+                     timed run ends with higan_tape_sync (cudaStreamSynchronize), so the wall
+                     time covers the queued GPU work; warm-up runs come first (cuBLAS and
+                     kernel set-up, arena sizing). GEMM work is not counted on the device
+                     (GFLOP 0): compare words/s, and the CPU rows of the same workloads
+                     (--device cpu --workload gen1,gen256).
+     --precision fp32|tf32|bf16   on the device: higan_cuda_set_precision (tf32: device only)
+     gan8, gan32     the GAN iteration (d_step + g_step / 4) at batch 8 and 32 on the device:
+                     needs higan_gan_trainer on a device backend (another part of issue 6);
+                     until this tree has it they report "needs the trainer backend".
+   The peak loops (x86 intrinsics) are left out of the CUDA build; CUDA is first touched in
+   each workload's child (a forked process must not inherit a CUDA context). */
+#ifndef _GNU_SOURCE                 /* (g++, under nvcc too, defines it) */
+#  define _GNU_SOURCE               /* fork, wait4, syscall */
+#endif
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
 
@@ -64,7 +86,11 @@
 #include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef HIGAN_WITH_CUDA
+#  define HIGAN_CUDA_IMPLEMENTATION
+#  include "higan_cuda.cuh"
+#endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(HIGAN_WITH_CUDA)
 #  include <cpuid.h>
 #  include <immintrin.h>
 #  include <sys/syscall.h>
@@ -82,13 +108,22 @@ static const int REAL_LENS[B_WORDS] = {10, 8, 6, 6, 4, 4, 4, 1};
 static const int FAKE_LENS[B_WORDS] = {10, 9, 8, 6, 6, 2, 1, 1};
 static const int AUG_WIDTHS[B_WORDS] = {224, 128, 160, 192, 128, 160, 128, 32};
 
-enum { W_D, W_G, W_ITER, W_GEN8, W_GEN64, W_OCR_TRAIN, W_OCR_FWD, W_COUNT };
+#define N_BIG 256                   /* words of gen256 */
+#define MAX_GAN 32                  /* words of gan32: the 8 words 4 times */
+
+enum { W_D, W_G, W_ITER, W_GEN8, W_GEN64, W_OCR_TRAIN, W_OCR_FWD, W_GEN1, W_GEN256, W_GAN8, W_GAN32, W_COUNT };
 static const char *const WL_NAMES[W_COUNT] = {"d_step", "g_step", "iteration", "gen8", "gen64", "ocr_train",
-                                              "ocr_fwd"};
+                                              "ocr_fwd", "gen1", "gen256", "gan8", "gan32"};
+/* "all": the CPU set compared with PyTorch; with --device cuda the GPU set */
+#define WL_ALL_CPU ((1u << W_GEN1) - 1)
+#define WL_ALL_CUDA ((1u << W_GEN1) | (1u << W_GEN256) | (1u << W_GAN8) | (1u << W_GAN32))
+#define WL_DEVICE_OK ((1u << W_GEN8) | (1u << W_GEN64) | WL_ALL_CUDA)   /* what --device cuda runs */
+static int gen_words(int w) { return w == W_GEN1 ? 1 : w == W_GEN8 ? B_WORDS : w == W_GEN64 ? 64 : w == W_GEN256 ? N_BIG : 0; }
 
 /* ---- options and results ------------------------------------------------------------------- */
 typedef struct {
     int threads, repeats, warmup, bf16, fork, gan_batch;
+    int cuda, tf32;                 /* --device cuda; --precision tf32 (device only) */
     size_t arena_max_mb;            /* arena growth limit (0: none) */
     unsigned want;                  /* bit per workload */
     const char *json, *gan_cfg, *ocr_cfg;
@@ -104,6 +139,7 @@ typedef struct {
     double setup_s;
     double peak_mb;                 /* ru_maxrss of the child (set by the parent) */
     char msg[256];
+    char device[256];               /* --device cuda: the GPU's name */
 } wl_result;
 
 typedef struct {
@@ -223,16 +259,19 @@ static double process_cpu(void) {
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+#ifdef BENCH_X86
 static double thread_cpu(void) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+#endif
 
 /* GFLOP/s of loop k (0 fma, 1 bf16, 2 amx) on n threads at once, best of 3: *cpu_best from
    each thread's own CPU time (what the cores can do, whatever else runs on them), the
    return value from wall time (what this process got while the machine was as loaded as
    it was). */
+#ifdef BENCH_X86   /* (not in the CUDA build) */
 #define MAX_PEAK_THREADS 1024
 static double run_peak(int k, int n, int64_t iters, double *cpu_best) {
     static double cpu_gf[MAX_PEAK_THREADS];
@@ -273,6 +312,8 @@ static double run_peak(int k, int n, int64_t iters, double *cpu_best) {
     return best;
 }
 
+#endif
+
 static void measure_peak(peak_result *p, int threads) {
     memset(p, 0, sizeof *p);
 #ifdef BENCH_X86
@@ -301,9 +342,9 @@ static void measure_peak(peak_result *p, int threads) {
 /* ---- the fixed batch ---------------------------------------------------------------------- */
 typedef struct {
     float *imgs, *aug, *z_d, *eps_d, *z_g, *eps_g, *z64;
-    int labels[B_WORDS * L_MAX], label_lens[B_WORDS], img_lens[B_WORDS], aug_lens[B_WORDS], wids[B_WORDS];
-    int fake_d[B_WORDS * L_MAX], fake_g[B_WORDS * L_MAX], fake_lens[B_WORDS];
-    int labels64[64 * L_MAX], lens64[64];
+    int labels[MAX_GAN * L_MAX], label_lens[MAX_GAN], img_lens[MAX_GAN], aug_lens[MAX_GAN], wids[MAX_GAN];
+    int fake_d[MAX_GAN * L_MAX], fake_g[MAX_GAN * L_MAX], fake_lens[MAX_GAN];
+    int labels64[N_BIG * L_MAX], lens64[N_BIG];   /* gen64 (the first 64), gen1, gen256 */
     int64_t width, aug_width;
     higan_batch batch;
     higan_gan_draws dd, dg;
@@ -330,16 +371,17 @@ static float *word_images(higan_rng *r, const int *widths, int n, int64_t W) {
 
 /* The batch of n words: entries b * 8 / n of the lists (all 8 for n = 8; --gan-batch 2 takes
    words 0 and 4: real 10 and 4 characters, fake 10 and 6, aug widths 224 and 128). Word 0
-   is always in, so the label width stays 10 and the images 320 pixels wide. */
+   is always in, so the label width stays 10 and the images 320 pixels wide. n > 8 (gan32):
+   the 8 words n / 8 times. */
 static int make_data(bench_data *d, int64_t style_dim, int n) {
     higan_rng r;
-    int b, rl[B_WORDS], fl[B_WORDS];
+    int b, rl[MAX_GAN], fl[MAX_GAN];
     memset(d, 0, sizeof *d);
     higan_rng_seed(&r, 20240607);
     d->width = (int64_t)HIGAN_CHAR_WIDTH * L_MAX;
     d->aug_width = 0;
     for (b = 0; b < n; ++b) {
-        int k = b * B_WORDS / n;
+        int k = n <= B_WORDS ? b * B_WORDS / n : b % B_WORDS;
         rl[b] = REAL_LENS[k];
         fl[b] = FAKE_LENS[k];
         d->label_lens[b] = REAL_LENS[k];
@@ -356,13 +398,17 @@ static int make_data(bench_data *d, int64_t style_dim, int n) {
     word_labels(&r, d->labels64, d->lens64, 64);
     d->imgs = word_images(&r, d->img_lens, n, d->width);
     d->aug = word_images(&r, d->aug_lens, n, d->aug_width);
-    d->z_d = (float *)malloc(sizeof(float) * (size_t)(4 * B_WORDS * style_dim + 64 * style_dim));
+    d->z_d = (float *)malloc(sizeof(float) * (size_t)(4 * MAX_GAN * style_dim + N_BIG * style_dim));
     if (!d->imgs || !d->aug || !d->z_d) return 0;
-    d->eps_d = d->z_d + B_WORDS * style_dim;
-    d->z_g = d->eps_d + B_WORDS * style_dim;
-    d->eps_g = d->z_g + B_WORDS * style_dim;
-    d->z64 = d->eps_g + B_WORDS * style_dim;
-    higan_rng_fill_normal(&r, d->z_d, 4 * B_WORDS * style_dim + 64 * style_dim, 0.0f, 1.0f);
+    d->eps_d = d->z_d + MAX_GAN * style_dim;
+    d->z_g = d->eps_d + MAX_GAN * style_dim;
+    d->eps_g = d->z_g + MAX_GAN * style_dim;
+    d->z64 = d->eps_g + MAX_GAN * style_dim;
+    higan_rng_fill_normal(&r, d->z_d, 4 * MAX_GAN * style_dim + 64 * style_dim, 0.0f, 1.0f);
+    /* words 64 .. 255 (gen256) after everything else: the other workloads' data as before */
+    for (b = 64; b < N_BIG; ++b) d->lens64[b] = FAKE_LENS[b % B_WORDS];
+    word_labels(&r, d->labels64 + 64 * L_MAX, d->lens64 + 64, N_BIG - 64);
+    higan_rng_fill_normal(&r, d->z64 + 64 * style_dim, (N_BIG - 64) * style_dim, 0.0f, 1.0f);
     d->batch.B = n;
     d->batch.width = d->width;
     d->batch.imgs = d->imgs;
@@ -420,12 +466,83 @@ typedef struct {
     higan_arena arena;
     higan_tape tape;
     int nonfinite;
+#ifdef HIGAN_WITH_CUDA
+    /* --device cuda: the context, its table, the Generator's device mirror, the tape's host
+       arena (variables, contexts) and device arena (every float buffer) */
+    higan_cuda cuda;
+    higan_backend be;
+    higan_cuda_params dp;
+    higan_arena host, dev;
+    int cuda_on;
+#endif
 } bench_ctx;
 
 static int tape_setup(bench_ctx *c, size_t mb) {
     if (c->o->arena_max_mb && mb > c->o->arena_max_mb) mb = c->o->arena_max_mb;
     if (higan_arena_init(&c->arena, mb << 20) != HIGAN_OK) return 0;
     return higan_tape_init(&c->tape, &c->arena, 1 << 14) == HIGAN_OK;
+}
+
+/* The Generator workloads' weights (official random init; the work does not depend on them). */
+static int gen_setup(bench_ctx *c) {
+    higan_rng_seed(&c->rng, 7);
+    higan_params_init(&c->gp);
+    higan_generator_register(&c->G, &c->gp, "Generator", &c->gan_mc.G);
+    if (higan_params_alloc(&c->gp) != HIGAN_OK) return 0;
+    higan_generator_init(&c->G, &c->rng);
+    return 1;
+}
+
+/* --device cuda: a device tape for workload w (its own CUDA context: this runs in the
+   workload's child). */
+static int setup_device(bench_ctx *c, int w, char *msg, char *device) {
+#ifdef HIGAN_WITH_CUDA
+    size_t dev_mb = 256;
+    if (!((1u << w) & WL_DEVICE_OK)) {
+        snprintf(msg, 256, "%s runs on the CPU only (--device cpu)", WL_NAMES[w]);
+        return 0;
+    }
+    if (!higan_cuda_available()) { snprintf(msg, 256, "--device cuda: no CUDA device"); return 0; }
+    if (higan_cuda_init(&c->cuda, 0) != HIGAN_OK) goto fail;
+    c->cuda_on = 1;
+    (void)higan_cuda_device_name(0, device, 256);
+    if (higan_cuda_set_precision(&c->cuda, c->o->tf32 ? HIGAN_PRECISION_TF32
+                                          : c->o->bf16 ? HIGAN_PRECISION_BF16 : HIGAN_PRECISION_FP32) != HIGAN_OK)
+        goto fail;
+    higan_cuda_backend(&c->be, &c->cuda);
+    if (w == W_GAN8 || w == W_GAN32) {
+#ifdef HIGAN_GAN_TRAINER_DEVICE
+        /* Wire here once higan_gan_trainer runs on a device backend (another part of issue 6):
+           the trainer as in setup() with c->o->gan_batch replaced by 8 / 32 words
+           (make_data(&c->data, mc.G.style_dim, w == W_GAN8 ? 8 : MAX_GAN)), its stores
+           mirrored on the device, the tape below on &c->be; run_once then times
+           num_critic_train iterations (4 D steps + 1 G step) per run. */
+#endif
+        snprintf(msg, 256, "needs the trainer backend (higan_gan_trainer on a device backend: not in this "
+                           "build yet)");
+        return 0;
+    }
+    if (!gen_setup(c) || !make_data(&c->data, c->gan_mc.G.style_dim, B_WORDS)) goto fail;
+    if (higan_cuda_params_init(&c->cuda, &c->dp, &c->gp) != HIGAN_OK ||
+        higan_cuda_params_upload(&c->cuda, &c->dp, &c->gp, HIGAN_CUDA_ALL) != HIGAN_OK)
+        goto fail;
+    higan_cuda_params_attach(&c->dp, &c->gp);
+    if (c->o->arena_max_mb && dev_mb > c->o->arena_max_mb) dev_mb = c->o->arena_max_mb;
+    if (higan_arena_init(&c->host, (size_t)64 << 20) != HIGAN_OK ||
+        higan_backend_arena_init(&c->dev, &c->be, dev_mb << 20) != HIGAN_OK ||
+        higan_tape_init(&c->tape, &c->host, 1 << 14) != HIGAN_OK)
+        goto fail;
+    higan_tape_set_backend(&c->tape, &c->be, &c->dev);
+    return 1;
+fail:
+    snprintf(msg, 256, "device setup: %.200s", higan_last_error());
+    return 0;
+#else
+    (void)c; (void)w; (void)device;
+    snprintf(msg, 256, "--device cuda needs build/bench_higan_bench_cuda (this file built by nvcc with "
+                       "-DHIGAN_WITH_CUDA)");
+    return 0;
+#endif
 }
 
 static int setup(bench_ctx *c, int w, char *msg) {
@@ -443,15 +560,16 @@ static int setup(bench_ctx *c, int w, char *msg) {
         c->tr.inject_g = &c->data.dg;
         return 1;
     }
-    if (w == W_GEN8 || w == W_GEN64) {
-        higan_rng_seed(&c->rng, 7);
-        higan_params_init(&c->gp);
-        higan_generator_register(&c->G, &c->gp, "Generator", &c->gan_mc.G);
-        if (higan_params_alloc(&c->gp) != HIGAN_OK) goto fail;
-        higan_generator_init(&c->G, &c->rng);
+    if (gen_words(w)) {
+        if (!gen_setup(c)) goto fail;
         sd = c->gan_mc.G.style_dim;
-        if (!make_data(&c->data, sd, B_WORDS) || !tape_setup(c, w == W_GEN8 ? 256 : 2048)) goto fail;
+        if (!make_data(&c->data, sd, B_WORDS) || !tape_setup(c, gen_words(w) <= B_WORDS ? 256 : 2048)) goto fail;
         return 1;
+    }
+    if (w == W_GAN8 || w == W_GAN32) {
+        snprintf(msg, 256, "%s runs on the device only (--device cuda); the CPU's rows are d_step, g_step, "
+                           "iteration", WL_NAMES[w]);
+        return 0;
     }
     if (w == W_OCR_TRAIN || w == W_OCR_FWD) {
         higan_model_config mc = c->ocr_mc;
@@ -482,7 +600,43 @@ static int grow(bench_ctx *c, char *msg) {
     return 0;
 }
 
-/* An eval forward under no_grad; grows the arena and runs again when it overflows. */
+#ifdef HIGAN_WITH_CUDA
+/* --device cuda after an overflow: the arena that overflowed grows (1.25 x needed, at least
+   double; the device one within --max-arena-mb), the tape keeps its backend. */
+static int grow_device(bench_ctx *c, char *msg) {
+    size_t lim = c->o->arena_max_mb << 20;
+    if (c->dev.overflow) {
+        size_t cap = c->dev.needed + c->dev.needed / 4;
+        if (cap < 2 * c->dev.capacity) cap = 2 * c->dev.capacity;
+        if (lim && cap > lim) {
+            snprintf(msg, 256, "the device arena needs more than %.0f MB (limit --max-arena-mb %.0f)",
+                     (double)c->dev.needed / 1048576.0, (double)lim / 1048576.0);
+            return 0;
+        }
+        higan_backend_arena_free(&c->dev, &c->be);
+        if (higan_backend_arena_init(&c->dev, &c->be, cap) != HIGAN_OK) {
+            snprintf(msg, 256, "%.200s", higan_last_error());
+            return 0;
+        }
+    }
+    if (c->host.overflow || c->tape.overflow) {
+        size_t cap = c->host.overflow ? 2 * c->host.needed : c->host.capacity;
+        int entries = c->tape.overflow ? 2 * c->tape.capacity : c->tape.capacity;
+        higan_tape_free(&c->tape);
+        higan_arena_free(&c->host);
+        if (higan_arena_init(&c->host, cap) != HIGAN_OK || higan_tape_init(&c->tape, &c->host, entries) != HIGAN_OK) {
+            snprintf(msg, 256, "%.200s", higan_last_error());
+            return 0;
+        }
+    }
+    higan_tape_set_backend(&c->tape, &c->be, &c->dev);   /* the new arena (or the same) */
+    higan_tape_reset(&c->tape);
+    return 1;
+}
+#endif
+
+/* An eval forward under no_grad; grows the arena and runs again when it overflows. On a
+   device tape z is uploaded, and the run ends with a sync (the GPU's work is done). */
 static int gen_forward(bench_ctx *c, int n, char *msg) {
     int attempt;
     const int *labels = n == B_WORDS ? c->data.fake_d : c->data.labels64;
@@ -493,9 +647,21 @@ static int gen_forward(bench_ctx *c, int n, char *msg) {
         higan_tape_reset(&c->tape);
         higan_no_grad_begin(&c->tape);
         zs[0] = n; zs[1] = c->gan_mc.G.style_dim;
-        z = higan_var_wrap(&c->tape, c->data.z64, 2, zs);
+        z = c->o->cuda ? higan_var_upload(&c->tape, c->data.z64, 2, zs) : higan_var_wrap(&c->tape, c->data.z64, 2, zs);
         y = higan_generator_forward(&c->tape, &c->G, z, labels, lens, L_MAX, 0);
         higan_no_grad_end(&c->tape);
+#ifdef HIGAN_WITH_CUDA
+        if (c->o->cuda) {
+            higan_status st = higan_tape_sync(&c->tape);
+            if (y && st == HIGAN_OK) return 1;
+            if (st != HIGAN_ERR_NOMEM || !(c->dev.overflow || c->host.overflow || c->tape.overflow)) {
+                snprintf(msg, 256, "generator on the device: %.200s", higan_last_error());
+                return 0;
+            }
+            if (!grow_device(c, msg)) return 0;
+            continue;
+        }
+#endif
         if (y) return 1;
         if (!grow(c, msg)) return 0;
     }
@@ -528,8 +694,7 @@ static int run_once(bench_ctx *c, int w, char *msg) {
     switch (w) {
     case W_D: st = higan_gan_d_step(&c->tr, &c->tape, &c->data.batch, NULL); break;
     case W_G: st = higan_gan_g_step(&c->tr, &c->tape, &c->data.batch, NULL); break;
-    case W_GEN8: return gen_forward(c, B_WORDS, msg);
-    case W_GEN64: return gen_forward(c, 64, msg);
+    case W_GEN1: case W_GEN8: case W_GEN64: case W_GEN256: return gen_forward(c, gen_words(w), msg);
     case W_OCR_TRAIN:
         st = higan_ocr_train_step(&c->ocr, &c->tape, c->data.imgs, B_WORDS, c->data.width, c->data.img_lens,
                                   c->data.labels, L_MAX, c->data.label_lens, &c->ocr_opt, &c->rng, &loss);
@@ -543,6 +708,19 @@ static int run_once(bench_ctx *c, int w, char *msg) {
 }
 
 static void teardown(bench_ctx *c) {
+#ifdef HIGAN_WITH_CUDA
+    if (c->cuda_on) {
+        higan_tape_free(&c->tape);
+        higan_arena_free(&c->host);
+        if (c->dev.base) higan_backend_arena_free(&c->dev, &c->be);
+        if (c->dp.block) {
+            higan_cuda_params_attach(NULL, &c->gp);
+            higan_cuda_params_free(&c->dp);
+        }
+        higan_cuda_free(&c->cuda);
+        c->cuda_on = 0;
+    }
+#endif
     higan_gan_trainer_free(&c->tr);
     higan_params_free(&c->gp);
     higan_model_free(&c->ocr);
@@ -569,7 +747,7 @@ static void run_workload(const bench_opts *o, const higan_model_config *gan_mc, 
     if (o->threads > 0) higan_set_num_threads(o->threads);
     set_precision(o);
     t0 = now();
-    if (!setup(c, w, r->msg)) { teardown(c); free(c); return; }
+    if (!(o->cuda ? setup_device(c, w, r->msg, r->device) : setup(c, w, r->msg))) { teardown(c); free(c); return; }
     r->setup_s = now() - t0;
     for (i = 0; i < o->warmup; ++i)
         if (!run_once(c, w, r->msg)) { teardown(c); free(c); return; }
@@ -586,6 +764,9 @@ static void run_workload(const bench_opts *o, const higan_model_config *gan_mc, 
     r->n = o->repeats;
     r->nonfinite = c->nonfinite;
     r->arena_mb = (double)c->arena.peak / 1048576.0;
+#ifdef HIGAN_WITH_CUDA
+    if (o->cuda) r->arena_mb = (double)c->dev.peak / 1048576.0;   /* the device arena */
+#endif
     r->ok = 1;
     teardown(c);
     free(c);
@@ -718,10 +899,12 @@ static size_t mem_available_mb(void) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: higan_bench [--threads N] [--repeats N] [--warmup N] [--workload NAME]... [--precision fp32|bf16]\n"
+            "usage: higan_bench [--threads N] [--repeats N] [--warmup N] [--workload NAME]... [--precision fp32|bf16|tf32]\n"
             "                   [--json FILE] [--gan-config FILE] [--ocr-config FILE] [--gan-batch N]\n"
-            "                   [--max-arena-mb N] [--no-fork]\n"
-            "workloads: d_step g_step iteration gen8 gen64 ocr_train ocr_fwd all (default all; comma lists work)\n");
+            "                   [--max-arena-mb N] [--no-fork] [--device cpu|cuda]\n"
+            "workloads: d_step g_step iteration gen8 gen64 ocr_train ocr_fwd all (default all; comma lists work),\n"
+            "           gen1 gen256 (CPU or device), gan8 gan32 (device); with --device cuda, all = gen1 gen256 gan8 gan32\n"
+            "           (tf32 and --device cuda: build/bench_higan_bench_cuda)\n");
 }
 
 int main(int argc, char **argv) {
@@ -756,13 +939,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--max-arena-mb") && v) { o.arena_max_mb = (size_t)atol(v); ++i; }
         else if (!strcmp(a, "--precision") && v) {
             if (!strcmp(v, "bf16")) o.bf16 = 1;
+            else if (!strcmp(v, "tf32")) o.tf32 = 1;
             else if (strcmp(v, "fp32")) { usage(); return 2; }
+            ++i;
+        } else if (!strcmp(a, "--device") && v) {
+            if (!strcmp(v, "cuda")) o.cuda = 1;
+            else if (strcmp(v, "cpu")) { usage(); return 2; }
             ++i;
         } else if (!strcmp(a, "--workload") && v) {
             char buf[256], *tok;
             snprintf(buf, sizeof buf, "%s", v);
             for (tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-                if (!strcmp(tok, "all")) { o.want = (1u << W_COUNT) - 1; continue; }
+                if (!strcmp(tok, "all")) { o.want |= 1u << W_COUNT; continue; }   /* resolved below */
                 for (w = 0; w < W_COUNT && strcmp(tok, WL_NAMES[w]); ++w) {}
                 if (w == W_COUNT) { fprintf(stderr, "higan_bench: unknown workload '%s'\n", tok); usage(); return 2; }
                 o.want |= 1u << w;
@@ -770,7 +958,15 @@ int main(int argc, char **argv) {
             ++i;
         } else { usage(); return 2; }
     }
-    if (!o.want) o.want = (1u << W_COUNT) - 1;
+    if (!o.want || (o.want & (1u << W_COUNT))) o.want = (o.want & ((1u << W_COUNT) - 1)) | (o.cuda ? WL_ALL_CUDA : WL_ALL_CPU);
+    if (o.tf32 && !o.cuda) { fprintf(stderr, "higan_bench: --precision tf32 is for --device cuda\n"); return 2; }
+#ifndef HIGAN_WITH_CUDA
+    if (o.cuda) {
+        fprintf(stderr, "higan_bench: --device cuda needs build/bench_higan_bench_cuda (make build/bench_higan_bench_cuda: "
+                        "this file built by nvcc with -DHIGAN_WITH_CUDA)\n");
+        return 2;
+    }
+#endif
     if (o.want & (1u << W_ITER)) o.want |= (1u << W_D) | (1u << W_G);
     if (o.repeats < 1 || o.repeats > MAX_REPEATS || o.warmup < 0 || o.gan_batch < 1 || o.gan_batch > B_WORDS) {
         usage();
@@ -791,9 +987,11 @@ int main(int argc, char **argv) {
     gan_mc = read_model_config(HIGAN_NETS_ALL, o.gan_cfg);
     ocr_mc = read_model_config(HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER), o.ocr_cfg);
 
-    printf("higan_bench: higan %s, %s kernels, %d threads, %s, %d warm-up + %d timed runs per workload%s\n",
-           HIGAN_VERSION_STRING, higan_cpu_level_name(higan_cpu_level()), o.threads, o.bf16 ? "bf16" : "fp32",
+    printf("higan_bench: higan %s, %s%s kernels, %d threads, %s, %d warm-up + %d timed runs per workload%s\n",
+           HIGAN_VERSION_STRING, o.cuda ? "CUDA (--device cuda; host side " : "",
+           higan_cpu_level_name(higan_cpu_level()), o.threads, o.tf32 ? "tf32" : o.bf16 ? "bf16" : "fp32",
            o.warmup, o.repeats, o.fork ? "" : " (no fork)");
+    if (o.cuda) printf("  device runs end with a stream sync; GEMM work is not counted on the device (GFLOP 0)\n");
     printf("  batch 8: real words 10,8,6,6,4,4,4,1 chars (64 x 32/char, padded to %d), aug widths "
            "224,128,160,192,128,160,128,32, fake words 10,9,8,6,6,2,1,1\n", HIGAN_CHAR_WIDTH * L_MAX);
     if (o.gan_batch != B_WORDS) {
@@ -812,21 +1010,25 @@ int main(int argc, char **argv) {
 
     /* the peak */
     memset(&pk, 0, sizeof pk);
-    if (!in_child(&o, child_peak, &o, &pk, sizeof pk, &rss, why)) {
+    if (o.cuda) {
+        pk.ok = 0;   /* the CPU's peak says nothing about the GPU's rows */
+    } else if (!in_child(&o, child_peak, &o, &pk, sizeof pk, &rss, why)) {
         fprintf(stderr, "higan_bench: peak measurement failed: %s\n", why);
         memset(&pk, 0, sizeof pk);
     }
-    printf("peak GFLOP/s (register-only loops, best of 3; 1 core / %d threads, from the threads' CPU time, "
-           "[from wall time])\n  fp32 FMA (AVX-512)       %7.1f / %7.1f   [%.1f / %.1f]\n", o.threads, pk.fp32_1c,
-           pk.fp32_nc, pk.fp32_1, pk.fp32_n);
-    if (pk.has_bf16)
-        printf("  AVX512-BF16 vdpbf16ps    %7.1f / %7.1f   [%.1f / %.1f]\n", pk.bf16_1c, pk.bf16_nc, pk.bf16_1,
-               pk.bf16_n);
-    else printf("  AVX512-BF16              absent\n");
-    if (pk.amx_os)
-        printf("  AMX-BF16 tdpbf16ps       %7.1f / %7.1f   [%.1f / %.1f]\n", pk.amx_1c, pk.amx_nc, pk.amx_1, pk.amx_n);
-    else if (pk.has_amx) printf("  AMX-BF16                 present, not usable (kernel refused the tile state)\n");
-    else printf("  AMX-BF16                 absent\n");
+    if (!o.cuda) {
+        printf("peak GFLOP/s (register-only loops, best of 3; 1 core / %d threads, from the threads' CPU time, "
+               "[from wall time])\n  fp32 FMA (AVX-512)       %7.1f / %7.1f   [%.1f / %.1f]\n", o.threads, pk.fp32_1c,
+               pk.fp32_nc, pk.fp32_1, pk.fp32_n);
+        if (pk.has_bf16)
+            printf("  AVX512-BF16 vdpbf16ps    %7.1f / %7.1f   [%.1f / %.1f]\n", pk.bf16_1c, pk.bf16_nc, pk.bf16_1,
+                   pk.bf16_n);
+        else printf("  AVX512-BF16              absent\n");
+        if (pk.amx_os)
+            printf("  AMX-BF16 tdpbf16ps       %7.1f / %7.1f   [%.1f / %.1f]\n", pk.amx_1c, pk.amx_nc, pk.amx_1, pk.amx_n);
+        else if (pk.has_amx) printf("  AMX-BF16                 present, not usable (kernel refused the tile state)\n");
+        else printf("  AMX-BF16                 absent\n");
+    }
     /* % peak against what the cores can do (CPU-time figures): a loaded machine then shows
        as a lower fraction, and the denominator stays the same from run to run */
     if (o.bf16) {
@@ -862,6 +1064,7 @@ int main(int argc, char **argv) {
         rows[w].arena_mb = res[w].arena_mb;
         rows[w].setup_s = res[w].setup_s;
         rows[w].nonfinite = res[w].nonfinite;
+        if (res[w].device[0]) printf("%s: on %s\n", WL_NAMES[w], res[w].device);
         if (res[w].nonfinite)
             fprintf(stderr, "higan_bench: %s: %d runs had a non-finite loss (work done, Adam skipped)\n",
                     WL_NAMES[w], res[w].nonfinite);
@@ -891,9 +1094,17 @@ int main(int argc, char **argv) {
            " second over one core's peak, %.1f (load-independent, but blind to idle threads); iteration =\n"
            " d_step + g_step / 4; peak MB: the workload's process (ru_maxrss), arena MB: its arena's high-water mark)\n",
            peak_name, o.threads, peak_use, peak_core);
-    if (rows[W_GEN8].have) printf("gen8: %.1f words/s", 8.0 / rows[W_GEN8].med);
-    if (rows[W_GEN64].have) printf("%sgen64: %.1f words/s", rows[W_GEN8].have ? ", " : "", 64.0 / rows[W_GEN64].med);
-    if (rows[W_GEN8].have || rows[W_GEN64].have) printf("\n");
+    {   /* generator throughput: words over the median (and the best) run */
+        const int gw[4] = {W_GEN1, W_GEN8, W_GEN64, W_GEN256};
+        int k, any = 0;
+        for (k = 0; k < 4; ++k)
+            if (rows[gw[k]].have) {
+                printf("%s%s: %.1f words/s (best %.1f)", any ? ", " : "", WL_NAMES[gw[k]],
+                       gen_words(gw[k]) / rows[gw[k]].med, gen_words(gw[k]) / rows[gw[k]].mn);
+                any = 1;
+            }
+        if (any) printf(" [%s]\n", o.cuda ? "device" : "CPU");
+    }
 
     if (o.json) {
         FILE *f = fopen(o.json, "w");
@@ -901,9 +1112,10 @@ int main(int argc, char **argv) {
         if (!f) { fprintf(stderr, "higan_bench: cannot write %s\n", o.json); return 1; }
         fprintf(f, "{\n  \"tool\": \"higan\", \"version\": \"%s\", \"cpu_level\": \"%s\", \"threads\": %d, "
                    "\"precision\": \"%s\", \"repeats\": %d, \"warmup\": %d, \"gan_batch\": %d, "
-                   "\"max_arena_mb\": %.0f,\n",
-                HIGAN_VERSION_STRING, higan_cpu_level_name(higan_cpu_level()), o.threads, o.bf16 ? "bf16" : "fp32",
-                o.repeats, o.warmup, o.gan_batch, (double)o.arena_max_mb);
+                   "\"max_arena_mb\": %.0f, \"device\": \"%s\",\n",
+                HIGAN_VERSION_STRING, higan_cpu_level_name(higan_cpu_level()), o.threads,
+                o.tf32 ? "tf32" : o.bf16 ? "bf16" : "fp32", o.repeats, o.warmup, o.gan_batch, (double)o.arena_max_mb,
+                o.cuda ? "cuda" : "cpu");
         fprintf(f, "  \"peak\": {\"fp32_1\": %.6g, \"fp32_n\": %.6g, \"bf16_1\": %.6g, \"bf16_n\": %.6g, "
                    "\"amx_1\": %.6g, \"amx_n\": %.6g, \"fp32_1_wall\": %.6g, \"fp32_n_wall\": %.6g, "
                    "\"bf16_1_wall\": %.6g, \"bf16_n_wall\": %.6g, \"amx_1_wall\": %.6g, \"amx_n_wall\": %.6g, "

@@ -47,7 +47,9 @@
    on the device: see open_device); the generation calls are the CPU's. Styles from reference
    images are computed on the CPU. The GPU's sums run in another order, so pixels may land a
    gray level apart from the CPU build's. A build without HIGAN_WITH_CUDA answers --device cuda
-   with an error. */
+   with an error. --precision bf16 (either device) rounds GEMM operands to bfloat16 with fp32
+   sums (higan_set_precision on the CPU, higan_cuda_set_precision on the GPU, whose bf16
+   operands are rounded exactly as the CPU's); tf32 is the GPU's TF32 tensor-core mode. */
 #define _POSIX_C_SOURCE 200809L     /* mkdir (example_util.h) */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
@@ -87,7 +89,10 @@ static void usage(FILE *f) {
         "  --margin PX             blank border (default 8)\n"
         "  --no-baseline           align word tops instead of baselines\n"
         "  --all                   (--init-random) all seven networks, not only the deploy set\n"
-        "  --device cpu|cuda       where the Generator runs (default cpu; cuda: build/generate_cuda)\n");
+        "  --device cpu|cuda       where the Generator runs (default cpu; cuda: build/generate_cuda)\n"
+        "  --precision P           GEMM precision where the Generator runs: fp32 (default), bf16\n"
+        "                          (bf16 operands, fp32 sums), tf32 (--device cuda only); the CPU\n"
+        "                          side of a --device cuda run keeps HIGAN_PRECISION (default fp32)\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out) {
@@ -151,12 +156,16 @@ typedef struct {
     higan_backend table;
     int on;
 } device;
-static int open_device(device *d, higan_model *m) {
+static int open_device(device *d, higan_model *m, higan_precision prec) {
 #ifdef HIGAN_WITH_CUDA
     char name[256];
     if (!higan_cuda_available()) { fprintf(stderr, "generate: --device cuda: no CUDA device found\n"); return 0; }
     if (higan_cuda_init(&d->cuda, 0) != HIGAN_OK) { fprintf(stderr, "generate: --device cuda: %s\n", higan_last_error()); return 0; }
     d->on = 1;
+    if (higan_cuda_set_precision(&d->cuda, prec) != HIGAN_OK) {
+        fprintf(stderr, "generate: --device cuda: --precision: %s\n", higan_last_error());
+        return 0;
+    }
     higan_cuda_backend(&d->table, &d->cuda);
     if (higan_cuda_params_init(&d->cuda, &d->params, m->G.p) != HIGAN_OK ||
         higan_cuda_params_upload(&d->cuda, &d->params, m->G.p, HIGAN_CUDA_ALL) != HIGAN_OK) {
@@ -167,7 +176,7 @@ static int open_device(device *d, higan_model *m) {
     if (higan_cuda_device_name(0, name, sizeof name) == HIGAN_OK) fprintf(stderr, "generate: running on %s\n", name);
     return 1;
 #else
-    (void)d; (void)m;
+    (void)d; (void)m; (void)prec;
     fprintf(stderr, "generate: --device cuda: this build has no CUDA backend; use build/generate_cuda "
                     "(examples/generate.c built by nvcc with -DHIGAN_WITH_CUDA)\n");
     return 0;
@@ -285,7 +294,8 @@ int main(int argc, char **argv) {
     higan_model m;
     workspace ws, dws, *gws = &ws;     /* gws: where the words are generated */
     device dev;
-    const char *device_name = "cpu";
+    const char *device_name = "cpu", *precision_name = NULL;
+    higan_precision prec = HIGAN_PRECISION_FP32;
     float *style = NULL, *style_b = NULL, *row_style = NULL, *canvas = NULL;
     char *text_buf = NULL;
     higan_page *pages = NULL;
@@ -313,6 +323,13 @@ int main(int argc, char **argv) {
                 return 2;
             }
             device_name = v;
+        }
+        else if (!strcmp(a, "--precision")) {
+            if (v && strcmp(v, "fp32") != 0 && strcmp(v, "tf32") != 0 && strcmp(v, "bf16") != 0) {
+                fprintf(stderr, "generate: --precision takes fp32, tf32 or bf16, not '%s'\n", v);
+                return 2;
+            }
+            precision_name = v;
         }
         else if (!strcmp(a, "--style-file")) s1.file = v;
         else if (!strcmp(a, "--style2-file")) s2.file = v;
@@ -366,8 +383,19 @@ int main(int argc, char **argv) {
         return init_random(init_path, s1.have_seed ? s1.seed : 1, all);
     }
 #ifndef HIGAN_WITH_CUDA
-    if (device_name && !strcmp(device_name, "cuda") && !open_device(&dev, &m)) return 2;   /* the error */
+    if (device_name && !strcmp(device_name, "cuda") && !open_device(&dev, &m, prec)) return 2;   /* the error */
 #endif
+    if (precision_name) {   /* where the Generator runs: the CPU's setting, or the device's (open_device) */
+        prec = !strcmp(precision_name, "bf16") ? HIGAN_PRECISION_BF16
+             : !strcmp(precision_name, "tf32") ? HIGAN_PRECISION_TF32 : HIGAN_PRECISION_FP32;
+        if (strcmp(device_name, "cuda") != 0) {
+            if (prec == HIGAN_PRECISION_TF32) {
+                fprintf(stderr, "generate: --precision tf32 is for --device cuda (the CPU has fp32 and bf16)\n");
+                return 2;
+            }
+            higan_set_precision(prec);
+        }
+    }
     if (!ckpt || (!text == !text_file) || !out_path) {
         fprintf(stderr, "generate: --checkpoint, one of --text / --text-file, and -o are required\n");
         usage(stderr);
@@ -400,7 +428,7 @@ int main(int argc, char **argv) {
     n_rows = n_seeds ? n_seeds : (int)steps;
     if (!workspace_init(&ws, (size_t)128 << 20, 0, NULL)) { fprintf(stderr, "generate: %s\n", higan_last_error()); goto done; }
     if (!strcmp(device_name, "cuda")) {   /* the words on the device: its own workspace */
-        if (!open_device(&dev, &m)) goto done;
+        if (!open_device(&dev, &m, prec)) goto done;
         if (!workspace_init(&dws, (size_t)16 << 20, (size_t)512 << 20, &dev.table)) {
             fprintf(stderr, "generate: --device cuda: %s\n", higan_last_error());
             goto done;

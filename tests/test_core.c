@@ -104,8 +104,55 @@ static void test_arena_recycle(void) {
     CHECK(r == b[0] && a.used == 1024 && a.recycled_bytes == 0,
           "recycle: the trimmed part is the top again; a block ending at the top grows into it");
     higan_arena_reset(&a);
-    CHECK(a.recycled == NULL && a.recycled_bytes == 0, "recycle: reset forgets recycled blocks");
+    CHECK(a.n_recycled == 0 && a.recycled_bytes == 0, "recycle: reset forgets recycled blocks");
     higan_arena_free(&a);
+}
+
+/* The free list is a host table of (offset, size) in address order (so device arenas use the
+   same policy): its entries, a full table (blocks left out, counted), and an arena made by
+   higan_backend_arena_init keeping the same bookkeeping. */
+static void test_arena_recycle_table(void) {
+    higan_arena a;
+    unsigned char *b[8], *r;
+    int i, pass;
+    for (pass = 0; pass < 2; ++pass) {
+        if (pass == 0) higan_arena_init(&a, 1 << 16);
+        else CHECK(higan_backend_arena_init(&a, higan_cpu_backend(), 1 << 16) == HIGAN_OK, "table: backend arena");
+        CHECK(a.recycled != NULL && a.max_recycled > 0 && a.n_recycled == 0, "table: allocated at init (%d entries)",
+              a.max_recycled);
+        for (i = 0; i < 8; ++i) b[i] = (unsigned char *)higan_arena_alloc(&a, 128);
+        higan_arena_recycle(&a, b[5], 128);
+        higan_arena_recycle(&a, b[1], 128);
+        higan_arena_recycle(&a, b[3], 128);
+        CHECK(a.n_recycled == 3 && a.recycled[0].offset == 128 && a.recycled[1].offset == 384 &&
+              a.recycled[2].offset == 640 && a.recycled[2].size == 128, "table: three blocks in address order");
+        higan_arena_recycle(&a, b[4], 128);                   /* joins b[3] and b[5] */
+        CHECK(a.n_recycled == 2 && a.recycled[1].offset == 384 && a.recycled[1].size == 384 &&
+              a.recycled_bytes == 512, "table: merged with both neighbours (%d blocks)", a.n_recycled);
+        higan_arena_recycle(&a, b[2], 128);                   /* joins b[1] .. b[5] */
+        CHECK(a.n_recycled == 1 && a.recycled[0].offset == 128 && a.recycled[0].size == 640, "table: one block");
+        r = (unsigned char *)higan_arena_alloc_recycled(&a, 64);
+        CHECK(r == b[5] + 64 && a.recycled[0].size == 576, "table: best fit hands out the top part");
+        higan_arena_release(&a, 320);                          /* trims the block to [128, 320) */
+        CHECK(a.n_recycled == 1 && a.recycled[0].size == 192 && a.recycled_bytes == 192 && a.used == 320,
+              "table: release trims the straddling block");
+        higan_arena_reset(&a);
+        /* a full table: a block that merges still goes in, a new one is left out and counted */
+        for (i = 0; i < 8; ++i) b[i] = (unsigned char *)higan_arena_alloc(&a, 128);
+        a.max_recycled = 2;
+        higan_arena_recycle(&a, b[1], 128);
+        higan_arena_recycle(&a, b[3], 128);
+        higan_arena_recycle(&a, b[5], 128);                    /* no room: dropped */
+        CHECK(a.n_recycled == 2 && a.recycle_dropped == 1 && a.recycled_bytes == 256, "table: full, one dropped");
+        higan_arena_recycle(&a, b[2], 128);                    /* merges b[1] .. b[3] */
+        CHECK(a.n_recycled == 1 && a.recycled[0].size == 384 && a.recycled_bytes == 384, "table: merging needs no room");
+        r = (unsigned char *)higan_arena_alloc_recycled(&a, 384);
+        CHECK(r == b[1] && a.n_recycled == 0 && a.recycled_bytes == 0, "table: exact fit taken whole");
+        a.max_recycled = HIGAN_ARENA_MAX_RECYCLED;
+        if (pass == 0) higan_arena_free(&a);
+        else higan_backend_arena_free(&a, higan_cpu_backend());
+        CHECK(a.recycled == NULL && a.base == NULL, "table: freed");
+    }
 }
 
 /* The last backward of a step hands values back as it goes: same gradients, less memory. */
@@ -378,6 +425,7 @@ static void test_cpu(void) {
 int main(void) {
     test_arena();
     test_arena_recycle();
+    test_arena_recycle_table();
     test_rng();
     test_params();
     test_tape();
