@@ -4,7 +4,8 @@
 #   make test-scalar  the same tests with every kernel forced to the scalar reference (slow)
 #   make test-cuda  build and run tests/test_cuda*.cu on the GPU (fails without one)
 #   make tsan-cuda  the emulated CUDA tests under ThreadSanitizer (kernel races; minutes)
-#                   (make also builds build/generate_cuda: examples/generate.c with --device cuda)
+#                   (make also builds build/generate_cuda, build/train_{gan,ocr,wid}_cuda: the
+#                   examples built by nvcc, where --device cuda works; *_cuda_emu: emulated)
 #   make oracle     regenerate tests/oracle/*.safetensors (needs python3 with torch)
 #   make bench      build bench/ programs (with nvcc also build/bench_higan_bench_cuda: --device cuda)
 #   make tools      build data_tools/ programs
@@ -66,9 +67,9 @@ NVCC_FLAGS := -std=c++17 -O2 -I. -Xcompiler -Wall,-Wextra
 HAVE_STB := $(shell test -f /usr/include/stb/stb_image_write.h && echo 1)
 ifeq ($(HAVE_STB),1)
   EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
-  # generate.c through nvcc with the CUDA backend (--device cuda)
+  # generate.c and the training drivers through nvcc with the CUDA backend (--device cuda)
   ifeq ($(HAVE_NVCC),1)
-    CUDA_EXAMPLE_BINS := $(BUILD)/generate_cuda
+    CUDA_EXAMPLE_BINS := $(BUILD)/generate_cuda $(BUILD)/train_gan_cuda $(BUILD)/train_ocr_cuda $(BUILD)/train_wid_cuda
   endif
 endif
 BENCH_SRCS := $(wildcard bench/*.c)
@@ -136,11 +137,12 @@ bench: $(BENCH_BINS) $(CUDA_BENCH_BINS)
 $(EXAMPLE_BINS): $(BUILD)/%: examples/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
-# The same generate.c, compiled as CUDA C++ with the CUDA backend: --device cuda selects it.
-# generate_cuda_emu: through higan_cuda.cuh's host emulation, to try it without a GPU.
-$(BUILD)/generate_cuda: examples/generate.c higan_cuda.cuh $(HEADERS) | $(BUILD)
+# The same generate.c / train_*.c, compiled as CUDA C++ with the CUDA backend: --device cuda
+# selects it. *_cuda_emu: through higan_cuda.cuh's host emulation, to try them without a GPU.
+CUDA_EXAMPLES := generate train_gan train_ocr train_wid
+$(patsubst %,$(BUILD)/%_cuda,$(CUDA_EXAMPLES)): $(BUILD)/%_cuda: examples/%.c higan_cuda.cuh $(HEADERS) | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) $(NVCC_ARCH) -x cu -DHIGAN_WITH_CUDA $< -o $@ -lcublas
-$(BUILD)/generate_cuda_emu: examples/generate.c higan_cuda.cuh $(HEADERS) | $(BUILD)
+$(patsubst %,$(BUILD)/%_cuda_emu,$(CUDA_EXAMPLES)): $(BUILD)/%_cuda_emu: examples/%.c higan_cuda.cuh $(HEADERS) | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) -arch=sm_80 -x cu -DHIGAN_WITH_CUDA -DHIGAN_CUDA_EMULATE $< -o $@ -lcublas
 
 # data_tools: checkpoint converter and inspector (C, no Python)

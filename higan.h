@@ -59,7 +59,8 @@
        rng         higan_rng_seed, higan_rng_u64, higan_rng_uniform, higan_rng_normal,
                    higan_rng_fill_normal, higan_rng_fill_uniform
        params      higan_params_init/add/alloc/free/find/zero_grad, higan_params_data,
-                   higan_params_grad, higan_params_idata
+                   higan_params_grad, higan_params_idata; on a backend: higan_params_to_backend,
+                   higan_params_download/upload/read/write, higan_params_mirror_*
        tape        higan_tape_init/free/reset/status/backward/backward_release/grad_wrt,
                    higan_var_new,
                    higan_var_wrap, higan_param_var, higan_var_grad, higan_var_has_grad,
@@ -74,7 +75,7 @@
                    mean_all, exp
        losses      ctc_loss (+ higan_ctc_greedy_decode), cross_entropy, hinge_d_real,
                    hinge_d_fake, hinge_g, masked_l1, kl_gaussian, cx_loss
-       optimizer   higan_adam_default, higan_adam_step, higan_lr_linear_decay
+       optimizer   higan_adam_default, higan_adam_step, higan_adam_update, higan_lr_linear_decay
        files       higan_safetensors_load/parse/free/find/read_f32/read_i64/meta,
                    higan_safetensors_writer_init/add/meta/save/free,
                    higan_params_add_to_writer, higan_params_load
@@ -86,7 +87,7 @@
        text        higan_alphabet, higan_char_label, higan_text_encode, higan_text_decode,
                    higan_ctc_decode_text
        model       higan_model_default_config, higan_model_init/free/save/load,
-                   higan_model_num_params, higan_net_name
+                   higan_model_num_params, higan_net_name, higan_model_to_backend
        generation  higan_generate_word(s), higan_generate_text, higan_style_from_image(s),
                    higan_style_random, higan_style_average, higan_style_lerp,
                    higan_style_save/load, higan_image_to_input, higan_image_resize
@@ -238,6 +239,29 @@ HIGAN_DEF void higan_rng_fill_uniform(higan_rng *r, float *x, int64_t n, float l
    Adam m and v; buffers (running stats, spectral-norm u0/sv0) own a value only. */
 typedef enum { HIGAN_PARAM = 0, HIGAN_BUFFER = 1, HIGAN_BUFFER_I64 = 2 } higan_param_kind;
 #define HIGAN_MAX_NAME 128
+struct higan_backend;
+/* A store's copy in a backend's memory (higan_params_mirror_init): the store's offsets in one
+   allocation (be->alloc), laid out value | grad | adam_m | adam_v | buffer | ibuffer |
+   buffer_copy, each part 256-byte aligned. higan_cuda.cuh's higan_cuda_params is this struct. */
+typedef struct higan_params_mirror {
+    float *value, *grad, *adam_m, *adam_v;   /* n_param each */
+    float *buffer;                           /* n_buffer */
+    int64_t *ibuffer;                        /* n_ibuffer */
+    float *buffer_copy;                      /* n_buffer: room for a copy of the buffers (the
+                                                trainers' snapshots for retried steps) */
+    int64_t n_param, n_buffer, n_ibuffer;
+    void *block;                             /* the one allocation */
+} higan_params_mirror;
+/* What a copy between a store and its mirror moves (or-ed). */
+enum {
+    HIGAN_PARAMS_VALUES = 1,    /* trainable values */
+    HIGAN_PARAMS_GRADS = 2,
+    HIGAN_PARAMS_ADAM = 4,      /* Adam m and v */
+    HIGAN_PARAMS_BUFFERS = 8,   /* float buffers (running stats, spectral-norm u0 / sv0) */
+    HIGAN_PARAMS_IBUFFERS = 16, /* int64 buffers (num_batches_tracked) */
+    HIGAN_PARAMS_STATE = 1 | 4 | 8,   /* what a checkpoint needs from a device-trained store */
+    HIGAN_PARAMS_ALL = 31
+};
 typedef struct higan_param_entry {
     char name[HIGAN_MAX_NAME];
     higan_param_kind kind;
@@ -260,6 +284,12 @@ typedef struct higan_params {
        networks pass to ops (running stats, u0, sv0) there. */
     float *dev_value, *dev_grad, *dev_buffer;
     int64_t *dev_ibuffer;
+    /* The mirror the store owns (higan_params_to_backend; mirror_be NULL: none). While it is
+       set the mirror is authoritative for values, gradients, Adam state and float buffers:
+       higan_params_zero_grad and higan_adam_step act on it, checkpoints download it first
+       (higan_params_add_to_writer) and loads upload after (higan_params_load). */
+    higan_params_mirror mirror;
+    const struct higan_backend *mirror_be;
 } higan_params;
 HIGAN_DEF void higan_params_init(higan_params *p);
 HIGAN_DEF int higan_params_add(higan_params *p, const char *name, higan_param_kind kind,
@@ -270,13 +300,38 @@ HIGAN_DEF int higan_params_find(const higan_params *p, const char *name);   /* -
 HIGAN_DEF float *higan_params_data(const higan_params *p, int handle);      /* float kinds */
 HIGAN_DEF float *higan_params_grad(const higan_params *p, int handle);      /* NULL for buffers */
 HIGAN_DEF int64_t *higan_params_idata(const higan_params *p, int handle);   /* I64 buffers */
-HIGAN_DEF void higan_params_zero_grad(higan_params *p);
+HIGAN_DEF void higan_params_zero_grad(higan_params *p);      /* the mirror's when it has one */
 /* Attaches a device mirror of p (e.g. higan_cuda_params_attach in higan_cuda.cuh): arrays
    of n_param, n_param, n_buffer floats and n_ibuffer int64 in device memory, or all NULL to
    detach. Copies between them are the caller's (the mirror is authoritative while a device
    tape trains or renormalises embeddings in it). */
 HIGAN_DEF void higan_params_set_device(higan_params *p, float *value, float *grad, float *buffer,
                                        int64_t *ibuffer);
+/* The store on a backend (generic over higan_backend: no device types here):
+   higan_params_to_backend(p, be) with a device backend allocates p's mirror through be->alloc,
+   uploads everything (HIGAN_PARAMS_ALL) and attaches it (higan_params_set_device), so tapes on
+   be train in it; be NULL (or the CPU) downloads HIGAN_PARAMS_STATE and gradients back into
+   the host arrays and frees the mirror. A store on one backend is used with tapes of that
+   backend only. The int64 buffers (num_batches_tracked) stay host counters (the ops count on
+   the host): they are uploaded, never downloaded. HIGAN_ERR_NOMEM / the backend's error. */
+HIGAN_DEF higan_status higan_params_to_backend(higan_params *p, const struct higan_backend *be);
+/* Copies between the host arrays and the owned mirror (no-ops without one); what: or-ed
+   HIGAN_PARAMS_*. Download is synchronous; upload is queued (errors at the backend's sync). */
+HIGAN_DEF void higan_params_download(higan_params *p, int what);
+HIGAN_DEF void higan_params_upload(higan_params *p, int what);
+/* One tensor (a float kind) from / into wherever it lives (the mirror when the store has one),
+   numel floats of host memory. */
+HIGAN_DEF void higan_params_read(const higan_params *p, int handle, float *host);
+HIGAN_DEF void higan_params_write(higan_params *p, int handle, const float *host);
+/* The mirror itself, for code that keeps its own (higan_cuda_params): allocated zero-filled
+   through be, copied with what as above, freed through be. */
+HIGAN_DEF higan_status higan_params_mirror_init(higan_params_mirror *d, const struct higan_backend *be,
+                                                const higan_params *p);
+HIGAN_DEF void higan_params_mirror_free(higan_params_mirror *d, const struct higan_backend *be);
+HIGAN_DEF void higan_params_mirror_upload(const higan_params_mirror *d, const struct higan_backend *be,
+                                          const higan_params *p, int what);
+HIGAN_DEF void higan_params_mirror_download(const higan_params_mirror *d, const struct higan_backend *be,
+                                            higan_params *p, int what);
 
 /* ==== TAPE: light reverse-mode autodiff over the per-step arena ========== */
 typedef struct higan_var {
@@ -406,12 +461,18 @@ HIGAN_DEF void higan_safetensors_writer_free(higan_safetensors_writer *w);
 /* Adam with bias correction (PyTorch semantics, no weight decay); step counts updates. */
 typedef struct higan_adam { double lr, beta1, beta2, eps; int64_t step; } higan_adam;  /* doubles, as torch keeps them */
 HIGAN_DEF higan_adam higan_adam_default(double lr);            /* betas (0.9, 0.999), eps 1e-8 */
+/* On the store's mirror when it has one (higan_params_to_backend), else on the host arrays. */
 HIGAN_DEF void higan_adam_step(higan_adam *opt, higan_params *p);
+/* One step on n values w with gradients g and state m, v in be's memory (be NULL: the CPU):
+   counts the step and computes the scalars once on the host, as higan_adam_step. */
+HIGAN_DEF void higan_adam_update(higan_adam *opt, const struct higan_backend *be, float *w, const float *g,
+                                 float *m, float *v, int64_t n);
 /* HiGAN+'s LambdaLR factor: 1 - min(max(0, (epoch - start) / length), 0.999). */
 HIGAN_DEF float higan_lr_linear_decay(int epoch, int start, int length);
 
 /* Parameter stores as safetensors: names prefixed with prefix (may be ""), buffers included;
-   with_optimizer adds "<name>.adam_m"/".adam_v" and the step in metadata "adam_step". */
+   with_optimizer adds "<name>.adam_m"/".adam_v" and the step in metadata "adam_step".
+   A store on a backend (higan_params_to_backend) is downloaded first / uploaded after. */
 HIGAN_DEF higan_status higan_params_add_to_writer(const higan_params *p, higan_safetensors_writer *w,
         const char *prefix, const higan_adam *opt);
 /* Loads every tensor of p from st (names prefixed). Checks all names and shapes and reports
@@ -1699,6 +1760,10 @@ HIGAN_DEF higan_status higan_model_init(higan_model *m, const higan_model_config
 HIGAN_DEF void higan_model_free(higan_model *m);                 /* safe on a zeroed model */
 /* Trainable elements of one network (buffers excluded), 0 if it is not in the model. */
 HIGAN_DEF int64_t higan_model_num_params(const higan_model *m, int net);
+/* Every store of m on backend be (higan_params_to_backend; be NULL: back to the host arrays):
+   tapes on be then run the networks in its memory, higan_adam_step / _zero_grad act there,
+   and saving (higan_model_save, higan_checkpoint_save) downloads, loading uploads. */
+HIGAN_DEF higan_status higan_model_to_backend(higan_model *m, const struct higan_backend *be);
 
 /* One safetensors file with every tensor of every network (written to path.tmp, then
    renamed). opts: NULL, or HIGAN_STORE_COUNT pointers (NULL entries: no optimizer state for
@@ -2245,9 +2310,10 @@ HIGAN_DEF void higan_augmenter_free(higan_augmenter *a);
 
 /* ---- arena growth ------------------------------------------------------------------------ */
 /* After a step failed with an arena or tape-table overflow: grows the arena to 1.25 x what
-   was needed (and doubles the tape table when it overflowed), resets the tape, returns 1 so
-   the caller retries the step (restoring any state the failed attempt changed). Returns 0
-   when the failure was no overflow or the memory cannot be had. */
+   was needed (and doubles the tape table when it overflowed; a device tape's data arena
+   through its backend), resets the tape, returns 1 so the caller retries the step (restoring
+   any state the failed attempt changed). Returns 0 when the failure was no overflow or the
+   memory cannot be had. */
 HIGAN_DEF int higan_train_grow(higan_tape *t);
 
 /* ---- recognizer pretraining (RecognizeModel.train) ---------------------------------------
@@ -2345,6 +2411,13 @@ HIGAN_DEF higan_status higan_wid_evaluate(higan_model *m, higan_tape *t, const h
    statistics: that is the official behaviour (options.frozen_bn 0); frozen_bn 1 runs them in
    eval mode (stored statistics, untouched), as upstream's unused frozen_bn() would.
 
+   ON A DEVICE. higan_gan_trainer_set_backend(tr, be) moves the model's stores to be; the steps
+   then take a tape on be and run the same code: batches are uploaded, losses read back, the
+   balancing stds and the NaN check of the gradients are device reductions (scalars come
+   back), snapshots are device copies. higan_ocr_train_step / higan_wid_train_step (and the
+   evaluations) likewise take a model moved with higan_model_to_backend and a tape on that
+   backend; a model and tape on different backends is HIGAN_ERR_ARG.
+
    RANDOMNESS. All draws come from tr->rng, per step in this order: the words
    (higan_lexicon_sample with max_len = the batch's label width), z (B * style_dim normals),
    the VAE noise (B * style_dim normals, when vae_mode). Tests can inject them instead
@@ -2433,6 +2506,11 @@ HIGAN_DEF higan_status higan_gan_trainer_init(higan_gan_trainer *tr, const higan
                                               const higan_gan_options *opt, const higan_lexicon *lex,
                                               uint64_t seed);
 HIGAN_DEF void higan_gan_trainer_free(higan_gan_trainer *tr);   /* safe on a zeroed trainer */
+/* Moves the trainer (its model's stores: higan_model_to_backend, and its snapshot room) to
+   backend be (NULL: back to the host); the steps then take a tape on be (higan_tape_set_backend
+   with a data arena from higan_backend_arena_init): the same calls, results within rounding
+   of the CPU's. Load pretrained networks before or after (loads upload). */
+HIGAN_DEF higan_status higan_gan_trainer_set_backend(higan_gan_trainer *tr, const struct higan_backend *be);
 /* Sets both learning rates to lr * the linear-decay factor of the 0-based epoch: call it at the
    start of every epoch (upstream steps its LambdaLR after each epoch, so epoch e trains with
    the factor of e). Until it is called the factor of epoch 0 (1) is used. */
@@ -2482,7 +2560,10 @@ HIGAN_DEF higan_status higan_gan_iteration(higan_gan_trainer *tr, higan_tape *t,
    decoding through higan_recognizer_decode_tape, higan_backbone_features), the
    Discriminator's and PatchDiscriminator's (avg_pool2, masked width sums / means, the
    division by character counts, extract_patches) and the GAN losses' (hinge, masked L1, KL,
-   contextual loss, sub, scale, add_nc, exp). */
+   contextual loss, sub, scale, add_nc, exp). The trainers' own work does too: parameter
+   stores on a backend (higan_params_to_backend, higan_model_to_backend), Adam and zero_grad
+   on the mirror, the GAN trainer's reductions (adam_step, moments, find_nonfinite below);
+   the training calls take a device tape (higan_gan_trainer_set_backend for the GAN). */
 typedef struct higan_backend {
     const char *name;     /* "cpu", "cuda" */
     int device;           /* 0: buffers are host memory; 1: device memory (host code must copy) */
@@ -2665,6 +2746,16 @@ typedef struct higan_backend {
                             int64_t N, int64_t C, int64_t P, int64_t Q, float sigma, float b, higan_arena *scratch);
     void (*cx_loss_backward)(void *ctx, float *dfeat_t, float *dfeat_i, const float *dy, const higan_cx_cache *cache,
                              int64_t N, int64_t C, int64_t P, int64_t Q, float sigma, float b, higan_arena *scratch);
+    /* ---- parameter stores and trainers (issue 6 steps 4-6: mirror, optimizer, trainers) ---- */
+    /* Adam's update of n values (higan_adam_update computes the scalars on the host):
+       m = b1 m + omb1 g; v = b2 v + (omb2 g) g; w -= step_size (m / (sqrt(v) / bc2_sqrt + eps)) */
+    void (*adam_step)(void *ctx, float *w, const float *g, float *m, float *v, int64_t n, float b1, float b2,
+                      float omb1, float omb2, float step_size, float bc2_sqrt, float eps);
+    /* Synchronous reductions with host results (only scalars come back):
+       out[0] = mean of x, out[1] = sum of (x - mean)^2, both in double (torch.std's passes) */
+    void (*moments)(void *ctx, double *out, const float *x, int64_t n);
+    /* *first = index of the first NaN or Inf of x (-1: all finite) */
+    void (*find_nonfinite)(void *ctx, int64_t *first, const float *x, int64_t n);
 } higan_backend;
 /* The CPU kernels (the default of every tape). */
 HIGAN_DEF const higan_backend *higan_cpu_backend(void);
@@ -3238,6 +3329,7 @@ HIGAN_DEF higan_status higan_params_alloc(higan_params *p) {
     return HIGAN_OK;
 }
 HIGAN_DEF void higan_params_free(higan_params *p) {
+    if (p->mirror_be) higan_params_mirror_free(&p->mirror, p->mirror_be);
     if (p->allocated) {
         higan__params_raw *r = (higan__params_raw *)(void *)(p->entries + p->count + 1);
         int i;
@@ -3266,12 +3358,119 @@ HIGAN_DEF int64_t *higan_params_idata(const higan_params *p, int h) {
     return p->ibuffer + p->entries[h].offset;
 }
 HIGAN_DEF void higan_params_zero_grad(higan_params *p) {
-    if (p->allocated) memset(p->grad, 0, (size_t)p->n_param * sizeof(float));
+    if (!p->allocated) return;
+    if (p->mirror_be) p->mirror_be->zero(p->mirror_be->ctx, p->mirror.grad, (size_t)p->n_param * sizeof(float));
+    else memset(p->grad, 0, (size_t)p->n_param * sizeof(float));
 }
 
 HIGAN_DEF void higan_params_set_device(higan_params *p, float *value, float *grad, float *buffer,
                                        int64_t *ibuffer) {
     p->dev_value = value; p->dev_grad = grad; p->dev_buffer = buffer; p->dev_ibuffer = ibuffer;
+}
+/* ---- the store on a backend: its mirror ---------------------------------------------------- */
+static size_t higan__mirror_part(int64_t n, size_t elem) {   /* bytes of one part, 256-byte multiple */
+    return ((size_t)(n > 0 ? n : 1) * elem + 255) & ~(size_t)255;
+}
+HIGAN_DEF higan_status higan_params_mirror_init(higan_params_mirror *d, const higan_backend *be, const higan_params *p) {
+    size_t fp, fb, bytes;
+    unsigned char *b;
+    HIGAN_ASSERT(p->allocated && be);
+    memset(d, 0, sizeof *d);
+    fp = higan__mirror_part(p->n_param, sizeof(float));
+    fb = higan__mirror_part(p->n_buffer, sizeof(float));
+    bytes = 4 * fp + 2 * fb + higan__mirror_part(p->n_ibuffer, sizeof(int64_t));
+    b = (unsigned char *)be->alloc(be->ctx, bytes);
+    if (!b) return higan__error(HIGAN_ERR_NOMEM, "%s backend: cannot allocate the mirror of a store (%zu bytes)",
+                                be->name, bytes);
+    d->block = b;
+    d->value = (float *)(void *)b;
+    d->grad = (float *)(void *)(b + fp);
+    d->adam_m = (float *)(void *)(b + 2 * fp);
+    d->adam_v = (float *)(void *)(b + 3 * fp);
+    d->buffer = (float *)(void *)(b + 4 * fp);
+    d->ibuffer = (int64_t *)(void *)(b + 4 * fp + fb);
+    d->buffer_copy = (float *)(void *)(b + bytes - fb);
+    d->n_param = p->n_param; d->n_buffer = p->n_buffer; d->n_ibuffer = p->n_ibuffer;
+    be->zero(be->ctx, b, bytes);
+    return HIGAN_OK;
+}
+HIGAN_DEF void higan_params_mirror_free(higan_params_mirror *d, const higan_backend *be) {
+    if (d->block) be->free_memory(be->ctx, d->block);
+    memset(d, 0, sizeof *d);
+}
+static void higan__mirror_match(const higan_params_mirror *d, const higan_params *p) {
+    HIGAN_ASSERT(p->allocated && d->block);
+    HIGAN_ASSERT(d->n_param == p->n_param && d->n_buffer == p->n_buffer && d->n_ibuffer == p->n_ibuffer
+                 && "mirror made from another store");
+}
+HIGAN_DEF void higan_params_mirror_upload(const higan_params_mirror *d, const higan_backend *be,
+                                          const higan_params *p, int what) {
+    size_t fp = (size_t)p->n_param * sizeof(float);
+    higan__mirror_match(d, p);
+    if (what & HIGAN_PARAMS_VALUES) be->upload(be->ctx, d->value, p->value, fp);
+    if (what & HIGAN_PARAMS_GRADS) be->upload(be->ctx, d->grad, p->grad, fp);
+    if (what & HIGAN_PARAMS_ADAM) {
+        be->upload(be->ctx, d->adam_m, p->adam_m, fp);
+        be->upload(be->ctx, d->adam_v, p->adam_v, fp);
+    }
+    if (what & HIGAN_PARAMS_BUFFERS) be->upload(be->ctx, d->buffer, p->buffer, (size_t)p->n_buffer * sizeof(float));
+    if (what & HIGAN_PARAMS_IBUFFERS) be->upload(be->ctx, d->ibuffer, p->ibuffer, (size_t)p->n_ibuffer * sizeof(int64_t));
+}
+HIGAN_DEF void higan_params_mirror_download(const higan_params_mirror *d, const higan_backend *be,
+                                            higan_params *p, int what) {
+    size_t fp = (size_t)p->n_param * sizeof(float);
+    higan__mirror_match(d, p);
+    if (what & HIGAN_PARAMS_VALUES) be->download(be->ctx, p->value, d->value, fp);
+    if (what & HIGAN_PARAMS_GRADS) be->download(be->ctx, p->grad, d->grad, fp);
+    if (what & HIGAN_PARAMS_ADAM) {
+        be->download(be->ctx, p->adam_m, d->adam_m, fp);
+        be->download(be->ctx, p->adam_v, d->adam_v, fp);
+    }
+    if (what & HIGAN_PARAMS_BUFFERS) be->download(be->ctx, p->buffer, d->buffer, (size_t)p->n_buffer * sizeof(float));
+    if (what & HIGAN_PARAMS_IBUFFERS)
+        be->download(be->ctx, p->ibuffer, d->ibuffer, (size_t)p->n_ibuffer * sizeof(int64_t));
+}
+HIGAN_DEF higan_status higan_params_to_backend(higan_params *p, const higan_backend *be) {
+    higan_status st;
+    HIGAN_ASSERT(p->allocated);
+    if (be && !be->device) be = NULL;
+    if (p->mirror_be == be) return HIGAN_OK;
+    if (p->mirror_be) {   /* home first (also before moving to another backend) */
+        const higan_backend *old = p->mirror_be;
+        higan_params_mirror_download(&p->mirror, old, p, HIGAN_PARAMS_STATE | HIGAN_PARAMS_GRADS);
+        st = old->sync(old->ctx);
+        higan_params_set_device(p, NULL, NULL, NULL, NULL);
+        higan_params_mirror_free(&p->mirror, old);
+        p->mirror_be = NULL;
+        if (st != HIGAN_OK) return st;
+    }
+    if (!be) return HIGAN_OK;
+    if ((st = higan_params_mirror_init(&p->mirror, be, p)) != HIGAN_OK) return st;
+    higan_params_mirror_upload(&p->mirror, be, p, HIGAN_PARAMS_ALL);
+    if ((st = be->sync(be->ctx)) != HIGAN_OK) { higan_params_mirror_free(&p->mirror, be); return st; }
+    p->mirror_be = be;
+    higan_params_set_device(p, p->mirror.value, p->mirror.grad, p->mirror.buffer, p->mirror.ibuffer);
+    return HIGAN_OK;
+}
+HIGAN_DEF void higan_params_download(higan_params *p, int what) {
+    if (p->mirror_be) higan_params_mirror_download(&p->mirror, p->mirror_be, p, what);
+}
+HIGAN_DEF void higan_params_upload(higan_params *p, int what) {
+    if (p->mirror_be) higan_params_mirror_upload(&p->mirror, p->mirror_be, p, what);
+}
+HIGAN_DEF void higan_params_read(const higan_params *p, int h, float *host) {
+    const float *src = higan_params_data(p, h);
+    size_t bytes = sizeof(float) * (size_t)p->entries[h].numel;
+    if (!p->mirror_be) { memcpy(host, src, bytes); return; }
+    src = (p->entries[h].kind == HIGAN_PARAM ? p->mirror.value : p->mirror.buffer) + p->entries[h].offset;
+    p->mirror_be->download(p->mirror_be->ctx, host, src, bytes);
+}
+HIGAN_DEF void higan_params_write(higan_params *p, int h, const float *host) {
+    float *dst = higan_params_data(p, h);
+    size_t bytes = sizeof(float) * (size_t)p->entries[h].numel;
+    if (!p->mirror_be) { memcpy(dst, host, bytes); return; }
+    dst = (p->entries[h].kind == HIGAN_PARAM ? p->mirror.value : p->mirror.buffer) + p->entries[h].offset;
+    p->mirror_be->upload(p->mirror_be->ctx, dst, host, bytes);
 }
 /* higan_params_data in the memory of t's backend (the device mirror on a device tape). */
 static float *higan__tape_params_data(const higan_tape *t, const higan_params *p, int h) {
@@ -3536,22 +3735,13 @@ HIGAN_DEF higan_adam higan_adam_default(double lr) {
     a.lr = lr; a.beta1 = 0.9; a.beta2 = 0.999; a.eps = 1e-8; a.step = 0;
     return a;
 }
-/* PyTorch's single-tensor Adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
-HIGAN_DEF void higan_adam_step(higan_adam *opt, higan_params *p) {
-    int64_t i, n = p->n_param;
-    /* scalars in double, then rounded once to float, as torch does with Python floats */
-    float b1 = (float)opt->beta1, b2 = (float)opt->beta2, eps = (float)opt->eps;
-    float one_minus_b1 = (float)(1.0 - opt->beta1), one_minus_b2 = (float)(1.0 - opt->beta2);
-    float step_size, bc2_sqrt;
-    float *w = p->value, *g = p->grad, *m = p->adam_m, *v = p->adam_v;
+/* Adam's elementwise update on the host (the CPU backend's adam_step entry). */
+static void higan__adam_apply(float *w, const float *g, float *m, float *v, int64_t n, float b1, float b2,
+                              float one_minus_b1, float one_minus_b2, float step_size, float bc2_sqrt, float eps) {
+    int64_t i;
 #if defined(HIGAN__X86_SIMD) && !defined(HIGAN_NO_AVX512)
     const int simd = higan_cpu_level() >= HIGAN_CPU_AVX512;
 #endif
-    HIGAN_ASSERT(p->allocated);
-    opt->step += 1;
-    step_size = (float)(opt->lr / (1.0 - pow(opt->beta1, (double)opt->step)));
-    bc2_sqrt = (float)sqrt(1.0 - pow(opt->beta2, (double)opt->step));
     /* chunks of 16384 (elementwise: any split gives the same bits) */
     HIGAN__PARALLEL_FOR_IF(n > 65536)
     for (i = 0; i < (n + 16383) / 16384; ++i) {
@@ -3566,6 +3756,30 @@ HIGAN_DEF void higan_adam_step(higan_adam *opt, higan_params *p) {
         higan__adam_scalar(w + i0, g + i0, m + i0, v + i0, len, b1, b2, one_minus_b1, one_minus_b2,
                            step_size, bc2_sqrt, eps);
     }
+}
+/* PyTorch's single-tensor Adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
+HIGAN_DEF void higan_adam_update(higan_adam *opt, const higan_backend *be, float *w, const float *g, float *m,
+                                 float *v, int64_t n) {
+    /* scalars in double, then rounded once to float, as torch does with Python floats */
+    float b1 = (float)opt->beta1, b2 = (float)opt->beta2, eps = (float)opt->eps;
+    float one_minus_b1 = (float)(1.0 - opt->beta1), one_minus_b2 = (float)(1.0 - opt->beta2);
+    float step_size, bc2_sqrt;
+    opt->step += 1;
+    step_size = (float)(opt->lr / (1.0 - pow(opt->beta1, (double)opt->step)));
+    bc2_sqrt = (float)sqrt(1.0 - pow(opt->beta2, (double)opt->step));
+    if (be && be->device)
+        be->adam_step(be->ctx, w, g, m, v, n, b1, b2, one_minus_b1, one_minus_b2, step_size, bc2_sqrt, eps);
+    else
+        higan__adam_apply(w, g, m, v, n, b1, b2, one_minus_b1, one_minus_b2, step_size, bc2_sqrt, eps);
+}
+HIGAN_DEF void higan_adam_step(higan_adam *opt, higan_params *p) {
+    HIGAN_ASSERT(p->allocated);
+    if (p->mirror_be)
+        higan_adam_update(opt, p->mirror_be, p->mirror.value, p->mirror.grad, p->mirror.adam_m, p->mirror.adam_v,
+                          p->n_param);
+    else
+        higan_adam_update(opt, NULL, p->value, p->grad, p->adam_m, p->adam_v, p->n_param);
 }
 HIGAN_DEF float higan_lr_linear_decay(int epoch, int start, int length) {
     double f = (double)(epoch - start) / (double)(length > 0 ? length : 1);
@@ -4460,6 +4674,11 @@ HIGAN_DEF higan_status higan_params_add_to_writer(const higan_params *p, higan_s
     higan_status st = HIGAN_OK;
     if (!p || !w) return higan__error(HIGAN_ERR_ARG, "params_add_to_writer: NULL argument");
     if (!p->allocated) return higan__error(HIGAN_ERR_ARG, "params_add_to_writer: the store is not allocated");
+    /* a store trained on a backend: its host arrays are a cache, refreshed here (their contents
+       change, the store as the caller sees it does not) */
+    if (p->mirror_be)
+        higan_params_download((higan_params *)(uintptr_t)p, HIGAN_PARAMS_VALUES | HIGAN_PARAMS_BUFFERS |
+                              (opt ? HIGAN_PARAMS_ADAM : 0));
     if (!prefix) prefix = "";
     plen = strlen(prefix);
     cap = plen + HIGAN_MAX_NAME + 16;
@@ -4638,6 +4857,9 @@ HIGAN_DEF higan_status higan_params_load(higan_params *p, const higan_safetensor
             }
         }
         if (rc == HIGAN_OK && opt) opt->step = step;
+        if (rc == HIGAN_OK && p->mirror_be)   /* a store on a backend: the loaded values there too */
+            higan_params_upload(p, HIGAN_PARAMS_VALUES | HIGAN_PARAMS_BUFFERS | HIGAN_PARAMS_IBUFFERS |
+                                   (opt ? HIGAN_PARAMS_ADAM : 0));
     }
     for (l = 0; l < 5; ++l) HIGAN_FREE(lists[l].sb.s);
     HIGAN_FREE(name);
@@ -13957,6 +14179,29 @@ static void higan__cpu_cx_loss_backward(void *ctx, float *dfeat_t, float *dfeat_
     (void)ctx;
     higan_cx_loss_backward(dfeat_t, dfeat_i, dy, cache, N, C, P, Q, sigma, b, scratch);
 }
+/* ---- parameter stores and trainers ---- */
+static void higan__cpu_adam_step(void *ctx, float *w, const float *g, float *m, float *v, int64_t n, float b1,
+                                 float b2, float omb1, float omb2, float step_size, float bc2_sqrt, float eps) {
+    (void)ctx;
+    higan__adam_apply(w, g, m, v, n, b1, b2, omb1, omb2, step_size, bc2_sqrt, eps);
+}
+static void higan__cpu_moments(void *ctx, double *out, const float *x, int64_t n) {
+    double mean = 0, ss = 0;
+    int64_t i;
+    (void)ctx;
+    for (i = 0; i < n; ++i) mean += x[i];          /* in order: the GAN trainer's std, bit for bit */
+    mean /= (double)(n > 0 ? n : 1);
+    for (i = 0; i < n; ++i) ss += ((double)x[i] - mean) * ((double)x[i] - mean);
+    out[0] = mean;
+    out[1] = ss;
+}
+static void higan__cpu_find_nonfinite(void *ctx, int64_t *first, const float *x, int64_t n) {
+    int64_t i;
+    (void)ctx;
+    *first = -1;
+    for (i = 0; i < n; ++i)
+        if (!(x[i] == x[i]) || x[i] > 3.4e38f || x[i] < -3.4e38f) { *first = i; return; }
+}
 static higan_backend higan__cpu_backend_table;
 static int higan__cpu_backend_ready;
 HIGAN_DEF const higan_backend *higan_cpu_backend(void) {
@@ -14059,6 +14304,9 @@ HIGAN_DEF const higan_backend *higan_cpu_backend(void) {
     b->kl_gaussian_backward = higan__cpu_kl_gaussian_backward;
     b->cx_loss_forward = higan__cpu_cx_loss_forward;
     b->cx_loss_backward = higan__cpu_cx_loss_backward;
+    b->adam_step = higan__cpu_adam_step;
+    b->moments = higan__cpu_moments;
+    b->find_nonfinite = higan__cpu_find_nonfinite;
     higan__cpu_backend_ready = 1;
     return b;
 }
@@ -14460,6 +14708,15 @@ HIGAN_DEF int64_t higan_model_num_params(const higan_model *m, int net) {
             p->entries[i].name[l] == '.')
             total += p->entries[i].numel;
     return total;
+}
+
+HIGAN_DEF higan_status higan_model_to_backend(higan_model *m, const higan_backend *be) {
+    int s;
+    higan_status st;
+    if (!m || !m->initialised) return higan__error(HIGAN_ERR_ARG, "model_to_backend: the model is not initialised");
+    for (s = 0; s < HIGAN_STORE_COUNT; ++s)
+        if (m->store[s].allocated && (st = higan_params_to_backend(&m->store[s], be)) != HIGAN_OK) return st;
+    return HIGAN_OK;
 }
 
 /* ---- save ------------------------------------------------------------------------------------- */
@@ -16438,6 +16695,8 @@ HIGAN_DEF higan_status higan_model_check_finite(const higan_model *m) {
     if (!m || !m->initialised) return higan__error(HIGAN_ERR_ARG, "model_check_finite: the model is not initialised");
     for (s = 0; s < HIGAN_STORE_COUNT; ++s) {
         const higan_params *p = &m->store[s];
+        if (p->mirror_be)   /* trained on a backend: the host arrays are a cache, refreshed here */
+            higan_params_download((higan_params *)(uintptr_t)p, HIGAN_PARAMS_VALUES | HIGAN_PARAMS_BUFFERS);
         for (i = 0; i < p->count; ++i) {
             const higan_param_entry *e = &p->entries[i];
             const float *x;
@@ -17103,15 +17362,27 @@ HIGAN_DEF higan_status higan_augment_batch(higan_augmenter *a, const higan_batch
 /* ================================================================================================
    Arena growth and state snapshots for retried steps
    ================================================================================================ */
+/* the capacity an overflowed arena grows to */
+static size_t higan__tr_grown(const higan_arena *a) {
+    size_t cap = a->needed + a->needed / 4;
+    if (cap < 2 * a->capacity) cap = 2 * a->capacity;
+    if (cap < ((size_t)1 << 24)) cap = (size_t)1 << 24;
+    return cap;
+}
 HIGAN_DEF int higan_train_grow(higan_tape *t) {
-    higan_arena *a = t->arena;
+    higan_arena *a = t->arena, *d = t->data;
     int grown = 0;
+    if (t->be->device) (void)t->be->sync(t->be->ctx);   /* the failed attempt's (overflow) errors are spent */
     if (a->overflow) {
-        size_t cap = a->needed + a->needed / 4;
-        if (cap < 2 * a->capacity) cap = 2 * a->capacity;
-        if (cap < ((size_t)1 << 24)) cap = (size_t)1 << 24;
+        size_t cap = higan__tr_grown(a);
         higan_arena_free(a);
         if (higan_arena_init(a, cap) != HIGAN_OK) return 0;
+        grown = 1;
+    }
+    if (d && d != a && d->overflow) {   /* a device tape's data arena, through its backend */
+        size_t cap = higan__tr_grown(d);
+        higan_backend_arena_free(d, t->be);
+        if (higan_backend_arena_init(d, t->be, cap) != HIGAN_OK) return 0;
         grown = 1;
     }
     if (t->overflow) {
@@ -17128,8 +17399,15 @@ HIGAN_DEF int higan_train_grow(higan_tape *t) {
 typedef struct {
     float *f[HIGAN_STORE_COUNT];
     int64_t *i[HIGAN_STORE_COUNT];
+    unsigned dev;                    /* bit k: store k's float buffers are in its mirror's buffer_copy */
     higan_rng rng;
 } higan__tr_snap;
+/* Float buffers of a store on a backend: a device copy into its mirror's buffer_copy. */
+static void higan__tr_copy_buffers(const higan_params *p, int restore) {
+    const higan_backend *be = p->mirror_be;
+    if (restore) be->copy(be->ctx, p->mirror.buffer, p->mirror.buffer_copy, sizeof(float) * (size_t)p->n_buffer);
+    else be->copy(be->ctx, p->mirror.buffer_copy, p->mirror.buffer, sizeof(float) * (size_t)p->n_buffer);
+}
 static higan_status higan__tr_snap_take(higan__tr_snap *s, const higan_model *m, unsigned stores, const higan_rng *rng) {
     int k;
     memset(s, 0, sizeof *s);
@@ -17137,6 +17415,12 @@ static higan_status higan__tr_snap_take(higan__tr_snap *s, const higan_model *m,
     for (k = 0; k < HIGAN_STORE_COUNT; ++k) {
         const higan_params *p = &m->store[k];
         if (!(stores & (1u << k))) continue;
+        if (p->n_buffer && p->mirror_be) {
+            higan__tr_copy_buffers(p, 0);
+            s->dev |= 1u << k;
+        }
+        /* the host arrays also on a backend: an op that still gets host pointers to a network's
+           running statistics (one not in the backend's table yet) updates them there */
         if (p->n_buffer) {
             if (!(s->f[k] = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)p->n_buffer))) return higan__error(HIGAN_ERR_NOMEM, "train: out of memory");
             memcpy(s->f[k], p->buffer, sizeof(float) * (size_t)p->n_buffer);
@@ -17153,6 +17437,7 @@ static void higan__tr_snap_restore(const higan__tr_snap *s, higan_model *m, higa
     if (rng) *rng = s->rng;
     for (k = 0; k < HIGAN_STORE_COUNT; ++k) {
         higan_params *p = &m->store[k];
+        if (s->dev & (1u << k)) higan__tr_copy_buffers(p, 1);
         if (s->f[k]) memcpy(p->buffer, s->f[k], sizeof(float) * (size_t)p->n_buffer);
         if (s->i[k]) memcpy(p->ibuffer, s->i[k], sizeof(int64_t) * (size_t)p->n_ibuffer);
     }
@@ -17162,7 +17447,44 @@ static void higan__tr_snap_free(higan__tr_snap *s) {
     for (k = 0; k < HIGAN_STORE_COUNT; ++k) { HIGAN_FREE(s->f[k]); HIGAN_FREE(s->i[k]); }
 }
 /* the status of a failed forward/backward: an overflow of the tape or its arena, or another error */
-static int higan__tr_overflowed(const higan_tape *t) { return t->overflow || t->arena->overflow; }
+static int higan__tr_overflowed(const higan_tape *t) {
+    return t->overflow || t->arena->overflow || (t->data && t->data->overflow);
+}
+/* A batch input: wrapped on the CPU (no copy), uploaded on a device tape. */
+static higan_var *higan__tr_input(higan_tape *t, const float *host, int ndim, const int64_t *shape) {
+    return t->be->device ? higan_var_upload(t, host, ndim, shape) : higan_var_wrap(t, (float *)(uintptr_t)host, ndim, shape);
+}
+/* The first value of v on the host (a loss). */
+static float higan__tr_scalar(higan_tape *t, const higan_var *v) {
+    float x;
+    higan_var_read(t, v, &x, 1);
+    return x;
+}
+/* A host copy of v (values downloaded on a device tape) for host-side reading (decoding,
+   arg-max); *tmp holds the malloc'd values to free (NULL on the CPU: v itself is returned). */
+static const higan_var *higan__tr_host_var(higan_tape *t, const higan_var *v, higan_var *copy, float **tmp) {
+    *tmp = NULL;
+    if (!t->be->device) return v;
+    *copy = *v;
+    if (!(*tmp = (float *)HIGAN_MALLOC(sizeof(float) * (size_t)higan_var_numel(v)))) return NULL;
+    higan_var_read(t, v, *tmp, higan_var_numel(v));
+    copy->data = *tmp;
+    copy->grad = NULL;
+    return copy;
+}
+/* The stores a call on t uses must live where t's kernels run (higan_model_to_backend). */
+static higan_status higan__tr_check_backend(const higan_model *m, const higan_tape *t, unsigned stores, const char *who) {
+    int k;
+    for (k = 0; k < HIGAN_STORE_COUNT; ++k) {
+        const higan_params *p = &m->store[k];
+        if (!(stores & (1u << k)) || !p->allocated) continue;
+        if (t->be->device ? p->mirror_be != t->be : p->mirror_be != NULL)
+            return higan__error(HIGAN_ERR_ARG, "%s: the tape runs on the %s backend but store %d of the model %s; "
+                                "move the model with higan_model_to_backend (the tape's backend)", who, t->be->name, k,
+                                p->mirror_be ? "lives on another backend" : "is on the host");
+    }
+    return HIGAN_OK;
+}
 
 /* ================================================================================================
    Recognizer pretraining
@@ -17182,6 +17504,7 @@ HIGAN_DEF higan_status higan_ocr_train_step(higan_model *m, higan_tape *t, const
     if (!(m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER))) return higan__error(HIGAN_ERR_ARG, "ocr_train_step: the model has no Recognizer");
     store = &m->store[HIGAN_STORE_OCR];
     if (store->frozen) return higan__error(HIGAN_ERR_ARG, "ocr_train_step: the Recognizer's store is frozen (clear m->store[HIGAN_STORE_OCR].frozen)");
+    if ((rc = higan__tr_check_backend(m, t, 1u << HIGAN_STORE_OCR, "ocr_train_step")) != HIGAN_OK) return rc;
     for (b = 0; b < B; ++b) total += label_lens[b];
     in_lens = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)B);
     targets = (int *)HIGAN_MALLOC(sizeof(int) * (size_t)(total > 0 ? total : 1));
@@ -17196,11 +17519,11 @@ HIGAN_DEF higan_status higan_ocr_train_step(higan_model *m, higan_tape *t, const
         higan_var *x, *lp, *L;
         higan_tape_reset(t);
         higan_params_zero_grad(store);
-        x = higan_var_wrap(t, (float *)imgs, 4, shape);
+        x = higan__tr_input(t, imgs, 4, shape);
         lp = higan_recognizer_forward(t, &m->R, x, img_lens, 1, rng);
         L = higan_ctc_loss(t, lp, targets, in_lens, label_lens, 0, 1);
         if (L) {
-            *loss = L->data[0];
+            *loss = higan__tr_scalar(t, L);
             if (!higan__tr_finite(*loss)) {
                 higan__tr_snap_restore(&snap, m, rng);
                 rc = higan__error(HIGAN_ERR_ARG, "loss 'ctc' is %s", *loss != *loss ? "nan" : "inf");
@@ -17209,6 +17532,7 @@ HIGAN_DEF higan_status higan_ocr_train_step(higan_model *m, higan_tape *t, const
             rc = higan_tape_backward_release(t, L, NULL);
             if (rc == HIGAN_OK && !higan__tr_overflowed(t)) {
                 higan_adam_step(opt, store);
+                if (t->be->device) rc = higan_tape_sync(t);   /* the device's errors, if any */
                 goto out;
             }
         }
@@ -17270,6 +17594,7 @@ HIGAN_DEF higan_status higan_ocr_evaluate(higan_model *m, higan_tape *t, const h
     int64_t *orig = NULL;
     if (!m || !t || !ds || !out) return higan__error(HIGAN_ERR_ARG, "ocr_evaluate: NULL argument");
     if (!(m->cfg.nets & HIGAN_NET_BIT(HIGAN_NET_RECOGNIZER))) return higan__error(HIGAN_ERR_ARG, "ocr_evaluate: the model has no Recognizer");
+    if ((rc = higan__tr_check_backend(m, t, 1u << HIGAN_STORE_OCR, "ocr_evaluate")) != HIGAN_OK) return rc;
     higan_text_score_init(out);
     if (max_words > 0 && max_words < ds->count) {
         if ((rc = higan__tr_subset(ds, max_words, &sub, &orig)) != HIGAN_OK) return rc;
@@ -17278,25 +17603,29 @@ HIGAN_DEF higan_status higan_ocr_evaluate(higan_model *m, higan_tape *t, const h
     if ((rc = higan__tr_eval_loader(&L, ds, batch_size)) != HIGAN_OK) { if (orig) { higan_dataset_free(&sub); HIGAN_FREE(orig); } return rc; }
     while ((rc = higan_loader_next(&L, &b)) == HIGAN_OK) {
         int64_t shape[4];
-        higan_var *x, *logits = NULL;
+        higan_var *x, *logits = NULL, copy;
+        const higan_var *hl;
+        float *tmp;
         int k, attempt;
         shape[0] = b.B; shape[1] = 1; shape[2] = HIGAN_IMAGE_HEIGHT; shape[3] = b.width;
         for (attempt = 0; attempt < 12; ++attempt) {
             higan_tape_reset(t);
             higan_no_grad_begin(t);
-            x = higan_var_wrap(t, b.imgs, 4, shape);
+            x = higan__tr_input(t, b.imgs, 4, shape);
             logits = higan_recognizer_forward(t, &m->R, x, b.img_lens, 0, NULL);
             higan_no_grad_end(t);
             if (logits || !higan__tr_overflowed(t) || !higan_train_grow(t)) break;
         }
         if (!logits) { rc = higan_tape_status(t); if (rc == HIGAN_OK) rc = HIGAN_ERR_ARG; break; }
+        if (!(hl = higan__tr_host_var(t, logits, &copy, &tmp))) { rc = higan__error(HIGAN_ERR_NOMEM, "ocr_evaluate: out of memory"); break; }
         for (k = 0; k < b.B; ++k) {
-            int n = higan_recognizer_decode(logits, 0, k, b.img_lens[k], pred, (int)sizeof pred);
+            int n = higan_recognizer_decode(hl, 0, k, b.img_lens[k], pred, (int)sizeof pred);
             if (n < 0) { rc = n; break; }
             higan_text_decode(b.labels + (int64_t)k * b.label_width, b.label_lens[k], ref, (int)sizeof ref);
             if ((rc = higan_text_score_add(out, pred, ref)) != HIGAN_OK) break;
             if (on_word) on_word(user, orig ? orig[b.records[k]] : b.records[k], pred, ref);
         }
+        HIGAN_FREE(tmp);
         if (rc < 0) break;
     }
     if (rc == HIGAN_LOADER_EPOCH_END) rc = HIGAN_OK;
@@ -17326,6 +17655,7 @@ HIGAN_DEF higan_status higan_backbone_from_recognizer(higan_model *dst, const hi
                             src->cfg.R.cnn.resolution, src->cfg.R.cnn.max_dim);
     bp = &dst->store[HIGAN_STORE_BACKBONE];
     rp = &src->store[HIGAN_STORE_OCR];
+    if (rp->mirror_be) higan_params_download((higan_params *)(uintptr_t)rp, HIGAN_PARAMS_VALUES | HIGAN_PARAMS_BUFFERS);
     for (i = 0; i < bp->count; ++i) {          /* check all first */
         const higan_param_entry *e = &bp->entries[i];
         char name[HIGAN_MAX_NAME + 16];
@@ -17354,6 +17684,7 @@ HIGAN_DEF higan_status higan_backbone_from_recognizer(higan_model *dst, const hi
         else
             memcpy(higan_params_data(bp, i), higan_params_data(rp, h), sizeof(float) * (size_t)e->numel);
     }
+    higan_params_upload(bp, HIGAN_PARAMS_VALUES | HIGAN_PARAMS_BUFFERS | HIGAN_PARAMS_IBUFFERS);   /* when on a backend */
     return HIGAN_OK;
 }
 
@@ -17378,6 +17709,8 @@ HIGAN_DEF higan_status higan_wid_train_step(higan_model *m, higan_tape *t, const
     sb = &m->store[HIGAN_STORE_BACKBONE];
     sw = &m->store[HIGAN_STORE_WID];
     if (sb->frozen || sw->frozen) return higan__error(HIGAN_ERR_ARG, "wid_train_step: clear m->store[HIGAN_STORE_BACKBONE / _WID].frozen");
+    if ((rc = higan__tr_check_backend(m, t, (1u << HIGAN_STORE_BACKBONE) | (1u << HIGAN_STORE_WID), "wid_train_step")) != HIGAN_OK)
+        return rc;
     for (b = 0; b < B; ++b)
         if (wids[b] < 0 || wids[b] >= m->cfg.n_writer)
             return higan__error(HIGAN_ERR_ARG, "wid_train_step: writer %d outside the identifier's %lld classes", wids[b], (long long)m->cfg.n_writer);
@@ -17391,28 +17724,33 @@ HIGAN_DEF higan_status higan_wid_train_step(higan_model *m, higan_tape *t, const
         higan_tape_reset(t);
         higan_params_zero_grad(sb);
         higan_params_zero_grad(sw);
-        x = higan_var_wrap(t, (float *)imgs, 4, shape);
+        x = higan__tr_input(t, imgs, 4, shape);
         feat = higan_style_backbone_forward(t, &m->B, x, 1, rng, NULL);
         logits = higan_writer_identifier_forward(t, &m->W, feat, img_lens);
         L = higan_cross_entropy(t, logits, wids);
         if (L) {
-            *loss = L->data[0];
+            *loss = higan__tr_scalar(t, L);
             if (!higan__tr_finite(*loss)) {
                 higan__tr_snap_restore(&snap, m, rng);
                 higan__tr_snap_free(&snap);
                 return higan__error(HIGAN_ERR_ARG, "loss 'wid' is %s", *loss != *loss ? "nan" : "inf");
             }
             if (correct) {
+                higan_var copy;
+                float *tmp;
+                const higan_var *hl = higan__tr_host_var(t, logits, &copy, &tmp);
+                if (!hl) { higan__tr_snap_free(&snap); return higan__error(HIGAN_ERR_NOMEM, "wid_train_step: out of memory"); }
                 *correct = 0;
                 for (b = 0; b < B; ++b)
-                    *correct += higan__tr_argmax(logits->data + (int64_t)b * m->cfg.n_writer, m->cfg.n_writer) == wids[b];
+                    *correct += higan__tr_argmax(hl->data + (int64_t)b * m->cfg.n_writer, m->cfg.n_writer) == wids[b];
+                HIGAN_FREE(tmp);
             }
             rc = higan_tape_backward_release(t, L, NULL);
             if (rc == HIGAN_OK && !higan__tr_overflowed(t)) {
                 higan_adam_step(opt_b, sb);
                 higan_adam_step(opt_w, sw);
                 higan__tr_snap_free(&snap);
-                return HIGAN_OK;
+                return t->be->device ? higan_tape_sync(t) : HIGAN_OK;
             }
         }
         if (!higan__tr_overflowed(t) || !higan_train_grow(t)) {
@@ -17437,6 +17775,8 @@ HIGAN_DEF higan_status higan_wid_evaluate(higan_model *m, higan_tape *t, const h
     int64_t *orig = NULL;
     if (!m || !t || !ds || !correct || !total) return higan__error(HIGAN_ERR_ARG, "wid_evaluate: NULL argument");
     if ((m->cfg.nets & need) != need) return higan__error(HIGAN_ERR_ARG, "wid_evaluate: the model needs StyleBackbone and WriterIdentifier");
+    if ((rc = higan__tr_check_backend(m, t, (1u << HIGAN_STORE_BACKBONE) | (1u << HIGAN_STORE_WID), "wid_evaluate")) != HIGAN_OK)
+        return rc;
     *correct = *total = 0;
     if (max_words > 0 && max_words < ds->count) {
         if ((rc = higan__tr_subset(ds, max_words, &sub, &orig)) != HIGAN_OK) return rc;
@@ -17445,25 +17785,29 @@ HIGAN_DEF higan_status higan_wid_evaluate(higan_model *m, higan_tape *t, const h
     if ((rc = higan__tr_eval_loader(&L, ds, batch_size)) != HIGAN_OK) { if (orig) { higan_dataset_free(&sub); HIGAN_FREE(orig); } return rc; }
     while ((rc = higan_loader_next(&L, &b)) == HIGAN_OK) {
         int64_t shape[4];
-        higan_var *x, *feat, *logits = NULL;
+        higan_var *x, *feat, *logits = NULL, copy;
+        const higan_var *hl;
+        float *tmp;
         int k, attempt;
         shape[0] = b.B; shape[1] = 1; shape[2] = HIGAN_IMAGE_HEIGHT; shape[3] = b.width;
         for (attempt = 0; attempt < 12; ++attempt) {
             higan_tape_reset(t);
             higan_no_grad_begin(t);
-            x = higan_var_wrap(t, b.imgs, 4, shape);
+            x = higan__tr_input(t, b.imgs, 4, shape);
             feat = higan_style_backbone_forward(t, &m->B, x, 0, NULL, NULL);
             logits = higan_writer_identifier_forward(t, &m->W, feat, b.img_lens);
             higan_no_grad_end(t);
             if (logits || !higan__tr_overflowed(t) || !higan_train_grow(t)) break;
         }
         if (!logits) { rc = higan_tape_status(t); if (rc == HIGAN_OK) rc = HIGAN_ERR_ARG; break; }
+        if (!(hl = higan__tr_host_var(t, logits, &copy, &tmp))) { rc = higan__error(HIGAN_ERR_NOMEM, "wid_evaluate: out of memory"); break; }
         for (k = 0; k < b.B; ++k) {
             int truth = (int)ds->wids[b.records[k]] - wid_offset;
             if (truth < 0 || truth >= m->cfg.n_writer) continue;     /* a writer it was not trained on */
-            *correct += higan__tr_argmax(logits->data + (int64_t)k * m->cfg.n_writer, m->cfg.n_writer) == truth;
+            *correct += higan__tr_argmax(hl->data + (int64_t)k * m->cfg.n_writer, m->cfg.n_writer) == truth;
             *total += 1;
         }
+        HIGAN_FREE(tmp);
     }
     if (rc == HIGAN_LOADER_EPOCH_END) rc = HIGAN_OK;
     higan_loader_free(&L);
@@ -17512,12 +17856,37 @@ typedef struct higan__gan_priv {
     float *emb;
     int64_t emb_n;
     higan_rng rng;
+    const higan_backend *be;    /* set_backend: the model's stores live there */
+    float *emb_dev;             /* the embedding's snapshot in be's memory */
 } higan__gan_priv;
 
+/* On a backend the float buffers go to each mirror's buffer_copy and the embedding to emb_dev
+   (device copies); the int64 counters stay on the host. */
 static void higan__gan_snapshot(higan_gan_trainer *tr, int restore) {
     higan__gan_priv *p = (higan__gan_priv *)tr->priv;
-    float *emb = higan_params_data(&tr->model.store[HIGAN_STORE_GE], tr->model.G.text_embedding);
+    higan_params *ge = &tr->model.store[HIGAN_STORE_GE];
+    float *emb = higan_params_data(ge, tr->model.G.text_embedding);
     int s;
+    if (p->be) {
+        const higan_backend *be = p->be;
+        float *demb = ge->mirror.value + ge->entries[tr->model.G.text_embedding].offset;
+        size_t bytes = sizeof(float) * (size_t)p->emb_n;
+        for (s = 0; s < HIGAN_STORE_COUNT; ++s) {
+            higan_params *st = &tr->model.store[s];
+            if (st->n_buffer) higan__tr_copy_buffers(st, restore);
+            if (st->n_buffer) {   /* and the host arrays (see higan__tr_snap_take) */
+                if (restore) memcpy(st->buffer, p->buf[s], sizeof(float) * (size_t)st->n_buffer);
+                else memcpy(p->buf[s], st->buffer, sizeof(float) * (size_t)st->n_buffer);
+            }
+            if (st->n_ibuffer) {
+                if (restore) memcpy(st->ibuffer, p->ibuf[s], sizeof(int64_t) * (size_t)st->n_ibuffer);
+                else memcpy(p->ibuf[s], st->ibuffer, sizeof(int64_t) * (size_t)st->n_ibuffer);
+            }
+        }
+        if (restore) { be->copy(be->ctx, demb, p->emb_dev, bytes); tr->rng = p->rng; }
+        else { be->copy(be->ctx, p->emb_dev, demb, bytes); p->rng = tr->rng; }
+        return;
+    }
     for (s = 0; s < HIGAN_STORE_COUNT; ++s) {
         higan_params *st = &tr->model.store[s];
         if (st->n_buffer) {
@@ -17539,6 +17908,7 @@ HIGAN_DEF void higan_gan_trainer_free(higan_gan_trainer *tr) {
     if (!tr) return;
     p = (higan__gan_priv *)tr->priv;
     if (p) {
+        if (p->emb_dev) p->be->free_memory(p->be->ctx, p->emb_dev);
         for (s = 0; s < HIGAN_STORE_COUNT; ++s) {
             if (p->buf[s]) HIGAN_FREE(p->buf[s]);
             if (p->ibuf[s]) HIGAN_FREE(p->ibuf[s]);
@@ -17596,6 +17966,26 @@ HIGAN_DEF higan_status higan_gan_trainer_init(higan_gan_trainer *tr, const higan
     return HIGAN_OK;
 }
 
+HIGAN_DEF higan_status higan_gan_trainer_set_backend(higan_gan_trainer *tr, const higan_backend *be) {
+    higan__gan_priv *p;
+    higan_status st;
+    if (!tr || !tr->priv) return higan__error(HIGAN_ERR_ARG, "gan_trainer_set_backend: uninitialised trainer");
+    p = (higan__gan_priv *)tr->priv;
+    if (be && !be->device) be = NULL;
+    if (p->be == be) return HIGAN_OK;
+    if (p->emb_dev) { p->be->free_memory(p->be->ctx, p->emb_dev); p->emb_dev = NULL; }
+    p->be = NULL;
+    if ((st = higan_model_to_backend(&tr->model, be)) != HIGAN_OK) return st;
+    if (be) {
+        if (!(p->emb_dev = (float *)be->alloc(be->ctx, sizeof(float) * (size_t)p->emb_n))) {
+            higan_model_to_backend(&tr->model, NULL);
+            return higan__error(HIGAN_ERR_NOMEM, "gan_trainer_set_backend: %s backend: out of memory", be->name);
+        }
+        p->be = be;
+    }
+    return HIGAN_OK;
+}
+
 HIGAN_DEF void higan_gan_set_epoch(higan_gan_trainer *tr, int64_t epoch) {
     double f = higan_lr_linear_decay((int)epoch, tr->opt.start_decay_epoch, tr->opt.n_epochs_decay + 1);
     tr->epoch = epoch;
@@ -17607,21 +17997,19 @@ HIGAN_DEF void higan_gan_set_epoch(higan_gan_trainer *tr, int64_t epoch) {
 static int *higan__gan_ints(higan_tape *t, int64_t n) {
     return (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)(n > 0 ? n : 1));
 }
-/* images [B, 1, 64, W] of the batch as a leaf (no gradient) */
+/* images [B, 1, 64, W] of the batch as a leaf (no gradient; uploaded on a device tape) */
 static higan_var *higan__gan_images(higan_tape *t, float *x, int B, int64_t W) {
     int64_t s[4];
     s[0] = B; s[1] = 1; s[2] = HIGAN_IMAGE_HEIGHT; s[3] = W;
-    return higan_var_wrap(t, x, 4, s);
+    return higan__tr_input(t, x, 4, s);
 }
-/* unbiased std of all values of v's gradient (torch.std), in double */
-static double higan__gan_std(const float *g, int64_t n) {
-    double mean = 0, ss = 0;
-    int64_t i;
+/* unbiased std of all n values of g (a gradient; torch.std), in double: the backend's
+   reduction (on a device only the two moments come back) */
+static double higan__gan_std(higan_tape *t, const float *g, int64_t n) {
+    double mo[2];
     if (n < 2) return 0.0;
-    for (i = 0; i < n; ++i) mean += g[i];
-    mean /= (double)n;
-    for (i = 0; i < n; ++i) ss += ((double)g[i] - mean) * ((double)g[i] - mean);
-    return sqrt(ss / (double)(n - 1));
+    t->be->moments(t->be->ctx, mo, g, n);
+    return sqrt(mo[1] / (double)(n - 1));
 }
 /* the concatenated CTC targets of 0-padded rows */
 static int *higan__gan_targets(higan_tape *t, const int *labels, int64_t stride, const int *lens, int B) {
@@ -17710,6 +18098,18 @@ static higan_status higan__gan_finite(const higan_gan_losses *o, int from, int t
 static higan_status higan__gan_grads_finite(const higan_params *p) {
     int i;
     int64_t k;
+    if (p->mirror_be) {   /* one device reduction over the gradient block; the tensor from the offset */
+        const higan_backend *be = p->mirror_be;
+        int64_t first;
+        float g;
+        be->find_nonfinite(be->ctx, &first, p->mirror.grad, p->n_param);
+        if (first < 0) return HIGAN_OK;
+        be->download(be->ctx, &g, p->mirror.grad + first, sizeof g);
+        for (i = p->count - 1; i > 0; --i)
+            if (p->entries[i].kind == HIGAN_PARAM && (int64_t)p->entries[i].offset <= first) break;
+        return higan__error(HIGAN_GAN_NONFINITE, "the gradient of '%s' is %s", p->entries[i].name,
+                            g == g ? "inf" : "nan");
+    }
     for (i = 0; i < p->count; ++i) {
         const float *g = higan_params_grad(p, i);
         if (!g) continue;
@@ -17740,7 +18140,7 @@ static higan_status higan__gan_make_fakes(higan_gan_trainer *tr, higan_tape *t, 
     memset(f, 0, sizeof *f);
     zs[0] = B; zs[1] = m->cfg.G.style_dim;
     if (!(f->z = higan_var_new(t, 2, zs))) return higan__gan_fail(t);
-    memcpy(f->z->data, d->z, sizeof(float) * (size_t)(zs[0] * zs[1]));
+    t->be->upload(t->be->ctx, f->z->data, d->z, sizeof(float) * (size_t)(zs[0] * zs[1]));   /* a copy on the CPU */
     f->fake = higan_generator_forward(t, &m->G, f->z, d->labels, d->lens, L, 1);
     feat = higan_style_backbone_forward(t, &m->B, real, bn_train, &tr->rng, want_feats ? f->real_feats : NULL);
     f->enc_z = higan_style_encoder_forward(t, &m->E, feat, b->img_lens, tr->opt.vae_mode, &tr->rng, d->eps,
@@ -17764,8 +18164,33 @@ static higan_status higan__gan_make_fakes(higan_gan_trainer *tr, higan_tape *t, 
 /* ---- D step --------------------------------------------------------------------------------- */
 /* The D step's fakes come from no_grad passes: keep their images and lengths (copied to the
    top of the arena) and hand back everything the generator passes allocated since mark. */
-static higan_status higan__gan_keep_fakes_only(higan_tape *t, size_t mark, higan__gan_fakes *f, int n) {
-    size_t top = higan_arena_mark(t->arena);
+static higan_status higan__gan_keep_fakes_only(higan_tape *t, higan_tape_pos pos, higan__gan_fakes *f, int n) {
+    size_t top = higan_arena_mark(t->arena), mark = pos.host;
+    if (t->be->device) {
+        /* device: the data arena has no recycling; copy cat above everything, release the
+           generator passes' values (data arena back to its mark), then copy cat down to the
+           mark: the two copies cannot overlap (cat itself lies between mark and the top) */
+        const higan_backend *be = t->be;
+        higan_arena *d = t->data;
+        int64_t numel = higan_var_numel(f->cat);
+        size_t bytes = sizeof(float) * (size_t)numel, dmark = pos.data;
+        float *hi = higan_arena_floats(d, numel), *lo;
+        int *lb = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)n);
+        int *img = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)n);
+        higan_var *cat;
+        if (!hi || !lb || !img) return higan__gan_fail(t);
+        be->copy(be->ctx, hi, f->cat->data, bytes);
+        memcpy(lb, f->cat_lb_lens, sizeof(int) * (size_t)n);
+        memcpy(img, f->cat_img_lens, sizeof(int) * (size_t)n);
+        higan_arena_release(d, dmark);
+        if (!(lo = higan_arena_floats(d, numel))) return higan__gan_fail(t);
+        be->copy(be->ctx, lo, hi, bytes);
+        if (!(cat = higan_var_wrap(t, lo, f->cat->ndim, f->cat->shape))) return higan__gan_fail(t);
+        higan__arena_recycle_range(t->arena, mark, top);
+        memset(f, 0, sizeof *f);
+        f->cat = cat; f->cat_lb_lens = lb; f->cat_img_lens = img;
+        return HIGAN_OK;
+    }
     int64_t numel = higan_var_numel(f->cat);
     float *data = higan_arena_floats(t->arena, numel);
     int *lb = (int *)higan_arena_alloc(t->arena, sizeof(int) * (size_t)n);
@@ -17789,7 +18214,7 @@ static higan_status higan__gan_d_once(higan_gan_trainer *tr, higan_tape *t, cons
     higan__gan_fakes f;
     higan_var *real, *aug, *fd, *fp, *rd, *rda, *rp, *ap, *pp[2], *l_fake, *l_fake_p, *l_real, *l_real_p, *total;
     higan_status st;
-    size_t mark;
+    higan_tape_pos mark;
     higan_tape_reset(t);
     higan_params_zero_grad(&m->store[HIGAN_STORE_DP]);
     if ((st = higan__gan_draw(tr, t, tr->inject_d, b->B, b->label_width, &d)) != HIGAN_OK) return st;
@@ -17797,7 +18222,7 @@ static higan_status higan__gan_d_once(higan_gan_trainer *tr, higan_tape *t, cons
     aug = higan__gan_images(t, b->aug_imgs, b->B, b->aug_width);
     if (!real || !aug) return higan__gan_fail(t);
     higan_no_grad_begin(t);
-    mark = higan_arena_mark(t->arena);
+    mark = higan_tape_mark(t);
     st = higan__gan_make_fakes(tr, t, b, &d, real, 0, &f);
     higan_no_grad_end(t);
     if (st != HIGAN_OK) return st;
@@ -17816,11 +18241,11 @@ static higan_status higan__gan_d_once(higan_gan_trainer *tr, higan_tape *t, cons
                                                                               NULL, NULL, 1)) : NULL;
     total = higan_add(t, higan_add(t, higan_add(t, l_real, l_fake), l_real_p), l_fake_p);
     if (!total) return higan__gan_fail(t);
-    o->v[HIGAN_GAN_REAL_DISC] = l_real->data[0];
-    o->v[HIGAN_GAN_FAKE_DISC] = l_fake->data[0];
-    o->v[HIGAN_GAN_REAL_DISC_PATCH] = l_real_p->data[0];
-    o->v[HIGAN_GAN_FAKE_DISC_PATCH] = l_fake_p->data[0];
-    o->v[HIGAN_GAN_DISC] = total->data[0];
+    o->v[HIGAN_GAN_REAL_DISC] = higan__tr_scalar(t, l_real);
+    o->v[HIGAN_GAN_FAKE_DISC] = higan__tr_scalar(t, l_fake);
+    o->v[HIGAN_GAN_REAL_DISC_PATCH] = higan__tr_scalar(t, l_real_p);
+    o->v[HIGAN_GAN_FAKE_DISC_PATCH] = higan__tr_scalar(t, l_fake_p);
+    o->v[HIGAN_GAN_DISC] = higan__tr_scalar(t, total);
     if ((st = higan__gan_finite(o, HIGAN_GAN_REAL_DISC, HIGAN_GAN_DISC + 1)) != HIGAN_OK) return st;
     if ((st = higan_tape_backward_release(t, total, NULL)) != HIGAN_OK) return st;
     if ((st = higan__gan_grads_finite(&m->store[HIGAN_STORE_DP])) != HIGAN_OK) return st;
@@ -17833,7 +18258,7 @@ static higan_status higan__gan_d_once(higan_gan_trainer *tr, higan_tape *t, cons
 static higan_status higan__gan_probe(higan_tape *t, higan_var *loss, higan_var *wrt, double *std) {
     higan_status st = higan_tape_grad_wrt(t, loss, wrt);
     if (st != HIGAN_OK) return st;
-    *std = higan__gan_std(wrt->grad, higan_var_numel(wrt));
+    *std = higan__gan_std(t, wrt->grad, higan_var_numel(wrt));
     return HIGAN_OK;
 }
 
@@ -17944,22 +18369,22 @@ static higan_status higan__gan_g_once(higan_gan_trainer *tr, higan_tape *t, cons
     total = higan_add(t, total, higan_scale(t, ctx, tr->opt.lambda_ctx));
     if (kl) total = higan_add(t, total, higan_scale(t, kl, tr->opt.lambda_kl));
     if (!total) return higan__gan_fail(t);
-    o->v[HIGAN_GAN_ADV] = adv->data[0];
-    o->v[HIGAN_GAN_ADV_PATCH] = adv_p->data[0];
-    o->v[HIGAN_GAN_CTC] = ctc->data[0];
-    o->v[HIGAN_GAN_CTC_RAND] = ctc_rand->data[0];
-    o->v[HIGAN_GAN_CTC_STYLE] = ctc_style->data[0];
-    o->v[HIGAN_GAN_CTC_RECN] = ctc_recn->data[0];
-    o->v[HIGAN_GAN_INFO] = info->data[0];
-    o->v[HIGAN_GAN_RECN] = recn->data[0];
-    o->v[HIGAN_GAN_WID] = wid->data[0];
-    o->v[HIGAN_GAN_CTX] = ctx->data[0];
-    o->v[HIGAN_GAN_KL] = kl ? kl->data[0] : 0.0f;
+    o->v[HIGAN_GAN_ADV] = higan__tr_scalar(t, adv);
+    o->v[HIGAN_GAN_ADV_PATCH] = higan__tr_scalar(t, adv_p);
+    o->v[HIGAN_GAN_CTC] = higan__tr_scalar(t, ctc);
+    o->v[HIGAN_GAN_CTC_RAND] = higan__tr_scalar(t, ctc_rand);
+    o->v[HIGAN_GAN_CTC_STYLE] = higan__tr_scalar(t, ctc_style);
+    o->v[HIGAN_GAN_CTC_RECN] = higan__tr_scalar(t, ctc_recn);
+    o->v[HIGAN_GAN_INFO] = higan__tr_scalar(t, info);
+    o->v[HIGAN_GAN_RECN] = higan__tr_scalar(t, recn);
+    o->v[HIGAN_GAN_WID] = higan__tr_scalar(t, wid);
+    o->v[HIGAN_GAN_CTX] = higan__tr_scalar(t, ctx);
+    o->v[HIGAN_GAN_KL] = kl ? higan__tr_scalar(t, kl) : 0.0f;
     o->v[HIGAN_GAN_GP_CTC] = gp_ctc;
     o->v[HIGAN_GAN_GP_INFO] = gp_info;
     o->v[HIGAN_GAN_GP_WID] = gp_wid;
     o->v[HIGAN_GAN_GP_RECN] = gp_recn;
-    o->v[HIGAN_GAN_G] = total->data[0];
+    o->v[HIGAN_GAN_G] = higan__tr_scalar(t, total);
     if ((st = higan__gan_finite(o, HIGAN_GAN_ADV, HIGAN_GAN_G + 1)) != HIGAN_OK) return st;
     if ((st = higan_tape_backward_release(t, total, NULL)) != HIGAN_OK) return st;
     if ((st = higan__gan_grads_finite(&m->store[HIGAN_STORE_GE])) != HIGAN_OK) return st;
@@ -17968,8 +18393,19 @@ static higan_status higan__gan_g_once(higan_gan_trainer *tr, higan_tape *t, cons
 }
 
 /* ---- retry on arena overflow ----------------------------------------------------------------- */
+/* an overflowed arena's new capacity within options.arena_max; 0: no more room */
+static size_t higan__gan_grown(const higan_gan_trainer *tr, const higan_arena *a) {
+    size_t cap = a->capacity * 2, need = a->needed + a->needed / 4;
+    if (need > cap) cap = need;
+    if (tr->opt.arena_max && cap > tr->opt.arena_max) {
+        if (a->capacity >= tr->opt.arena_max) return 0;
+        cap = tr->opt.arena_max;
+    }
+    return cap;
+}
 static int higan__gan_grow(const higan_gan_trainer *tr, higan_tape *t) {
-    higan_arena *a = t->arena;
+    higan_arena *a = t->arena, *d = t->data;
+    if (t->be->device) (void)t->be->sync(t->be->ctx);   /* the failed attempt's (overflow) errors are spent */
     if (t->overflow) {
         int cap = t->capacity * 2;
         higan_tape_entry *e;
@@ -17980,14 +18416,16 @@ static int higan__gan_grow(const higan_gan_trainer *tr, higan_tape *t) {
         t->capacity = cap;
     }
     if (a->overflow) {
-        size_t cap = a->capacity * 2, need = a->needed + a->needed / 4;
-        if (need > cap) cap = need;
-        if (tr->opt.arena_max && cap > tr->opt.arena_max) {
-            if (a->capacity >= tr->opt.arena_max) return 0;
-            cap = tr->opt.arena_max;
-        }
+        size_t cap = higan__gan_grown(tr, a);
+        if (!cap) return 0;
         higan_arena_free(a);
         if (higan_arena_init(a, cap) != HIGAN_OK) return 0;
+    }
+    if (d && d != a && d->overflow) {   /* a device tape's data arena, through its backend */
+        size_t cap = higan__gan_grown(tr, d);
+        if (!cap) return 0;
+        higan_backend_arena_free(d, t->be);
+        if (higan_backend_arena_init(d, t->be, cap) != HIGAN_OK) return 0;
     }
     higan_tape_reset(t);
     return 1;
@@ -18001,6 +18439,8 @@ static higan_status higan__gan_step(higan_gan_trainer *tr, higan_tape *t, const 
     int i;
     if (!tr || !tr->priv || !t) return higan__error(HIGAN_ERR_ARG, "gan step: NULL or uninitialised trainer");
     if ((st = higan__gan_check_batch(tr, b)) != HIGAN_OK) return st;
+    if ((st = higan__tr_check_backend(&tr->model, t, (1u << HIGAN_STORE_COUNT) - 1, "gan step")) != HIGAN_OK)
+        return st;
     if (!out) for (i = 0; i < HIGAN_GAN_N_LOSSES; ++i) tmp.v[i] = NAN;
     for (;;) {
         int keep_frozen = tr->model.store[HIGAN_STORE_DP].frozen;
@@ -18012,8 +18452,8 @@ static higan_status higan__gan_step(higan_gan_trainer *tr, higan_tape *t, const 
         } else {
             st = higan__gan_d_once(tr, t, b, o);
         }
-        if (st == HIGAN_ERR_NOMEM && (t->overflow || t->arena->overflow)) {
-            size_t needed = t->arena->needed;
+        if (st == HIGAN_ERR_NOMEM && higan__tr_overflowed(t)) {
+            size_t needed = t->data->overflow ? t->data->needed : t->arena->needed;
             higan__gan_snapshot(tr, 1);
             if (higan__gan_grow(tr, t)) continue;
             return higan__error(HIGAN_ERR_NOMEM, "gan step: the arena needs more than %llu bytes (limit %llu) "
@@ -18021,6 +18461,7 @@ static higan_status higan__gan_step(higan_gan_trainer *tr, higan_tape *t, const 
                                 (unsigned long long)tr->opt.arena_max);
         }
         if (g) o->g_step = 1;
+        if (st == HIGAN_OK && t->be->device) st = higan_tape_sync(t);   /* the device's errors, if any */
         return st;
     }
 }

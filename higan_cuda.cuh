@@ -99,8 +99,8 @@
          (higan_cuda_cx_cache_alloc); forward and backward need a device scratch arena.
        - the tape and the networks: through higan_cuda_backend (BACKEND below), so far the
          Generator's ops (generation, and its train-mode forward and backward), those of the
-         style and recognition networks, the Discriminator's and PatchDiscriminator's, and the
-         GAN losses'.
+         style and recognition networks, the Discriminator's and PatchDiscriminator's, the
+         GAN losses', and the trainers' own host code (parameter stores, Adam, reductions).
 
    API INDEX
        errors      HIGAN_CUDA_CHECK(call), HIGAN_CUDA_STATUS(call), higan_cuda_status,
@@ -111,6 +111,9 @@
                    higan_cuda_arena_init/free/reset/alloc/floats/zeros/mark/release/status
        params      higan_cuda_params_init/free/upload/download/zero_grad, higan_cuda_params_data,
                    higan_cuda_params_grad, higan_cuda_params_idata, higan_cuda_adam_step
+                   (or a store's own mirror: higan.h's higan_params_to_backend)
+       trainers    higan_cuda_moments, higan_cuda_find_nonfinite (table entries moments,
+                   find_nonfinite, adam_step)
        gemm        higan_cuda_gemm (row-major, higan_gemm's contract)
        layers      conv2d (+ _scratch_bytes), linear, spectral_norm, batch_norm_stats,
                    batch_norm2d, cond_batch_norm, embedding (+ _renorm), lstm
@@ -146,32 +149,42 @@
            phase weights, the per-word forwards run as parallel jobs, in-place gradients):
            a device tape takes the padded forward, and higan_generate_words with batch 0
            runs same-length groups at their exact width (the words-alone numbers).
-         step 4 partly: higan_params has a device mirror (higan_params_set_device,
-           higan_cuda_params_attach); param vars, u0 / sv0 and running stats use it. Not yet:
-           higan_params_zero_grad / higan_adam_step dispatch (call higan_cuda_params_zero_grad
-           / higan_cuda_adam_step yourself), checkpoints (download first).
          step 3 done also for the style and recognition networks (session 5): pad,
            max_pool3s2, leaky_relu, dropout (host-drawn mask, uploaded) and the backbone's
            fused relu(dropout), log_softmax, LSTM (host arrays of device weight pointers,
            lengths uploaded, scratch from the data arena's free top), CTC (targets uploaded,
            the host's max target length), cross-entropy, argmax_rows for greedy decoding
-           (higan_recognizer_decode_tape: device argmax, host collapse). Step 5 for their host
-           code: BN running stats in the device mirror, the StyleEncoder's eps drawn on the
-           host and uploaded, higan_backbone_features' padded input uploaded and its feature
-           downloaded (also the evaluation's reading and writer helpers). Test:
+           (higan_recognizer_decode_tape: device argmax, host collapse); BN running stats in
+           the device mirror, the StyleEncoder's eps drawn on the host and uploaded,
+           higan_backbone_features' padded input uploaded and its feature downloaded. Test:
            tests/test_cuda_nets.cu (train step, eval, decoding, features; CPU tape vs CUDA tape).
-         step 5 (session 5) done for the BigGAN side: the Discriminator and PatchDiscriminator
-           (avg_pool2, masked width sum / mean, higan__bg_div_rows and extract_patches, these
-           two with new kernels here, bit-identical to the CPU, no atomics) and the GAN losses
-           (hinge x3, masked L1, KL, cx loss, sub, scale, add_nc, exp): table entries, forward
-           and backward; int arrays uploaded once per op (higan__tape_ints); the cx loss keeps
-           its cache in the tape's data arena (higan_cx_cache_alloc on t->data: bookkeeping
-           only) and takes its scratch above the arena's top (a higan_cuda_arena view, as
-           conv2d; overflow marks the data arena with the size needed). CPU results bit for
-           bit as before (a D+P step with every loss hashed, old vs new header, both CPU
-           levels, 1 and 2 threads). Test: tests/test_cuda_gan.cu (each op, and a D+P train
-           step: scores, input and per-tensor parameter gradients, u0 / sv0).
-         steps 5, 6 open: the trainers' host code (loss reads, gradient balancing).
+         step 3 done also for the BigGAN side (session 5): the Discriminator and
+           PatchDiscriminator (avg_pool2, masked width sum / mean, higan__bg_div_rows and
+           extract_patches, these two with new kernels here, bit-identical to the CPU, no
+           atomics) and the GAN losses (hinge x3, masked L1, KL, cx loss, sub, scale, add_nc,
+           exp); int arrays uploaded once per op (higan__tape_ints); the cx loss keeps its
+           cache in the tape's data arena (higan_cx_cache_alloc on t->data: bookkeeping only)
+           and takes its scratch above the arena's top (a higan_cuda_arena view, as conv2d;
+           overflow marks the data arena with the size needed). Test: tests/test_cuda_gan.cu
+           (each op, and a D+P train step: scores, input and per-tensor parameter gradients,
+           u0 / sv0).
+         step 4 done (session 5): the generic mirror in higan.h (higan_params_mirror, through
+           any backend's table; higan_cuda_params is that struct): a store owns one with
+           higan_params_to_backend (higan_model_to_backend for a model), and then
+           higan_params_zero_grad / higan_adam_step dispatch to it (table entry adam_step, the
+           CPU's scalars from higan_adam_update: bit for bit the CPU's Adam), checkpoints
+           download first (higan_params_add_to_writer) and loads upload after
+           (higan_params_load); int64 buffers stay host counters.
+         step 5 done (session 5) for the trainers' host code: batch upload, loss reads
+           (higan_var_read), the balancing stds and the gradients' NaN check as device
+           reductions (entries moments, find_nonfinite: only scalars come back), the D
+           step's fakes kept by device copies, retry snapshots of buffers and G's embedding
+           as device copies, device data arenas grown on overflow; the pretraining steps and
+           evaluations on a model moved to the tape's backend; higan_gan_trainer_set_backend;
+           the drivers' --device cuda (build/train_*_cuda).
+         step 6 in emulation (tests/test_cuda_train.cu, guarded): one GAN iteration and both
+           pretraining steps, CPU tape vs device tape, from the same state; checkpoints of
+           device-trained stores. bench/: --device cuda (bench/run_gpu.sh). Not yet: a GPU.
        The original plan:
        Goal: drivers take --device cuda and nothing else in the networks or trainers
        changes. Every network builds its graph through tape ops (higan_conv2d(t, ...)),
@@ -333,16 +346,12 @@ HIGAN_DEF void higan_cuda_arena_release(higan_cuda_arena *a, size_t mark);
 HIGAN_DEF higan_status higan_cuda_arena_status(const higan_cuda_arena *a);
 
 /* ==== PARAMETER STORE MIRROR ==================================================== */
-/* The device copy of an allocated higan_params: the same offsets, one cudaMalloc for
-   values, gradients, Adam m and v, float buffers and int64 buffers. The host store keeps
-   the names and shapes; copies happen only at the edges (start, checkpoints). */
-typedef struct higan_cuda_params {
-    float *value, *grad, *adam_m, *adam_v;   /* n_param each */
-    float *buffer;                           /* n_buffer */
-    int64_t *ibuffer;                        /* n_ibuffer */
-    int64_t n_param, n_buffer, n_ibuffer;
-    void *block;                             /* the one allocation */
-} higan_cuda_params;
+/* The device copy of an allocated higan_params: higan.h's generic mirror (the same offsets,
+   one cudaMalloc for values, gradients, Adam m and v, float buffers and int64 buffers). The
+   host store keeps the names and shapes; copies happen only at the edges (start, checkpoints).
+   These calls are that mirror through higan_cuda_backend's table, for code that keeps its own;
+   a store can also own one (higan_params_to_backend, what the trainers use). */
+typedef higan_params_mirror higan_cuda_params;
 enum {
     HIGAN_CUDA_VALUES = 1,    /* trainable values */
     HIGAN_CUDA_GRADS = 2,
@@ -666,6 +675,10 @@ HIGAN_DEF void higan_cuda_params_attach(const higan_cuda_params *d, higan_params
 HIGAN_DEF higan_status higan_cuda_fill(higan_cuda *ctx, float *dst, float value, int64_t n);
 HIGAN_DEF higan_status higan_cuda_copy_rows(higan_cuda *ctx, float *dst, int64_t dst_stride, const float *src,
                                             int64_t src_stride, int64_t cols, int64_t rows);
+/* The trainers' reductions (synchronous, host results): mean and sum of squared deviations
+   of x in double (out[2]); the index of x's first NaN or Inf (-1: none). */
+HIGAN_DEF higan_status higan_cuda_moments(higan_cuda *ctx, double *out, const float *x, int64_t n);
+HIGAN_DEF higan_status higan_cuda_find_nonfinite(higan_cuda *ctx, int64_t *first, const float *x, int64_t n);
 /* y [N,C,H,W] = x where w < lens[n] (device ints), else value. */
 HIGAN_DEF higan_status higan_cuda_mask_width_forward(higan_cuda *ctx, float *y, const float *x, const int *lens,
                                                      float value, int64_t N, int64_t C, int64_t H, int64_t W);
@@ -1073,70 +1086,51 @@ HIGAN_DEF higan_status higan_cuda_arena_status(const higan_cuda_arena *a) {
                            a->needed, a->capacity);
 }
 
-/* ---- parameter store mirror ------------------------------------------------------------- */
-/* Block layout (each part 256-byte aligned): value | grad | adam_m | adam_v | buffer | ibuffer */
-static size_t higan__cu_params_floats(int64_t n) { return higan__cu_round((size_t)(n > 0 ? n : 1) * sizeof(float)) / sizeof(float); }
+/* ---- parameter store mirror: higan.h's generic mirror through this backend's table -------- */
+/* A table on ctx for one call that keeps ctx's pending table error (higan_cuda_backend resets
+   it); the call's own status comes back from higan__cu_table_end. */
+static void higan__cu_table_begin(higan_backend *be, higan_cuda *ctx, higan_status *saved) {
+    *saved = ctx->backend_error;
+    higan_cuda_backend(be, ctx);
+}
+static higan_status higan__cu_table_end(higan_cuda *ctx, higan_status saved) {
+    higan_status st = ctx->backend_error;
+    ctx->backend_error = saved;
+    return st;
+}
+static int higan__cu_params_what(int what) {   /* HIGAN_CUDA_BUFFERS covers both buffer kinds */
+    return (what & 7) | ((what & HIGAN_CUDA_BUFFERS) ? HIGAN_PARAMS_BUFFERS | HIGAN_PARAMS_IBUFFERS : 0);
+}
 HIGAN_DEF higan_status higan_cuda_params_init(higan_cuda *ctx, higan_cuda_params *d, const higan_params *p) {
-    size_t np, nb, ni, bytes;
-    void *block = NULL;
-    float *f;
-    HIGAN__CU_ASSERT(p->allocated);
-    memset(d, 0, sizeof *d);
-    np = higan__cu_params_floats(p->n_param);
-    nb = higan__cu_params_floats(p->n_buffer);
-    ni = higan__cu_round((size_t)(p->n_ibuffer > 0 ? p->n_ibuffer : 1) * sizeof(int64_t));
-    bytes = (4 * np + nb) * sizeof(float) + ni;
-    HIGAN__CU_TRY(higan_cuda_malloc(&block, bytes));
-    f = (float *)block;
-    d->block = block;
-    d->value = f; d->grad = f + np; d->adam_m = f + 2 * np; d->adam_v = f + 3 * np;
-    d->buffer = f + 4 * np;
-    d->ibuffer = (int64_t *)(void *)(f + 4 * np + nb);
-    d->n_param = p->n_param; d->n_buffer = p->n_buffer; d->n_ibuffer = p->n_ibuffer;
-    {
-        higan_status st = higan_cuda_zero(ctx, block, bytes);
-        if (st != HIGAN_OK) { higan_cuda_params_free(d); return st; }
-    }
-    return HIGAN_OK;
+    higan_backend be;
+    higan_status saved, st;
+    higan__cu_table_begin(&be, ctx, &saved);
+    st = higan_params_mirror_init(d, &be, p);
+    saved = higan__cu_table_end(ctx, saved);
+    return st != HIGAN_OK ? st : saved;
 }
 HIGAN_DEF void higan_cuda_params_free(higan_cuda_params *d) {
-    higan_cuda_free_memory(d->block);
+    higan_cuda_free_memory(d->block);   /* what the table's free_memory does, without a context */
     memset(d, 0, sizeof *d);
+}
+HIGAN_DEF higan_status higan_cuda_params_upload(higan_cuda *ctx, higan_cuda_params *d, const higan_params *p, int what) {
+    higan_backend be;
+    higan_status saved;
+    higan__cu_table_begin(&be, ctx, &saved);
+    higan_params_mirror_upload(d, &be, p, higan__cu_params_what(what));
+    return higan__cu_table_end(ctx, saved);
+}
+HIGAN_DEF higan_status higan_cuda_params_download(higan_cuda *ctx, const higan_cuda_params *d, higan_params *p, int what) {
+    higan_backend be;
+    higan_status saved;
+    higan__cu_table_begin(&be, ctx, &saved);
+    higan_params_mirror_download(d, &be, p, higan__cu_params_what(what));
+    return higan__cu_table_end(ctx, saved);
 }
 static void higan__cu_params_match(const higan_cuda_params *d, const higan_params *p) {
     HIGAN__CU_ASSERT(p->allocated && d->block);
     HIGAN__CU_ASSERT(d->n_param == p->n_param && d->n_buffer == p->n_buffer && d->n_ibuffer == p->n_ibuffer
                      && "device mirror made from another store");
-}
-HIGAN_DEF higan_status higan_cuda_params_upload(higan_cuda *ctx, higan_cuda_params *d, const higan_params *p, int what) {
-    size_t fp = (size_t)p->n_param * sizeof(float);
-    higan__cu_params_match(d, p);
-    if (what & HIGAN_CUDA_VALUES) HIGAN__CU_TRY(higan_cuda_upload(ctx, d->value, p->value, fp));
-    if (what & HIGAN_CUDA_GRADS) HIGAN__CU_TRY(higan_cuda_upload(ctx, d->grad, p->grad, fp));
-    if (what & HIGAN_CUDA_ADAM) {
-        HIGAN__CU_TRY(higan_cuda_upload(ctx, d->adam_m, p->adam_m, fp));
-        HIGAN__CU_TRY(higan_cuda_upload(ctx, d->adam_v, p->adam_v, fp));
-    }
-    if (what & HIGAN_CUDA_BUFFERS) {
-        HIGAN__CU_TRY(higan_cuda_upload(ctx, d->buffer, p->buffer, (size_t)p->n_buffer * sizeof(float)));
-        HIGAN__CU_TRY(higan_cuda_upload(ctx, d->ibuffer, p->ibuffer, (size_t)p->n_ibuffer * sizeof(int64_t)));
-    }
-    return HIGAN_OK;
-}
-HIGAN_DEF higan_status higan_cuda_params_download(higan_cuda *ctx, const higan_cuda_params *d, higan_params *p, int what) {
-    size_t fp = (size_t)p->n_param * sizeof(float);
-    higan__cu_params_match(d, p);
-    if (what & HIGAN_CUDA_VALUES) HIGAN__CU_TRY(higan_cuda_download(ctx, p->value, d->value, fp));
-    if (what & HIGAN_CUDA_GRADS) HIGAN__CU_TRY(higan_cuda_download(ctx, p->grad, d->grad, fp));
-    if (what & HIGAN_CUDA_ADAM) {
-        HIGAN__CU_TRY(higan_cuda_download(ctx, p->adam_m, d->adam_m, fp));
-        HIGAN__CU_TRY(higan_cuda_download(ctx, p->adam_v, d->adam_v, fp));
-    }
-    if (what & HIGAN_CUDA_BUFFERS) {
-        HIGAN__CU_TRY(higan_cuda_download(ctx, p->buffer, d->buffer, (size_t)p->n_buffer * sizeof(float)));
-        HIGAN__CU_TRY(higan_cuda_download(ctx, p->ibuffer, d->ibuffer, (size_t)p->n_ibuffer * sizeof(int64_t)));
-    }
-    return HIGAN_OK;
 }
 HIGAN_DEF float *higan_cuda_params_data(const higan_cuda_params *d, const higan_params *p, int h) {
     higan__cu_params_match(d, p);
@@ -3779,16 +3773,73 @@ struct higan__f_adam {
         w[i] = HIGAN__FSUB(w[i], HIGAN__FMUL(step_size, HIGAN__FDIV(mi, den)));
     }
 };
-HIGAN_DEF higan_status higan_cuda_adam_step(higan_cuda *ctx, higan_adam *opt, higan_cuda_params *d) {
+static higan_status higan__cu_adam(higan_cuda *ctx, float *w, const float *g, float *m, float *v, int64_t n,
+                                   float b1, float b2, float omb1, float omb2, float step_size, float bc2_sqrt,
+                                   float eps) {
     higan__f_adam f;
+    f.w = w; f.m = m; f.v = v; f.g = g;
+    f.b1 = b1; f.b2 = b2; f.eps = eps; f.omb1 = omb1; f.omb2 = omb2;
+    f.step_size = step_size; f.bc2_sqrt = bc2_sqrt;
+    return higan__cu_map(ctx, n, f, "adam step");
+}
+/* the scalars (and the step count) come from higan.h's higan_adam_update, the CPU's code */
+HIGAN_DEF higan_status higan_cuda_adam_step(higan_cuda *ctx, higan_adam *opt, higan_cuda_params *d) {
+    higan_backend be;
+    higan_status saved;
     HIGAN__CU_ASSERT(d->block != NULL);
-    opt->step += 1;   /* scalars in double on the host, rounded once to float, as the CPU */
-    f.w = d->value; f.m = d->adam_m; f.v = d->adam_v; f.g = d->grad;
-    f.b1 = (float)opt->beta1; f.b2 = (float)opt->beta2; f.eps = (float)opt->eps;
-    f.omb1 = (float)(1.0 - opt->beta1); f.omb2 = (float)(1.0 - opt->beta2);
-    f.step_size = (float)(opt->lr / (1.0 - pow(opt->beta1, (double)opt->step)));
-    f.bc2_sqrt = (float)sqrt(1.0 - pow(opt->beta2, (double)opt->step));
-    return higan__cu_map(ctx, d->n_param, f, "adam step");
+    higan__cu_table_begin(&be, ctx, &saved);
+    higan_adam_update(opt, &be, d->value, d->grad, d->adam_m, d->adam_v, d->n_param);
+    return higan__cu_table_end(ctx, saved);
+}
+
+/* ---- trainers' reductions: only scalars come back to the host ---------------------------- */
+struct higan__r_mean {   /* ws[0] (as a double) = mean */
+    double *out; const float *x; int64_t n;
+    HIGAN__CU_HD double term(int64_t, int64_t i) const { return (double)x[i]; }
+    HIGAN__CU_HD void finish(int64_t, double s) const { out[0] = s / (double)(n > 0 ? n : 1); }
+};
+struct higan__r_ssdev {  /* ws[1] = sum of (x - mean)^2, mean from ws[0] */
+    double *out; const float *x;
+    HIGAN__CU_HD double term(int64_t, int64_t i) const { const double d = (double)x[i] - out[0]; return d * d; }
+    HIGAN__CU_HD void finish(int64_t, double s) const { out[1] = s; }
+};
+/* Moments of x into host out[2] (mean, sum of squared deviations), in double, synchronous. */
+HIGAN_DEF higan_status higan_cuda_moments(higan_cuda *ctx, double *out, const float *x, int64_t n) {
+    higan__r_mean rm;
+    higan__r_ssdev rs;
+    double *dev = (double *)(void *)(ctx->ws + HIGAN_CUDA_WS_FLOATS - 8);   /* 2 doubles, 8-aligned */
+    rm.out = dev; rm.x = x; rm.n = n;
+    rs.out = dev; rs.x = x;
+    HIGAN__CU_TRY(higan__cu_rows(ctx, 1, n, rm, "moments mean"));
+    HIGAN__CU_TRY(higan__cu_rows(ctx, 1, n, rs, "moments squares"));
+    return higan_cuda_download(ctx, out, dev, 2 * sizeof(double));
+}
+struct higan__b_nonfinite {   /* one block: the first index of a NaN / Inf (n when none) */
+    double *out; const float *x; int64_t n;
+    HIGAN__CU_HD void operator()(int64_t, double *sh, float *shf, float *) const {
+        int64_t i, first = n;
+        float v;
+        for (i = HIGAN__TID; i < n; i += HIGAN__NTHR) {
+            const float xi = x[i];
+            if (!(xi == xi) || xi > 3.4e38f || xi < -3.4e38f) { first = i; break; }
+        }
+        v = first < n ? 0.0f : 1.0f;
+        v = higan__block_argmin(v, &first, shf, sh);
+        if (HIGAN__TID == 0) out[0] = (double)(v == 0.0f ? first : -1);
+    }
+};
+/* *first (host) = index of the first NaN or Inf of x, -1 when all are finite; synchronous. */
+HIGAN_DEF higan_status higan_cuda_find_nonfinite(higan_cuda *ctx, int64_t *first, const float *x, int64_t n) {
+    higan__b_nonfinite f;
+    double r = -1.0;
+    double *dev = (double *)(void *)(ctx->ws + HIGAN_CUDA_WS_FLOATS - 8);
+    *first = -1;
+    if (n <= 0) return HIGAN_OK;
+    f.out = dev; f.x = x; f.n = n;
+    HIGAN__CU_TRY(higan__cu_blocks(ctx, 1, f, 0, "find nonfinite"));
+    HIGAN__CU_TRY(higan_cuda_download(ctx, &r, dev, sizeof r));
+    *first = (int64_t)r;
+    return HIGAN_OK;
 }
 
 /* ==== BACKEND (implementation) ============================================================== */
@@ -4430,6 +4481,19 @@ static void higan__cub_cx_loss_backward(void *c, float *dfeat_t, float *dfeat_i,
     higan__cub_note(c, higan__cub_top_done(scratch, &view, off, higan_cuda_cx_loss_scratch_bytes(N, C, P, Q), st,
                                            "cx loss backward"));
 }
+/* ---- parameter stores and trainers ---- */
+static void higan__cub_adam_step(void *c, float *w, const float *g, float *m, float *v, int64_t n, float b1,
+                                 float b2, float omb1, float omb2, float step_size, float bc2_sqrt, float eps) {
+    higan__cub_note(c, higan__cu_adam(HIGAN__CUB(c), w, g, m, v, n, b1, b2, omb1, omb2, step_size, bc2_sqrt, eps));
+}
+static void higan__cub_moments(void *c, double *out, const float *x, int64_t n) {
+    higan_status st = higan_cuda_moments(HIGAN__CUB(c), out, x, n);
+    if (st != HIGAN_OK) out[0] = out[1] = NAN;   /* and the error at the next sync */
+    higan__cub_note(c, st);
+}
+static void higan__cub_find_nonfinite(void *c, int64_t *first, const float *x, int64_t n) {
+    higan__cub_note(c, higan_cuda_find_nonfinite(HIGAN__CUB(c), first, x, n));
+}
 HIGAN_DEF void higan_cuda_backend(higan_backend *b, higan_cuda *ctx) {
     memset(b, 0, sizeof *b);
     b->name = "cuda";
@@ -4529,6 +4593,9 @@ HIGAN_DEF void higan_cuda_backend(higan_backend *b, higan_cuda *ctx) {
     b->kl_gaussian_backward = higan__cub_kl_gaussian_backward;
     b->cx_loss_forward = higan__cub_cx_loss_forward;
     b->cx_loss_backward = higan__cub_cx_loss_backward;
+    b->adam_step = higan__cub_adam_step;
+    b->moments = higan__cub_moments;
+    b->find_nonfinite = higan__cub_find_nonfinite;
 }
 
 #endif /* HIGAN_CUDA__IMPLEMENTED */

@@ -63,12 +63,70 @@ static inline int example_write_plot(const char *csv, const char *png, int w, in
     return ok ? 0 : -1;
 }
 
+/* --device cpu|cuda of the training drivers. The CUDA backend exists in builds of the same
+   source by nvcc with HIGAN_WITH_CUDA (make: build/train_*_cuda); a CPU build answers "cuda"
+   with an error. Only the setup differs: the tape runs on the backend with a data arena in
+   device memory, and the driver moves its model there (higan_model_to_backend, or
+   higan_gan_trainer_set_backend); the training calls are the CPU's. */
+typedef struct example_device {
+    int on;                  /* 1: the tape runs on table */
+    higan_backend table;
+    higan_arena data;        /* the tape's values, gradients and scratch (device memory) */
+#ifdef HIGAN_WITH_CUDA
+    higan_cuda cuda;
+#endif
+} example_device;
+/* name NULL or "cpu": nothing to do. "cuda": the device, its table and a data arena of
+   data_bytes (early, so that a CPU build refuses at once). 0, or 2 with a message naming prog. */
+static inline int example_device_open(example_device *d, const char *name, size_t data_bytes, const char *prog) {
+    memset(d, 0, sizeof *d);
+    if (!name || !strcmp(name, "cpu")) return 0;
+    if (strcmp(name, "cuda") != 0) { fprintf(stderr, "%s: --device takes cpu or cuda, not '%s'\n", prog, name); return 2; }
+#ifdef HIGAN_WITH_CUDA
+    {
+        char dev_name[256];
+        if (!higan_cuda_available()) { fprintf(stderr, "%s: --device cuda: no CUDA device found\n", prog); return 2; }
+        if (higan_cuda_init(&d->cuda, 0) != HIGAN_OK) { fprintf(stderr, "%s: --device cuda: %s\n", prog, higan_last_error()); return 2; }
+        higan_cuda_backend(&d->table, &d->cuda);
+        if (higan_backend_arena_init(&d->data, &d->table, data_bytes) != HIGAN_OK) {
+            fprintf(stderr, "%s: --device cuda: %s\n", prog, higan_last_error());
+            higan_cuda_free(&d->cuda);
+            return 2;
+        }
+        d->on = 1;
+        if (higan_cuda_device_name(0, dev_name, sizeof dev_name) == HIGAN_OK) fprintf(stderr, "%s: running on %s\n", prog, dev_name);
+        return 0;
+    }
+#else
+    (void)data_bytes;
+    fprintf(stderr, "%s: --device cuda: this build has no CUDA backend; use build/%s_cuda (the same source "
+                    "built by nvcc with -DHIGAN_WITH_CUDA)\n", prog, prog);
+    return 2;
+#endif
+}
+/* The backend to move the model to (NULL: the CPU). */
+static inline const higan_backend *example_device_backend(const example_device *d) { return d->on ? &d->table : NULL; }
+/* Puts tape t on the device (nothing on the CPU). */
+static inline void example_device_attach(example_device *d, higan_tape *t) {
+    if (d->on) higan_tape_set_backend(t, &d->table, &d->data);
+}
+/* At the end, after the model is freed (its mirrors use the device) and with the tape unused. */
+static inline void example_device_close(example_device *d) {
+    if (!d->on) return;
+    higan_backend_arena_free(&d->data, &d->table);
+#ifdef HIGAN_WITH_CUDA
+    higan_cuda_free(&d->cuda);
+#endif
+    d->on = 0;
+}
+
 /* The pretraining drivers' command line: -c CONFIG [--resume CKPT] [--set key=value ...]
-   [--threads N]. Loads CONFIG into cfg (initialised here) with the --set overrides on top.
-   0, or 2 (usage or config error, message printed naming prog; configs_hint lists examples). */
+   [--threads N] [--device cpu|cuda]. Loads CONFIG into cfg (initialised here) with the --set
+   overrides on top. 0, or 2 (usage or config error, message printed naming prog; configs_hint
+   lists examples). */
 static inline int example_training_args(int argc, char **argv, const char *prog, const char *configs_hint,
                                         higan_config *cfg, const char **config_path, const char **resume,
-                                        int *threads) {
+                                        int *threads, const char **device) {
     higan_config file;
     int i, k;
     higan_config_init(cfg);
@@ -76,10 +134,11 @@ static inline int example_training_args(int argc, char **argv, const char *prog,
         if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) *config_path = argv[++i];
         else if (!strcmp(argv[i], "--resume") && i + 1 < argc) *resume = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) *threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc) *device = argv[++i];
         else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
             if (higan_config_set(cfg, argv[++i]) != HIGAN_OK) { fprintf(stderr, "%s: %s\n", prog, higan_last_error()); return 2; }
         } else {
-            fprintf(stderr, "usage: %s -c CONFIG [--resume CKPT] [--set key=value ...] [--threads N]\n", prog);
+            fprintf(stderr, "usage: %s -c CONFIG [--resume CKPT] [--set key=value ...] [--threads N] [--device cpu|cuda]\n", prog);
             return 2;
         }
     }

@@ -1,8 +1,8 @@
 /* train_gan.c - train HiGAN+ (the GAN) with higan.h, as the official
    GlobalLocalAdversarialModel.train (networks/model.py; configs/gan_iam.yml).
 
-   train_gan -c configs/gan_small.cfg [--resume CKPT] [--set key=value]... [--threads N]
-   train_gan -c configs/gan_iam.cfg --bench N [--bench-chars L]
+   train_gan -c configs/gan_small.cfg [--resume CKPT] [--set key=value]... [--threads N] [--device cpu|cuda]
+   train_gan -c configs/gan_iam.cfg --bench N [--bench-chars L] [--device cpu|cuda]
 
    Every iteration runs a D step (D and PatchD hinge losses on three kinds of fakes against
    real and augmented real words); every 4th a G step (adversarial, CTC through the frozen
@@ -32,6 +32,9 @@
      --set key=value   override a configuration value (repeatable)
      --resume CKPT     continue from a checkpoint of this run (output.dir/last.safetensors)
      --threads N       OpenMP threads (results never depend on it)
+     --device cuda     train on an NVIDIA GPU: this source built by nvcc with HIGAN_WITH_CUDA (make
+                       build/train_gan_cuda); only the setup differs (example_device_* in
+                       example_util.h, higan_gan_trainer_set_backend)
      --bench N         time N iterations (after one warm-up) on random batches of the configured
                        size (training.batch_size words of --bench-chars characters, 8 by
                        default) and report seconds per D step and per G step; nothing is written
@@ -40,6 +43,10 @@
 #define _POSIX_C_SOURCE 200809L     /* mkdir, clock_gettime */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
+#ifdef HIGAN_WITH_CUDA
+#  define HIGAN_CUDA_IMPLEMENTATION
+#  include "higan_cuda.cuh"
+#endif
 
 #include "example_util.h"
 
@@ -178,7 +185,7 @@ static void sampler_free(sampler *sp) {
 static void write_samples(const sampler *sp, higan_gan_trainer *tr, higan_tape *t, const char *path) {
     const int pad = 8, H = HIGAN_IMAGE_HEIGHT;
     int64_t sd = tr->model.cfg.G.style_dim, emb_n = tr->model.cfg.G.n_class * tr->model.cfg.G.embed_dim;
-    float *emb = higan_params_data(&tr->model.store[HIGAN_STORE_GE], tr->model.G.text_embedding);
+    higan_params *ge = &tr->model.store[HIGAN_STORE_GE];
     float *keep = (float *)malloc(sizeof(float) * (size_t)emb_n), *word, *style;
     int col_w[MAX_TEXTS], width = pad, height, r, c, n_rows = sp->n_random + sp->n_data;
     unsigned char *png;
@@ -191,7 +198,7 @@ static void write_samples(const sampler *sp, higan_gan_trainer *tr, higan_tape *
     word = (float *)malloc(sizeof(float) * (size_t)(H * HIGAN_CHAR_WIDTH * HIGAN_MAX_WORD_LEN));
     style = (float *)malloc(sizeof(float) * (size_t)sd);
     if (!keep || !png || !word || !style) { fprintf(stderr, "train_gan: out of memory\n"); exit(1); }
-    memcpy(keep, emb, sizeof(float) * (size_t)emb_n);
+    higan_params_read(ge, tr->model.G.text_embedding, keep);   /* from the device when training there */
     memset(png, 255, (size_t)width * (size_t)height);
     for (r = 0; r < n_rows; ++r) {
         int x0 = pad;
@@ -219,7 +226,7 @@ static void write_samples(const sampler *sp, higan_gan_trainer *tr, higan_tape *
             x0 += col_w[c] + pad;
         }
     }
-    memcpy(emb, keep, sizeof(float) * (size_t)emb_n);
+    higan_params_write(ge, tr->model.G.text_embedding, keep);
     if (!stbi_write_png(path, width, height, 1, png, width)) fprintf(stderr, "train_gan: cannot write %s\n", path);
     free(keep); free(png); free(word); free(style);
 }
@@ -263,7 +270,7 @@ static void bench(higan_gan_trainer *tr, higan_tape *t, const run_config *rc, in
         t2 = higan_time_seconds();
         if (i > 0) { td += t1 - t0; tg += t2 - t1; }
         fprintf(stderr, "  %s: D step %.2f s, G step %.2f s (arena %.0f MB, peak %.0f MB)\n", i ? "iteration" : "warm-up",
-                t1 - t0, t2 - t1, (double)t->arena->capacity / 1048576.0, (double)t->arena->peak / 1048576.0);
+                t1 - t0, t2 - t1, (double)t->data->capacity / 1048576.0, (double)t->data->peak / 1048576.0);
     }
     if (iters > 0)
         printf("bench: D step %.3f s, G step %.3f s; an iteration averages %.3f s (a G step every %d)\n",
@@ -274,7 +281,8 @@ static void bench(higan_gan_trainer *tr, higan_tape *t, const run_config *rc, in
 }
 
 int main(int argc, char **argv) {
-    const char *config_path = NULL, *sets[MAX_SETS], *resume_path = NULL;
+    const char *config_path = NULL, *sets[MAX_SETS], *resume_path = NULL, *device = NULL;
+    example_device dev;
     int n_sets = 0, resume = 0, threads = 0, bench_iters = -1, bench_chars = 8, i, failed = 0;
     higan_config cfg;
     run_config rc;
@@ -305,9 +313,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bench") && i + 1 < argc) bench_iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bench-chars") && i + 1 < argc) bench_chars = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
         else {
-            fprintf(stderr, "usage: train_gan -c CONFIG [--resume CKPT] [--set key=value]... [--threads N]\n"
-                            "       train_gan -c CONFIG --bench N [--bench-chars L]\n");
+            fprintf(stderr, "usage: train_gan -c CONFIG [--resume CKPT] [--set key=value]... [--threads N] [--device cpu|cuda]\n"
+                            "       train_gan -c CONFIG --bench N [--bench-chars L] [--device cpu|cuda]\n");
             return 2;
         }
     }
@@ -318,6 +327,7 @@ int main(int argc, char **argv) {
     for (i = 0; i < n_sets; ++i) if (higan_config_set(&cfg, sets[i]) != HIGAN_OK) die("--set");
     read_config(&cfg, &rc, &mc);
     if (higan_config_finish(&cfg) != HIGAN_OK) die("config");
+    if ((i = example_device_open(&dev, device, (size_t)rc.arena_mb << 20, "train_gan")) != 0) return i;
     higan_config_dump(&cfg, cfg_text, (int)sizeof cfg_text);
     snprintf(ckpt, sizeof ckpt, "%s/last.safetensors", rc.out_dir);
     snprintf(csv_path, sizeof csv_path, "%s/log.csv", rc.out_dir);
@@ -348,6 +358,8 @@ int main(int argc, char **argv) {
     if (higan_gan_trainer_init(&tr, &mc, &rc.gan, &lex, rc.seed) != HIGAN_OK) die("model");
     if (higan_arena_init(&arena, (size_t)rc.arena_mb << 20) != HIGAN_OK || higan_tape_init(&tape, &arena, 1 << 14) != HIGAN_OK)
         die("arena");
+    example_device_attach(&dev, &tape);     /* --device cuda: the tape and the trainer on the device */
+    if (higan_gan_trainer_set_backend(&tr, example_device_backend(&dev)) != HIGAN_OK) die("device");
     fprintf(stderr, "train_gan: G %lld, E %lld, D %lld, P %lld (trained); B %lld, W %lld, R %lld (frozen) parameters\n",
             (long long)higan_model_num_params(&tr.model, HIGAN_NET_GENERATOR),
             (long long)higan_model_num_params(&tr.model, HIGAN_NET_STYLE_ENCODER),
@@ -361,6 +373,7 @@ int main(int argc, char **argv) {
         higan_gan_trainer_free(&tr);
         higan_tape_free(&tape);
         higan_arena_free(&arena);
+        example_device_close(&dev);
         higan_config_free(&cfg);
         return 0;
     }
@@ -475,6 +488,7 @@ int main(int argc, char **argv) {
     higan_dataset_free(&ds);
     higan_tape_free(&tape);
     higan_arena_free(&arena);
+    example_device_close(&dev);
     higan_config_free(&cfg);
     return failed ? 1 : 0;
 }

@@ -1,6 +1,9 @@
 /* train_ocr.c - pretrain HiGAN+'s Recognizer (the OCR network) with CTC (higan.h).
 
-   train_ocr -c CONFIG [--resume CKPT] [--set key=value ...] [--threads N]
+   train_ocr -c CONFIG [--resume CKPT] [--set key=value ...] [--threads N] [--device cpu|cuda]
+
+   --device cuda trains on an NVIDIA GPU: the same source built by nvcc with HIGAN_WITH_CUDA
+   (make build/train_ocr_cuda); only the setup differs (example_device_* in example_util.h).
 
    As the official RecognizeModel.train (configs/ocr_iam.yml): style images (32 px per
    character) through RandomScale, CTC with input lengths width / 16, Adam, the learning rate
@@ -22,6 +25,10 @@
 #define _POSIX_C_SOURCE 200809L          /* mkdir, clock_gettime */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
+#ifdef HIGAN_WITH_CUDA
+#  define HIGAN_CUDA_IMPLEMENTATION
+#  include "higan_cuda.cuh"
+#endif
 
 #include "example_util.h"
 
@@ -86,16 +93,18 @@ int main(int argc, char **argv) {
     higan_csv csv;
     higan_rng rng;
     double best_cer = 1e30, last_cer = NAN, last_wer = NAN;
-    const char *config_path = NULL, *resume = NULL;
+    const char *config_path = NULL, *resume = NULL, *device = NULL;
+    example_device dev;
     const char *csv_names[4] = {"lr", "ctc", "cer", "wer"}, *loss_names[1] = {"ctc"};
     char last_path[1024], best_path[1024], csv_path[1024], png_path[1024], *config_text = NULL;
     int i, threads = 0, stop = 0, code = 0;
     int64_t total_steps, n_batches;
     higan_status rc = HIGAN_OK;
 
-    if ((i = example_training_args(argc, argv, "train_ocr", "configs/ocr_small.cfg, configs/ocr_iam.cfg", &cfg, &config_path, &resume, &threads)) != 0) return i;
+    if ((i = example_training_args(argc, argv, "train_ocr", "configs/ocr_small.cfg, configs/ocr_iam.cfg", &cfg, &config_path, &resume, &threads, &device)) != 0) return i;
     read_config(&cfg, &o, &mc);
     if (higan_config_finish(&cfg) != HIGAN_OK) { fprintf(stderr, "train_ocr: %s\n", higan_last_error()); return 2; }
+    if ((i = example_device_open(&dev, device, o.arena_mb << 20, "train_ocr")) != 0) return i;
     if (!o.train_path || !o.test_path) { fprintf(stderr, "train_ocr: %s: set data.train and data.test\n", config_path); return 2; }
     if (threads > 0) higan_set_num_threads(threads);
     config_text = (char *)malloc((size_t)higan_config_dump(&cfg, NULL, 0) + 1);
@@ -145,6 +154,11 @@ int main(int argc, char **argv) {
             o.batch_size, (long long)test.count, o.epochs, (long long)total_steps, higan_get_num_threads(),
             higan_get_num_threads() > 1 ? "s" : "", higan_cpu_level_name(higan_cpu_level()));
     if (higan_arena_init(&arena, o.arena_mb << 20) != HIGAN_OK || higan_tape_init(&tape, &arena, 4096) != HIGAN_OK) {
+        fprintf(stderr, "train_ocr: %s\n", higan_last_error());
+        return 1;
+    }
+    example_device_attach(&dev, &tape);     /* --device cuda: the tape and the model on the device */
+    if (higan_model_to_backend(&m, example_device_backend(&dev)) != HIGAN_OK) {
         fprintf(stderr, "train_ocr: %s\n", higan_last_error());
         return 1;
     }
@@ -243,6 +257,7 @@ int main(int argc, char **argv) {
     higan_tape_free(&tape);
     higan_arena_free(&arena);
     higan_model_free(&m);
+    example_device_close(&dev);
     higan_dataset_free(&train);
     higan_dataset_free(&test);
     higan_config_free(&cfg);

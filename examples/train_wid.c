@@ -1,6 +1,9 @@
 /* train_wid.c - pretrain HiGAN+'s writer identifier with its style backbone (higan.h).
 
-   train_wid -c CONFIG [--resume CKPT] [--set key=value ...] [--threads N]
+   train_wid -c CONFIG [--resume CKPT] [--set key=value ...] [--threads N] [--device cpu|cuda]
+
+   --device cuda trains on an NVIDIA GPU: the same source built by nvcc with HIGAN_WITH_CUDA
+   (make build/train_wid_cuda); only the setup differs (example_device_* in example_util.h).
 
    As the official WriterIdentifyModel.train (configs/wid_iam.yml): the StyleBackbone starts
    from a trained Recognizer's CNN (training.recognizer: a checkpoint of examples/train_ocr;
@@ -20,6 +23,10 @@
 #define _POSIX_C_SOURCE 200809L          /* mkdir, clock_gettime */
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
+#ifdef HIGAN_WITH_CUDA
+#  define HIGAN_CUDA_IMPLEMENTATION
+#  include "higan_cuda.cuh"
+#endif
 
 #include "example_util.h"
 
@@ -95,14 +102,15 @@ int main(int argc, char **argv) {
     higan_csv csv;
     higan_rng rng;
     double best_acc = -1, last_acc = NAN;
-    const char *config_path = NULL, *resume = NULL;
+    const char *config_path = NULL, *resume = NULL, *device = NULL;
+    example_device dev;
     const char *csv_names[4] = {"lr", "wid", "train_acc", "test_acc"}, *loss_names[2] = {"wid", "acc"};
     char last_path[1024], best_path[1024], csv_path[1024], png_path[1024], when[64], *config_text = NULL;
     int i, threads = 0, stop = 0, code = 0, wid_min = 0, wid_max = 0;
     int64_t total_steps, n_batches;
     higan_status rc = HIGAN_OK;
 
-    if ((i = example_training_args(argc, argv, "train_wid", "configs/wid_small.cfg, configs/wid_iam.cfg", &cfg, &config_path, &resume, &threads)) != 0) return i;
+    if ((i = example_training_args(argc, argv, "train_wid", "configs/wid_small.cfg, configs/wid_iam.cfg", &cfg, &config_path, &resume, &threads, &device)) != 0) return i;
     /* the writer count defaults to the training set's: read the data path first */
     higan_dataset_init(&train);
     higan_dataset_init(&test);
@@ -115,6 +123,7 @@ int main(int argc, char **argv) {
     mc.n_writer = train.count ? wid_max - wid_min + 1 : 372;
     read_config(&cfg, &o, &mc);
     if (higan_config_finish(&cfg) != HIGAN_OK) { fprintf(stderr, "train_wid: %s\n", higan_last_error()); return 2; }
+    if ((i = example_device_open(&dev, device, o.arena_mb << 20, "train_wid")) != 0) return i;
     if (!o.train_path || !o.test_path) { fprintf(stderr, "train_wid: %s: set data.train and data.test\n", config_path); return 2; }
     if (wid_max - wid_min >= mc.n_writer) {
         fprintf(stderr, "train_wid: the training set has writer ids %d..%d, more than model.n_writer = %lld\n", wid_min,
@@ -178,6 +187,11 @@ int main(int argc, char **argv) {
             (long long)train.count, (long long)n_batches, o.batch_size, (long long)test.count, o.epochs,
             (long long)total_steps, higan_get_num_threads(), higan_get_num_threads() > 1 ? "s" : "");
     if (higan_arena_init(&arena, o.arena_mb << 20) != HIGAN_OK || higan_tape_init(&tape, &arena, 4096) != HIGAN_OK) {
+        fprintf(stderr, "train_wid: %s\n", higan_last_error());
+        return 1;
+    }
+    example_device_attach(&dev, &tape);     /* --device cuda: the tape and the model on the device */
+    if (higan_model_to_backend(&m, example_device_backend(&dev)) != HIGAN_OK) {
         fprintf(stderr, "train_wid: %s\n", higan_last_error());
         return 1;
     }
@@ -259,6 +273,7 @@ int main(int argc, char **argv) {
     higan_tape_free(&tape);
     higan_arena_free(&arena);
     higan_model_free(&m);
+    example_device_close(&dev);
     higan_dataset_free(&train);
     higan_dataset_free(&test);
     higan_config_free(&cfg);
