@@ -778,26 +778,76 @@ static inline higan_status higan__cu_launched(const char *what, int line) {
 #include <thread>
 #ifdef HIGAN_CUDA_EMULATE_GUARD
 /* Every emulated allocation is a mapping of its own, recorded here; while the guard is on
-   they are PROT_NONE except inside an emulated call (open .. close, nestable). */
+   they are PROT_NONE except inside an emulated call (open .. close, nestable). Opening is lazy:
+   inside a call, the first touch of a 64 KB chunk faults, a SIGSEGV handler makes that chunk
+   accessible and records it, and close protects the recorded chunks again; so a call costs
+   what it touches, not the size of all device memory. A fault outside a call, or outside every
+   region, goes to the default action: the process dies of SIGSEGV, as a host access to device
+   memory would on a GPU (ThreadSanitizer builds leave the guard off: TSan owns SIGSEGV). */
 #include <sys/mman.h>
+#include <signal.h>
 #define HIGAN__EMU_MAX_REGIONS 1024
+#define HIGAN__EMU_CHUNK ((uintptr_t)65536)
+#define HIGAN__EMU_MAX_OPEN 65536
 static struct { void *p; size_t n; } higan__emu_regions[HIGAN__EMU_MAX_REGIONS];
 static int higan__emu_nregions, higan__emu_guard_on, higan__emu_depth;
+static struct { uintptr_t p; size_t n; } higan__emu_opened[HIGAN__EMU_MAX_OPEN];
+static int higan__emu_nopened;   /* appended atomically by the handler (any emulated thread) */
+static int higan__emu_handler_set;
 static void higan__emu_protect_all(int prot) {
     int i;
     for (i = 0; i < higan__emu_nregions; ++i)
         if (mprotect(higan__emu_regions[i].p, higan__emu_regions[i].n, prot) != 0) abort();
 }
+static void higan__emu_segv(int sig, siginfo_t *si, void *uc) {
+    const uintptr_t a = (uintptr_t)si->si_addr;
+    int i;
+    (void)uc;
+    if (__atomic_load_n(&higan__emu_depth, __ATOMIC_SEQ_CST) > 0)
+        for (i = 0; i < higan__emu_nregions; ++i) {
+            const uintptr_t r = (uintptr_t)higan__emu_regions[i].p, rn = (uintptr_t)higan__emu_regions[i].n;
+            if (a >= r && a < r + rn) {
+                uintptr_t c = r + ((a - r) & ~(HIGAN__EMU_CHUNK - 1));
+                size_t n = (size_t)(c + HIGAN__EMU_CHUNK <= r + rn ? HIGAN__EMU_CHUNK : r + rn - c);
+                const int k = __atomic_fetch_add(&higan__emu_nopened, 1, __ATOMIC_SEQ_CST);
+                if (k >= HIGAN__EMU_MAX_OPEN) { c = r; n = (size_t)rn; }   /* list full: close protects all */
+                if (mprotect((void *)c, n, PROT_READ | PROT_WRITE) != 0) break;
+                if (k < HIGAN__EMU_MAX_OPEN) { higan__emu_opened[k].p = c; higan__emu_opened[k].n = n; }
+                return;   /* the access runs again, now allowed */
+            }
+        }
+    signal(sig, SIG_DFL);   /* a real fault: it happens again and kills the process */
+}
 static void higan__emu_open(void) {
-    if (higan__emu_depth++ == 0 && higan__emu_guard_on) higan__emu_protect_all(PROT_READ | PROT_WRITE);
+    __atomic_add_fetch(&higan__emu_depth, 1, __ATOMIC_SEQ_CST);
 }
 static void higan__emu_close(void) {
-    if (--higan__emu_depth == 0 && higan__emu_guard_on) higan__emu_protect_all(PROT_NONE);
+    if (__atomic_sub_fetch(&higan__emu_depth, 1, __ATOMIC_SEQ_CST) == 0 && higan__emu_guard_on) {
+        int i, n = higan__emu_nopened;
+        if (n > HIGAN__EMU_MAX_OPEN) { higan__emu_protect_all(PROT_NONE); n = 0; }
+        for (i = 0; i < n; ++i)   /* a chunk freed since is gone (munmap): mprotect fails, harmless */
+            (void)mprotect((void *)higan__emu_opened[i].p, higan__emu_opened[i].n, PROT_NONE);
+        higan__emu_nopened = 0;
+    }
 }
 HIGAN_DEF void higan_cuda_emulate_guard(int on) {
+#ifdef __SANITIZE_THREAD__
+    (void)on;   /* ThreadSanitizer handles SIGSEGV itself: no guard */
+#else
     if (higan__emu_guard_on == (on != 0)) return;
+    if (on && !higan__emu_handler_set) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = higan__emu_segv;
+        sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGSEGV, &sa, NULL) != 0) abort();
+        higan__emu_handler_set = 1;
+    }
     higan__emu_guard_on = on != 0;
-    if (higan__emu_depth == 0) higan__emu_protect_all(on ? PROT_NONE : PROT_READ | PROT_WRITE);
+    higan__emu_nopened = 0;
+    higan__emu_protect_all(on ? PROT_NONE : PROT_READ | PROT_WRITE);
+#endif
 }
 static void *higan__emu_malloc(size_t bytes) {
     size_t n = ((bytes ? bytes : 1) + 4095) & ~(size_t)4095;
@@ -805,7 +855,7 @@ static void *higan__emu_malloc(size_t bytes) {
     if (higan__emu_nregions == HIGAN__EMU_MAX_REGIONS) return NULL;
     p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
-    if (higan__emu_guard_on && higan__emu_depth == 0) (void)mprotect(p, n, PROT_NONE);
+    if (higan__emu_guard_on) (void)mprotect(p, n, PROT_NONE);   /* opened on first touch */
     higan__emu_regions[higan__emu_nregions].p = p;
     higan__emu_regions[higan__emu_nregions].n = n;
     ++higan__emu_nregions;
