@@ -104,13 +104,18 @@ $(BUILD)/test_compile_nvcc: tests/compile_cpp.cpp $(HEADERS) | $(BUILD)
 	$(NVCC) -x cu -std=c++17 -O2 -I. -Xcompiler -Wall,-Wextra $< -o $@
 
 # higan_cuda.cuh against the CPU kernels: skips without a GPU (make test-cuda requires one) ...
+# The implementations are compiled once per flavour (tests/cuda_impl.cu) and linked into each.
 CUDA_TEST_DEPS := higan_cuda.cuh tests/cuda_check.h $(HEADERS)
-$(CUDA_TEST_BINS): $(BUILD)/%: tests/%.cu $(CUDA_TEST_DEPS) | $(BUILD)
-	$(NVCC) $(NVCC_FLAGS) $(NVCC_ARCH) $< -o $@ -lcublas
+$(BUILD)/cuda_impl.o: tests/cuda_impl.cu $(CUDA_TEST_DEPS) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) $(NVCC_ARCH) -c $< -o $@
+$(CUDA_TEST_BINS): $(BUILD)/%: tests/%.cu $(BUILD)/cuda_impl.o $(CUDA_TEST_DEPS) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) $(NVCC_ARCH) $< $(BUILD)/cuda_impl.o -o $@ -lcublas
 
 # ... and the same tests through its host emulation (HIGAN_CUDA_EMULATE), run everywhere.
-$(patsubst %,%_emu,$(CUDA_TEST_BINS)): $(BUILD)/%_emu: tests/%.cu $(CUDA_TEST_DEPS) | $(BUILD)
-	$(NVCC) $(NVCC_FLAGS) -arch=sm_80 -DHIGAN_CUDA_EMULATE $< -o $@ -lcublas
+$(BUILD)/cuda_impl_emu.o: tests/cuda_impl.cu $(CUDA_TEST_DEPS) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) -arch=sm_80 -DHIGAN_CUDA_EMULATE -c $< -o $@
+$(patsubst %,%_emu,$(CUDA_TEST_BINS)): $(BUILD)/%_emu: tests/%.cu $(BUILD)/cuda_impl_emu.o $(CUDA_TEST_DEPS) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) -arch=sm_80 -DHIGAN_CUDA_EMULATE $< $(BUILD)/cuda_impl_emu.o -o $@ -lcublas
 
 # The emulated CUDA tests under ThreadSanitizer, elementwise kernels spread over 4 threads and
 # block kernels on two 4-thread teams at once: a data race inside a kernel, or between its
@@ -118,8 +123,11 @@ $(patsubst %,%_emu,$(CUDA_TEST_BINS)): $(BUILD)/%_emu: tests/%.cu $(CUDA_TEST_DE
 tsan-cuda: $(patsubst %,%_tsan,$(CUDA_TEST_BINS))
 	@HIGAN_CUDA_EMULATE_MAP_THREADS=4 OMP_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
 	  sh tests/run_tests.sh $(patsubst %,%_tsan,$(CUDA_TEST_BINS))
-$(patsubst %,%_tsan,$(CUDA_TEST_BINS)): $(BUILD)/%_tsan: tests/%.cu $(CUDA_TEST_DEPS) | $(BUILD)
-	$(NVCC) -std=c++17 -O1 -g -I. -Xcompiler -fsanitize=thread -arch=sm_80 -DHIGAN_CUDA_EMULATE $< -o $@ -lcublas -ltsan
+TSAN_FLAGS := -std=c++17 -O1 -g -I. -Xcompiler -fsanitize=thread -arch=sm_80 -DHIGAN_CUDA_EMULATE
+$(BUILD)/cuda_impl_tsan.o: tests/cuda_impl.cu $(CUDA_TEST_DEPS) | $(BUILD)
+	$(NVCC) $(TSAN_FLAGS) -c $< -o $@
+$(patsubst %,%_tsan,$(CUDA_TEST_BINS)): $(BUILD)/%_tsan: tests/%.cu $(BUILD)/cuda_impl_tsan.o $(CUDA_TEST_DEPS) | $(BUILD)
+	$(NVCC) $(TSAN_FLAGS) $< $(BUILD)/cuda_impl_tsan.o -o $@ -lcublas -ltsan
 
 test-cuda: $(CUDA_TEST_BINS)
 	@HIGAN_REQUIRE_CUDA=1 sh tests/run_tests.sh $(CUDA_TEST_BINS)

@@ -189,6 +189,10 @@ HIGAN_DEF higan_precision higan_get_precision(void);
 HIGAN_DEF float higan_bf16_round(float x);     /* x rounded to bf16 (as an fp32 value) */
 
 /* ==== ARENA: per-step memory for activations and backward caches ======== */
+/* entries of an arena's table of recycled blocks (higan_arena_init allocates it) */
+#ifndef HIGAN_ARENA_MAX_RECYCLED
+#  define HIGAN_ARENA_MAX_RECYCLED 4096
+#endif
 typedef struct higan_arena_block { size_t offset, size; } higan_arena_block;   /* bytes from the arena's start */
 typedef struct higan_arena {
     unsigned char *base;
@@ -818,6 +822,8 @@ HIGAN_DEF void higan_masked_mean_width_backward(float *dx, const float *dy, cons
                                                 int64_t N, int64_t C, int64_t H, int64_t W, float eps);
 HIGAN_DEF higan_var *higan_masked_sum_width(higan_tape *t, higan_var *x, const int *lens);
 HIGAN_DEF higan_var *higan_masked_mean_width(higan_tape *t, higan_var *x, const int *lens, float eps);
+/* y [N, C] = x [N, C] / den[n], true division (the Discriminator's h / y_lens); den: host ints */
+HIGAN_DEF higan_var *higan_div_rows(higan_tape *t, higan_var *x, const int *den);
 
 /* -- dropout. Train: mask[i] = 1/(1-p) with probability 1-p, else 0; y = x * mask. One
       higan_rng_u64 draw per call keys the mask: element i keeps its value when u_i >= p, u_i
@@ -3019,9 +3025,6 @@ static HIGAN__TLS int higan__worker;
 #define HIGAN__ALIGN 64
 static size_t higan__round_up(size_t n) { return (n + (HIGAN__ALIGN - 1)) & ~(size_t)(HIGAN__ALIGN - 1); }
 
-#ifndef HIGAN_ARENA_MAX_RECYCLED
-#  define HIGAN_ARENA_MAX_RECYCLED 4096
-#endif
 /* The table of recycled blocks (host memory, for host and device arenas alike). */
 static higan_status higan__arena_table(higan_arena *a) {
     a->recycled = (higan_arena_block *)HIGAN_MALLOC(sizeof(higan_arena_block) * HIGAN_ARENA_MAX_RECYCLED);
@@ -13037,7 +13040,7 @@ static void higan__bg_div_rows_backward_op(higan_tape *t, void *p) {
     float *dx = higan_var_grad(t, c->x);
     if (dx) t->be->div_rows_backward(t->be->ctx, dx, c->y->grad, c->lens, c->x->shape[0], c->x->shape[1]);
 }
-static higan_var *higan__bg_div_rows(higan_tape *t, higan_var *x, const int *den) {
+HIGAN_DEF higan_var *higan_div_rows(higan_tape *t, higan_var *x, const int *den) {
     higan_var *y;
     higan__bg_lens_ctx *c;
     const int *dd;
@@ -13642,7 +13645,7 @@ HIGAN_DEF higan_var *higan_discriminator_forward(higan_tape *t, const higan_disc
         cols[i] = (int)(c < 0 ? 0 : c);
     }
     h = higan_masked_sum_width(t, h, cols);
-    if (x_lens && y_lens) h = higan__bg_div_rows(t, h, y_lens);   /* per character */
+    if (x_lens && y_lens) h = higan_div_rows(t, h, y_lens);   /* per character */
     return higan_sn_linear_forward(t, &d->linear, h, train);
 }
 

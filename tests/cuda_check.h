@@ -1,5 +1,5 @@
-// cuda_check.h - what every tests/test_cuda*.cu binary shares: higan.h and higan_cuda.cuh with
-// their implementations (one translation unit per test binary), check.h, a CUDA context G, a
+// cuda_check.h - what every tests/test_cuda*.cu binary shares: higan.h and higan_cuda.cuh
+// (their implementations: tests/cuda_impl.cu, linked in), check.h, a CUDA context G, a
 // device arena DA and a host arena HA for the current test (fresh() empties both), an RNG R,
 // helpers that move data between them, comparisons, and cuda_test_begin / cuda_test_end for
 // main(): without a CUDA device a binary prints "SKIP <name>: no CUDA device" and
@@ -8,15 +8,12 @@
 // higan_cuda.cuh's emulation, with device memory guarded (HIGAN_CUDA_EMULATE_GUARD).
 #ifndef HIGAN_TEST_CUDA_CHECK_H
 #define HIGAN_TEST_CUDA_CHECK_H
-#define HIGAN_IMPLEMENTATION
+// The implementations are not here: tests/cuda_impl.cu compiles them once (per build flavour)
+// into an object that every CUDA test binary links.
 #include "higan.h"
-// small im2col blocks, so that the conv tests run in several groups of samples
-#define HIGAN_CUDA_CONV_SCRATCH_FLOATS 1500
-// emulation: device memory can be made inaccessible to host code (test_backend_generate)
-#ifdef HIGAN_CUDA_EMULATE
+#ifdef HIGAN_CUDA_EMULATE   // as in cuda_impl.cu: declares higan_cuda_emulate_guard
 #  define HIGAN_CUDA_EMULATE_GUARD
 #endif
-#define HIGAN_CUDA_IMPLEMENTATION
 #include "higan_cuda.cuh"
 #include "check.h"
 #ifdef HIGAN_CUDA_EMULATE

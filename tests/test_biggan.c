@@ -441,7 +441,7 @@ static higan_var *build_mask(higan_tape *t, higan_var **in, void *ctx) {
     return higan__bg_mask_width(t, in[0], (const int *)ctx, -1.0f);
 }
 static higan_var *build_div(higan_tape *t, higan_var **in, void *ctx) {
-    return higan__bg_div_rows(t, in[0], (const int *)ctx);
+    return higan_div_rows(t, in[0], (const int *)ctx);
 }
 static void test_helpers(void) {
     int cols[2] = {3, 9}, den[3] = {3, 1, 2};

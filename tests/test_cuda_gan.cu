@@ -112,7 +112,7 @@ static higan_var *b_masked_mean(higan_tape *t, higan_var **in, void *c) {
     return higan_masked_mean_width(t, in[0], ((op_ctx *)c)->lens, ((op_ctx *)c)->eps);
 }
 static higan_var *b_div_rows(higan_tape *t, higan_var **in, void *c) {   // the Discriminator's private op
-    return higan__bg_div_rows(t, in[0], ((op_ctx *)c)->lens);
+    return higan_div_rows(t, in[0], ((op_ctx *)c)->lens);
 }
 static higan_var *b_patches(higan_tape *t, higan_var **in, void *c) {
     const op_ctx *o = (const op_ctx *)c;
