@@ -78,7 +78,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench_%,$(BENCH_SRCS))
 ifeq ($(HAVE_NVCC),1)
   CUDA_BENCH_BINS := $(BUILD)/bench_higan_bench_cuda
 endif
-HEADERS := higan.h tests/check.h $(wildcard data_tools/*.h) $(wildcard examples/*.h) $(FLAGS_STAMP)
+HEADERS := higan.h tests/check.h tests/gan_fixture.h $(wildcard data_tools/*.h) $(wildcard examples/*.h) $(FLAGS_STAMP)
 TOOL_SRCS := $(wildcard data_tools/*.c)
 TOOL_BINS := $(patsubst data_tools/%.c,$(BUILD)/%,$(TOOL_SRCS))
 

@@ -51,9 +51,14 @@
    pushing a shared machine into the OOM killer.
    --no-fork runs everything in this process (peak memory is then the running maximum).
 
-   More generator workloads (not in "all", so run.sh's table with PyTorch is unchanged):
+   More workloads (not in "all", so run.sh's table with PyTorch is unchanged), on the CPU or
+   with --device cuda on the GPU:
      gen1       generator inference of 1 word (10 characters), words/s
      gen256     generator inference of 256 words (the 8 fake lengths 32 times) in one batch
+     gan8       one full GAN iteration at batch 8 (the 8 words, whatever --gan-batch says): the
+                D step then the G step (higan_gan_iteration when G is due); the D and G parts
+                are printed too, with the amortised iteration D + G / 4 as "iteration" has it
+     gan32      the same at batch 32 (the 8 words 4 times)
    The GPU (build/bench_higan_bench_cuda: this file built by nvcc with -DHIGAN_WITH_CUDA and
    higan_cuda.cuh; _emu: through its host emulation, to try the path without a GPU):
      --device cuda   the workloads run on a device tape (higan_cuda_backend; the Generator's
@@ -62,12 +67,11 @@
                      timed run ends with higan_tape_sync (cudaStreamSynchronize), so the wall
                      time covers the queued GPU work; warm-up runs come first (cuBLAS and
                      kernel set-up, arena sizing). GEMM work is not counted on the device
-                     (GFLOP 0): compare words/s, and the CPU rows of the same workloads
-                     (--device cpu --workload gen1,gen256).
+                     (GFLOP 0): compare times and words/s with the CPU rows of the same
+                     workloads (--device cpu --workload gen1,gen256,gan8,gan32).
      --precision fp32|tf32|bf16   on the device: higan_cuda_set_precision (tf32: device only)
-     gan8, gan32     the GAN iteration (d_step + g_step / 4) at batch 8 and 32 on the device:
-                     needs higan_gan_trainer on a device backend (another part of issue 6);
-                     until this tree has it they report "needs the trainer backend".
+     gan8, gan32     the GAN iteration on the device: the trainer's stores moved there
+                     (higan_gan_trainer_set_backend), a device tape whose arenas the steps grow.
    The peak loops (x86 intrinsics) are left out of the CUDA build; CUDA is first touched in
    each workload's child (a forked process must not inherit a CUDA context). */
 #ifndef _GNU_SOURCE                 /* (g++, under nvcc too, defines it) */
@@ -119,6 +123,7 @@ static const char *const WL_NAMES[W_COUNT] = {"d_step", "g_step", "iteration", "
 #define WL_ALL_CUDA ((1u << W_GEN1) | (1u << W_GEN256) | (1u << W_GAN8) | (1u << W_GAN32))
 #define WL_DEVICE_OK ((1u << W_GEN8) | (1u << W_GEN64) | WL_ALL_CUDA)   /* what --device cuda runs */
 static int gen_words(int w) { return w == W_GEN1 ? 1 : w == W_GEN8 ? B_WORDS : w == W_GEN64 ? 64 : w == W_GEN256 ? N_BIG : 0; }
+static int gan_words(int w) { return w == W_GAN8 ? B_WORDS : w == W_GAN32 ? MAX_GAN : 0; }
 
 /* ---- options and results ------------------------------------------------------------------- */
 typedef struct {
@@ -133,6 +138,7 @@ typedef struct {
 typedef struct {
     int ok, n, nonfinite;
     double t[MAX_REPEATS];
+    double t_d[MAX_REPEATS];        /* gan8, gan32: the D step's part of each run (the rest: G) */
     double cpu[MAX_REPEATS];        /* process CPU seconds of each run (all threads) */
     double flops;                   /* GEMM flops of one run (the last) */
     double arena_mb;                /* the tape arena's high-water mark */
@@ -466,6 +472,7 @@ typedef struct {
     higan_arena arena;
     higan_tape tape;
     int nonfinite;
+    double d_s;                     /* gan8, gan32: the last run's D step, seconds */
 #ifdef HIGAN_WITH_CUDA
     /* --device cuda: the context, its table, the Generator's device mirror, the tape's host
        arena (variables, contexts) and device arena (every float buffer) */
@@ -493,6 +500,23 @@ static int gen_setup(bench_ctx *c) {
     return 1;
 }
 
+/* The GAN trainer (IAM shapes: the model.* keys of --gan-config) on n words of the fixed batch,
+   with the draws injected (every run does the same work). B and R without dropout, as
+   train_gan runs them. */
+static int gan_setup(bench_ctx *c, int n) {
+    higan_model_config mc = c->gan_mc;
+    higan_gan_options go = higan_gan_default_options();
+    mc.B.dropout = 0.0f;
+    mc.R.cnn.dropout = 0.0f;
+    go.arena_max = c->o->arena_max_mb << 20;
+    if (higan_gan_trainer_init(&c->tr, &mc, &go, NULL, 123456) != HIGAN_OK) return 0;
+    higan_gan_set_epoch(&c->tr, 0);
+    if (!make_data(&c->data, mc.G.style_dim, n)) return 0;
+    c->tr.inject_d = &c->data.dd;
+    c->tr.inject_g = &c->data.dg;
+    return 1;
+}
+
 /* --device cuda: a device tape for workload w (its own CUDA context: this runs in the
    workload's child). */
 static int setup_device(bench_ctx *c, int w, char *msg, char *device) {
@@ -511,22 +535,16 @@ static int setup_device(bench_ctx *c, int w, char *msg, char *device) {
         goto fail;
     higan_cuda_backend(&c->be, &c->cuda);
     if (w == W_GAN8 || w == W_GAN32) {
-#ifdef HIGAN_GAN_TRAINER_DEVICE
-        /* Wire here once higan_gan_trainer runs on a device backend (another part of issue 6):
-           the trainer as in setup() with c->o->gan_batch replaced by 8 / 32 words
-           (make_data(&c->data, mc.G.style_dim, w == W_GAN8 ? 8 : MAX_GAN)), its stores
-           mirrored on the device, the tape below on &c->be; run_once then times
-           num_critic_train iterations (4 D steps + 1 G step) per run. */
-#endif
-        snprintf(msg, 256, "needs the trainer backend (higan_gan_trainer on a device backend: not in this "
-                           "build yet)");
-        return 0;
+        /* the trainer as on the CPU, its stores moved to the device (higan_gan_trainer_set_backend:
+           weights, Adam moments, buffers, snapshot room); the steps grow both arenas themselves */
+        if (!gan_setup(c, gan_words(w)) || higan_gan_trainer_set_backend(&c->tr, &c->be) != HIGAN_OK) goto fail;
+    } else {
+        if (!gen_setup(c) || !make_data(&c->data, c->gan_mc.G.style_dim, B_WORDS)) goto fail;
+        if (higan_cuda_params_init(&c->cuda, &c->dp, &c->gp) != HIGAN_OK ||
+            higan_cuda_params_upload(&c->cuda, &c->dp, &c->gp, HIGAN_CUDA_ALL) != HIGAN_OK)
+            goto fail;
+        higan_cuda_params_attach(&c->dp, &c->gp);
     }
-    if (!gen_setup(c) || !make_data(&c->data, c->gan_mc.G.style_dim, B_WORDS)) goto fail;
-    if (higan_cuda_params_init(&c->cuda, &c->dp, &c->gp) != HIGAN_OK ||
-        higan_cuda_params_upload(&c->cuda, &c->dp, &c->gp, HIGAN_CUDA_ALL) != HIGAN_OK)
-        goto fail;
-    higan_cuda_params_attach(&c->dp, &c->gp);
     if (c->o->arena_max_mb && dev_mb > c->o->arena_max_mb) dev_mb = c->o->arena_max_mb;
     if (higan_arena_init(&c->host, (size_t)64 << 20) != HIGAN_OK ||
         higan_backend_arena_init(&c->dev, &c->be, dev_mb << 20) != HIGAN_OK ||
@@ -548,16 +566,11 @@ fail:
 static int setup(bench_ctx *c, int w, char *msg) {
     int64_t sd;
     if (w == W_D || w == W_G) {
-        higan_model_config mc = c->gan_mc;
-        higan_gan_options go = higan_gan_default_options();
-        mc.B.dropout = 0.0f;                 /* the GAN runs B and R without dropout (train_gan) */
-        mc.R.cnn.dropout = 0.0f;
-        go.arena_max = c->o->arena_max_mb << 20;
-        if (higan_gan_trainer_init(&c->tr, &mc, &go, NULL, 123456) != HIGAN_OK) goto fail;
-        higan_gan_set_epoch(&c->tr, 0);
-        if (!make_data(&c->data, mc.G.style_dim, c->o->gan_batch) || !tape_setup(c, 2048)) goto fail;
-        c->tr.inject_d = &c->data.dd;
-        c->tr.inject_g = &c->data.dg;
+        if (!gan_setup(c, c->o->gan_batch) || !tape_setup(c, 2048)) goto fail;
+        return 1;
+    }
+    if (w == W_GAN8 || w == W_GAN32) {   /* the same iteration as on the device, on the CPU */
+        if (!gan_setup(c, gan_words(w)) || !tape_setup(c, w == W_GAN8 ? 2048 : 8192)) goto fail;
         return 1;
     }
     if (gen_words(w)) {
@@ -565,11 +578,6 @@ static int setup(bench_ctx *c, int w, char *msg) {
         sd = c->gan_mc.G.style_dim;
         if (!make_data(&c->data, sd, B_WORDS) || !tape_setup(c, gen_words(w) <= B_WORDS ? 256 : 2048)) goto fail;
         return 1;
-    }
-    if (w == W_GAN8 || w == W_GAN32) {
-        snprintf(msg, 256, "%s runs on the device only (--device cuda); the CPU's rows are d_step, g_step, "
-                           "iteration", WL_NAMES[w]);
-        return 0;
     }
     if (w == W_OCR_TRAIN || w == W_OCR_FWD) {
         higan_model_config mc = c->ocr_mc;
@@ -687,11 +695,36 @@ static int ocr_forward(bench_ctx *c, char *msg) {
     return 0;
 }
 
+/* gan8, gan32: one full GAN iteration, the D step then the G step on the same batch (what
+   higan_gan_iteration does when the G step is due). On a device each step ends with a sync
+   (higan__gan_step), and the run with one more, so both times cover the queued GPU work. A
+   non-finite loss still did the step's work (Adam skipped): counted, not an error. */
+static int gan_iteration(bench_ctx *c, int w, char *msg) {
+    higan_status st;
+    double t0 = now();
+    st = higan_gan_d_step(&c->tr, &c->tape, &c->data.batch, NULL);
+    c->d_s = now() - t0;
+    if (st == HIGAN_GAN_NONFINITE) ++c->nonfinite;
+    else if (st != HIGAN_OK) goto fail;
+    st = higan_gan_g_step(&c->tr, &c->tape, &c->data.batch, NULL);
+    if (st == HIGAN_GAN_NONFINITE) ++c->nonfinite;
+    else if (st != HIGAN_OK) goto fail;
+#ifdef HIGAN_WITH_CUDA
+    if (c->o->cuda && (st = higan_tape_sync(&c->tape)) != HIGAN_OK) goto fail;
+#endif
+    ++c->tr.iter;
+    return 1;
+fail:
+    snprintf(msg, 256, "%s: %.200s", WL_NAMES[w], higan_last_error());
+    return 0;
+}
+
 /* one run of workload w */
 static int run_once(bench_ctx *c, int w, char *msg) {
     higan_status st = HIGAN_OK;
     float loss;
     switch (w) {
+    case W_GAN8: case W_GAN32: return gan_iteration(c, w, msg);
     case W_D: st = higan_gan_d_step(&c->tr, &c->tape, &c->data.batch, NULL); break;
     case W_G: st = higan_gan_g_step(&c->tr, &c->tape, &c->data.batch, NULL); break;
     case W_GEN1: case W_GEN8: case W_GEN64: case W_GEN256: return gen_forward(c, gen_words(w), msg);
@@ -717,6 +750,7 @@ static void teardown(bench_ctx *c) {
             higan_cuda_params_attach(NULL, &c->gp);
             higan_cuda_params_free(&c->dp);
         }
+        higan_gan_trainer_free(&c->tr);   /* its mirrors use the context */
         higan_cuda_free(&c->cuda);
         c->cuda_on = 0;
     }
@@ -758,6 +792,7 @@ static void run_workload(const bench_opts *o, const higan_model_config *gan_mc, 
         t1 = now();
         if (!run_once(c, w, r->msg)) { teardown(c); free(c); return; }
         r->t[i] = now() - t1;
+        r->t_d[i] = c->d_s;
         r->cpu[i] = process_cpu() - c1;
         r->flops = (double)higan_gemm_flops();
     }
@@ -847,7 +882,7 @@ static void child_peak(void *arg, void *out) {
 }
 
 /* ---- output -------------------------------------------------------------------------------------- */
-typedef struct { int have; double med, mn, mx, cpu, flops, peak_mb, arena_mb, setup_s; int nonfinite; } row;
+typedef struct { int have; double med, mn, mx, cpu, flops, peak_mb, arena_mb, setup_s, d_med, g_med; int nonfinite; } row;
 
 /* cpu: median CPU seconds of a run over threads * median wall seconds: how much of its
    threads' time the workload got (and used) */
@@ -875,11 +910,15 @@ static void json_row(FILE *f, const char *name, const row *r, const wl_result *r
     }
     fprintf(f, "%s\n    \"%s\": {\"median_s\": %.6g, \"min_s\": %.6g, \"max_s\": %.6g, \"cpu_s\": %.6g, "
                "\"flops\": %.6g, \"gflops_s\": %.6g, \"pct_peak\": %.4g, \"pct_peak_cpu\": %.4g, \"peak_mb\": %.6g, "
-               "\"arena_mb\": %.6g, \"setup_s\": %.4g, \"nonfinite\": %d, \"times_s\": [",
+               "\"arena_mb\": %.6g, \"setup_s\": %.4g, \"nonfinite\": %d, ",
             *first ? "" : ",", name, r->med, r->mn, r->mx, r->cpu, r->flops, r->flops / r->med * 1e-9,
             peak > 0 ? 100.0 * r->flops / r->med * 1e-9 / peak : 0.0,
             peak1 > 0 && r->cpu > 0 ? 100.0 * r->flops / r->cpu * 1e-9 / peak1 : 0.0, r->peak_mb, r->arena_mb,
             r->setup_s, r->nonfinite);
+    if (r->d_med > 0)       /* gan8, gan32: the two steps, and the iteration amortised as "iteration" */
+        fprintf(f, "\"d_step_median_s\": %.6g, \"g_step_median_s\": %.6g, \"amortised_s\": %.6g, ", r->d_med,
+                r->g_med, r->d_med + r->g_med / (double)higan_gan_default_options().num_critic_train);
+    fprintf(f, "\"times_s\": [");
     for (i = 0; res && i < res->n; ++i) fprintf(f, "%s%.6g", i ? ", " : "", res->t[i]);
     fprintf(f, "]}");
     *first = 0;
@@ -903,7 +942,7 @@ static void usage(void) {
             "                   [--json FILE] [--gan-config FILE] [--ocr-config FILE] [--gan-batch N]\n"
             "                   [--max-arena-mb N] [--no-fork] [--device cpu|cuda]\n"
             "workloads: d_step g_step iteration gen8 gen64 ocr_train ocr_fwd all (default all; comma lists work),\n"
-            "           gen1 gen256 (CPU or device), gan8 gan32 (device); with --device cuda, all = gen1 gen256 gan8 gan32\n"
+            "           gen1 gen256 gan8 gan32 (CPU or device); with --device cuda, all = gen1 gen256 gan8 gan32\n"
             "           (tf32 and --device cuda: build/bench_higan_bench_cuda)\n");
 }
 
@@ -1064,6 +1103,12 @@ int main(int argc, char **argv) {
         rows[w].arena_mb = res[w].arena_mb;
         rows[w].setup_s = res[w].setup_s;
         rows[w].nonfinite = res[w].nonfinite;
+        if (gan_words(w)) {     /* the D and G parts of the runs */
+            double g[MAX_REPEATS], lo, hi;
+            for (i = 0; i < res[w].n; ++i) g[i] = res[w].t[i] - res[w].t_d[i];
+            stats(res[w].t_d, res[w].n, &rows[w].d_med, &lo, &hi);
+            stats(g, res[w].n, &rows[w].g_med, &lo, &hi);
+        }
         if (res[w].device[0]) printf("%s: on %s\n", WL_NAMES[w], res[w].device);
         if (res[w].nonfinite)
             fprintf(stderr, "higan_bench: %s: %d runs had a non-finite loss (work done, Adam skipped)\n",
@@ -1104,6 +1149,15 @@ int main(int argc, char **argv) {
                 any = 1;
             }
         if (any) printf(" [%s]\n", o.cuda ? "device" : "CPU");
+        for (k = 0; k < 2; ++k) {   /* the GAN iterations: the two steps, and amortised as "iteration" */
+            w = k ? W_GAN32 : W_GAN8;
+            if (rows[w].have)
+                printf("%s [%s]: D step %.4f s + G step %.4f s (medians); amortised D + G / %d: %.4f s; "
+                       "%.2f words/s through the full iteration\n", WL_NAMES[w], o.cuda ? "device" : "CPU",
+                       rows[w].d_med, rows[w].g_med, higan_gan_default_options().num_critic_train,
+                       rows[w].d_med + rows[w].g_med / (double)higan_gan_default_options().num_critic_train,
+                       gan_words(w) / rows[w].med);
+        }
     }
 
     if (o.json) {

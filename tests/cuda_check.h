@@ -108,6 +108,68 @@ static double rel_err(const float *a, const float *b, int64_t n) {
     return scale > 0.0 ? worst / scale : worst;
 }
 
+// on = 1: device memory inaccessible to host code while device-side code runs (emulation with
+// HIGAN_CUDA_EMULATE_GUARD; on a GPU it always is, and this does nothing)
+static void guard(int on) {
+#ifdef HIGAN_CUDA_EMULATE
+    higan_cuda_emulate_guard(on);
+#else
+    (void)on;
+#endif
+}
+
+// A device tape t on be: a host arena of host_bytes (variables, contexts) and a device data
+// arena of data_bytes (every float buffer); 0 (a failed check) when an arena cannot be made.
+static int dev_tape_open(higan_tape *t, higan_arena *host, higan_arena *data, const higan_backend *be,
+                         size_t host_bytes, size_t data_bytes, int entries) {
+    if (!ok(higan_arena_init(host, host_bytes), "device tape: host arena")) return 0;
+    if (!ok(higan_backend_arena_init(data, be, data_bytes), "device tape: data arena")) return 0;
+    higan_tape_init(t, host, entries);
+    higan_tape_set_backend(t, be, data);
+    return 1;
+}
+static void dev_tape_close(higan_tape *t, higan_arena *host, higan_arena *data, const higan_backend *be) {
+    higan_tape_free(t);
+    higan_backend_arena_free(data, be);
+    higan_arena_free(host);
+}
+
+// The shipped small Generator (examples/models/) into m, zeroed first; 0 (a failed check) when
+// the file cannot be read.
+#define GEN_MODEL "examples/models/higan_small.safetensors"
+static int load_generator(higan_model *m) {
+    memset(m, 0, sizeof *m);
+    if (higan_model_load(m, GEN_MODEL, HIGAN_NET_BIT(HIGAN_NET_GENERATOR), NULL) != HIGAN_OK) {
+        CHECK(0, "load %s: %s", GEN_MODEL, higan_last_error());
+        return 0;
+    }
+    return 1;
+}
+// The Generator's training batch of the device tests: 2 words of 2 and 3 characters.
+#define GEN_B 2
+#define GEN_L 3
+static const int GEN_LABELS[GEN_B * GEN_L] = {5, 17, 0, 30, 41, 12}, GEN_LENS[GEN_B] = {2, 3};
+// One training-mode forward and backward of the Generator (batch statistics and running-stat
+// updates, u0 / sv0 updates, the embedding and every other op's backward) on a tape, on the
+// batch above: loss = mean(G(z) * Rw), gradients of z (*zv) and of every parameter; release:
+// higan_tape_backward_release (the arena recycles as the backward goes).
+static higan_var *gen_train_step(higan_model *m, higan_tape *t, const float *z, const float *Rw, int release,
+                                 higan_var **zv) {
+    int64_t zs[2];
+    higan_var *out, *rv, *loss;
+    higan_tape_reset(t);
+    zs[0] = GEN_B; zs[1] = m->cfg.G.style_dim;
+    if (!(*zv = higan_var_upload(t, z, 2, zs))) return NULL;
+    (*zv)->requires_grad = 1;
+    if (!(out = higan_generator_forward(t, &m->G, *zv, GEN_LABELS, GEN_LENS, GEN_L, 1))) return NULL;
+    if (!(rv = higan_var_upload(t, Rw, out->ndim, out->shape))) return NULL;
+    loss = higan_mean_all(t, higan_mul(t, out, rv));
+    if (!loss) return NULL;
+    if ((release ? higan_tape_backward_release(t, loss, NULL) : higan_tape_backward(t, loss, NULL)) != HIGAN_OK)
+        return NULL;
+    return loss;
+}
+
 // main(): `if (!cuda_test_begin("test_x")) return cuda_test_skip();` ... tests ...
 // `return cuda_test_end();`
 static int cuda_test_skipped;

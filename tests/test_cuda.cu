@@ -1084,7 +1084,6 @@ static void test_arena_errors(void) {
 // memory is PROT_NONE outside the emulated CUDA calls (HIGAN_CUDA_EMULATE_GUARD) during this
 // test: a host access to device memory anywhere on the generation path crashes it, as it
 // would fault on a GPU.
-static const char *GEN_MODEL = "examples/models/higan_small.safetensors";
 static void gen_compare(const char *what, float *const *a, float *const *b, const int64_t *n, int64_t k,
                         float atol, float rtol) {
     int64_t i, j;
@@ -1098,26 +1097,9 @@ static void gen_compare(const char *what, float *const *a, float *const *b, cons
     }
     printf("  %s: largest |cpu - cuda| %.3g over %lld words\n", what, worst, (long long)k);
 }
-// One training-mode forward and backward of the Generator (batch statistics and running-stat
-// updates, u0 / sv0 updates, the embedding and every other op's backward) on a tape: loss =
-// mean(G(z) * R), gradients of z and of every parameter.
-static higan_var *gen_train(higan_model *m, higan_tape *t, const float *z, const float *Rw, const int *labels,
-                            const int *lens, int64_t B, int64_t L, higan_var **zv) {
-    int64_t zs[2];
-    higan_var *out, *rv, *loss;
-    higan_tape_reset(t);
-    zs[0] = B; zs[1] = m->cfg.G.style_dim;
-    if (!(*zv = higan_var_upload(t, z, 2, zs))) return NULL;
-    (*zv)->requires_grad = 1;
-    if (!(out = higan_generator_forward(t, &m->G, *zv, labels, lens, L, 1))) return NULL;
-    if (!(rv = higan_var_upload(t, Rw, out->ndim, out->shape))) return NULL;
-    loss = higan_mean_all(t, higan_mul(t, out, rv));
-    if (!loss || higan_tape_backward(t, loss, NULL) != HIGAN_OK) return NULL;
-    return loss;
-}
+// One training-mode step of the Generator on both tapes (gen_train_step of cuda_check.h).
 static void backend_train_step(higan_model *m, higan_cuda_params *dp, higan_tape *tc, higan_tape *td) {
-    const int64_t B = 2, L = 3, zd = m->cfg.G.style_dim, np = m->G.p->n_param, nb = m->G.p->n_buffer;
-    const int labels[6] = {5, 17, 0, 30, 41, 12}, lens[2] = {2, 3};
+    const int64_t B = GEN_B, L = GEN_L, zd = m->cfg.G.style_dim, np = m->G.p->n_param, nb = m->G.p->n_buffer;
     const int64_t nout = B * m->cfg.G.input_nc * 64 * 32 * L;
     float *z = hrand(B * zd, -1.0f, 1.0f), *Rw = hrand(nout, -1.0f, 1.0f);
     float *gz_c = hnew(B * zd), *gz_d = hnew(B * zd), *g_d = hnew(np), *b_d = hnew(nb), lc = 0.0f, ld = 0.0f;
@@ -1127,8 +1109,8 @@ static void backend_train_step(higan_model *m, higan_cuda_params *dp, higan_tape
     ok(higan_cuda_params_upload(&G, dp, m->G.p, HIGAN_CUDA_ALL), "re-upload the Generator");
     higan_params_zero_grad(m->G.p);
     ok(higan_cuda_params_zero_grad(&G, dp), "device zero_grad");
-    loss_c = gen_train(m, tc, z, Rw, labels, lens, B, L, &zc);
-    loss_d = gen_train(m, td, z, Rw, labels, lens, B, L, &zdv);
+    loss_c = gen_train_step(m, tc, z, Rw, 0, &zc);
+    loss_d = gen_train_step(m, td, z, Rw, 0, &zdv);
     CHECK(loss_c && loss_d, "train-mode forward and backward on both tapes");
     if (!loss_c || !loss_d) return;
     lc = loss_c->data[0];
@@ -1189,15 +1171,9 @@ static void test_backend_generate(void) {
     int64_t caps[8], zd, i, nemb;
     int h_emb, pass;
     higan_rng r;
-    memset(&m, 0, sizeof m);
-    if (higan_model_load(&m, GEN_MODEL, HIGAN_NET_BIT(HIGAN_NET_GENERATOR), NULL) != HIGAN_OK) {
-        CHECK(0, "load %s: %s", GEN_MODEL, higan_last_error());
-        return;
-    }
+    if (!load_generator(&m)) return;
     zd = m.cfg.G.style_dim;
-#ifdef HIGAN_CUDA_EMULATE
-    higan_cuda_emulate_guard(1);
-#endif
+    guard(1);
     styles = (float *)malloc(sizeof(float) * (size_t)(n * zd));
     higan_rng_seed(&r, 99);
     higan_rng_fill_normal(&r, styles, n * zd, 0.0f, 1.0f);
@@ -1213,10 +1189,7 @@ static void test_backend_generate(void) {
     ok(higan_cuda_params_init(&G, &dp, m.G.p), "Generator mirror");
     ok(higan_cuda_params_upload(&G, &dp, m.G.p, HIGAN_CUDA_ALL), "Generator upload");
     higan_cuda_params_attach(&dp, m.G.p);
-    ok(higan_arena_init(&hh, (size_t)8 << 20), "device tape: host arena");
-    ok(higan_backend_arena_init(&dd, &be, (size_t)256 << 20), "device tape: data arena");
-    higan_tape_init(&td, &hh, 1024);
-    higan_tape_set_backend(&td, &be, &dd);
+    dev_tape_open(&td, &hh, &dd, &be, (size_t)8 << 20, (size_t)256 << 20, 1024);
     CHECK(td.be == &be && td.data == &dd, "higan_tape_set_backend selects the table and the data arena");
     ok(higan_arena_init(&ch, (size_t)256 << 20), "CPU arena");
     higan_tape_init(&tc, &ch, 1024);
@@ -1269,10 +1242,8 @@ static void test_backend_generate(void) {
     backend_train_step(&m, &dp, &tc, &td);
     higan_cuda_params_attach(NULL, m.G.p);
     higan_cuda_params_free(&dp);
-    higan_tape_free(&td);
+    dev_tape_close(&td, &hh, &dd, &be);
     higan_tape_free(&tc);
-    higan_backend_arena_free(&dd, &be);
-    higan_arena_free(&hh);
     higan_arena_free(&ch);
     for (i = 0; i < n; ++i) { free(oc[i]); free(od[i]); }
     free(styles);

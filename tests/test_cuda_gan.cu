@@ -25,14 +25,6 @@ static higan_backend BE;
 static higan_arena CH, HH, DD;   // CPU tape arena; device tape: host arena, data arena
 static higan_tape TC, TD;
 
-static void guard(int on) {
-#ifdef HIGAN_CUDA_EMULATE
-    higan_cuda_emulate_guard(on);
-#else
-    (void)on;
-#endif
-}
-
 // n floats of v's gradient (device or host) into host memory (zeros when it has none)
 static float *grad_read(higan_tape *t, const higan_var *v, int64_t n) {
     float *h = hnew(n);
@@ -409,12 +401,9 @@ int main(void) {
     if (!cuda_test_begin("test_cuda_gan")) return cuda_test_skip();
     higan_cuda_backend(&BE, &G);
     if (!ok(higan_arena_init(&CH, (size_t)64 << 20), "CPU tape arena") ||
-        !ok(higan_arena_init(&HH, (size_t)8 << 20), "device tape: host arena") ||
-        !ok(higan_backend_arena_init(&DD, &BE, (size_t)64 << 20), "device tape: data arena"))
+        !dev_tape_open(&TD, &HH, &DD, &BE, (size_t)8 << 20, (size_t)64 << 20, 4096))
         return cuda_test_end();
     higan_tape_init(&TC, &CH, 4096);
-    higan_tape_init(&TD, &HH, 4096);
-    higan_tape_set_backend(&TD, &BE, &DD);
     test_elementwise_pool();
     test_masked_div_patches();
     test_losses();
@@ -422,10 +411,8 @@ int main(void) {
     test_discriminators();
     printf("  device data arena peak %.1f MB, host arena peak %.1f MB\n", (double)DD.peak / 1e6,
            (double)HH.peak / 1e6);
-    higan_tape_free(&TD);
+    dev_tape_close(&TD, &HH, &DD, &BE);
     higan_tape_free(&TC);
-    higan_backend_arena_free(&DD, &BE);
-    higan_arena_free(&HH);
     higan_arena_free(&CH);
     return cuda_test_end();
 }

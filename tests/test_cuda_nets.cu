@@ -31,14 +31,6 @@
 #define NETS_GUARD_STYLE 1
 #endif
 
-static void guard(int on) {
-#ifdef HIGAN_CUDA_EMULATE
-    higan_cuda_emulate_guard(on);
-#else
-    (void)on;
-#endif
-}
-
 // the device side of one store: the table, tapes and the mirror
 typedef struct {
     higan_backend be;
@@ -51,10 +43,7 @@ static int rig_init(rig *g, higan_params *p) {
     if (!ok(higan_cuda_params_init(&G, &g->dp, p), "mirror")) return 0;
     ok(higan_cuda_params_upload(&G, &g->dp, p, HIGAN_CUDA_ALL), "upload the store");
     higan_cuda_params_attach(&g->dp, p);
-    ok(higan_arena_init(&g->hh, (size_t)16 << 20), "device tape: host arena");
-    ok(higan_backend_arena_init(&g->dd, &g->be, (size_t)256 << 20), "device tape: data arena");
-    higan_tape_init(&g->td, &g->hh, 4096);
-    higan_tape_set_backend(&g->td, &g->be, &g->dd);
+    dev_tape_open(&g->td, &g->hh, &g->dd, &g->be, (size_t)16 << 20, (size_t)256 << 20, 4096);
     ok(higan_arena_init(&g->ch, (size_t)256 << 20), "CPU arena");
     higan_tape_init(&g->tc, &g->ch, 4096);
     return 1;
@@ -62,10 +51,8 @@ static int rig_init(rig *g, higan_params *p) {
 static void rig_free(rig *g, higan_params *p) {
     higan_cuda_params_attach(NULL, p);
     higan_cuda_params_free(&g->dp);
-    higan_tape_free(&g->td);
+    dev_tape_close(&g->td, &g->hh, &g->dd, &g->be);
     higan_tape_free(&g->tc);
-    higan_backend_arena_free(&g->dd, &g->be);
-    higan_arena_free(&g->hh);
     higan_arena_free(&g->ch);
 }
 // both sides from the host store's state, gradients zero
@@ -118,6 +105,14 @@ static void cmp_scalar(const char *what, higan_tape *tc, const higan_var *c, hig
     CHECK(fabs((double)a - (double)b) <= rtol * fabs((double)a) + 1e-7, "%s: cpu %.9g, cuda %.9g", what, (double)a,
           (double)b);
     printf("    %-44s cpu %.9g cuda %.9g\n", what, (double)a, (double)b);
+}
+// the input gradient dL/dx on both tapes: within 1e-3 of its largest (what: the check's
+// network, label: the printed row)
+static void cmp_input_grad(const char *what, const char *label, rig *g, const higan_var *xc, const higan_var *xd) {
+    float *a = gradv(&g->tc, xc), *b = gradv(&g->td, xd);
+    double e = rel_err(b, a, higan_var_numel(xc));
+    CHECK(e <= 1e-3, "%s dL/dx within 1e-3 of its largest (%.3g)", what, e);
+    printf("    %-44s relative error %.3g\n", label, e);
 }
 // every parameter tensor's gradient on the device against the host's, relative to its own
 // largest value; tensors whose gradient is numerically zero (< 1e-4 of the largest) must stay so
@@ -206,12 +201,7 @@ static void test_recognizer(void) {
         CHECK(memcmp(&rc, &rd, sizeof rc) == 0, "both tapes leave the dropout rng in the same state");
         cmp_var("train log-probs [T', B, 80]", &g.tc, oc.lp, &g.td, od.lp, 2e-4f, 2e-4f);
         cmp_scalar("CTC loss", &g.tc, oc.loss, &g.td, od.loss, 1e-5);
-        {
-            float *a = gradv(&g.tc, oc.x), *b = gradv(&g.td, od.x);
-            double e = rel_err(b, a, higan_var_numel(oc.x));
-            CHECK(e <= 1e-3, "recognizer dL/dx within 1e-3 of its largest (%.3g)", e);
-            printf("    %-44s relative error %.3g\n", "train dL/dx", e);
-        }
+        cmp_input_grad("recognizer", "train dL/dx", &g, oc.x, od.x);
         cmp_param_grads("recognizer parameter gradients", &g, &P);
         cmp_buffers("recognizer running stats after the step", &g, &P);
     }
@@ -274,10 +264,7 @@ static void test_recognizer(void) {
               higan_tape_backward(&g.td, Ld, NULL) == HIGAN_OK && higan_tape_sync(&g.td) == HIGAN_OK,
               "recognizer eval forward and backward on both tapes");
         if (Lc && Ld) {
-            float *a = gradv(&g.tc, xc), *b = gradv(&g.td, xd);
-            double e = rel_err(b, a, higan_var_numel(xc));
-            CHECK(e <= 1e-3, "eval dL/dx within 1e-3 of its largest (%.3g)", e);
-            printf("    %-44s relative error %.3g\n", "eval dL/dx", e);
+            cmp_input_grad("eval", "eval dL/dx", &g, xc, xd);
             cmp_param_grads("recognizer eval parameter gradients", &g, &P);
         }
     }
@@ -357,12 +344,7 @@ static void test_style(void) {
         cmp_scalar("writer cross-entropy", &g.tc, oc.ce, &g.td, od.ce, 1e-5);
         cmp_scalar("KL", &g.tc, oc.kl, &g.td, od.kl, 1e-5);
         cmp_scalar("total loss", &g.tc, oc.loss, &g.td, od.loss, 1e-5);
-        {
-            float *a = gradv(&g.tc, oc.x), *b = gradv(&g.td, od.x);
-            double e = rel_err(b, a, higan_var_numel(oc.x));
-            CHECK(e <= 1e-3, "style dL/dx within 1e-3 of its largest (%.3g)", e);
-            printf("    %-44s relative error %.3g\n", "train dL/dx", e);
-        }
+        cmp_input_grad("style", "train dL/dx", &g, oc.x, od.x);
         cmp_param_grads("backbone/encoder/WID parameter gradients", &g, &P);
         cmp_buffers("backbone running stats after the step", &g, &P);
     }

@@ -11,29 +11,10 @@
 #define HIGAN_CUDA_BF16_SCRATCH_BYTES ((size_t)1 << 14)
 #include "cuda_check.h"
 
-static const char *GEN_MODEL = "examples/models/higan_small.safetensors";
-
 /* ---- arena recycling on a device tape ---------------------------------------------------- */
-// One train-mode step of the Generator: loss = mean(G(z) * Rw); release: backward_release.
-static higan_var *gen_step(higan_model *m, higan_tape *t, const float *z, const float *Rw, const int *labels,
-                           const int *lens, int64_t B, int64_t L, int release, higan_var **zv) {
-    int64_t zs[2];
-    higan_var *out, *rv, *loss;
-    higan_tape_reset(t);
-    zs[0] = B; zs[1] = m->cfg.G.style_dim;
-    if (!(*zv = higan_var_upload(t, z, 2, zs))) return NULL;
-    (*zv)->requires_grad = 1;
-    if (!(out = higan_generator_forward(t, &m->G, *zv, labels, lens, L, 1))) return NULL;
-    if (!(rv = higan_var_upload(t, Rw, out->ndim, out->shape))) return NULL;
-    loss = higan_mean_all(t, higan_mul(t, out, rv));
-    if (!loss) return NULL;
-    if ((release ? higan_tape_backward_release(t, loss, NULL) : higan_tape_backward(t, loss, NULL)) != HIGAN_OK)
-        return NULL;
-    return loss;
-}
+// The Generator's train-mode step: gen_train_step of cuda_check.h (release: backward_release).
 static void test_device_recycling(void) {
-    const int64_t B = 2, L = 3;
-    const int labels[6] = {5, 17, 0, 30, 41, 12}, lens[2] = {2, 3};
+    const int64_t B = GEN_B, L = GEN_L;
     higan_model m;
     higan_backend be;
     higan_cuda_params dp;
@@ -44,27 +25,18 @@ static void test_device_recycling(void) {
     size_t peak[3], recycled[3];
     int run, dropped[3];
     const char *names[3] = {"no recycling, backward", "recycling, backward", "recycling, backward_release"};
-    memset(&m, 0, sizeof m);
-    if (higan_model_load(&m, GEN_MODEL, HIGAN_NET_BIT(HIGAN_NET_GENERATOR), NULL) != HIGAN_OK) {
-        CHECK(0, "load %s: %s", GEN_MODEL, higan_last_error());
-        return;
-    }
+    if (!load_generator(&m)) return;
     zd = m.cfg.G.style_dim; np = m.G.p->n_param; nb = m.G.p->n_buffer;
     nout = B * m.cfg.G.input_nc * 64 * 32 * L;
     z = hrand(B * zd, -1.0f, 1.0f);
     Rw = hrand(nout, -1.0f, 1.0f);
-#ifdef HIGAN_CUDA_EMULATE
-    higan_cuda_emulate_guard(1);
-#endif
+    guard(1);
     higan_cuda_backend(&be, &G);
     ok(higan_cuda_params_init(&G, &dp, m.G.p), "Generator mirror");
     higan_cuda_params_attach(&dp, m.G.p);
-    ok(higan_arena_init(&hh, (size_t)8 << 20), "host arena");
-    ok(higan_backend_arena_init(&dd, &be, (size_t)256 << 20), "device data arena");
+    dev_tape_open(&td, &hh, &dd, &be, (size_t)8 << 20, (size_t)256 << 20, 1024);
     CHECK(dd.recycled != NULL && dd.max_recycled > 0, "a device arena has a host block table (%d entries)",
           dd.max_recycled);
-    higan_tape_init(&td, &hh, 1024);
-    higan_tape_set_backend(&td, &be, &dd);
     for (run = 0; run < 3; ++run) {
         higan_var *zv = NULL, *lv;
         g[run] = hnew(np); b[run] = hnew(nb); gz[run] = hnew(B * zd);
@@ -74,7 +46,7 @@ static void test_device_recycling(void) {
         dd.max_recycled = run == 0 ? 0 : HIGAN_ARENA_MAX_RECYCLED;   // 0: every block handed back is dropped
         dd.recycle_dropped = 0;
         dd.peak = 0;
-        lv = gen_step(&m, &td, z, Rw, labels, lens, B, L, run == 2, &zv);
+        lv = gen_train_step(&m, &td, z, Rw, run == 2, &zv);
         CHECK(lv != NULL, "%s: forward and backward (%s)", names[run], lv ? "ok" : higan_last_error());
         if (!lv) break;
         higan_var_read(&td, lv, &loss[run], 1);
@@ -106,12 +78,8 @@ static void test_device_recycling(void) {
     dd.max_recycled = HIGAN_ARENA_MAX_RECYCLED;
     higan_cuda_params_attach(NULL, m.G.p);
     higan_cuda_params_free(&dp);
-    higan_tape_free(&td);
-    higan_backend_arena_free(&dd, &be);
-    higan_arena_free(&hh);
-#ifdef HIGAN_CUDA_EMULATE
-    higan_cuda_emulate_guard(0);
-#endif
+    dev_tape_close(&td, &hh, &dd, &be);
+    guard(0);
     higan_model_free(&m);
 }
 
@@ -239,8 +207,7 @@ static void test_bf16_conv(void) {
    largest gradient of the CPU's bf16, and closer to it than the CPU's bf16 is to fp32
    (emulated: 0.0137 vs 0.0343; the loss 7e-7 vs 6e-6 apart). */
 static void test_bf16_generator(void) {
-    const int64_t B = 2, L = 3;
-    const int labels[6] = {5, 17, 0, 30, 41, 12}, lens[2] = {2, 3};
+    const int64_t B = GEN_B, L = GEN_L;
     higan_model m;
     higan_backend be;
     higan_cuda_params dp;
@@ -250,11 +217,7 @@ static void test_bf16_generator(void) {
     float *z, *Rw, *g32, *g16, *gdev, *gz32, *gz16, *gzdev, l32 = 0, l16 = 0, ldev = 0;
     higan_var *zv, *lv;
     double e_cpu, e_dev, ez_cpu, ez_dev;
-    memset(&m, 0, sizeof m);
-    if (higan_model_load(&m, GEN_MODEL, HIGAN_NET_BIT(HIGAN_NET_GENERATOR), NULL) != HIGAN_OK) {
-        CHECK(0, "load %s: %s", GEN_MODEL, higan_last_error());
-        return;
-    }
+    if (!load_generator(&m)) return;
     fresh();
     zd = m.cfg.G.style_dim; np = m.G.p->n_param;
     nout = B * m.cfg.G.input_nc * 64 * 32 * L;
@@ -272,7 +235,7 @@ static void test_bf16_generator(void) {
             memcpy(m.G.p->buffer, buf, sizeof(float) * (size_t)m.G.p->n_buffer);
             higan_params_zero_grad(m.G.p);
             higan_set_precision(prec ? HIGAN_PRECISION_BF16 : HIGAN_PRECISION_FP32);
-            lv = gen_step(&m, &tc, z, Rw, labels, lens, B, L, 0, &zv);
+            lv = gen_train_step(&m, &tc, z, Rw, 0, &zv);
             higan_set_precision(HIGAN_PRECISION_FP32);
             CHECK(lv != NULL, "CPU step (%s)", prec ? "bf16" : "fp32");
             if (!lv) goto done;
@@ -282,17 +245,12 @@ static void test_bf16_generator(void) {
         }
         memcpy(m.G.p->buffer, buf, sizeof(float) * (size_t)m.G.p->n_buffer);
     }
-#ifdef HIGAN_CUDA_EMULATE
-    higan_cuda_emulate_guard(1);
-#endif
+    guard(1);
     higan_cuda_params_attach(&dp, m.G.p);
-    ok(higan_arena_init(&hh, (size_t)8 << 20), "host arena");
-    ok(higan_backend_arena_init(&dd, &be, (size_t)256 << 20), "device data arena");
-    higan_tape_init(&td, &hh, 1024);
-    higan_tape_set_backend(&td, &be, &dd);
+    dev_tape_open(&td, &hh, &dd, &be, (size_t)8 << 20, (size_t)256 << 20, 1024);
     ok(higan_cuda_params_zero_grad(&G, &dp), "device zero_grad");
     ok(higan_cuda_set_precision(&G, HIGAN_PRECISION_BF16), "precision bf16");
-    lv = gen_step(&m, &td, z, Rw, labels, lens, B, L, 1, &zv);
+    lv = gen_train_step(&m, &td, z, Rw, 1, &zv);
     CHECK(lv != NULL, "device step in bf16 (%s)", lv ? "ok" : higan_last_error());
     if (lv) {
         higan_var_read(&td, lv, &ldev, 1);
@@ -302,12 +260,8 @@ static void test_bf16_generator(void) {
     ok(higan_cuda_set_precision(&G, HIGAN_PRECISION_FP32), "precision fp32");
     ok(higan_tape_sync(&td), "device sync");
     higan_cuda_params_attach(NULL, m.G.p);
-    higan_tape_free(&td);
-    higan_backend_arena_free(&dd, &be);
-    higan_arena_free(&hh);
-#ifdef HIGAN_CUDA_EMULATE
-    higan_cuda_emulate_guard(0);
-#endif
+    dev_tape_close(&td, &hh, &dd, &be);
+    guard(0);
     if (lv) {
         e_cpu = rel_err(g16, g32, np); e_dev = rel_err(gdev, g16, np);
         ez_cpu = rel_err(gz16, gz32, B * zd); ez_dev = rel_err(gzdev, gz16, B * zd);

@@ -36,36 +36,20 @@
 // device memory computes the right values: for debugging). The store / Adam / reduction tests
 // always run guarded.
 #include "cuda_check.h"
+#include "gan_fixture.h"
 
 static int guard_wanted(void) {
     const char *g = getenv("HIGAN_TEST_GUARD");
     return !g || !*g || strcmp(g, "0") != 0;
 }
-// on = 1: the guard for device-side code that must not touch device memory from the host
-static void guard(int on) {
-#ifdef HIGAN_CUDA_EMULATE
-    higan_cuda_emulate_guard(on);
-#else
-    (void)on;
-#endif
-}
-
 static higan_backend BE;        // the CUDA table on G
 
 // A new device tape: host arena (bookkeeping) and a device data arena of data_mb.
 typedef struct { higan_arena host, data; higan_tape t; } dev_tape;
 static int dev_tape_init(dev_tape *d, size_t data_mb) {
-    if (!ok(higan_arena_init(&d->host, (size_t)16 << 20), "device tape host arena")) return 0;
-    if (!ok(higan_backend_arena_init(&d->data, &BE, data_mb << 20), "device tape data arena")) return 0;
-    higan_tape_init(&d->t, &d->host, 4096);
-    higan_tape_set_backend(&d->t, &BE, &d->data);
-    return 1;
+    return dev_tape_open(&d->t, &d->host, &d->data, &BE, (size_t)16 << 20, data_mb << 20, 4096);
 }
-static void dev_tape_free(dev_tape *d) {
-    higan_tape_free(&d->t);
-    higan_backend_arena_free(&d->data, &BE);
-    higan_arena_free(&d->host);
-}
+static void dev_tape_free(dev_tape *d) { dev_tape_close(&d->t, &d->host, &d->data, &BE); }
 
 /* ---- the store's mirror, Adam, zero_grad, the reductions -------------------------------------- */
 static void register_store(higan_params *p) {
@@ -269,48 +253,8 @@ static void check_loss(const char *name, float c, float d) {
           (double)d);
 }
 
-/* ---- a tiny batch (tests/test_gan.c's make_batch) --------------------------------------------- */
-typedef struct {
-    float *imgs, *aug;
-    int img_lens[4], labels[16], label_lens[4], wids[4], aug_lens[4];
-    higan_batch b;
-} tiny_batch;
-static void make_batch(tiny_batch *tb, higan_rng *r) {
-    static const int lens[4] = {4, 3, 3, 2}, augl[4] = {128, 96, 64, 96}, w[4] = {0, 4, 2, 4};
-    int b, j, h, x;
-    memset(&tb->b, 0, sizeof tb->b);
-    tb->imgs = (float *)malloc(sizeof(float) * 4 * 64 * 128);
-    tb->aug = (float *)malloc(sizeof(float) * 4 * 64 * 128);
-    for (b = 0; b < 4; ++b) {
-        tb->label_lens[b] = lens[b];
-        tb->img_lens[b] = 32 * lens[b];
-        tb->aug_lens[b] = augl[b];
-        tb->wids[b] = w[b];
-        for (j = 0; j < 4; ++j) tb->labels[b * 4 + j] = j < lens[b] ? 2 + (int)(higan_rng_uniform(r) * 77.0f) : 0;
-        for (h = 0; h < 64; ++h)
-            for (x = 0; x < 128; ++x) {
-                float v = higan_rng_uniform(r) * 2.0f - 1.0f;
-                tb->imgs[((int64_t)b * 64 + h) * 128 + x] = x < tb->img_lens[b] ? v : -1.0f;
-                tb->aug[((int64_t)b * 64 + h) * 128 + x] = x < augl[b] ? -v : -1.0f;
-            }
-    }
-    tb->b.B = 4; tb->b.width = 128; tb->b.label_width = 4;
-    tb->b.imgs = tb->imgs; tb->b.img_lens = tb->img_lens; tb->b.labels = tb->labels;
-    tb->b.label_lens = tb->label_lens; tb->b.wids = tb->wids;
-    tb->b.aug_width = 128; tb->b.aug_imgs = tb->aug; tb->b.aug_lens = tb->aug_lens;
-}
-static void free_batch(tiny_batch *tb) { free(tb->imgs); free(tb->aug); }
-
-// the configuration of tests/test_gan.c (make_gan.py)
-static higan_model_config tiny_config(unsigned nets) {
-    higan_model_config c = higan_model_default_config(nets);
-    c.G.ch = 2; c.G.style_dim = 8; c.G.embed_dim = 8;
-    c.D.ch = 2; c.P.ch = 2;
-    c.B.resolution = 2; c.B.max_dim = 32; c.B.dropout = 0.0f;
-    c.n_writer = 5;
-    c.R.cnn.resolution = 2; c.R.cnn.max_dim = 32; c.R.cnn.dropout = 0.0f; c.R.rnn_depth = 2;
-    return c;
-}
+/* the tiny configuration and batch of tests/test_gan.c: tiny_config, tiny_batch, make_batch
+   (gan_fixture.h) */
 
 /* ---- recognizer and writer-identifier pretraining steps ---------------------------------------- */
 static void test_pretraining(void) {

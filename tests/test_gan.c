@@ -6,21 +6,11 @@
 #define HIGAN_IMPLEMENTATION
 #include "higan.h"
 #include "check.h"
+#include "gan_fixture.h"
 
 #include <time.h>
 
 static double cpu_seconds(void) { return (double)clock() / CLOCKS_PER_SEC; }   /* display only */
-
-/* the configuration of make_gan.py */
-static higan_model_config tiny_config(void) {
-    higan_model_config c = higan_model_default_config(HIGAN_NETS_ALL);
-    c.G.ch = 2; c.G.style_dim = 8; c.G.embed_dim = 8;
-    c.D.ch = 2; c.P.ch = 2;
-    c.B.resolution = 2; c.B.max_dim = 32; c.B.dropout = 0.0f;
-    c.n_writer = 5;
-    c.R.cnn.resolution = 2; c.R.cnn.max_dim = 32; c.R.cnn.dropout = 0.0f; c.R.rnn_depth = 2;
-    return c;
-}
 
 static int *load_ints(const higan_safetensors *st, const char *name, int64_t *n) {
     int64_t k, m = 0;
@@ -141,7 +131,7 @@ static void test_oracle(size_t arena_bytes, int tape_entries, int verbose) {
     higan_gan_losses l;
     higan_gan_draws dd, dg;
     higan_batch b;
-    higan_model_config mc = tiny_config();
+    higan_model_config mc = tiny_config(HIGAN_NETS_ALL);
     higan_arena arena;
     higan_tape tape;
     higan_status rc;
@@ -280,37 +270,7 @@ static void test_oracle(size_t arena_bytes, int tape_entries, int verbose) {
     free(dl); free(dlens); free(gl); free(glens); free(dz); free(deps); free(gz); free(geps);
 }
 
-/* ---- random tiny data ----------------------------------------------------------------------- */
-typedef struct {
-    float *imgs, *aug;
-    int img_lens[4], labels[16], label_lens[4], wids[4], aug_lens[4];
-    higan_batch b;
-} tiny_batch;
-
-static void make_batch(tiny_batch *tb, higan_rng *r) {
-    static const int lens[4] = {4, 3, 3, 2}, augl[4] = {128, 96, 64, 96}, w[4] = {0, 4, 2, 4};
-    int b, j, h, x;
-    memset(&tb->b, 0, sizeof tb->b);
-    tb->imgs = (float *)malloc(sizeof(float) * 4 * 64 * 128);
-    tb->aug = (float *)malloc(sizeof(float) * 4 * 64 * 128);
-    for (b = 0; b < 4; ++b) {
-        tb->label_lens[b] = lens[b];
-        tb->img_lens[b] = 32 * lens[b];
-        tb->aug_lens[b] = augl[b];
-        tb->wids[b] = w[b];
-        for (j = 0; j < 4; ++j) tb->labels[b * 4 + j] = j < lens[b] ? 2 + (int)(higan_rng_uniform(r) * 77.0f) : 0;
-        for (h = 0; h < 64; ++h)
-            for (x = 0; x < 128; ++x) {
-                float v = higan_rng_uniform(r) * 2.0f - 1.0f;
-                tb->imgs[((int64_t)b * 64 + h) * 128 + x] = x < tb->img_lens[b] ? v : -1.0f;
-                tb->aug[((int64_t)b * 64 + h) * 128 + x] = x < augl[b] ? -v : -1.0f;
-            }
-    }
-    tb->b.B = 4; tb->b.width = 128; tb->b.label_width = 4;
-    tb->b.imgs = tb->imgs; tb->b.img_lens = tb->img_lens; tb->b.labels = tb->labels;
-    tb->b.label_lens = tb->label_lens; tb->b.wids = tb->wids;
-    tb->b.aug_width = 128; tb->b.aug_imgs = tb->aug; tb->b.aug_lens = tb->aug_lens;
-}
+/* ---- random tiny data: tiny_batch, make_batch (gan_fixture.h) ---- */
 
 static const char LEXICON[] = "hello\nworld\nquick\nbrown\nfox\njumps\nover\nthe\nlazy\ndog\nHandwriting\n"
                               "generation\nof\nwords\nit\nis\nand\nGAN\n";
@@ -324,7 +284,7 @@ static int any_nonzero(const float *g, int64_t n) {
 static void test_random_iterations(void) {
     higan_gan_trainer tr;
     higan_lexicon lex;
-    higan_model_config mc = tiny_config();
+    higan_model_config mc = tiny_config(HIGAN_NETS_ALL);
     higan_arena arena;
     higan_tape tape;
     higan_rng r;
@@ -482,7 +442,7 @@ static void test_random_iterations(void) {
 static void test_resume(void) {
     higan_gan_trainer a, b;
     higan_lexicon lex;
-    higan_model_config mc = tiny_config();
+    higan_model_config mc = tiny_config(HIGAN_NETS_ALL);
     higan_arena arena;
     higan_tape tape;
     higan_rng r;
