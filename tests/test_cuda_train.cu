@@ -173,7 +173,7 @@ static void host_bufs_free(host_bufs *h) {
 }
 // q: the device store, already downloaded (HIGAN_PARAMS_STATE | HIGAN_PARAMS_GRADS); hb: its host
 // buffer arrays before / after the step (a buffer written there is compared from there: with
-// HIGAN_TEST_GUARD=1, i.e. once every op dispatches, that is a failure)
+// any such write is a failure)
 static double grad_tol = 1e-3;   // per tensor, relative to its largest (see the top)
 static cmp_figures compare_stores(const char *label, const higan_params *p, const higan_params *q, int grads,
                                   const host_bufs *hb, int store) {
