@@ -10868,6 +10868,7 @@ HIGAN_DEF higan_var *higan_recognizer_forward(higan_tape *t, const higan_recogni
 static int higan__rec_decode_setup(const higan_var *out, int train, int b, int img_len, int64_t *B, int64_t *T,
                                    int *frames) {
     int64_t C;
+    *B = *T = 0; *frames = 0;   /* defined on every return (gcc -O3 cannot see the errors are < 0) */
     if (!out || out->ndim != 3) return higan__error(HIGAN_ERR_ARG, "recognizer_decode: not a recognizer output");
     *B = train ? out->shape[1] : out->shape[0];
     *T = train ? out->shape[0] : out->shape[1];
