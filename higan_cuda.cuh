@@ -1279,23 +1279,12 @@ static inline unsigned higan__cu_blocks_for(int64_t items) {
 
 /* Sum over the block in a fixed tree (deterministic); every thread gets the total. */
 static HIGAN__CU_HD double higan__block_sum(double v, double *sh) {
-#ifdef __CUDA_ARCH__
-    const int t = (int)threadIdx.x;
-    int s;
-    sh[t] = v;
-    __syncthreads();
-    for (s = HIGAN__CU_BLOCK / 2; s > 0; s >>= 1) {
-        if (t < s) sh[t] += sh[t + s];
-        __syncthreads();
-    }
-    v = sh[0];
-    __syncthreads();   /* sh may be reused at once */
-#elif defined(HIGAN_CUDA_EMULATE)
-    const int t = higan__emu_tid;
+#if defined(__CUDA_ARCH__) || defined(HIGAN_CUDA_EMULATE)   /* device, or an emulated team */
+    const int t = (int)HIGAN__TID;
     int s;
     sh[t] = v;
     HIGAN__SYNC();
-    for (s = higan__emu_nthr / 2; s > 0; s >>= 1) {
+    for (s = (int)HIGAN__NTHR / 2; s > 0; s >>= 1) {
         if (t < s) sh[t] += sh[t + s];
         HIGAN__SYNC();
     }
@@ -1307,23 +1296,12 @@ static HIGAN__CU_HD double higan__block_sum(double v, double *sh) {
     return v;
 }
 static HIGAN__CU_HD float higan__block_max(float v, float *sh) {
-#ifdef __CUDA_ARCH__
-    const int t = (int)threadIdx.x;
-    int s;
-    sh[t] = v;
-    __syncthreads();
-    for (s = HIGAN__CU_BLOCK / 2; s > 0; s >>= 1) {
-        if (t < s && sh[t + s] > sh[t]) sh[t] = sh[t + s];
-        __syncthreads();
-    }
-    v = sh[0];
-    __syncthreads();
-#elif defined(HIGAN_CUDA_EMULATE)
-    const int t = higan__emu_tid;
+#if defined(__CUDA_ARCH__) || defined(HIGAN_CUDA_EMULATE)   /* device, or an emulated team */
+    const int t = (int)HIGAN__TID;
     int s;
     sh[t] = v;
     HIGAN__SYNC();
-    for (s = higan__emu_nthr / 2; s > 0; s >>= 1) {
+    for (s = (int)HIGAN__NTHR / 2; s > 0; s >>= 1) {
         if (t < s && sh[t + s] > sh[t]) sh[t] = sh[t + s];
         HIGAN__SYNC();
     }
@@ -1339,29 +1317,13 @@ static HIGAN__CU_HD float higan__block_max(float v, float *sh) {
    ties to the smaller index (so per-thread first minima give the row's first minimum);
    every thread gets the value and *i. Indices travel as doubles (exact below 2^53). */
 static HIGAN__CU_HD float higan__block_argmin(float v, int64_t *i, float *shf, double *sh) {
-#ifdef __CUDA_ARCH__
-    const int t = (int)threadIdx.x;
-    int s;
-    shf[t] = v;
-    sh[t] = (double)*i;
-    __syncthreads();
-    for (s = HIGAN__CU_BLOCK / 2; s > 0; s >>= 1) {
-        if (t < s && (shf[t + s] < shf[t] || (shf[t + s] == shf[t] && sh[t + s] < sh[t]))) {
-            shf[t] = shf[t + s];
-            sh[t] = sh[t + s];
-        }
-        __syncthreads();
-    }
-    v = shf[0];
-    *i = (int64_t)sh[0];
-    __syncthreads();
-#elif defined(HIGAN_CUDA_EMULATE)
-    const int t = higan__emu_tid;
+#if defined(__CUDA_ARCH__) || defined(HIGAN_CUDA_EMULATE)   /* device, or an emulated team */
+    const int t = (int)HIGAN__TID;
     int s;
     shf[t] = v;
     sh[t] = (double)*i;
     HIGAN__SYNC();
-    for (s = higan__emu_nthr / 2; s > 0; s >>= 1) {
+    for (s = (int)HIGAN__NTHR / 2; s > 0; s >>= 1) {
         if (t < s && (shf[t + s] < shf[t] || (shf[t + s] == shf[t] && sh[t + s] < sh[t]))) {
             shf[t] = shf[t + s];
             sh[t] = sh[t + s];
