@@ -2763,6 +2763,33 @@ typedef struct higan_backend {
     /* *first = index of the first NaN or Inf of x (-1: all finite) */
     void (*find_nonfinite)(void *ctx, int64_t *first, const float *x, int64_t n);
 } higan_backend;
+/* Every function entry of higan_backend whose implementations are named after it (all but
+   upload and download, which the CPU serves with its copy): a backend fills its table with
+   `#define X(e) b->e = prefix_##e;` and HIGAN_BACKEND_ENTRIES(X), so an entry is named once. */
+#define HIGAN_BACKEND_ENTRIES(X) \
+    X(alloc) X(free_memory) X(zero) X(copy) \
+    X(fill) X(copy_rows) X(sync) X(linear_forward) \
+    X(conv2d_forward) X(spectral_norm_forward) X(batch_norm2d_forward) X(cond_batch_norm_forward) \
+    X(embedding_renorm) X(embedding_forward) X(upsample_nearest_forward) X(relu_forward) \
+    X(tanh_forward) X(add_forward) X(concat_forward) X(slice_forward) \
+    X(permute_forward) X(mask_width_forward) X(mul_forward) X(sum_all_forward) \
+    X(mean_all_forward) X(linear_backward) X(conv2d_backward) X(spectral_norm_backward) \
+    X(batch_norm2d_backward) X(cond_batch_norm_backward) X(embedding_backward) X(upsample_nearest_backward) \
+    X(relu_backward) X(tanh_backward) X(add_backward) X(mul_backward) \
+    X(concat_backward) X(slice_backward) X(permute_backward) X(mask_width_backward) \
+    X(sum_all_backward) X(mean_all_backward) X(max_pool3s2_forward) X(max_pool3s2_backward) \
+    X(pad_forward) X(pad_backward) X(leaky_relu_forward) X(leaky_relu_backward) \
+    X(dropout_forward) X(dropout_backward) X(dropout_relu_forward) X(dropout_relu_backward) \
+    X(log_softmax_forward) X(log_softmax_backward) X(lstm_forward) X(lstm_backward) \
+    X(ctc_loss_forward) X(ctc_loss_backward) X(cross_entropy_forward) X(cross_entropy_backward) \
+    X(argmax_rows) X(avg_pool2_forward) X(avg_pool2_backward) X(sub_forward) \
+    X(sub_backward) X(scale_forward) X(scale_backward) X(add_nc_forward) \
+    X(add_nc_backward) X(exp_forward) X(exp_backward) X(masked_width_forward) \
+    X(masked_width_backward) X(div_rows_forward) X(div_rows_backward) X(extract_patches_forward) \
+    X(extract_patches_backward) X(hinge_d_real_forward) X(hinge_d_real_backward) X(hinge_d_fake_forward) \
+    X(hinge_d_fake_backward) X(hinge_g_forward) X(hinge_g_backward) X(masked_l1_forward) \
+    X(masked_l1_backward) X(kl_gaussian_forward) X(kl_gaussian_backward) X(cx_loss_forward) \
+    X(cx_loss_backward) X(adam_step) X(moments) X(find_nonfinite)
 /* The CPU kernels (the default of every tape). */
 HIGAN_DEF const higan_backend *higan_cpu_backend(void);
 /* be NULL: the CPU. A device backend needs data, an arena made by higan_backend_arena_init
@@ -14215,102 +14242,11 @@ HIGAN_DEF const higan_backend *higan_cpu_backend(void) {
     b->name = "cpu";
     b->device = 0;
     b->ctx = NULL;
-    b->alloc = higan__cpu_alloc;
-    b->free_memory = higan__cpu_free_memory;
-    b->zero = higan__cpu_zero;
-    b->copy = higan__cpu_copy;
     b->upload = higan__cpu_copy;
     b->download = higan__cpu_copy;
-    b->fill = higan__cpu_fill;
-    b->copy_rows = higan__cpu_copy_rows;
-    b->sync = higan__cpu_sync;
-    b->linear_forward = higan__cpu_linear_forward;
-    b->conv2d_forward = higan__cpu_conv2d_forward;
-    b->spectral_norm_forward = higan__cpu_spectral_norm_forward;
-    b->batch_norm2d_forward = higan__cpu_batch_norm2d_forward;
-    b->cond_batch_norm_forward = higan__cpu_cond_batch_norm_forward;
-    b->embedding_renorm = higan__cpu_embedding_renorm;
-    b->embedding_forward = higan__cpu_embedding_forward;
-    b->upsample_nearest_forward = higan__cpu_upsample_nearest_forward;
-    b->relu_forward = higan__cpu_relu_forward;
-    b->tanh_forward = higan__cpu_tanh_forward;
-    b->add_forward = higan__cpu_add_forward;
-    b->concat_forward = higan__cpu_concat_forward;
-    b->slice_forward = higan__cpu_slice_forward;
-    b->permute_forward = higan__cpu_permute_forward;
-    b->mask_width_forward = higan__cpu_mask_width_forward;
-    b->mul_forward = higan__cpu_mul_forward;
-    b->sum_all_forward = higan__cpu_sum_all_forward;
-    b->mean_all_forward = higan__cpu_mean_all_forward;
-    b->linear_backward = higan__cpu_linear_backward;
-    b->conv2d_backward = higan__cpu_conv2d_backward;
-    b->spectral_norm_backward = higan__cpu_spectral_norm_backward;
-    b->batch_norm2d_backward = higan__cpu_batch_norm2d_backward;
-    b->cond_batch_norm_backward = higan__cpu_cond_batch_norm_backward;
-    b->embedding_backward = higan__cpu_embedding_backward;
-    b->upsample_nearest_backward = higan__cpu_upsample_nearest_backward;
-    b->relu_backward = higan__cpu_relu_backward;
-    b->tanh_backward = higan__cpu_tanh_backward;
-    b->add_backward = higan__cpu_add_backward;
-    b->mul_backward = higan__cpu_mul_backward;
-    b->concat_backward = higan__cpu_concat_backward;
-    b->slice_backward = higan__cpu_slice_backward;
-    b->permute_backward = higan__cpu_permute_backward;
-    b->mask_width_backward = higan__cpu_mask_width_backward;
-    b->sum_all_backward = higan__cpu_sum_all_backward;
-    b->mean_all_backward = higan__cpu_mean_all_backward;
-    /* style and recognition networks */
-    b->max_pool3s2_forward = higan__cpu_max_pool3s2_forward;
-    b->max_pool3s2_backward = higan__cpu_max_pool3s2_backward;
-    b->pad_forward = higan__cpu_pad_forward;
-    b->pad_backward = higan__cpu_pad_backward;
-    b->leaky_relu_forward = higan__cpu_leaky_relu_forward;
-    b->leaky_relu_backward = higan__cpu_leaky_relu_backward;
-    b->dropout_forward = higan__cpu_dropout_forward;
-    b->dropout_backward = higan__cpu_dropout_backward;
-    b->dropout_relu_forward = higan__cpu_dropout_relu_forward;
-    b->dropout_relu_backward = higan__cpu_dropout_relu_backward;
-    b->log_softmax_forward = higan__cpu_log_softmax_forward;
-    b->log_softmax_backward = higan__cpu_log_softmax_backward;
-    b->lstm_forward = higan__cpu_lstm_forward;
-    b->lstm_backward = higan__cpu_lstm_backward;
-    b->ctc_loss_forward = higan__cpu_ctc_loss_forward;
-    b->ctc_loss_backward = higan__cpu_ctc_loss_backward;
-    b->cross_entropy_forward = higan__cpu_cross_entropy_forward;
-    b->cross_entropy_backward = higan__cpu_cross_entropy_backward;
-    b->argmax_rows = higan__cpu_argmax_rows;
-    /* BigGAN side: discriminators, GAN losses */
-    b->avg_pool2_forward = higan__cpu_avg_pool2_forward;
-    b->avg_pool2_backward = higan__cpu_avg_pool2_backward;
-    b->sub_forward = higan__cpu_sub_forward;
-    b->sub_backward = higan__cpu_sub_backward;
-    b->scale_forward = higan__cpu_scale_forward;
-    b->scale_backward = higan__cpu_scale_backward;
-    b->add_nc_forward = higan__cpu_add_nc_forward;
-    b->add_nc_backward = higan__cpu_add_nc_backward;
-    b->exp_forward = higan__cpu_exp_forward;
-    b->exp_backward = higan__cpu_exp_backward;
-    b->masked_width_forward = higan__cpu_masked_width_forward;
-    b->masked_width_backward = higan__cpu_masked_width_backward;
-    b->div_rows_forward = higan__cpu_div_rows_forward;
-    b->div_rows_backward = higan__cpu_div_rows_backward;
-    b->extract_patches_forward = higan__cpu_extract_patches_forward;
-    b->extract_patches_backward = higan__cpu_extract_patches_backward;
-    b->hinge_d_real_forward = higan__cpu_hinge_d_real_forward;
-    b->hinge_d_real_backward = higan__cpu_hinge_d_real_backward;
-    b->hinge_d_fake_forward = higan__cpu_hinge_d_fake_forward;
-    b->hinge_d_fake_backward = higan__cpu_hinge_d_fake_backward;
-    b->hinge_g_forward = higan__cpu_hinge_g_forward;
-    b->hinge_g_backward = higan__cpu_hinge_g_backward;
-    b->masked_l1_forward = higan__cpu_masked_l1_forward;
-    b->masked_l1_backward = higan__cpu_masked_l1_backward;
-    b->kl_gaussian_forward = higan__cpu_kl_gaussian_forward;
-    b->kl_gaussian_backward = higan__cpu_kl_gaussian_backward;
-    b->cx_loss_forward = higan__cpu_cx_loss_forward;
-    b->cx_loss_backward = higan__cpu_cx_loss_backward;
-    b->adam_step = higan__cpu_adam_step;
-    b->moments = higan__cpu_moments;
-    b->find_nonfinite = higan__cpu_find_nonfinite;
+#define HIGAN__CPU_ENTRY(e) b->e = higan__cpu_##e;
+    HIGAN_BACKEND_ENTRIES(HIGAN__CPU_ENTRY)
+#undef HIGAN__CPU_ENTRY
     higan__cpu_backend_ready = 1;
     return b;
 }
